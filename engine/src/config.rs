@@ -1,0 +1,460 @@
+//! Configuration: serde structs (kebab-case, unknown fields rejected), defaults from the embedded
+//! `configs/default.toml`, the user's file merged on top, environment overrides, then one validation pass that
+//! reports every problem at once.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sim::SimConfig;
+use crate::units::HumanDuration;
+
+/// The embedded defaults; every setting is present here.
+pub const DEFAULT_TOML: &str = include_str!("../../configs/default.toml");
+
+/// Prefix of environment overrides: `FAULTLINE__ENGINE__SHARDS=4` sets `engine.shards`.
+pub const ENV_PREFIX: &str = "FAULTLINE__";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub source: SourceConfig,
+    pub simulator: SimConfig,
+    pub detector: DetectorConfig,
+    pub rca: RcaConfig,
+    pub graph: GraphConfig,
+    pub sinks: Vec<SinkConfig>,
+    pub dead_letter: DeadLetterConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineConfig {
+    pub shards: usize,
+    pub batch_size: usize,
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    Simulator,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectionFilter {
+    Up,
+    Down,
+    Both,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DetectorConfig {
+    pub warmup_points: u32,
+    pub threshold: f64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub huber: f64,
+    pub anomaly_weight: f64,
+    pub rel_floor: f64,
+    pub m_of_n: [u32; 2],
+    pub direction: DirectionFilter,
+    pub min_abs_deviation: f64,
+    pub min_rel_deviation: f64,
+    pub rules: Vec<RuleConfig>,
+    pub overrides: Vec<OverrideConfig>,
+}
+
+/// An absolute bound that applies from a series' first point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    pub metric: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+}
+
+/// Noise controls for the series whose metric (and service, if given) match; unset fields keep the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OverrideConfig {
+    pub metric: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    #[serde(default)]
+    pub direction: Option<DirectionFilter>,
+    #[serde(default)]
+    pub min_abs_deviation: Option<f64>,
+    #[serde(default)]
+    pub min_rel_deviation: Option<f64>,
+    #[serde(default)]
+    pub m_of_n: Option<[u32; 2]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Traffic,
+    Latency,
+    Errors,
+    Saturation,
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Traffic => "traffic",
+            Role::Latency => "latency",
+            Role::Errors => "errors",
+            Role::Saturation => "saturation",
+            Role::Other => "other",
+        }
+    }
+
+    /// Latency, errors and saturation: the roles a failure propagates through, from callee to caller.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Role::Latency | Role::Errors | Role::Saturation)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoleConfig {
+    pub metric: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RcaConfig {
+    pub incident_gap: HumanDuration,
+    pub close_after: HumanDuration,
+    pub min_anomalies: usize,
+    pub onset_tolerance: HumanDuration,
+    pub max_candidates: usize,
+    pub roles: Vec<RoleConfig>,
+}
+
+impl RcaConfig {
+    /// The role of a metric name: the first matching entry of `roles`, else `Other`.
+    pub fn role_of(&self, metric: &str) -> Role {
+        self.roles.iter().find(|r| glob_match(&r.metric, metric)).map_or(Role::Other, |r| r.role)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GraphConfig {
+    pub edges: Vec<[String; 2]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    Jsonl,
+    Summary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Anomaly,
+    RootCause,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+}
+
+fn all_events() -> Vec<EventKind> {
+    vec![EventKind::Anomaly, EventKind::RootCause]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeadLetterConfig {
+    pub path: String,
+}
+
+impl Config {
+    /// The embedded defaults, validated.
+    pub fn default_config() -> Result<Self> {
+        Self::from_layers(None, std::iter::empty())
+    }
+
+    /// Defaults, then the file at `path`, then `FAULTLINE__…` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let user = match path {
+            Some(p) => Some((p.display().to_string(), std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?)),
+            None => None,
+        };
+        Self::from_layers(user.as_ref().map(|(n, s)| (n.as_str(), s.as_str())), std::env::vars())
+    }
+
+    /// Defaults, then a named TOML text, then `(name, value)` environment pairs (only `FAULTLINE__` ones are used).
+    pub fn from_layers(user: Option<(&str, &str)>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut root: toml::Table = DEFAULT_TOML.parse().map_err(|e| Error::Internal(format!("default.toml: {e}")))?;
+        if let Some((name, text)) = user {
+            let table: toml::Table =
+                text.parse().map_err(|e: toml::de::Error| Error::config(format!("{name}: {e}")))?;
+            merge(&mut root, table);
+        }
+        let mut problems = Vec::new();
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase().replace('_', "-")).collect();
+            if let Err(e) = set_path(&mut root, &path, parse_env_value(&v)) {
+                problems.push(format!("{k}: {e}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        let source = user.map_or("configuration", |(n, _)| n);
+        let cfg: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config(format!("{source}: {}", e.message().trim())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut p = Vec::new();
+        let e = &self.engine;
+        if e.batch_size == 0 || e.batch_size > 1 << 24 {
+            p.push(format!("engine.batch-size must be in 1..=16777216, got {}", e.batch_size));
+        }
+        if e.queue_depth == 0 {
+            p.push("engine.queue-depth must be at least 1".into());
+        }
+        if e.shards > 1024 {
+            p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));
+        }
+        if self.source.kind == SourceKind::Jsonl && self.source.path.trim().is_empty() {
+            p.push("source.path must name a file or \"-\" for standard input".into());
+        }
+        self.simulator.validate(&mut p);
+        let d = &self.detector;
+        check_range(&mut p, "detector.threshold", d.threshold, 0.5, 1000.0);
+        check_range(&mut p, "detector.alpha", d.alpha, 1e-6, 1.0);
+        check_range(&mut p, "detector.beta", d.beta, 1e-6, 1.0);
+        check_range(&mut p, "detector.huber", d.huber, 0.1, 100.0);
+        check_range(&mut p, "detector.anomaly-weight", d.anomaly_weight, 0.0, 1.0);
+        check_range(&mut p, "detector.rel-floor", d.rel_floor, 0.0, 1.0);
+        check_range(&mut p, "detector.min-abs-deviation", d.min_abs_deviation, 0.0, f64::MAX);
+        check_range(&mut p, "detector.min-rel-deviation", d.min_rel_deviation, 0.0, 100.0);
+        check_m_of_n(&mut p, "detector.m-of-n", d.m_of_n);
+        for (i, r) in d.rules.iter().enumerate() {
+            let at = format!("detector.rules[{i}]");
+            if r.metric.is_empty() {
+                p.push(format!("{at}.metric must not be empty"));
+            }
+            if r.above.is_none() && r.below.is_none() {
+                p.push(format!("{at} needs `above` or `below`"));
+            }
+            for (name, v) in [("above", r.above), ("below", r.below)] {
+                if let Some(v) = v
+                    && !v.is_finite()
+                {
+                    p.push(format!("{at}.{name} must be a finite number, got {v}"));
+                }
+            }
+        }
+        for (i, o) in d.overrides.iter().enumerate() {
+            let at = format!("detector.overrides[{i}]");
+            if o.metric.is_empty() {
+                p.push(format!("{at}.metric must not be empty"));
+            }
+            if let Some(v) = o.threshold {
+                check_range(&mut p, &format!("{at}.threshold"), v, 0.5, 1000.0);
+            }
+            if let Some(v) = o.min_abs_deviation {
+                check_range(&mut p, &format!("{at}.min-abs-deviation"), v, 0.0, f64::MAX);
+            }
+            if let Some(v) = o.min_rel_deviation {
+                check_range(&mut p, &format!("{at}.min-rel-deviation"), v, 0.0, 100.0);
+            }
+            if let Some(m) = o.m_of_n {
+                check_m_of_n(&mut p, &format!("{at}.m-of-n"), m);
+            }
+        }
+        let r = &self.rca;
+        if r.close_after.0.is_zero() {
+            p.push("rca.close-after must be longer than 0s".into());
+        }
+        if r.max_candidates == 0 {
+            p.push("rca.max-candidates must be at least 1".into());
+        }
+        for (i, [a, b]) in self.graph.edges.iter().enumerate() {
+            if a.is_empty() || b.is_empty() {
+                p.push(format!("graph.edges[{i}] must name two services"));
+            } else if a == b {
+                p.push(format!("graph.edges[{i}] is a self-edge on {a:?}"));
+            }
+        }
+        if self.sinks.is_empty() {
+            p.push("sinks must list at least one output".into());
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
+            if s.kind == SinkKind::Jsonl && s.path.as_deref().is_none_or(|p| p.trim().is_empty()) {
+                p.push(format!(
+                    "sinks[{i}].path is required for kind = \"jsonl\" (a file, or \"-\" for standard output)"
+                ));
+            }
+            if s.events.is_empty() {
+                p.push(format!("sinks[{i}].events must list \"anomaly\" and/or \"root-cause\""));
+            }
+        }
+        if self.dead_letter.path.trim().is_empty() {
+            p.push("dead-letter.path must name a file or \"-\" for standard error".into());
+        }
+        if p.is_empty() { Ok(()) } else { Err(Error::Config(p)) }
+    }
+
+    /// Number of shard workers to run: `engine.shards`, or one per core when 0.
+    pub fn shard_count(&self) -> usize {
+        if self.engine.shards > 0 {
+            self.engine.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+fn check_range(p: &mut Vec<String>, name: &str, v: f64, lo: f64, hi: f64) {
+    if v.is_nan() {
+        p.push(format!("{name} is NaN; expected a number in [{lo}, {hi}]"));
+    } else if !(lo..=hi).contains(&v) {
+        p.push(format!("{name} must be in [{lo}, {hi}], got {v}"));
+    }
+}
+
+fn check_m_of_n(p: &mut Vec<String>, name: &str, [m, n]: [u32; 2]) {
+    if !(1..=16).contains(&n) || m == 0 || m > n {
+        p.push(format!("{name} must be [M, N] with 1 <= M <= N <= 16, got [{m}, {n}]"));
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else (arrays included) replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> std::result::Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut t = root;
+    for p in parents {
+        t = match t.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default())) {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{p}` is not a section")),
+        };
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+/// An environment value as TOML if it parses as a TOML value (number, bool, array, quoted string), else a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Glob match where `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || !s[first.len()..].ends_with(last) || s.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*latency*", "latency_p99_ms"));
+        assert!(glob_match("error*", "error_rate"));
+        assert!(glob_match("*utilization", "cpu_utilization"));
+        assert!(!glob_match("*utilization", "utilization_x"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn defaults_load_and_env_overrides_apply() {
+        let cfg = Config::default_config().unwrap();
+        assert_eq!(cfg.detector.m_of_n, [2, 3]);
+        let env = [("FAULTLINE__ENGINE__SHARDS".to_string(), "3".to_string()), ("PATH".into(), "/bin".into())];
+        let cfg = Config::from_layers(None, env).unwrap();
+        assert_eq!(cfg.engine.shards, 3);
+        let env = [("FAULTLINE__DETECTOR__M_OF_N".to_string(), "[3, 4]".to_string())];
+        assert_eq!(Config::from_layers(None, env).unwrap().detector.m_of_n, [3, 4]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let user =
+            "[engine]\nbatch-size = 0\n[detector]\nthreshold = nan\nm-of-n = [4, 3]\n[rca]\nmax-candidates = 0\n";
+        let err = Config::from_layers(Some(("bad.toml", user)), []).unwrap_err().to_string();
+        for needle in ["engine.batch-size", "detector.threshold is NaN", "detector.m-of-n", "rca.max-candidates"] {
+            assert!(err.contains(needle), "{needle} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_layers(Some(("x.toml", "[detector]\ntreshold = 3\n")), []).unwrap_err().to_string();
+        assert!(err.contains("treshold"), "{err}");
+    }
+}

@@ -1,0 +1,363 @@
+//! Per-series detection inside one shard: the cold-start ladder (configured rules from the first point, the robust
+//! model once warmed up), noise controls (direction, minimum deviation, M-of-N) and anomaly events with evidence.
+//!
+//! State is struct-of-arrays, one slot per series, owned by exactly one shard.
+// Hot path: no IO, no allocation per point, no logging per point. Events allocate only when an anomaly is raised.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use faultline_kernels::{Kernels, RobustParams, RobustState};
+
+use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
+use crate::event::{AnomalyEvent, Direction, RuleHit, Stage, rule_score};
+use crate::model::{SeriesId, SeriesKey, TimeMs};
+
+/// Series ids are already well-mixed hashes; hashing them again is wasted work.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+pub type IdMap<V> = HashMap<SeriesId, V, BuildHasherDefault<IdHasher>>;
+
+/// Detector settings resolved for one series from the defaults, the first matching override and matching rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub threshold: f32,
+    pub direction: DirectionFilter,
+    pub min_abs: f64,
+    pub min_rel: f64,
+    pub m: u32,
+    pub n: u32,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub role: Role,
+}
+
+impl Profile {
+    pub fn resolve(d: &DetectorConfig, rca: &RcaConfig, service: &str, metric: &str) -> Self {
+        let matches =
+            |m: &str, s: &Option<String>| glob_match(m, metric) && s.as_deref().is_none_or(|s| glob_match(s, service));
+        let o = d.overrides.iter().find(|o| matches(&o.metric, &o.service));
+        let [m, n] = o.and_then(|o| o.m_of_n).unwrap_or(d.m_of_n);
+        let mut p = Profile {
+            threshold: o.and_then(|o| o.threshold).unwrap_or(d.threshold) as f32,
+            direction: o.and_then(|o| o.direction).unwrap_or(d.direction),
+            min_abs: o.and_then(|o| o.min_abs_deviation).unwrap_or(d.min_abs_deviation),
+            min_rel: o.and_then(|o| o.min_rel_deviation).unwrap_or(d.min_rel_deviation),
+            m,
+            n,
+            above: None,
+            below: None,
+            role: rca.role_of(metric),
+        };
+        for r in d.rules.iter().filter(|r| matches(&r.metric, &r.service)) {
+            p.above = p.above.or(r.above);
+            p.below = p.below.or(r.below);
+        }
+        p
+    }
+}
+
+/// Counters of one batch, published once per batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchStats {
+    pub points: u64,
+    pub late: u64,
+    pub new_series: u64,
+    pub anomalies: u64,
+}
+
+/// The models of every series one shard owns.
+pub struct ShardDetector {
+    kernels: Kernels,
+    params: RobustParams,
+    warmup: u32,
+    cfg: DetectorConfig,
+    rca: RcaConfig,
+    index: IdMap<u32>,
+    keys: Vec<Arc<SeriesKey>>,
+    robust: RobustState,
+    profile: Vec<u16>,
+    /// M-of-N history, newest point in bit 0.
+    flags: Vec<u16>,
+    run_start: Vec<TimeMs>,
+    last_time: Vec<TimeMs>,
+    profiles: Vec<Profile>,
+    // Scratch, reused across batches.
+    slots: Vec<u32>,
+    xs: Vec<f32>,
+    zs: Vec<f32>,
+    sigmas: Vec<f32>,
+    keep: Vec<u32>,
+}
+
+impl ShardDetector {
+    pub fn new(cfg: &DetectorConfig, rca: &RcaConfig, kernels: Kernels) -> Self {
+        let params = RobustParams {
+            alpha: cfg.alpha as f32,
+            beta: cfg.beta as f32,
+            huber: cfg.huber as f32,
+            threshold: cfg.threshold as f32,
+            anomaly_weight: cfg.anomaly_weight as f32,
+            abs_floor: 1e-6,
+            rel_floor: cfg.rel_floor as f32,
+        };
+        Self {
+            kernels,
+            params,
+            warmup: cfg.warmup_points,
+            cfg: cfg.clone(),
+            rca: rca.clone(),
+            index: IdMap::default(),
+            keys: Vec::new(),
+            robust: RobustState::default(),
+            profile: Vec::new(),
+            flags: Vec::new(),
+            run_start: Vec::new(),
+            last_time: Vec::new(),
+            profiles: Vec::new(),
+            slots: Vec::new(),
+            xs: Vec::new(),
+            zs: Vec::new(),
+            sigmas: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn slot_of(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
+        if let Some(&s) = self.index.get(&id) {
+            return s;
+        }
+        stats.new_series += 1;
+        let s = self.robust.push();
+        let prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
+        let pi = match self.profiles.iter().position(|p| *p == prof) {
+            Some(i) => i,
+            None => {
+                self.profiles.push(prof);
+                self.profiles.len() - 1
+            }
+        };
+        self.index.insert(id, s);
+        self.keys.push(Arc::clone(key));
+        self.profile.push(pi as u16);
+        self.flags.push(0);
+        self.run_start.push(TimeMs::MIN);
+        self.last_time.push(TimeMs::MIN);
+        s
+    }
+
+    /// Scores a batch of points (series in any order, each series in event-time order) and appends anomaly events.
+    pub fn process(
+        &mut self,
+        ids: &[SeriesId],
+        keys: &[Arc<SeriesKey>],
+        times: &[TimeMs],
+        values: &[f64],
+        out: &mut Vec<AnomalyEvent>,
+    ) -> BatchStats {
+        let mut stats = BatchStats { points: ids.len() as u64, ..Default::default() };
+        self.slots.clear();
+        self.xs.clear();
+        self.keep.clear();
+        for i in 0..ids.len() {
+            let s = self.slot_of(ids[i], &keys[i], &mut stats);
+            let t = times[i];
+            // Models read event time only: a point not newer than the series' last one is late and skipped.
+            if t <= self.last_time[s as usize] {
+                stats.late += 1;
+                continue;
+            }
+            self.last_time[s as usize] = t;
+            self.slots.push(s);
+            self.xs.push(values[i] as f32);
+            self.keep.push(i as u32);
+        }
+        let n = self.slots.len();
+        self.zs.resize(n, 0.0);
+        self.sigmas.resize(n, 0.0);
+        self.kernels.robust_update_gather(
+            &mut self.robust,
+            &self.slots,
+            &self.xs,
+            &mut self.zs,
+            &mut self.sigmas,
+            &self.params,
+        );
+
+        for j in 0..n {
+            let s = self.slots[j] as usize;
+            let i = self.keep[j] as usize;
+            let prof = &self.profiles[self.profile[s] as usize];
+            let x = values[i];
+            let seen = self.robust.count[s];
+            // `seen` counts this point; the model was usable if it had warmed up before it.
+            let learned = seen > self.warmup;
+            let z = self.zs[j];
+            // The model's expected value before this point: x - z * sigma (the kernel's residual, exactly).
+            let expected = f64::from(self.xs[j]) - f64::from(z) * f64::from(self.sigmas[j]);
+            let dev = x - expected;
+            let model_fired = learned
+                && z.abs() >= prof.threshold
+                && dev.abs() >= prof.min_abs
+                && dev.abs() >= prof.min_rel * expected.abs()
+                && match prof.direction {
+                    DirectionFilter::Up => z > 0.0,
+                    DirectionFilter::Down => z < 0.0,
+                    DirectionFilter::Both => true,
+                };
+            let rule = match (prof.above, prof.below) {
+                (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
+                (_, Some(b)) if x < b => Some(RuleHit { bound: b, direction: Direction::Down }),
+                _ => None,
+            };
+            let flagged = model_fired || rule.is_some();
+            let mask: u16 = if prof.n >= 16 { u16::MAX } else { (1u16 << prof.n) - 1 };
+            let hist = ((self.flags[s] << 1) | u16::from(flagged)) & mask;
+            self.flags[s] = hist;
+            let t = times[i];
+            if !flagged {
+                if hist == 0 {
+                    self.run_start[s] = TimeMs::MIN;
+                }
+                continue;
+            }
+            if self.run_start[s] == TimeMs::MIN {
+                self.run_start[s] = t;
+            }
+            let in_window = hist.count_ones();
+            if in_window < prof.m {
+                continue;
+            }
+            let sigma = f64::from(self.sigmas[j]);
+            let band = f64::from(prof.threshold) * sigma;
+            let model_score = if learned { z_score_to_unit(f64::from(z), f64::from(prof.threshold)) } else { 0.0 };
+            let score = match rule {
+                Some(r) => model_score.max(rule_score(x, r.bound)),
+                None => model_score,
+            };
+            let direction = if model_fired {
+                if z >= 0.0 { Direction::Up } else { Direction::Down }
+            } else {
+                rule.map_or(Direction::Up, |r| r.direction)
+            };
+            out.push(AnomalyEvent {
+                key: Arc::clone(&self.keys[s]),
+                role: prof.role,
+                time: t,
+                started_at: self.run_start[s],
+                observed: x,
+                expected: if learned { expected } else { rule.map_or(expected, |r| r.bound) },
+                lower: if learned { expected - band } else { f64::NAN },
+                upper: if learned { expected + band } else { f64::NAN },
+                z: if learned { f64::from(z) } else { 0.0 },
+                score,
+                direction,
+                stage: if learned { Stage::Robust } else { Stage::ColdStartRule },
+                model_fired,
+                model_score,
+                rule,
+                anomalous_in_window: in_window,
+                window: prof.n,
+                points_seen: seen,
+            });
+            stats.anomalies += 1;
+        }
+        stats
+    }
+}
+
+/// Maps |z| to [0, 1): 0.5 at the threshold, about 0.94 at twice it, about 0.998 at three times.
+pub fn z_score_to_unit(z: f64, threshold: f64) -> f64 {
+    let r = z.abs() / threshold.max(1e-9);
+    1.0 - (-(r * r) * std::f64::consts::LN_2).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn detector() -> ShardDetector {
+        let cfg = Config::default_config().unwrap();
+        ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect())
+    }
+
+    fn run(det: &mut ShardDetector, key: &Arc<SeriesKey>, xs: &[f64], t0: TimeMs) -> Vec<AnomalyEvent> {
+        let n = xs.len();
+        let ids = vec![key.id; n];
+        let keys = vec![Arc::clone(key); n];
+        let times: Vec<TimeMs> = (0..n as i64).map(|i| t0 + i * 60_000).collect();
+        let mut out = Vec::new();
+        det.process(&ids, &keys, &times, xs, &mut out);
+        out
+    }
+
+    fn wobble(n: usize, base: f64, amp: f64) -> Vec<f64> {
+        (0..n).map(|i| base + amp * ((i * 7919 % 13) as f64 / 6.0 - 1.0)).collect()
+    }
+
+    #[test]
+    fn cold_start_rule_fires_from_first_points_and_says_so() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("cart", "error_rate", [] as [(&str, &str); 0]));
+        let ev = run(&mut det, &key, &[0.2, 0.3, 0.25], 0);
+        assert_eq!(ev.len(), 2, "M-of-N 2 of 3: the second and third points raise events");
+        assert_eq!(ev[0].stage, Stage::ColdStartRule);
+        assert_eq!(ev[0].started_at, 0);
+        assert!(ev[0].explanation().contains("cold start"), "{}", ev[0].explanation());
+    }
+
+    #[test]
+    fn learned_model_flags_a_shift_and_single_spikes_are_suppressed() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("cart", "latency_p50_ms", [] as [(&str, &str); 0]));
+        let mut xs = wobble(200, 20.0, 1.0);
+        xs[150] = 40.0; // lone spike: 1 of 3, suppressed
+        xs.extend(std::iter::repeat_n(35.0, 5));
+        let ev = run(&mut det, &key, &xs, 0);
+        assert!(ev.iter().all(|e| e.time >= 200 * 60_000), "spike leaked: {:?}", ev.first().map(|e| e.time));
+        assert_eq!(ev.len(), 4, "points 2..5 of the shift");
+        assert_eq!(ev[0].started_at, 200 * 60_000);
+        assert!(ev[0].stage == Stage::Robust && ev[0].direction == Direction::Up);
+        assert!((ev[0].expected - 20.0).abs() < 1.0 && ev[0].upper < 35.0);
+    }
+
+    #[test]
+    fn direction_filter_ignores_latency_drops() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("cart", "latency_p99_ms", [] as [(&str, &str); 0]));
+        let mut xs = wobble(200, 100.0, 3.0);
+        xs.extend(std::iter::repeat_n(20.0, 10));
+        assert!(run(&mut det, &key, &xs, 0).is_empty());
+    }
+
+    #[test]
+    fn late_points_are_skipped() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("a", "b", [] as [(&str, &str); 0]));
+        let ids = [key.id; 3];
+        let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
+        let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
+        assert_eq!(stats.late, 2);
+    }
+}

@@ -1,0 +1,325 @@
+//! Output events and their versioned JSON wire form: the anomaly event and the root-cause report.
+//!
+//! The wire structs are the schema: `engine/schemas/*.schema.json` describe them and a test validates every event
+//! the engine emits against those files. Field order is fixed, so the same input serialises to the same bytes.
+//! Bump [`ANOMALY_SCHEMA`] / [`ROOT_CAUSE_SCHEMA`] on any incompatible change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::fmt_time;
+use crate::config::Role;
+use crate::model::{SeriesKey, TimeMs};
+
+pub const ANOMALY_SCHEMA: &str = "faultline.anomaly.v1";
+pub const ROOT_CAUSE_SCHEMA: &str = "faultline.root-cause.v1";
+/// The JSON Schema documents, embedded so `faultline schema` can print them.
+pub const ANOMALY_SCHEMA_JSON: &str = include_str!("../schemas/anomaly.v1.schema.json");
+pub const ROOT_CAUSE_SCHEMA_JSON: &str = include_str!("../schemas/root-cause.v1.schema.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn from_score(score: f64) -> Self {
+        if score >= 0.999 {
+            Severity::Critical
+        } else if score >= 0.9 {
+            Severity::Major
+        } else {
+            Severity::Minor
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+/// Which rung of the cold-start ladder produced an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Only the configured absolute rules are active (too few points for a learned model).
+    ColdStartRule,
+    /// The robust level/scale model has warmed up.
+    Robust,
+}
+
+/// A configured bound that a point crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RuleHit {
+    pub bound: f64,
+    pub direction: Direction,
+}
+
+/// One anomalous point, as the shard that owns its series found it.
+#[derive(Debug, Clone)]
+pub struct AnomalyEvent {
+    pub key: Arc<SeriesKey>,
+    pub role: Role,
+    pub time: TimeMs,
+    /// Event time of the first anomalous point of the current run (M-of-N window).
+    pub started_at: TimeMs,
+    pub observed: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// Robust z-score against the learned model; 0 while only rules are active.
+    pub z: f64,
+    pub score: f64,
+    pub direction: Direction,
+    pub stage: Stage,
+    pub model_fired: bool,
+    pub model_score: f64,
+    pub rule: Option<RuleHit>,
+    /// Anomalous points among the last `window`.
+    pub anomalous_in_window: u32,
+    pub window: u32,
+    pub points_seen: u32,
+}
+
+impl AnomalyEvent {
+    pub fn severity(&self) -> Severity {
+        Severity::from_score(self.score)
+    }
+
+    /// Deterministic id from series id and event time, so consumers can drop duplicates after a restart.
+    pub fn id(&self) -> String {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.key.id.to_le_bytes());
+        b[8..].copy_from_slice(&self.time.to_le_bytes());
+        format!("an-{:016x}", xxhash_rust::xxh3::xxh3_64(&b))
+    }
+
+    /// One human sentence.
+    pub fn explanation(&self) -> String {
+        let name = self.key.display_name();
+        let verb = match self.direction {
+            Direction::Up => "rose",
+            Direction::Down => "fell",
+        };
+        let mut s = format!("{name} {verb} to {} (expected {}", num(self.observed), num(self.expected));
+        if self.stage == Stage::Robust {
+            s.push_str(&format!(", normal band {}..{}", num(self.lower), num(self.upper)));
+        }
+        s.push(')');
+        if self.model_fired {
+            s.push_str(&format!(", {:.1} sigma {}", self.z.abs(), if self.z >= 0.0 { "above" } else { "below" }));
+        }
+        if let Some(r) = self.rule {
+            let side = if r.direction == Direction::Up { "above" } else { "below" };
+            s.push_str(&format!(
+                "{} configured bound {side} {}",
+                if self.model_fired { "; crossed the" } else { ", crossing the" },
+                num(r.bound)
+            ));
+        }
+        s.push_str(&format!("; anomalous in {} of the last {} points", self.anomalous_in_window, self.window));
+        if self.stage == Stage::ColdStartRule {
+            s.push_str(&format!(" (cold start: {} points seen, rules only)", self.points_seen));
+        }
+        s.push('.');
+        s
+    }
+
+    pub fn to_wire(&self) -> AnomalyWire<'_> {
+        let mut detectors = Vec::with_capacity(2);
+        if self.stage == Stage::Robust {
+            detectors.push(DetectorWire { name: "robust-z", fired: self.model_fired, score: round6(self.model_score) });
+        }
+        if let Some(r) = self.rule {
+            detectors.push(DetectorWire {
+                name: "rule",
+                fired: true,
+                score: round6(rule_score(self.observed, r.bound)),
+            });
+        }
+        AnomalyWire {
+            schema: ANOMALY_SCHEMA,
+            kind: "anomaly",
+            id: self.id(),
+            series_id: format!("{:016x}", self.key.id),
+            service: &self.key.service,
+            metric: &self.key.metric,
+            labels: self.key.labels.iter().map(|(k, v)| (&**k, &**v)).collect(),
+            time: fmt_time(self.time),
+            time_ms: self.time,
+            started_at: fmt_time(self.started_at),
+            observed: self.observed,
+            expected: round6(self.expected),
+            lower: round6(self.lower),
+            upper: round6(self.upper),
+            score: round6(self.score),
+            severity: self.severity(),
+            direction: self.direction,
+            stage: self.stage,
+            evidence: EvidenceWire {
+                z: round6(self.z),
+                detectors,
+                rule_bound: self.rule.map(|r| r.bound),
+                anomalous_in_window: self.anomalous_in_window,
+                window: self.window,
+                points_seen: self.points_seen,
+                role: self.role.as_str(),
+            },
+            explanation: self.explanation(),
+        }
+    }
+}
+
+/// Score of a rule hit in [0.5, 1): 0.5 at the bound, approaching 1 as the value moves far past it.
+pub fn rule_score(observed: f64, bound: f64) -> f64 {
+    let rel = ((observed - bound).abs() / bound.abs().max(1e-9)).min(50.0);
+    0.5 + 0.5 * (1.0 - (-4.0 * rel).exp())
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnomalyWire<'a> {
+    pub schema: &'static str,
+    pub kind: &'static str,
+    pub id: String,
+    pub series_id: String,
+    pub service: &'a str,
+    pub metric: &'a str,
+    pub labels: BTreeMap<&'a str, &'a str>,
+    pub time: String,
+    pub time_ms: TimeMs,
+    pub started_at: String,
+    pub observed: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub score: f64,
+    pub severity: Severity,
+    pub direction: Direction,
+    pub stage: Stage,
+    pub evidence: EvidenceWire,
+    pub explanation: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvidenceWire {
+    pub z: f64,
+    pub detectors: Vec<DetectorWire>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_bound: Option<f64>,
+    pub anomalous_in_window: u32,
+    pub window: u32,
+    pub points_seen: u32,
+    pub role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetectorWire {
+    pub name: &'static str,
+    pub fired: bool,
+    pub score: f64,
+}
+
+/// A root-cause report for one incident (one version of it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RootCauseReport {
+    pub schema: &'static str,
+    pub kind: &'static str,
+    pub incident_id: String,
+    pub report_version: u32,
+    pub status: &'static str,
+    pub window: WindowWire,
+    pub affected_services: Vec<String>,
+    pub anomaly_count: usize,
+    pub symptom: Option<String>,
+    pub candidates: Vec<CandidateWire>,
+    pub confidence: f64,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowWire {
+    pub start: String,
+    pub end: String,
+    pub start_ms: TimeMs,
+    pub end_ms: TimeMs,
+}
+
+impl WindowWire {
+    pub fn new(start_ms: TimeMs, end_ms: TimeMs) -> Self {
+        Self { start: fmt_time(start_ms), end: fmt_time(end_ms), start_ms, end_ms }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateWire {
+    pub service: String,
+    pub rank: u32,
+    pub score: f64,
+    pub evidence: CandidateEvidence,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateEvidence {
+    pub metrics: Vec<MetricEvidence>,
+    pub onset: String,
+    pub onset_ms: TimeMs,
+    /// Seconds between this candidate's onset and the median onset of the other affected services (negative: earlier).
+    pub onset_offset_s: f64,
+    /// Affected services whose anomalies this candidate explains through the call graph.
+    pub explains: Vec<String>,
+    /// Affected services that would explain this candidate's anomalies.
+    pub explained_by: Vec<String>,
+    /// Its own dependencies that stayed healthy.
+    pub healthy_dependencies: Vec<String>,
+    /// From this candidate to the symptom, along the direction the fault travels.
+    pub path_to_symptom: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricEvidence {
+    pub metric: String,
+    pub role: &'static str,
+    pub direction: Direction,
+    pub max_abs_z: f64,
+    pub peak_observed: f64,
+    pub peak_expected: f64,
+    pub first_seen: String,
+    pub anomalous_points: u32,
+}
+
+/// Rounds to 6 significant decimals for the wire, so tiny float noise does not bloat output.
+pub fn round6(x: f64) -> f64 {
+    if !x.is_finite() {
+        return 0.0;
+    }
+    (x * 1e6).round() / 1e6
+}
+
+/// A number for human text: up to 3 decimals, trailing zeros trimmed; large numbers without decimals.
+pub fn num(x: f64) -> String {
+    if x.abs() >= 1000.0 {
+        format!("{x:.0}")
+    } else {
+        let s = format!("{x:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" { "0".to_string() } else { s.to_string() }
+    }
+}

@@ -1,0 +1,22 @@
+//! Faultline: streaming anomaly detection and root-cause ranking for service telemetry.
+//!
+//! Start at [`pipeline`] for the engine core, [`detect`] for per-series models, [`rca`] for incidents and root
+//! causes, [`config`] for settings. The README's Architecture section maps the whole crate.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod detect;
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod rca;
+pub mod sim;
+pub mod sink;
+pub mod source;
+pub mod units;
+
+pub use error::{Error, Result};

@@ -1,0 +1,99 @@
+//! Run metrics: per-shard counters (cache-padded, published once per batch) and latency histograms merged at the
+//! end of a run into a [`RunSummary`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Counters one shard publishes after each batch.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    pub points: CachePadded<AtomicU64>,
+    pub late: CachePadded<AtomicU64>,
+    pub anomalies: CachePadded<AtomicU64>,
+    pub series: CachePadded<AtomicU64>,
+}
+
+impl ShardCounters {
+    pub fn add(&self, c: &CachePadded<AtomicU64>, v: u64) {
+        if v > 0 {
+            c.fetch_add(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// What a run did, for the terminal, `--metrics-out` and the benchmarks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub source: String,
+    pub kernel: &'static str,
+    pub shards: usize,
+    pub batches: u64,
+    pub points: u64,
+    pub series: u64,
+    pub late_points: u64,
+    pub dead_letters: u64,
+    pub anomalies: u64,
+    pub incidents: u64,
+    pub incidents_dropped_small: u64,
+    pub elapsed_s: f64,
+    pub points_per_s: f64,
+    /// Per batch: from hand-off to the router until its events were written (µs).
+    pub batch_latency_us: LatencySummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+impl RunSummary {
+    /// A few lines for the terminal.
+    pub fn render(&self) -> String {
+        format!(
+            "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels)\n\
+             anomalies: {}, incidents: {} ({} too small to report), late points skipped: {}, dead letters: {}\n\
+             batch latency (µs): p50 {} p99 {} p99.9 {} max {}",
+            self.points,
+            self.series,
+            self.source,
+            self.elapsed_s,
+            self.points_per_s,
+            self.shards,
+            self.kernel,
+            self.anomalies,
+            self.incidents,
+            self.incidents_dropped_small,
+            self.late_points,
+            self.dead_letters,
+            self.batch_latency_us.p50,
+            self.batch_latency_us.p99,
+            self.batch_latency_us.p999,
+            self.batch_latency_us.max,
+        )
+    }
+}

@@ -1,0 +1,159 @@
+//! Telemetry data model: series identity, and the struct-of-arrays batch every source produces.
+//!
+//! A series is identified by `(service, metric, sorted labels)`. Its id is a stable 64-bit hash of that triple
+//! (XXH3-64 over a length-prefixed encoding, see [`series_id`]); the value is part of the output schema, so the
+//! encoding must never change.
+
+use std::sync::Arc;
+
+/// Stable 64-bit identity of one series.
+pub type SeriesId = u64;
+
+/// Event time in milliseconds since the Unix epoch.
+pub type TimeMs = i64;
+
+/// The identity of one series. Shared by `Arc` so that batches carry it without allocating per point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesKey {
+    pub id: SeriesId,
+    pub service: Arc<str>,
+    pub metric: Arc<str>,
+    /// Sorted by label name; names are unique.
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
+}
+
+impl SeriesKey {
+    /// Builds a key, sorting the labels (the last value wins for a repeated name) and computing the id.
+    pub fn new<K, V>(service: &str, metric: &str, labels: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut labels: Vec<(Arc<str>, Arc<str>)> =
+            labels.into_iter().map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref()))).collect();
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keep the last value of a repeated name: reverse, dedup keeps the first of each run, reverse back.
+        labels.reverse();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        labels.reverse();
+        let id = series_id(service, metric, labels.iter().map(|(k, v)| (&**k, &**v)));
+        Self { id, service: Arc::from(service), metric: Arc::from(metric), labels: labels.into_boxed_slice() }
+    }
+
+    /// `service/metric{k=v,…}`, for logs and explanations.
+    pub fn display_name(&self) -> String {
+        let mut s = format!("{}/{}", self.service, self.metric);
+        if !self.labels.is_empty() {
+            s.push('{');
+            for (i, (k, v)) in self.labels.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(k);
+                s.push('=');
+                s.push_str(v);
+            }
+            s.push('}');
+        }
+        s
+    }
+}
+
+/// The stable series id: XXH3-64 (seed 0) over `len(service) service len(metric) metric (len(k) k len(v) v)*`,
+/// each length a little-endian `u32`, labels in sorted order.
+pub fn series_id<'a>(
+    service: &str,
+    metric: &str,
+    sorted_labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> SeriesId {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut part = |s: &str| {
+        h.update(&(s.len() as u32).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    part(service);
+    part(metric);
+    for (k, v) in sorted_labels {
+        part(k);
+        part(v);
+    }
+    h.digest()
+}
+
+/// A batch of points in struct-of-arrays form. Every source (simulator, files, Kafka) produces this type.
+///
+/// `seq` is assigned by the pipeline; sources leave it alone. Points of one series appear in event-time order.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub seq: u64,
+    pub ids: Vec<SeriesId>,
+    pub keys: Vec<Arc<SeriesKey>>,
+    pub times: Vec<TimeMs>,
+    pub values: Vec<f64>,
+}
+
+impl Batch {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            seq: 0,
+            ids: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, key: &Arc<SeriesKey>, time: TimeMs, value: f64) {
+        self.ids.push(key.id);
+        self.keys.push(Arc::clone(key));
+        self.times.push(time);
+        self.values.push(value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.keys.clear();
+        self.times.clear();
+        self.values.clear();
+    }
+
+    /// Largest event time in the batch, if any.
+    pub fn max_time(&self) -> Option<TimeMs> {
+        self.times.iter().copied().max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_id_ignores_label_order_and_is_stable() {
+        let a = SeriesKey::new("cart", "latency_p99_ms", [("zone", "a"), ("pod", "p1")]);
+        let b = SeriesKey::new("cart", "latency_p99_ms", [("pod", "p1"), ("zone", "a")]);
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.display_name(), "cart/latency_p99_ms{pod=p1,zone=a}");
+        // Pinned: the id is part of the output schema and must never change.
+        assert_eq!(SeriesKey::new("cart", "cpu", [] as [(&str, &str); 0]).id, series_id("cart", "cpu", []));
+        assert_ne!(
+            SeriesKey::new("ab", "c", [] as [(&str, &str); 0]).id,
+            SeriesKey::new("a", "bc", [] as [(&str, &str); 0]).id
+        );
+    }
+
+    #[test]
+    fn repeated_label_keeps_last_value() {
+        let k = SeriesKey::new("s", "m", [("a", "1"), ("a", "2")]);
+        assert_eq!(k.labels.len(), 1);
+        assert_eq!(&*k.labels[0].1, "2");
+    }
+}

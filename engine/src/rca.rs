@@ -1,0 +1,507 @@
+//! Incidents and root-cause ranking across services.
+//!
+//! Anomaly events arrive in event-time order. An incident opens with the first anomaly, absorbs every anomaly that
+//! comes within `rca.incident-gap` of its last one, and closes when the event-time watermark passes its last anomaly
+//! by `rca.close-after`; then its report is ranked and emitted.
+//!
+//! Ranking reasons over the call graph. A service's failure (latency, errors, saturation) travels from callee to
+//! callers; a traffic increase travels from caller to callees. Service A *explains* service B when A sits where B's
+//! symptoms could come from (a dependency of B for failures, an upstream caller for traffic), A's anomaly began no
+//! later than B's (within `rca.onset-tolerance`) and lasted at least half as long. A root cause is explained by no one
+//! and explains many; ties go to the earlier onset, then persistence and severity.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::clock::{fmt_hhmm, fmt_time};
+use crate::config::{RcaConfig, Role};
+use crate::event::{
+    AnomalyEvent, CandidateEvidence, CandidateWire, Direction, MetricEvidence, ROOT_CAUSE_SCHEMA, RootCauseReport,
+    WindowWire, num, round6,
+};
+use crate::model::TimeMs;
+
+/// Longest call-graph path (in hops) through which one service is taken to explain another.
+const MAX_HOPS: usize = 4;
+
+/// A directed call graph: an edge `caller -> callee`.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceGraph {
+    names: Vec<Arc<str>>,
+    index: BTreeMap<Arc<str>, usize>,
+    callees: Vec<Vec<usize>>,
+    callers: Vec<Vec<usize>>,
+}
+
+impl ServiceGraph {
+    pub fn from_edges<S: AsRef<str>>(edges: impl IntoIterator<Item = (S, S)>) -> Self {
+        let mut g = Self::default();
+        for (a, b) in edges {
+            let (a, b) = (g.intern(a.as_ref()), g.intern(b.as_ref()));
+            if a != b && !g.callees[a].contains(&b) {
+                g.callees[a].push(b);
+                g.callers[b].push(a);
+            }
+        }
+        g
+    }
+
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.push(Arc::clone(&n));
+        self.index.insert(n, self.names.len() - 1);
+        self.callees.push(Vec::new());
+        self.callers.push(Vec::new());
+        self.names.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    pub fn callees_of(&self, i: usize) -> &[usize] {
+        &self.callees[i]
+    }
+
+    /// Shortest path from `from` to `to` following edges forwards (`down = true`, caller to callee) or backwards,
+    /// at most `MAX_HOPS` long.
+    pub fn path(&self, from: usize, to: usize, down: bool) -> Option<Vec<usize>> {
+        let adj = if down { &self.callees } else { &self.callers };
+        let mut prev = vec![usize::MAX; self.len()];
+        let mut depth = vec![0usize; self.len()];
+        let mut q = VecDeque::from([from]);
+        prev[from] = from;
+        while let Some(u) = q.pop_front() {
+            if u == to {
+                let mut path = vec![to];
+                let mut v = to;
+                while v != from {
+                    v = prev[v];
+                    path.push(v);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if depth[u] == MAX_HOPS {
+                continue;
+            }
+            for &v in &adj[u] {
+                if prev[v] == usize::MAX {
+                    prev[v] = u;
+                    depth[v] = depth[u] + 1;
+                    q.push_back(v);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What an incident keeps of one anomaly event.
+#[derive(Debug, Clone)]
+struct Seen {
+    service: Arc<str>,
+    metric: Arc<str>,
+    role: Role,
+    time: TimeMs,
+    started_at: TimeMs,
+    z: f64,
+    score: f64,
+    direction: Direction,
+    observed: f64,
+    expected: f64,
+}
+
+#[derive(Debug)]
+struct Incident {
+    first_id: String,
+    start: TimeMs,
+    last: TimeMs,
+    seen: Vec<Seen>,
+}
+
+/// Groups anomalies into incidents and ranks root causes when an incident closes.
+pub struct IncidentTracker {
+    cfg: RcaConfig,
+    graph: ServiceGraph,
+    open: Option<Incident>,
+    pub dropped_small: u64,
+}
+
+impl IncidentTracker {
+    pub fn new(cfg: &RcaConfig, graph: ServiceGraph) -> Self {
+        Self { cfg: cfg.clone(), graph, open: None, dropped_small: 0 }
+    }
+
+    pub fn graph(&self) -> &ServiceGraph {
+        &self.graph
+    }
+
+    /// Takes one anomaly (in event-time order); returns the report of an incident it closed, if any.
+    pub fn ingest(&mut self, ev: &AnomalyEvent) -> Option<RootCauseReport> {
+        let gap = self.cfg.incident_gap.as_millis_i64();
+        let mut closed = None;
+        if let Some(inc) = &self.open
+            && ev.time > inc.last + gap
+        {
+            closed = self.close();
+        }
+        let seen = Seen {
+            service: Arc::clone(&ev.key.service),
+            metric: Arc::clone(&ev.key.metric),
+            role: ev.role,
+            time: ev.time,
+            started_at: ev.started_at,
+            z: ev.z,
+            score: ev.score,
+            direction: ev.direction,
+            observed: ev.observed,
+            expected: ev.expected,
+        };
+        match &mut self.open {
+            Some(inc) => {
+                inc.last = inc.last.max(ev.time);
+                inc.start = inc.start.min(ev.started_at);
+                inc.seen.push(seen);
+            }
+            None => {
+                self.open = Some(Incident { first_id: ev.id(), start: ev.started_at, last: ev.time, seen: vec![seen] })
+            }
+        }
+        closed
+    }
+
+    /// Closes the open incident if the watermark has passed its last anomaly by `close-after`.
+    pub fn advance(&mut self, watermark: TimeMs) -> Option<RootCauseReport> {
+        match &self.open {
+            Some(inc) if watermark >= inc.last + self.cfg.close_after.as_millis_i64() => self.close(),
+            _ => None,
+        }
+    }
+
+    /// Closes whatever is open (end of input).
+    pub fn finish(&mut self) -> Option<RootCauseReport> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Option<RootCauseReport> {
+        let inc = self.open.take()?;
+        if inc.seen.len() < self.cfg.min_anomalies {
+            self.dropped_small += 1;
+            return None;
+        }
+        Some(rank(&self.cfg, &self.graph, &inc))
+    }
+}
+
+/// Per-service summary of an incident.
+#[derive(Debug)]
+struct Suspect {
+    name: Arc<str>,
+    node: Option<usize>,
+    onset: TimeMs,
+    last: TimeMs,
+    points: u32,
+    max_z: f64,
+    max_score: f64,
+    failure: bool,
+    traffic_up_onset: Option<TimeMs>,
+    metrics: BTreeMap<Arc<str>, MetricAcc>,
+}
+
+#[derive(Debug)]
+struct MetricAcc {
+    role: Role,
+    direction: Direction,
+    max_abs_z: f64,
+    peak_observed: f64,
+    peak_expected: f64,
+    first: TimeMs,
+    points: u32,
+}
+
+fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseReport {
+    let mut by_service: BTreeMap<Arc<str>, Suspect> = BTreeMap::new();
+    for s in &inc.seen {
+        let sus = by_service.entry(Arc::clone(&s.service)).or_insert_with(|| Suspect {
+            name: Arc::clone(&s.service),
+            node: graph.id(&s.service),
+            onset: s.started_at,
+            last: s.time,
+            points: 0,
+            max_z: 0.0,
+            max_score: 0.0,
+            failure: false,
+            traffic_up_onset: None,
+            metrics: BTreeMap::new(),
+        });
+        sus.onset = sus.onset.min(s.started_at);
+        sus.last = sus.last.max(s.time);
+        sus.points += 1;
+        sus.max_z = sus.max_z.max(s.z.abs());
+        sus.max_score = sus.max_score.max(s.score);
+        sus.failure |= s.role.is_failure();
+        if s.role == Role::Traffic && s.direction == Direction::Up {
+            sus.traffic_up_onset = Some(sus.traffic_up_onset.map_or(s.started_at, |t| t.min(s.started_at)));
+        }
+        let m = sus.metrics.entry(Arc::clone(&s.metric)).or_insert(MetricAcc {
+            role: s.role,
+            direction: s.direction,
+            max_abs_z: 0.0,
+            peak_observed: s.observed,
+            peak_expected: s.expected,
+            first: s.started_at,
+            points: 0,
+        });
+        m.points += 1;
+        m.first = m.first.min(s.started_at);
+        if s.z.abs() >= m.max_abs_z {
+            m.max_abs_z = s.z.abs();
+            m.peak_observed = s.observed;
+            m.peak_expected = s.expected;
+            m.direction = s.direction;
+        }
+    }
+    let sus: Vec<Suspect> = by_service.into_values().collect();
+    let n = sus.len();
+    let tol = cfg.onset_tolerance.as_millis_i64();
+    let duration = |s: &Suspect| (s.last - s.onset).max(0) + 60_000;
+
+    // explains[a][b]: a's anomaly accounts for b's.
+    let mut explains = vec![vec![false; n]; n];
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            let (sa, sb) = (&sus[a], &sus[b]);
+            let (Some(na), Some(nb)) = (sa.node, sb.node) else { continue };
+            if sa.onset > sb.onset + tol || 2 * duration(sa) < duration(sb) {
+                continue;
+            }
+            // Failure travels up: a is a dependency of b, both show failure symptoms, and b is not itself the
+            // source of a traffic increase that began before a's anomaly.
+            let b_is_traffic_source = sb.traffic_up_onset.is_some_and(|t| t <= sa.onset);
+            let failure = sa.failure && sb.failure && !b_is_traffic_source && graph.path(nb, na, true).is_some();
+            // Traffic travels down: a calls b (transitively), a's traffic rose, and b's traffic rose too.
+            let traffic =
+                sa.traffic_up_onset.is_some() && sb.traffic_up_onset.is_some() && graph.path(na, nb, true).is_some();
+            explains[a][b] = failure || traffic;
+        }
+    }
+
+    let onsets: Vec<TimeMs> = sus.iter().map(|s| s.onset).collect();
+    let (min_on, max_on) = (*onsets.iter().min().unwrap_or(&0), *onsets.iter().max().unwrap_or(&0));
+    let max_points = sus.iter().map(|s| s.points).max().unwrap_or(1).max(1) as f64;
+    let max_z = sus.iter().map(|s| s.max_z).fold(1e-9, f64::max);
+    let mut raw: Vec<(usize, f64)> = (0..n)
+        .map(|a| {
+            let explained = (0..n).any(|b| explains[b][a]);
+            let explains_frac =
+                if n > 1 { (0..n).filter(|&b| explains[a][b]).count() as f64 / (n - 1) as f64 } else { 1.0 };
+            let early = if max_on > min_on { (max_on - sus[a].onset) as f64 / (max_on - min_on) as f64 } else { 1.0 };
+            let s = &sus[a];
+            let score = if explained { 0.0 } else { 1.0 }
+                + explains_frac
+                + 0.5 * early
+                + 0.25 * f64::from(s.points) / max_points
+                + 0.25 * (s.max_z / max_z).max(s.max_score * 0.5);
+            (a, score)
+        })
+        .collect();
+    raw.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| sus[x.0].onset.cmp(&sus[y.0].onset)).then(x.0.cmp(&y.0)));
+
+    let total: f64 = raw.iter().map(|r| r.1).sum::<f64>().max(1e-9);
+    let confidence = match raw.as_slice() {
+        [] => 0.0,
+        [_] => 1.0,
+        [a, b, ..] => a.1 / (a.1 + b.1),
+    };
+    // The symptom: the affected service closest to users, i.e. with no affected callers, most anomalies first.
+    let affected: BTreeSet<usize> = sus.iter().filter_map(|s| s.node).collect();
+    let symptom = sus
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.node.is_none_or(|nd| !graph.callers[nd].iter().any(|c| affected.contains(c))))
+        .max_by(|(i, x), (j, y)| x.points.cmp(&y.points).then(j.cmp(i)))
+        .map(|(i, _)| i);
+
+    let candidates: Vec<CandidateWire> = raw
+        .iter()
+        .take(cfg.max_candidates)
+        .enumerate()
+        .map(|(rank, &(a, score))| {
+            let s = &sus[a];
+            let others: Vec<TimeMs> = (0..n).filter(|&b| b != a).map(|b| sus[b].onset).collect();
+            let offset = if others.is_empty() { 0.0 } else { (s.onset - median(others)) as f64 / 1000.0 };
+            let names = |v: Vec<usize>| v.into_iter().map(|b| sus[b].name.to_string()).collect::<Vec<_>>();
+            let ex = names((0..n).filter(|&b| explains[a][b]).collect());
+            let exby = names((0..n).filter(|&b| explains[b][a]).collect());
+            let healthy: Vec<String> = s
+                .node
+                .map(|nd| {
+                    graph.callees[nd]
+                        .iter()
+                        .filter(|c| !affected.contains(c))
+                        .map(|&c| graph.name(c).to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let path = match (s.node, symptom.and_then(|y| sus[y].node)) {
+                (Some(nd), Some(sy)) if nd != sy => graph
+                    .path(nd, sy, false)
+                    .or_else(|| graph.path(nd, sy, true))
+                    .map(|p| p.into_iter().map(|i| graph.name(i).to_string()).collect())
+                    .unwrap_or_default(),
+                (Some(nd), Some(_)) => vec![graph.name(nd).to_string()],
+                _ => Vec::new(),
+            };
+            let mut metrics: Vec<MetricEvidence> = s
+                .metrics
+                .iter()
+                .map(|(m, acc)| MetricEvidence {
+                    metric: m.to_string(),
+                    role: acc.role.as_str(),
+                    direction: acc.direction,
+                    max_abs_z: round6(acc.max_abs_z),
+                    peak_observed: acc.peak_observed,
+                    peak_expected: round6(acc.peak_expected),
+                    first_seen: fmt_time(acc.first),
+                    anomalous_points: acc.points,
+                })
+                .collect();
+            metrics.sort_by(|x, y| y.max_abs_z.total_cmp(&x.max_abs_z).then_with(|| x.metric.cmp(&y.metric)));
+            let explanation = candidate_sentence(s, &metrics, offset, &ex, &exby, &healthy);
+            CandidateWire {
+                service: s.name.to_string(),
+                rank: rank as u32 + 1,
+                score: round6(score / total),
+                evidence: CandidateEvidence {
+                    metrics,
+                    onset: fmt_time(s.onset),
+                    onset_ms: s.onset,
+                    onset_offset_s: offset,
+                    explains: ex,
+                    explained_by: exby,
+                    healthy_dependencies: healthy,
+                    path_to_symptom: path,
+                },
+                explanation,
+            }
+        })
+        .collect();
+
+    let symptom_name = symptom.map(|y| sus[y].name.to_string());
+    let explanation = report_paragraph(&candidates, symptom_name.as_deref(), n, inc.seen.len(), confidence);
+    let mut id_bytes = inc.first_id.as_bytes().to_vec();
+    id_bytes.extend_from_slice(&inc.start.to_le_bytes());
+    RootCauseReport {
+        schema: ROOT_CAUSE_SCHEMA,
+        kind: "root-cause",
+        incident_id: format!("inc-{:016x}", xxhash_rust::xxh3::xxh3_64(&id_bytes)),
+        report_version: 1,
+        status: "closed",
+        window: WindowWire::new(inc.start, inc.last),
+        affected_services: sus.iter().map(|s| s.name.to_string()).collect(),
+        anomaly_count: inc.seen.len(),
+        symptom: symptom_name,
+        candidates,
+        confidence: round6(confidence),
+        explanation,
+    }
+}
+
+fn median(mut v: Vec<TimeMs>) -> TimeMs {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn candidate_sentence(
+    s: &Suspect,
+    metrics: &[MetricEvidence],
+    offset_s: f64,
+    explains: &[String],
+    explained_by: &[String],
+    healthy: &[String],
+) -> String {
+    let lead = metrics
+        .iter()
+        .take(2)
+        .map(|m| {
+            format!(
+                "{} {} to {} (expected {}, {:.1} sigma)",
+                m.metric,
+                if m.direction == Direction::Up { "rose" } else { "fell" },
+                num(m.peak_observed),
+                num(m.peak_expected),
+                m.max_abs_z
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let mut out = format!("{}: {lead}, from {}", s.name, fmt_hhmm(s.onset));
+    if offset_s < 0.0 {
+        out.push_str(&format!(", {} before the other affected services", fmt_secs(-offset_s)));
+    } else if offset_s > 0.0 {
+        out.push_str(&format!(", {} after the other affected services", fmt_secs(offset_s)));
+    }
+    out.push('.');
+    if !explains.is_empty() {
+        out.push_str(&format!(" Accounts for {} through the call graph.", explains.join(", ")));
+    }
+    if explained_by.is_empty() {
+        if !healthy.is_empty() {
+            out.push_str(&format!(" Its dependencies {} stayed healthy.", healthy.join(", ")));
+        }
+    } else {
+        out.push_str(&format!(" Could itself be a symptom of {}.", explained_by.join(", ")));
+    }
+    out
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 90.0 { format!("{:.0} min", s / 60.0) } else { format!("{s:.0} s") }
+}
+
+fn report_paragraph(
+    c: &[CandidateWire],
+    symptom: Option<&str>,
+    services: usize,
+    anomalies: usize,
+    conf: f64,
+) -> String {
+    let Some(top) = c.first() else { return "No candidate.".into() };
+    let mut s = format!(
+        "{anomalies} anomalies across {services} service{} form one incident. Most likely root cause: {} (confidence {:.2}).",
+        if services == 1 { "" } else { "s" },
+        top.service,
+        conf
+    );
+    if let Some(sym) = symptom
+        && sym != top.service
+        && top.evidence.path_to_symptom.len() > 1
+    {
+        s.push_str(&format!(" The fault reaches {sym} along {}.", top.evidence.path_to_symptom.join(" -> ")));
+    }
+    s.push(' ');
+    s.push_str(&top.explanation);
+    if let Some(second) = c.get(1) {
+        s.push_str(&format!(" Next candidate: {} (score {:.2}).", second.service, second.score));
+    }
+    s
+}

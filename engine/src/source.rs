@@ -1,0 +1,291 @@
+//! Sources of telemetry and the dead-letter output for records they cannot decode.
+//!
+//! Every source fills the same [`Batch`] type; a bad record is written to the dead letters with the reason and its
+//! position, counted, and the stream goes on.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::warn;
+
+use crate::clock::parse_time;
+use crate::error::{Error, Result};
+use crate::model::{Batch, SeriesKey, TimeMs, series_id};
+use crate::sim::Simulator;
+
+/// A source of telemetry batches.
+pub trait Source: Send {
+    /// Appends up to about `max` points to `batch` (which arrives empty). Returns `Ok(false)` once the input is
+    /// exhausted (the batch may still hold its last points).
+    fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool>;
+    /// Human name, for logs and summaries.
+    fn describe(&self) -> String;
+}
+
+/// Undecodable records, one JSON object per line: `{"schema","source","at","reason","raw"}`.
+pub struct DeadLetters {
+    out: Box<dyn Write + Send>,
+    count: u64,
+}
+
+impl DeadLetters {
+    /// `"-"` is standard error; anything else a file (created or truncated).
+    pub fn open(path: &str) -> Result<Self> {
+        let out: Box<dyn Write + Send> = if path == "-" {
+            Box::new(std::io::stderr())
+        } else {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?))
+        };
+        Ok(Self { out, count: 0 })
+    }
+
+    pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
+        Self { out, count: 0 }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Records one bad record. `at` names where it came from (e.g. `line 12`).
+    pub fn record(&mut self, source: &str, at: &str, reason: &str, raw: &str) -> Result<()> {
+        self.count += 1;
+        if self.count <= 10 || self.count.is_power_of_two() {
+            warn!(source, at, reason, total = self.count, "Dead-lettered a malformed record.");
+        }
+        let line = serde_json::json!({
+            "schema": "faultline.dead-letter.v1",
+            "source": source,
+            "at": at,
+            "reason": reason,
+            "raw": raw,
+        });
+        writeln!(self.out, "{line}").map_err(|e| Error::io("dead-letter output", e))
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io("dead-letter output", e))
+    }
+}
+
+/// The built-in simulator as a source: whole ticks until the batch holds at least `max` points.
+pub struct SimSource {
+    sim: Simulator,
+}
+
+impl SimSource {
+    pub fn new(sim: Simulator) -> Self {
+        Self { sim }
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.sim
+    }
+}
+
+impl Source for SimSource {
+    fn next_batch(&mut self, batch: &mut Batch, max: usize, _dead: &mut DeadLetters) -> Result<bool> {
+        while batch.len() < max {
+            if !self.sim.next_tick(batch) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn describe(&self) -> String {
+        format!("simulator ({} series)", self.sim.series().len())
+    }
+}
+
+/// One telemetry point in Faultline's JSON format.
+///
+/// `{"time": "2026-01-05T10:00:00Z" | 1767607200000, "service": "cart", "metric": "latency_p99_ms",
+///   "labels": {"pod": "cart-1"}, "value": 12.5}`: `time` is RFC 3339 or integer Unix milliseconds; `labels` is
+/// optional; other fields are ignored.
+#[derive(Debug, Deserialize)]
+struct JsonPoint<'a> {
+    time: Value,
+    #[serde(borrow)]
+    service: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    metric: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    labels: Option<serde_json::Map<String, Value>>,
+    value: Value,
+}
+
+/// Decodes one JSON point, interning its series key. Errors name the field.
+pub struct PointDecoder {
+    keys: HashMap<u64, Arc<SeriesKey>>,
+    label_buf: Vec<(String, String)>,
+}
+
+impl Default for PointDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PointDecoder {
+    pub fn new() -> Self {
+        Self { keys: HashMap::new(), label_buf: Vec::new() }
+    }
+
+    /// Decodes `text` (one JSON object) and appends it to `batch`.
+    pub fn decode_into(&mut self, text: &str, batch: &mut Batch) -> std::result::Result<(), String> {
+        let p: JsonPoint = serde_json::from_str(text).map_err(|e| format!("invalid JSON point: {e}"))?;
+        let time: TimeMs = match &p.time {
+            Value::Number(n) => {
+                n.as_i64().ok_or_else(|| format!("field `time`: {n} is not an integer of milliseconds"))?
+            }
+            Value::String(s) => parse_time(s).map_err(|e| format!("field `time`: {e}"))?,
+            other => return Err(format!("field `time`: expected RFC 3339 text or integer milliseconds, got {other}")),
+        };
+        let value = match &p.value {
+            Value::Number(n) => n.as_f64().filter(|v| v.is_finite()),
+            _ => None,
+        }
+        .ok_or_else(|| format!("field `value`: expected a finite number, got {}", p.value))?;
+        if p.service.is_empty() {
+            return Err("field `service`: must not be empty".into());
+        }
+        if p.metric.is_empty() {
+            return Err("field `metric`: must not be empty".into());
+        }
+        self.label_buf.clear();
+        if let Some(labels) = &p.labels {
+            for (k, v) in labels {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => return Err(format!("field `labels.{k}`: expected text, got {other}")),
+                };
+                self.label_buf.push((k.clone(), v));
+            }
+            self.label_buf.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let id = series_id(&p.service, &p.metric, self.label_buf.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let key = self
+            .keys
+            .entry(id)
+            .or_insert_with(|| Arc::new(SeriesKey::new(&p.service, &p.metric, self.label_buf.iter().cloned())));
+        batch.push(key, time, value);
+        Ok(())
+    }
+}
+
+/// Faultline JSON points, one per line, from a file or standard input.
+pub struct JsonlSource {
+    name: String,
+    reader: Box<dyn BufRead + Send>,
+    line: String,
+    line_no: u64,
+    decoder: PointDecoder,
+}
+
+impl JsonlSource {
+    /// `"-"` reads standard input.
+    pub fn open(path: &str) -> Result<Self> {
+        let (name, reader): (String, Box<dyn BufRead + Send>) = if path == "-" {
+            ("stdin".into(), Box::new(BufReader::new(std::io::stdin())))
+        } else {
+            (path.into(), Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?)))
+        };
+        Ok(Self::from_reader(name, reader))
+    }
+
+    pub fn from_reader(name: impl Into<String>, reader: Box<dyn BufRead + Send>) -> Self {
+        Self { name: name.into(), reader, line: String::new(), line_no: 0, decoder: PointDecoder::new() }
+    }
+}
+
+impl Source for JsonlSource {
+    fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool> {
+        while batch.len() < max {
+            self.line.clear();
+            let n = match self.reader.read_line(&mut self.line) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.line_no += 1;
+                    dead.record(&self.name, &format!("line {}", self.line_no), "line is not valid UTF-8", "")?;
+                    // Skip the rest of the bad line.
+                    let mut junk = Vec::new();
+                    self.reader.read_until(b'\n', &mut junk).map_err(|e| Error::io(&self.name, e))?;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&self.name, e)),
+            };
+            if n == 0 {
+                return Ok(false);
+            }
+            self.line_no += 1;
+            let text = self.line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            if let Err(reason) = self.decoder.decode_into(text, batch) {
+                dead.record(&self.name, &format!("line {}", self.line_no), &reason, text)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn describe(&self) -> String {
+        format!("jsonl {}", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_dead_lettered_and_the_rest_goes_on() {
+        let input = concat!(
+            r#"{"time":"2026-01-05T00:00:00Z","service":"a","metric":"m","value":1.5}"#,
+            "\n{not json\n",
+            r#"{"time":"2026-01-05T00:01:00Z","service":"a","metric":"m","value":"high"}"#,
+            "\n\n",
+            r#"{"time":1767571320000,"service":"a","metric":"m","labels":{"pod":"p1"},"value":2}"#,
+            "\n",
+            r#"{"time":"noon","service":"a","metric":"m","value":2}"#,
+            "\n"
+        );
+        let mut src = JsonlSource::from_reader("test", Box::new(std::io::Cursor::new(input.as_bytes().to_vec())));
+        let buf = Buf::default();
+        let mut dead = DeadLetters::to_writer(Box::new(buf.clone()));
+        let mut batch = Batch::default();
+        assert!(!src.next_batch(&mut batch, 100, &mut dead).unwrap());
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.values, vec![1.5, 2.0]);
+        assert_ne!(batch.ids[0], batch.ids[1], "labels are part of the identity");
+        assert_eq!(dead.count(), 3);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["at"], "line 2");
+        assert!(lines[1]["reason"].as_str().unwrap().contains("field `value`"), "{}", lines[1]);
+        assert_eq!(lines[2]["at"], "line 6");
+        assert!(lines[2]["reason"].as_str().unwrap().contains("field `time`"));
+    }
+}

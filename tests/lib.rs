@@ -1,0 +1,1 @@
+//! Integration tests for Faultline live in `it/`; this library is empty.
