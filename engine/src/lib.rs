@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod error;
+pub mod eval;
 pub mod event;
 pub mod metrics;
 pub mod model;

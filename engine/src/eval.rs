@@ -1,0 +1,3 @@
+//! Evaluation against labelled data: NAB scoring for detection quality.
+
+pub mod nab;
