@@ -73,11 +73,14 @@ pub struct DetectorConfig {
     pub direction: DirectionFilter,
     pub min_abs_deviation: f64,
     pub min_rel_deviation: f64,
+    /// Consecutive anomalous points after which a settled shift is accepted as the new normal (0 = never).
+    pub rebaseline_after: u32,
     pub rules: Vec<RuleConfig>,
     pub overrides: Vec<OverrideConfig>,
 }
 
-/// An absolute bound that applies from a series' first point.
+/// An absolute bound that applies from a series' first point: the cold-start rung of the ladder. It stops applying
+/// once the learned model has warmed up, unless `always` is set (a hard bound such as an SLO).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuleConfig {
@@ -88,6 +91,8 @@ pub struct RuleConfig {
     pub above: Option<f64>,
     #[serde(default)]
     pub below: Option<f64>,
+    #[serde(default)]
+    pub always: bool,
 }
 
 /// Noise controls for the series whose metric (and service, if given) match; unset fields keep the defaults.

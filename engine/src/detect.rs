@@ -45,6 +45,8 @@ pub struct Profile {
     pub n: u32,
     pub above: Option<f64>,
     pub below: Option<f64>,
+    /// Whether the rules keep applying after warm-up.
+    pub rules_always: bool,
     pub role: Role,
 }
 
@@ -63,11 +65,13 @@ impl Profile {
             n,
             above: None,
             below: None,
+            rules_always: false,
             role: rca.role_of(metric),
         };
         for r in d.rules.iter().filter(|r| matches(&r.metric, &r.service)) {
             p.above = p.above.or(r.above);
             p.below = p.below.or(r.below);
+            p.rules_always |= r.always;
         }
         p
     }
@@ -97,6 +101,16 @@ pub struct ShardDetector {
     flags: Vec<u16>,
     run_start: Vec<TimeMs>,
     last_time: Vec<TimeMs>,
+    /// Re-baselining: position in the current block of anomalous points, the block's first value, and the sums of
+    /// (value - first) and k * (value - first) for a least-squares trend.
+    anom_run: Vec<u16>,
+    shift_x0: Vec<f32>,
+    shift_sx: Vec<f32>,
+    shift_skx: Vec<f32>,
+    rebaseline_after: u16,
+    /// Chunk marks: `mark[slot] == epoch` when the slot is already in the current chunk.
+    mark: Vec<u32>,
+    epoch: u32,
     profiles: Vec<Profile>,
     // Scratch, reused across batches.
     slots: Vec<u32>,
@@ -130,6 +144,13 @@ impl ShardDetector {
             flags: Vec::new(),
             run_start: Vec::new(),
             last_time: Vec::new(),
+            anom_run: Vec::new(),
+            shift_x0: Vec::new(),
+            shift_sx: Vec::new(),
+            shift_skx: Vec::new(),
+            rebaseline_after: cfg.rebaseline_after.min(u32::from(u16::MAX)) as u16,
+            mark: Vec::new(),
+            epoch: 0,
             profiles: Vec::new(),
             slots: Vec::new(),
             xs: Vec::new(),
@@ -163,7 +184,49 @@ impl ShardDetector {
         self.flags.push(0);
         self.run_start.push(TimeMs::MIN);
         self.last_time.push(TimeMs::MIN);
+        self.anom_run.push(0);
+        self.shift_x0.push(0.0);
+        self.shift_sx.push(0.0);
+        self.shift_skx.push(0.0);
+        self.mark.push(0);
         s
+    }
+
+    /// Tracks runs of points the learned model finds anomalous, in blocks of `rebaseline-after` points. At the end of
+    /// a block a least-squares line is fitted to its values; if the drift it predicts across the block is within
+    /// `huber` sigmas the shift has settled and is accepted as the new normal: the level jumps to the line's end
+    /// value. A ramp does not settle, so it keeps being flagged, block after block. Returns the new level if any.
+    fn track_shift(&mut self, s: usize, x: f32, z: f32, sigma: f32, learned: bool) -> Option<f32> {
+        if !learned || z.abs() < self.params.threshold || self.rebaseline_after == 0 {
+            self.anom_run[s] = 0;
+            return None;
+        }
+        let k = self.anom_run[s];
+        if k == 0 {
+            self.shift_x0[s] = x;
+            self.shift_sx[s] = 0.0;
+            self.shift_skx[s] = 0.0;
+        }
+        // Values relative to the block's first one keep the f32 sums precise.
+        let d = x - self.shift_x0[s];
+        self.shift_sx[s] += d;
+        self.shift_skx[s] += f32::from(k) * d;
+        let n = k + 1;
+        if n < self.rebaseline_after {
+            self.anom_run[s] = n;
+            return None;
+        }
+        self.anom_run[s] = 0;
+        let nf = f32::from(n);
+        let (sk, skk) = (nf * (nf - 1.0) / 2.0, (nf - 1.0) * nf * (2.0 * nf - 1.0) / 6.0);
+        let slope = (nf * self.shift_skx[s] - sk * self.shift_sx[s]) / (nf * skk - sk * sk);
+        let intercept = (self.shift_sx[s] - slope * sk) / nf;
+        if (slope * nf).abs() > self.params.huber * sigma {
+            return None;
+        }
+        let level = self.shift_x0[s] + intercept + slope * (nf - 1.0);
+        self.robust.level[s] = level;
+        Some(level)
     }
 
     /// Scores a batch of points (series in any order, each series in event-time order) and appends anomaly events.
@@ -195,94 +258,129 @@ impl ShardDetector {
         let n = self.slots.len();
         self.zs.resize(n, 0.0);
         self.sigmas.resize(n, 0.0);
-        self.kernels.robust_update_gather(
-            &mut self.robust,
-            &self.slots,
-            &self.xs,
-            &mut self.zs,
-            &mut self.sigmas,
-            &self.params,
-        );
-
-        for j in 0..n {
-            let s = self.slots[j] as usize;
-            let i = self.keep[j] as usize;
-            let prof = &self.profiles[self.profile[s] as usize];
-            let x = values[i];
-            let seen = self.robust.count[s];
-            // `seen` counts this point; the model was usable if it had warmed up before it.
-            let learned = seen > self.warmup;
-            let z = self.zs[j];
-            // The model's expected value before this point: x - z * sigma (the kernel's residual, exactly).
-            let expected = f64::from(self.xs[j]) - f64::from(z) * f64::from(self.sigmas[j]);
-            let dev = x - expected;
-            let model_fired = learned
-                && z.abs() >= prof.threshold
-                && dev.abs() >= prof.min_abs
-                && dev.abs() >= prof.min_rel * expected.abs()
-                && match prof.direction {
-                    DirectionFilter::Up => z > 0.0,
-                    DirectionFilter::Down => z < 0.0,
-                    DirectionFilter::Both => true,
-                };
-            let rule = match (prof.above, prof.below) {
-                (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
-                (_, Some(b)) if x < b => Some(RuleHit { bound: b, direction: Direction::Down }),
-                _ => None,
-            };
-            let flagged = model_fired || rule.is_some();
-            let mask: u16 = if prof.n >= 16 { u16::MAX } else { (1u16 << prof.n) - 1 };
-            let hist = ((self.flags[s] << 1) | u16::from(flagged)) & mask;
-            self.flags[s] = hist;
-            let t = times[i];
-            if !flagged {
-                if hist == 0 {
-                    self.run_start[s] = TimeMs::MIN;
+        // Chunks in which no series repeats: the kernel scores a chunk, then each point is judged, so every point sees
+        // the model exactly as the points before it left it (re-baselines included), whatever the batch size.
+        let mut start = 0;
+        while start < n {
+            self.epoch = self.epoch.wrapping_add(1);
+            if self.epoch == 0 {
+                self.mark.fill(0);
+                self.epoch = 1;
+            }
+            let mut end = start;
+            while end < n {
+                let s = self.slots[end] as usize;
+                if self.mark[s] == self.epoch {
+                    break;
                 }
-                continue;
+                self.mark[s] = self.epoch;
+                end += 1;
             }
-            if self.run_start[s] == TimeMs::MIN {
-                self.run_start[s] = t;
+            self.kernels.robust_update_gather(
+                &mut self.robust,
+                &self.slots[start..end],
+                &self.xs[start..end],
+                &mut self.zs[start..end],
+                &mut self.sigmas[start..end],
+                &self.params,
+            );
+            for j in start..end {
+                self.judge(j, times, values, out, &mut stats);
             }
-            let in_window = hist.count_ones();
-            if in_window < prof.m {
-                continue;
-            }
-            let sigma = f64::from(self.sigmas[j]);
-            let band = f64::from(prof.threshold) * sigma;
-            let model_score = if learned { z_score_to_unit(f64::from(z), f64::from(prof.threshold)) } else { 0.0 };
-            let score = match rule {
-                Some(r) => model_score.max(rule_score(x, r.bound)),
-                None => model_score,
-            };
-            let direction = if model_fired {
-                if z >= 0.0 { Direction::Up } else { Direction::Down }
-            } else {
-                rule.map_or(Direction::Up, |r| r.direction)
-            };
-            out.push(AnomalyEvent {
-                key: Arc::clone(&self.keys[s]),
-                role: prof.role,
-                time: t,
-                started_at: self.run_start[s],
-                observed: x,
-                expected: if learned { expected } else { rule.map_or(expected, |r| r.bound) },
-                lower: if learned { expected - band } else { f64::NAN },
-                upper: if learned { expected + band } else { f64::NAN },
-                z: if learned { f64::from(z) } else { 0.0 },
-                score,
-                direction,
-                stage: if learned { Stage::Robust } else { Stage::ColdStartRule },
-                model_fired,
-                model_score,
-                rule,
-                anomalous_in_window: in_window,
-                window: prof.n,
-                points_seen: seen,
-            });
-            stats.anomalies += 1;
+            start = end;
         }
         stats
+    }
+
+    /// Applies the ladder, noise controls and M-of-N to point `j` of the current batch; pushes an event if raised.
+    #[inline]
+    fn judge(
+        &mut self,
+        j: usize,
+        times: &[TimeMs],
+        values: &[f64],
+        out: &mut Vec<AnomalyEvent>,
+        stats: &mut BatchStats,
+    ) {
+        let s = self.slots[j] as usize;
+        let i = self.keep[j] as usize;
+        let x = values[i];
+        let seen = self.robust.count[s];
+        // `seen` counts this point; the model was usable if it had warmed up before it.
+        let learned = seen > self.warmup;
+        let z = self.zs[j];
+        let rebaselined = self.track_shift(s, self.xs[j], z, self.sigmas[j], learned);
+        let prof = &self.profiles[self.profile[s] as usize];
+        // The model's expected value before this point: x - z * sigma (the kernel's residual, exactly).
+        let expected = f64::from(self.xs[j]) - f64::from(z) * f64::from(self.sigmas[j]);
+        let dev = x - expected;
+        let model_fired = learned
+            && z.abs() >= prof.threshold
+            && dev.abs() >= prof.min_abs
+            && dev.abs() >= prof.min_rel * expected.abs()
+            && match prof.direction {
+                DirectionFilter::Up => z > 0.0,
+                DirectionFilter::Down => z < 0.0,
+                DirectionFilter::Both => true,
+            };
+        let rule = match (prof.above, prof.below) {
+            _ if learned && !prof.rules_always => None,
+            (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
+            (_, Some(b)) if x < b => Some(RuleHit { bound: b, direction: Direction::Down }),
+            _ => None,
+        };
+        let flagged = model_fired || rule.is_some();
+        let mask: u16 = if prof.n >= 16 { u16::MAX } else { (1u16 << prof.n) - 1 };
+        let hist = ((self.flags[s] << 1) | u16::from(flagged)) & mask;
+        self.flags[s] = hist;
+        let t = times[i];
+        if !flagged {
+            if hist == 0 {
+                self.run_start[s] = TimeMs::MIN;
+            }
+            return;
+        }
+        if self.run_start[s] == TimeMs::MIN {
+            self.run_start[s] = t;
+        }
+        let in_window = hist.count_ones();
+        if in_window < prof.m {
+            return;
+        }
+        let sigma = f64::from(self.sigmas[j]);
+        let band = f64::from(prof.threshold) * sigma;
+        let model_score = if learned { z_score_to_unit(f64::from(z), f64::from(prof.threshold)) } else { 0.0 };
+        let score = match rule {
+            Some(r) => model_score.max(rule_score(x, r.bound)),
+            None => model_score,
+        };
+        let direction = if model_fired {
+            if z >= 0.0 { Direction::Up } else { Direction::Down }
+        } else {
+            rule.map_or(Direction::Up, |r| r.direction)
+        };
+        out.push(AnomalyEvent {
+            key: Arc::clone(&self.keys[s]),
+            role: prof.role,
+            time: t,
+            started_at: self.run_start[s],
+            observed: x,
+            expected: if learned { expected } else { rule.map_or(expected, |r| r.bound) },
+            lower: if learned { expected - band } else { f64::NAN },
+            upper: if learned { expected + band } else { f64::NAN },
+            z: if learned { f64::from(z) } else { 0.0 },
+            score,
+            direction,
+            stage: if learned { Stage::Robust } else { Stage::ColdStartRule },
+            model_fired,
+            model_score,
+            rule,
+            anomalous_in_window: in_window,
+            window: prof.n,
+            points_seen: seen,
+            rebaselined: rebaselined.map(f64::from),
+        });
+        stats.anomalies += 1;
     }
 }
 
@@ -349,6 +447,81 @@ mod tests {
         let mut xs = wobble(200, 100.0, 3.0);
         xs.extend(std::iter::repeat_n(20.0, 10));
         assert!(run(&mut det, &key, &xs, 0).is_empty());
+    }
+
+    #[test]
+    fn sustained_stable_shift_is_rebaselined_and_the_event_says_so() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("cart", "request_rate", [] as [(&str, &str); 0]));
+        let mut xs = wobble(200, 100.0, 2.0);
+        xs.extend(wobble(100, 150.0, 2.0));
+        let ev = run(&mut det, &key, &xs, 0);
+        let rebased: Vec<&AnomalyEvent> = ev.iter().filter(|e| e.rebaselined.is_some()).collect();
+        assert_eq!(rebased.len(), 1, "exactly one re-baseline");
+        let r = rebased[0];
+        assert_eq!(r.time, (200 + 29) * 60_000, "after rebaseline-after = 30 anomalous points");
+        assert!((r.rebaselined.unwrap() - 150.0).abs() < 3.0);
+        assert!(r.explanation().contains("new normal"), "{}", r.explanation());
+        assert!(ev.iter().all(|e| e.time <= r.time), "no anomalies once the new level is accepted");
+    }
+
+    #[test]
+    fn slow_ramp_keeps_being_flagged() {
+        let mut det = detector();
+        let key = Arc::new(SeriesKey::new("cart", "memory_utilization", [] as [(&str, &str); 0]));
+        // Boiling frog: after warm-up, +0.6 % of the level per point for 150 points.
+        let mut xs = wobble(200, 0.40, 0.002);
+        xs.extend((1..=150).map(|i| 0.40 + 0.0024 * i as f64));
+        let ev = run(&mut det, &key, &xs, 0);
+        assert!(ev.iter().all(|e| e.rebaselined.is_none()), "a ramp must not be accepted as normal");
+        let last = ev.last().expect("the ramp is flagged");
+        assert_eq!(last.time, 349 * 60_000, "still flagged at the end of the ramp");
+        assert!(ev.len() > 100, "flagged for most of the ramp, got {}", ev.len());
+    }
+
+    #[test]
+    fn batching_does_not_change_the_events() {
+        let key = Arc::new(SeriesKey::new("cart", "request_rate", [] as [(&str, &str); 0]));
+        let other = Arc::new(SeriesKey::new("cart", "error_rate", [] as [(&str, &str); 0]));
+        let mut xs = wobble(150, 100.0, 2.0);
+        xs.extend(wobble(60, 160.0, 2.0));
+        xs.extend(wobble(40, 100.0, 2.0));
+        let render =
+            |ev: &[AnomalyEvent]| ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>();
+        // All points of two interleaved series in one batch, against one point per batch.
+        let (mut ids, mut keys, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+        for (i, &x) in xs.iter().enumerate() {
+            for (k, v) in [(&key, x), (&other, 0.002 + if i > 200 { 0.2 } else { 0.0 })] {
+                ids.push(k.id);
+                keys.push(Arc::clone(k));
+                times.push(i as TimeMs * 60_000);
+                vals.push(v);
+            }
+        }
+        let mut whole = Vec::new();
+        detector().process(&ids, &keys, &times, &vals, &mut whole);
+        let mut det = detector();
+        let mut single = Vec::new();
+        for i in 0..ids.len() {
+            det.process(&ids[i..=i], &keys[i..=i], &times[i..=i], &vals[i..=i], &mut single);
+        }
+        assert!(whole.iter().any(|e| e.rebaselined.is_some()));
+        assert_eq!(render(&whole), render(&single));
+    }
+
+    #[test]
+    fn rules_are_the_cold_start_rung_unless_always() {
+        let key = Arc::new(SeriesKey::new("edge", "error_rate", [] as [(&str, &str); 0]));
+        // A service whose normal error rate sits around 6 %: above the default 5 % cold-start rule.
+        let xs = wobble(300, 0.06, 0.002);
+        let ev = run(&mut detector(), &key, &xs, 0);
+        assert!(!ev.is_empty() && ev.iter().all(|e| e.stage == Stage::ColdStartRule), "only the cold-start rung fires");
+        assert!(ev.iter().all(|e| e.points_seen <= 61), "the rule stops once the model has warmed up");
+        let mut cfg = Config::default_config().unwrap();
+        cfg.detector.rules[0].always = true;
+        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        let ev = run(&mut det, &key, &xs, 0);
+        assert_eq!(ev.last().unwrap().points_seen, 300, "an `always` rule is a hard bound");
     }
 
     #[test]

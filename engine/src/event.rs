@@ -96,6 +96,8 @@ pub struct AnomalyEvent {
     pub anomalous_in_window: u32,
     pub window: u32,
     pub points_seen: u32,
+    /// Set when this point made the model accept a sustained, settled shift as the new normal: the new level.
+    pub rebaselined: Option<f64>,
 }
 
 impl AnomalyEvent {
@@ -137,6 +139,12 @@ impl AnomalyEvent {
         s.push_str(&format!("; anomalous in {} of the last {} points", self.anomalous_in_window, self.window));
         if self.stage == Stage::ColdStartRule {
             s.push_str(&format!(" (cold start: {} points seen, rules only)", self.points_seen));
+        }
+        if let Some(level) = self.rebaselined {
+            s.push_str(&format!(
+                "; the shift has persisted and settled, so the model accepts {} as the new normal",
+                num(level)
+            ));
         }
         s.push('.');
         s
@@ -181,6 +189,7 @@ impl AnomalyEvent {
                 window: self.window,
                 points_seen: self.points_seen,
                 role: self.role.as_str(),
+                rebaselined_to: self.rebaselined.map(round6),
             },
             explanation: self.explanation(),
         }
@@ -227,6 +236,8 @@ pub struct EvidenceWire {
     pub window: u32,
     pub points_seen: u32,
     pub role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebaselined_to: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

@@ -1,1 +1,7 @@
-//! Faultline's integration tests: one binary, one module per area.
+//! Faultline's integration tests: one binary, one module per area. Golden outputs live in `tests/golden/`; run with
+//! `UPDATE_GOLDEN=1` to rewrite them after an intended change, then review the diff.
+
+mod configs;
+mod golden;
+mod schema;
+mod support;

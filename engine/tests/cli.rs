@@ -1,0 +1,113 @@
+//! The `faultline` binary through its public interface: commands, config files, input files, exit codes.
+//!
+//! These live in the engine package, not in `tests/it`, because only here does Cargo give the binary's path
+//! (`CARGO_BIN_EXE_faultline`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn faultline(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_faultline")).args(args).current_dir(cwd).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("faultline-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
+    let dir = scratch("jsonl");
+    let cfg = dir.join("run.toml");
+    let points = repo_root().join("tests/fixtures/points.jsonl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"jsonl\"\npath = {:?}\n[graph]\nedges = [[\"frontend\", \"checkout\"], [\"checkout\", \"payments\"], [\"checkout\", \"cart\"]]\n\
+             [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n[dead-letter]\npath = \"out/dead.jsonl\"\n",
+            points.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = faultline(&["run", "--config", cfg.to_str().unwrap(), "--metrics-out", "out/metrics.json"], &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let dead = std::fs::read_to_string(dir.join("out/dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["at"], "line 101");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("invalid JSON"));
+    assert_eq!(dead[1]["at"], "line 202");
+    assert!(dead[1]["reason"].as_str().unwrap().contains("field `service`"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["dead_letters"], 2);
+    assert_eq!(metrics["points"], 1600, "every good line was processed");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let report = events.iter().find(|e| e["kind"] == "root-cause").expect("a root-cause report");
+    assert_eq!(report["candidates"][0]["service"], "payments", "{report:#}");
+    assert_eq!(report["symptom"], "frontend");
+    let first = events.iter().find(|e| e["kind"] == "anomaly").unwrap();
+    assert_eq!(first["service"], "payments", "the root cause deviates first");
+}
+
+#[test]
+fn demo_runs_on_the_embedded_default_and_reports_each_fault() {
+    let dir = scratch("demo");
+    let out = faultline(&["demo", "--out", "demo-out"], &dir);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    assert!(stdout.contains("faults injected: top-1"), "{stdout}");
+    assert_eq!(stdout.matches("== fault").count(), 12, "{stdout}");
+    assert!(stdout.matches("HIT").count() >= 9, "too few hits:\n{stdout}");
+    assert!(dir.join("demo-out/root-causes.jsonl").metadata().unwrap().len() > 0);
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_2() {
+    let dir = scratch("badcfg");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[engine]\nqueue-depth = 0\n[detector]\nalpha = 2.0\nthreshold = nan\n[rca]\nmax-candidates = 0\n",
+    )
+    .unwrap();
+    let out = faultline(&["check-config", cfg.to_str().unwrap()], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for needle in ["engine.queue-depth", "detector.alpha", "detector.threshold is NaN", "rca.max-candidates"] {
+        assert!(err.contains(needle), "{needle} missing:\n{err}");
+    }
+    let out = faultline(&["check-config", repo_root().join("configs/jsonl-file.toml").to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_input_file_is_a_clear_error() {
+    let dir = scratch("missing");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "[source]\nkind = \"jsonl\"\npath = \"no/such/file.jsonl\"\n").unwrap();
+    let out = faultline(&["run", "--config", cfg.to_str().unwrap()], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no/such/file.jsonl"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn schema_command_prints_the_schema() {
+    let out = faultline(&["schema", "root-cause"], &repo_root());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["properties"]["schema"]["const"], "faultline.root-cause.v1");
+}

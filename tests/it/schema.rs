@@ -1,0 +1,49 @@
+//! Every event the engine emits validates against the JSON Schema files in `engine/schemas/`.
+
+use crate::support::{load, repo_root, run};
+
+fn validator(file: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo_root().join("engine/schemas").join(file)).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{file} is not a valid JSON Schema: {e}"))
+}
+
+fn validate_all(v: &jsonschema::Validator, lines: &str, what: &str) -> usize {
+    let mut n = 0;
+    for (i, line) in lines.lines().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = v.iter_errors(&value).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{what} line {} violates the schema: {errors:?}\n{line}", i + 1);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn every_emitted_event_validates_against_its_schema() {
+    let out = run(&load("golden-sim.toml", &[]));
+    let a = validate_all(&validator("anomaly.v1.schema.json"), &out.anomalies, "anomaly");
+    let r = validate_all(&validator("root-cause.v1.schema.json"), &out.reports, "root-cause report");
+    assert!(a > 50 && r >= 4, "too few events to mean anything: {a} anomalies, {r} reports");
+}
+
+#[test]
+fn schemas_reject_what_they_should() {
+    let v = validator("anomaly.v1.schema.json");
+    let out = run(&load("golden-sim.toml", &[]));
+    let mut ev: serde_json::Value = serde_json::from_str(out.anomalies.lines().next().unwrap()).unwrap();
+    assert!(v.is_valid(&ev));
+    ev["score"] = serde_json::json!(1.5);
+    assert!(!v.is_valid(&ev), "a score above 1 must be rejected");
+    ev["score"] = serde_json::json!(0.5);
+    ev["surprise"] = serde_json::json!(true);
+    assert!(!v.is_valid(&ev), "unknown fields must be rejected");
+}
+
+#[test]
+fn embedded_schemas_are_the_files() {
+    assert_eq!(
+        faultline::event::ANOMALY_SCHEMA_JSON,
+        std::fs::read_to_string(repo_root().join("engine/schemas/anomaly.v1.schema.json")).unwrap()
+    );
+}
