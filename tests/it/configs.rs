@@ -20,7 +20,11 @@ fn every_file_in_configs_loads() {
 
 #[test]
 fn fixture_configs_load() {
-    for f in ["golden-sim.toml"] {
-        Config::load(Some(&crate::support::fixture(f))).unwrap();
+    let dir = crate::support::repo_root().join("tests/fixtures");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
     }
 }
