@@ -1,3 +1,4 @@
-//! Evaluation against labelled data: NAB scoring for detection quality.
+//! Evaluation against labelled data: NAB scoring for detection quality, root-cause ranking accuracy.
 
 pub mod nab;
+pub mod rca;

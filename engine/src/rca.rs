@@ -81,6 +81,11 @@ impl ServiceGraph {
     /// Shortest path from `from` to `to` following edges forwards (`down = true`, caller to callee) or backwards,
     /// at most `MAX_HOPS` long.
     pub fn path(&self, from: usize, to: usize, down: bool) -> Option<Vec<usize>> {
+        self.path_via(from, to, down, |_| true)
+    }
+
+    /// Like [`ServiceGraph::path`], but every intermediate node must satisfy `via`.
+    pub fn path_via(&self, from: usize, to: usize, down: bool, via: impl Fn(usize) -> bool) -> Option<Vec<usize>> {
         let adj = if down { &self.callees } else { &self.callers };
         let mut prev = vec![usize::MAX; self.len()];
         let mut depth = vec![0usize; self.len()];
@@ -101,7 +106,7 @@ impl ServiceGraph {
                 continue;
             }
             for &v in &adj[u] {
-                if prev[v] == usize::MAX {
+                if prev[v] == usize::MAX && (v == to || via(v)) {
                     prev[v] = u;
                     depth[v] = depth[u] + 1;
                     q.push_back(v);
@@ -161,18 +166,7 @@ impl IncidentTracker {
         {
             closed = self.close();
         }
-        let seen = Seen {
-            service: Arc::clone(&ev.key.service),
-            metric: Arc::clone(&ev.key.metric),
-            role: ev.role,
-            time: ev.time,
-            started_at: ev.started_at,
-            z: ev.z,
-            score: ev.score,
-            direction: ev.direction,
-            observed: ev.observed,
-            expected: ev.expected,
-        };
+        let seen = Seen::from(ev);
         match &mut self.open {
             Some(inc) => {
                 inc.last = inc.last.max(ev.time);
@@ -205,7 +199,7 @@ impl IncidentTracker {
             self.dropped_small += 1;
             return None;
         }
-        Some(rank(&self.cfg, &self.graph, &inc))
+        Some(rank(&self.cfg, &self.graph, &inc, None))
     }
 }
 
@@ -235,7 +229,47 @@ struct MetricAcc {
     points: u32,
 }
 
-fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseReport {
+/// Ranks a set of anomaly events as one incident: a focused investigation ("why did `symptom` degrade?"). With
+/// `symptom` set, it is taken as the symptom instead of being inferred. `None` if there are no events.
+pub fn rank_events<'a>(
+    cfg: &RcaConfig,
+    graph: &ServiceGraph,
+    events: impl IntoIterator<Item = &'a AnomalyEvent>,
+    symptom: Option<&str>,
+) -> Option<RootCauseReport> {
+    let mut inc: Option<Incident> = None;
+    for ev in events {
+        let seen = Seen::from(ev);
+        match &mut inc {
+            Some(i) => {
+                i.start = i.start.min(ev.started_at);
+                i.last = i.last.max(ev.time);
+                i.seen.push(seen);
+            }
+            None => inc = Some(Incident { first_id: ev.id(), start: ev.started_at, last: ev.time, seen: vec![seen] }),
+        }
+    }
+    inc.map(|i| rank(cfg, graph, &i, symptom))
+}
+
+impl From<&AnomalyEvent> for Seen {
+    fn from(ev: &AnomalyEvent) -> Self {
+        Seen {
+            service: Arc::clone(&ev.key.service),
+            metric: Arc::clone(&ev.key.metric),
+            role: ev.role,
+            time: ev.time,
+            started_at: ev.started_at,
+            z: ev.z,
+            score: ev.score,
+            direction: ev.direction,
+            observed: ev.observed,
+            expected: ev.expected,
+        }
+    }
+}
+
+fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Option<&str>) -> RootCauseReport {
     let mut by_service: BTreeMap<Arc<str>, Suspect> = BTreeMap::new();
     for s in &inc.seen {
         let sus = by_service.entry(Arc::clone(&s.service)).or_insert_with(|| Suspect {
@@ -279,10 +313,33 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
     }
     let sus: Vec<Suspect> = by_service.into_values().collect();
     let n = sus.len();
-    let tol = cfg.onset_tolerance.as_millis_i64();
-    let duration = |s: &Suspect| (s.last - s.onset).max(0) + 60_000;
+    // The incident's time resolution: the smallest gap between distinct anomaly times (one sampling interval).
+    let resolution = {
+        let mut t: Vec<TimeMs> = inc.seen.iter().map(|s| s.time).collect();
+        t.sort_unstable();
+        t.dedup();
+        t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(60_000).max(1)
+    };
+    let tol = cfg.onset_tolerance.as_millis_i64().max(resolution);
+    let duration = |s: &Suspect| (s.last - s.onset).max(0) + resolution;
 
-    // explains[a][b]: a's anomaly accounts for b's.
+    // The symptom: where the incident reaches users, i.e. the affected service with no affected callers that has
+    // the most affected services downstream of it (then the most anomalies).
+    let affected: BTreeSet<usize> = sus.iter().filter_map(|s| s.node).collect();
+    let in_incident = |v: usize| affected.contains(&v);
+    let downstream = |nd: usize| affected.iter().filter(|&&o| o != nd && graph.path(nd, o, true).is_some()).count();
+    let symptom = match symptom_hint.and_then(|h| sus.iter().position(|s| &*s.name == h)) {
+        Some(i) => Some(i),
+        None => sus
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.node.is_none_or(|nd| !graph.callers[nd].iter().any(|c| affected.contains(c))))
+            .max_by_key(|(i, s)| (s.node.map_or(0, downstream), s.points, usize::MAX - i))
+            .map(|(i, _)| i),
+    };
+
+    // explains[a][b]: a's anomaly accounts for b's. Faults travel through services that show them, so the path
+    // between the two must run through affected services only.
     let mut explains = vec![vec![false; n]; n];
     for a in 0..n {
         for b in 0..n {
@@ -291,16 +348,19 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
             }
             let (sa, sb) = (&sus[a], &sus[b]);
             let (Some(na), Some(nb)) = (sa.node, sb.node) else { continue };
-            if sa.onset > sb.onset + tol || 2 * duration(sa) < duration(sb) {
+            // A cause begins no later than its effect, is still present when the effect begins, and lasts.
+            if sa.onset > sb.onset + tol || sa.last + tol < sb.onset || 2 * duration(sa) < duration(sb) {
                 continue;
             }
             // Failure travels up: a is a dependency of b, both show failure symptoms, and b is not itself the
             // source of a traffic increase that began before a's anomaly.
             let b_is_traffic_source = sb.traffic_up_onset.is_some_and(|t| t <= sa.onset);
-            let failure = sa.failure && sb.failure && !b_is_traffic_source && graph.path(nb, na, true).is_some();
+            let failure =
+                sa.failure && sb.failure && !b_is_traffic_source && graph.path_via(nb, na, true, in_incident).is_some();
             // Traffic travels down: a calls b (transitively), a's traffic rose, and b's traffic rose too.
-            let traffic =
-                sa.traffic_up_onset.is_some() && sb.traffic_up_onset.is_some() && graph.path(na, nb, true).is_some();
+            let traffic = sa.traffic_up_onset.is_some()
+                && sb.traffic_up_onset.is_some()
+                && graph.path_via(na, nb, true, in_incident).is_some();
             explains[a][b] = failure || traffic;
         }
     }
@@ -308,7 +368,18 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
     let onsets: Vec<TimeMs> = sus.iter().map(|s| s.onset).collect();
     let (min_on, max_on) = (*onsets.iter().min().unwrap_or(&0), *onsets.iter().max().unwrap_or(&0));
     let max_points = sus.iter().map(|s| s.points).max().unwrap_or(1).max(1) as f64;
-    let max_z = sus.iter().map(|s| s.max_z).fold(1e-9, f64::max);
+    // Severity on a log scale: a near-constant series can reach an enormous z that says little more than z = 50.
+    let sev = |s: &Suspect| (1.0 + s.max_z).ln();
+    let max_sev = sus.iter().map(sev).fold(1e-9, f64::max);
+    // Whether the symptom reaches the candidate through affected services: the fault's way to the users.
+    let sym_node = symptom.and_then(|y| sus[y].node);
+    let reaches_symptom = |a: usize| match (sus[a].node, sym_node) {
+        (Some(nd), Some(sy)) => nd == sy || graph.path_via(sy, nd, true, in_incident).is_some(),
+        _ => false,
+    };
+    // A cause is still anomalous when the symptom begins; one that had recovered by then did not cause it.
+    let symptom_onset = symptom.map(|y| sus[y].onset);
+    let active_at_symptom = |a: usize| symptom_onset.is_none_or(|t| sus[a].last + tol >= t);
     let mut raw: Vec<(usize, f64)> = (0..n)
         .map(|a| {
             let explained = (0..n).any(|b| explains[b][a]);
@@ -317,10 +388,13 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
             let early = if max_on > min_on { (max_on - sus[a].onset) as f64 / (max_on - min_on) as f64 } else { 1.0 };
             let s = &sus[a];
             let score = if explained { 0.0 } else { 1.0 }
+                // The symptom reaches it through affected services: the fault has a way to the users.
+                + if reaches_symptom(a) { 0.5 } else { 0.0 }
                 + explains_frac
                 + 0.5 * early
                 + 0.25 * f64::from(s.points) / max_points
-                + 0.25 * (s.max_z / max_z).max(s.max_score * 0.5);
+                + 0.25 * (sev(s) / max_sev).max(s.max_score * 0.5);
+            let score = if active_at_symptom(a) { score } else { score * 0.25 };
             (a, score)
         })
         .collect();
@@ -332,15 +406,6 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
         [_] => 1.0,
         [a, b, ..] => a.1 / (a.1 + b.1),
     };
-    // The symptom: the affected service closest to users, i.e. with no affected callers, most anomalies first.
-    let affected: BTreeSet<usize> = sus.iter().filter_map(|s| s.node).collect();
-    let symptom = sus
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.node.is_none_or(|nd| !graph.callers[nd].iter().any(|c| affected.contains(c))))
-        .max_by(|(i, x), (j, y)| x.points.cmp(&y.points).then(j.cmp(i)))
-        .map(|(i, _)| i);
-
     let candidates: Vec<CandidateWire> = raw
         .iter()
         .take(cfg.max_candidates)
@@ -362,9 +427,10 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident) -> RootCauseRepor
                         .collect()
                 })
                 .unwrap_or_default();
-            let path = match (s.node, symptom.and_then(|y| sus[y].node)) {
+            let path = match (s.node, sym_node) {
                 (Some(nd), Some(sy)) if nd != sy => graph
-                    .path(nd, sy, false)
+                    .path_via(nd, sy, false, in_incident)
+                    .or_else(|| graph.path(nd, sy, false))
                     .or_else(|| graph.path(nd, sy, true))
                     .map(|p| p.into_iter().map(|i| graph.name(i).to_string()).collect())
                     .unwrap_or_default(),
