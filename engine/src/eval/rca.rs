@@ -631,3 +631,144 @@ pub fn petshop_specificity(
     }
     Ok(clean.into_iter().map(|(k, v)| (k, v as f64 / splits.len().max(1) as f64)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("faultline-rca-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// web -> api -> db; db's latency triples at minute 200, api follows a minute later, web two minutes later.
+    fn chain_case() -> Case {
+        let mut keys = Keys::default();
+        let mut points = Vec::new();
+        for m in 0..240i64 {
+            let t = 1_767_571_200_000 + m * 60_000;
+            let wob = |k: i64| 1.0 + 0.02 * (((m * 7 + k * 13) % 11) as f64 / 5.0 - 1.0);
+            let db = 10.0 * if m >= 200 { 3.0 } else { 1.0 } * wob(1);
+            let api = 5.0 * wob(2) + 10.0 * if m >= 201 { 3.0 } else { 1.0 };
+            let web = 8.0 * wob(3) + 5.0 + 10.0 * if m >= 202 { 3.0 } else { 1.0 };
+            for (svc, v) in [("web", web), ("api", api), ("db", db)] {
+                points.push(CasePoint { time: t, key: keys.get(svc, "latency_p50_ms"), value: v });
+            }
+        }
+        Case {
+            name: "chain".into(),
+            points,
+            edges: vec![("web".into(), "api".into()), ("api".into(), "db".into())],
+            root_cause: "db".into(),
+            fault_start: 1_767_571_200_000 + 200 * 60_000,
+            kind: "latency-regression".into(),
+            target: None,
+            target_role: None,
+        }
+    }
+
+    #[test]
+    fn generic_case_round_trips_and_ranks_the_root_first() {
+        let cfg = Config::default_config().unwrap();
+        let dir = scratch("cases");
+        write_case(&dir.join("chain"), &chain_case()).unwrap();
+        let cases = load_cases(&dir).unwrap();
+        assert_eq!(cases.len(), 1);
+        assert_eq!(cases[0].points.len(), 720);
+        assert_eq!(cases[0].edges.len(), 2);
+        let (stats, outcomes) = eval_cases(&cfg, &cases).unwrap();
+        assert_eq!(outcomes[0].rank, Some(1), "{outcomes:?}");
+        assert_eq!(stats.overall().top(1), 1.0);
+    }
+
+    #[test]
+    fn bad_case_files_name_the_line() {
+        let dir = scratch("bad");
+        std::fs::write(dir.join("truth.json"), r#"{"root_cause": "db", "fault_start": 1767571200}"#).unwrap();
+        std::fs::write(
+            dir.join("metrics.csv"),
+            "timestamp,service,metric,value\n1767571200,db,lat,1\n1767571260,db,lat,x\n",
+        )
+        .unwrap();
+        let err = load_case(&dir).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("field `value`"), "{err}");
+    }
+
+    #[test]
+    fn simulator_evaluation_scores_every_fault() {
+        let cfg = Config::default_config().unwrap();
+        let r = eval_sim(&cfg, &SimEvalOptions { sizes: vec![10], runs_per_size: 1, first_seed: 3 }).unwrap();
+        assert_eq!(r.faults, 12);
+        assert_eq!(r.stats.overall().cases, 12);
+        assert_eq!(r.missed_faults, 0);
+        assert!(r.stats.overall().top(1) >= 0.9, "{}", r.stats.table("kind"));
+    }
+
+    /// A PetShop-layout dataset: front -> mid -> store; in the issue, store's availability drops.
+    #[test]
+    fn petshop_layout_loads_and_the_focused_investigation_finds_the_root() {
+        let dir = scratch("petshop");
+        let comps = ["front", "mid", "store"];
+        let mut graph = String::from(",front,mid,store\n");
+        graph.push_str("front,0,1,0\nmid,0,0,1\nstore,0,0,0\n");
+        std::fs::write(dir.join("graph.csv"), graph).unwrap();
+        let header = |rows: &mut String| {
+            let mut c = vec!["microservice".to_string()];
+            let mut m = vec!["metric".to_string()];
+            let mut st = vec!["statistic".to_string()];
+            for comp in comps {
+                for (metric, stat) in [("latency", "Average"), ("availability", "Average")] {
+                    c.push(comp.into());
+                    m.push(metric.into());
+                    st.push(stat.into());
+                }
+            }
+            rows.push_str(&format!(
+                "{}\n{}\n{}\nunix_timestamp{}\n",
+                c.join(","),
+                m.join(","),
+                st.join(","),
+                ",".repeat(6)
+            ));
+        };
+        let mut normal = String::new();
+        header(&mut normal);
+        for i in 0..300 {
+            let w = 1.0 + 0.02 * ((i * 7 % 11) as f64 / 5.0 - 1.0);
+            normal.push_str(&format!("{},{},100,{},100,{},100\n", 1_692_600_000 + i * 300, 0.2 * w, 0.1 * w, 0.05 * w));
+        }
+        std::fs::create_dir_all(dir.join("noissue")).unwrap();
+        std::fs::write(dir.join("noissue/metrics.csv"), normal).unwrap();
+        let issue = dir.join("train/issue_0");
+        std::fs::create_dir_all(&issue).unwrap();
+        let mut rows = String::new();
+        header(&mut rows);
+        for i in 0..5 {
+            rows.push_str(&format!(
+                "{},0.2,{},0.1,{},0.05,{}\n",
+                1_681_800_000 + i * 300,
+                100 - 3 * i,
+                100 - 4 * i,
+                100 - 6 * i
+            ));
+        }
+        std::fs::write(issue.join("metrics.csv"), rows).unwrap();
+        std::fs::write(
+            issue.join("target.json"),
+            r#"{"target": {"node": "front", "metric": "availability", "agg": "Average"}, "root_cause": {"node": "store"}}"#,
+        )
+        .unwrap();
+        let ps = load_petshop(&dir).unwrap();
+        assert_eq!(ps.edges, vec![("front".to_string(), "mid".to_string()), ("mid".to_string(), "store".to_string())]);
+        assert_eq!(ps.cases.len(), 1);
+        assert_eq!(ps.cases[0].points.len(), 305 * 6);
+        let cfg = Config::default_config().unwrap();
+        let (stats, outcomes) = eval_cases(&cfg, &ps.cases).unwrap();
+        assert_eq!(outcomes[0].rank, Some(1), "{outcomes:?}");
+        assert_eq!(stats.groups["availability"].cases, 1);
+        let spec = petshop_specificity(&cfg, &ps, "front", &[0.5, 0.8], 5).unwrap();
+        assert_eq!(spec["availability"], 1.0, "no root cause on normal data");
+    }
+}
