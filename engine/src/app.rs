@@ -4,23 +4,30 @@ use crate::config::{Config, SourceKind};
 use crate::error::Result;
 use crate::metrics::RunSummary;
 use crate::pipeline;
-use crate::rca::ServiceGraph;
+use crate::rca::{RcaInputs, ServiceGraph, load_changes};
 use crate::sim::Simulator;
 use crate::sink::{Sink, build_sinks};
 use crate::source::{DeadLetters, JsonlSource, SimSource, Source};
 
-/// The configured source, and the call graph it implies (the config's edges plus the simulator's topology).
-pub fn build_source(cfg: &Config) -> Result<(Box<dyn Source>, ServiceGraph)> {
+/// The configured source, and what root-cause ranking starts with: the call graph (the config's edges plus the
+/// simulator's topology) and change events (`rca.changes` plus the simulator's deploys).
+pub fn build_source(cfg: &Config) -> Result<(Box<dyn Source>, RcaInputs)> {
     let mut edges: Vec<(String, String)> = cfg.graph.edges.iter().map(|[a, b]| (a.clone(), b.clone())).collect();
+    let mut changes = if cfg.rca.changes.trim().is_empty() {
+        Vec::new()
+    } else {
+        load_changes(std::path::Path::new(cfg.rca.changes.trim()))?
+    };
     let source: Box<dyn Source> = match cfg.source.kind {
         SourceKind::Simulator => {
             let sim = Simulator::new(&cfg.simulator)?;
             edges.extend(sim.topology().edge_names());
+            changes.extend(sim.changes().iter().cloned());
             Box::new(SimSource::new(sim))
         }
         SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path)?),
     };
-    Ok((source, ServiceGraph::from_edges(edges)))
+    Ok((source, RcaInputs { graph: ServiceGraph::from_edges(edges), changes }))
 }
 
 /// Runs the pipeline a config describes, with its configured sinks plus `extra` ones.

@@ -156,6 +156,12 @@ pub struct RcaConfig {
     pub min_anomalies: usize,
     pub onset_tolerance: HumanDuration,
     pub max_candidates: usize,
+    /// While an incident is open, a new report version at most this often (event time); 0s = only when it closes.
+    pub update_interval: HumanDuration,
+    /// A change on a candidate this long before its onset raises its rank.
+    pub change_window: HumanDuration,
+    /// JSON-lines file of deploy/config change events (`{"time","service","kind","description"}`); empty = none.
+    pub changes: String,
     pub roles: Vec<RoleConfig>,
 }
 

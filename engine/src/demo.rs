@@ -99,8 +99,8 @@ pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
     let faults = Simulator::new(&cfg.simulator)?.faults().to_vec();
     let collect = CollectSink::default();
     let summary = crate::app::run_config(&cfg, vec![Box::new(collect.clone()) as Box<dyn Sink>])?;
-    let got = collect.take();
-    let (outcomes, unmatched) = match_faults(&faults, &got.reports);
+    let reports = crate::eval::rca::final_versions(collect.take().reports);
+    let (outcomes, unmatched) = match_faults(&faults, &reports);
     let n = outcomes.len().max(1) as f64;
     Ok(DemoOutcome {
         top1: outcomes.iter().filter(|o| o.top1).count() as f64 / n,
@@ -133,6 +133,9 @@ pub fn render_demo(o: &DemoOutcome) -> String {
             Some(r) => {
                 for line in render_report(r).lines() {
                     let _ = writeln!(s, "   {line}");
+                }
+                if let Some(sug) = &r.suggestion {
+                    let _ = writeln!(s, "   suggestion: {sug}");
                 }
                 let verdict = match f.rank {
                     Some(1) => "HIT: the top candidate is the injected service".to_string(),

@@ -262,6 +262,8 @@ pub struct RootCauseReport {
     pub candidates: Vec<CandidateWire>,
     pub confidence: f64,
     pub explanation: String,
+    /// A remediation suggestion when the evidence points at a recent change. Never acted on.
+    pub suggestion: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,6 +304,17 @@ pub struct CandidateEvidence {
     pub healthy_dependencies: Vec<String>,
     /// From this candidate to the symptom, along the direction the fault travels.
     pub path_to_symptom: Vec<String>,
+    /// Deploys and configuration changes on this candidate shortly before its onset.
+    pub changes: Vec<ChangeWire>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeWire {
+    pub time: String,
+    pub kind: String,
+    pub description: String,
+    /// Seconds between the change and the candidate's onset.
+    pub before_onset_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -47,6 +47,8 @@ pub struct RunSummary {
     pub points_per_s: f64,
     /// Per batch: from hand-off to the router until its events were written (µs).
     pub batch_latency_us: LatencySummary,
+    /// Wall time to rank one version of a root-cause report (µs).
+    pub rca_update_us: LatencySummary,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,8 +78,10 @@ impl RunSummary {
     pub fn render(&self) -> String {
         format!(
             "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels)\n\
-             anomalies: {}, incidents: {} ({} too small to report), late points skipped: {}, dead letters: {}\n\
-             batch latency (µs): p50 {} p99 {} p99.9 {} max {}",
+             anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
+             late points skipped: {}, dead letters: {}\n\
+             batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
+             p99 {} max {}",
             self.points,
             self.series,
             self.source,
@@ -88,12 +92,16 @@ impl RunSummary {
             self.anomalies,
             self.incidents,
             self.incidents_dropped_small,
+            self.anomalies as f64 / self.incidents.max(1) as f64,
             self.late_points,
             self.dead_letters,
             self.batch_latency_us.p50,
             self.batch_latency_us.p99,
             self.batch_latency_us.p999,
             self.batch_latency_us.max,
+            self.rca_update_us.p50,
+            self.rca_update_us.p99,
+            self.rca_update_us.max,
         )
     }
 }

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs};
-use crate::rca::{IncidentTracker, ServiceGraph};
+use crate::rca::{IncidentTracker, RcaInputs};
 use crate::sink::Sink;
 use crate::source::{DeadLetters, Source};
 
@@ -59,7 +59,7 @@ pub fn shard_of(id: SeriesId, shards: usize) -> usize {
 pub fn run(
     cfg: &Config,
     source: &mut dyn Source,
-    graph: ServiceGraph,
+    rca: impl Into<RcaInputs>,
     sinks: Vec<Box<dyn Sink>>,
     dead: &mut DeadLetters,
 ) -> Result<RunSummary> {
@@ -86,7 +86,7 @@ pub fn run(
     }
     drop(done_tx);
 
-    let tracker = IncidentTracker::new(&cfg.rca, graph);
+    let tracker = IncidentTracker::new(&cfg.rca, rca);
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || collect(shards, &done_rx, tracker, sinks))
@@ -144,6 +144,7 @@ pub fn run(
         elapsed_s: elapsed,
         points_per_s: if elapsed > 0.0 { points as f64 / elapsed } else { 0.0 },
         batch_latency_us: collected.latency,
+        rca_update_us: collected.rca_update,
     };
     debug!(?summary, "Pipeline finished.");
     Ok(summary)
@@ -201,6 +202,7 @@ struct Collected {
     incidents: u64,
     dropped_small: u64,
     latency: LatencySummary,
+    rca_update: LatencySummary,
 }
 
 struct Pending {
@@ -244,7 +246,7 @@ fn collect(
                 }
             }
             if let Some(r) = tracker.advance(p.watermark) {
-                incidents += 1;
+                incidents += u64::from(r.status == "closed");
                 for s in sinks.iter_mut() {
                     s.report(&r)?;
                 }
@@ -265,7 +267,12 @@ fn collect(
     for s in sinks.iter_mut() {
         s.finish()?;
     }
-    Ok(Collected { incidents, dropped_small: tracker.dropped_small, latency: LatencySummary::from_histogram(&hist) })
+    Ok(Collected {
+        incidents,
+        dropped_small: tracker.dropped_small,
+        latency: LatencySummary::from_histogram(&hist),
+        rca_update: LatencySummary::from_histogram(&tracker.update_cost),
+    })
 }
 
 #[cfg(test)]

@@ -15,9 +15,12 @@ use std::sync::Arc;
 
 use crate::clock::{fmt_hhmm, fmt_time};
 use crate::config::{RcaConfig, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 use crate::event::{
-    AnomalyEvent, CandidateEvidence, CandidateWire, Direction, MetricEvidence, ROOT_CAUSE_SCHEMA, RootCauseReport,
-    WindowWire, num, round6,
+    AnomalyEvent, CandidateEvidence, CandidateWire, ChangeWire, Direction, MetricEvidence, ROOT_CAUSE_SCHEMA,
+    RootCauseReport, WindowWire, num, round6,
 };
 use crate::model::TimeMs;
 
@@ -84,6 +87,28 @@ impl ServiceGraph {
         self.path_via(from, to, down, |_| true)
     }
 
+    /// Every node reachable downstream (caller to callee) from `from` within `MAX_HOPS`, through intermediate nodes
+    /// that satisfy `via` (the end nodes need not). Excludes `from` unless a cycle returns to it.
+    pub fn reachable_down(&self, from: usize, via: impl Fn(usize) -> bool) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut frontier = vec![from];
+        for _ in 0..MAX_HOPS {
+            let mut next = Vec::new();
+            for &u in &frontier {
+                for &v in &self.callees[u] {
+                    if seen.insert(v) && via(v) {
+                        next.push(v);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        seen
+    }
+
     /// Like [`ServiceGraph::path`], but every intermediate node must satisfy `via`.
     pub fn path_via(&self, from: usize, to: usize, down: bool, via: impl Fn(usize) -> bool) -> Option<Vec<usize>> {
         let adj = if down { &self.callees } else { &self.callers };
@@ -117,47 +142,169 @@ impl ServiceGraph {
     }
 }
 
-/// What an incident keeps of one anomaly event.
-#[derive(Debug, Clone)]
-struct Seen {
-    service: Arc<str>,
-    metric: Arc<str>,
-    role: Role,
-    time: TimeMs,
-    started_at: TimeMs,
-    z: f64,
-    score: f64,
-    direction: Direction,
-    observed: f64,
-    expected: f64,
-}
-
 #[derive(Debug)]
 struct Incident {
-    first_id: String,
+    /// Fixed when the incident opens, so every version of its report carries the same id.
+    id: String,
     start: TimeMs,
     last: TimeMs,
-    seen: Vec<Seen>,
+    /// Per-service summaries, updated as anomalies arrive: a ranking costs O(services²), not O(anomalies).
+    suspects: BTreeMap<Arc<str>, Suspect>,
+    /// Distinct anomaly times, for the incident's time resolution.
+    times: BTreeSet<TimeMs>,
+    /// Anomaly events absorbed.
+    count: usize,
+    /// Versions emitted so far, the event time of the last one, and whether evidence arrived since.
+    versions: u32,
+    reported_at: TimeMs,
+    dirty: bool,
 }
 
-/// Groups anomalies into incidents and ranks root causes when an incident closes.
+impl Incident {
+    fn open(ev: &AnomalyEvent, graph: &ServiceGraph) -> Self {
+        let mut b = ev.id().into_bytes();
+        b.extend_from_slice(&ev.started_at.to_le_bytes());
+        let mut inc = Incident {
+            id: format!("inc-{:016x}", xxhash_rust::xxh3::xxh3_64(&b)),
+            start: ev.started_at,
+            last: ev.time,
+            suspects: BTreeMap::new(),
+            times: BTreeSet::new(),
+            count: 0,
+            versions: 0,
+            reported_at: ev.time,
+            dirty: true,
+        };
+        inc.add(ev, graph);
+        inc
+    }
+
+    fn add(&mut self, ev: &AnomalyEvent, graph: &ServiceGraph) {
+        self.start = self.start.min(ev.started_at);
+        self.last = self.last.max(ev.time);
+        self.count += 1;
+        self.dirty = true;
+        self.times.insert(ev.time);
+        let service = &ev.key.service;
+        let sus = self.suspects.entry(Arc::clone(service)).or_insert_with(|| Suspect {
+            name: Arc::clone(service),
+            node: graph.id(service),
+            onset: ev.started_at,
+            last: ev.time,
+            points: 0,
+            max_z: 0.0,
+            max_score: 0.0,
+            failure: false,
+            traffic_up_onset: None,
+            metrics: BTreeMap::new(),
+        });
+        sus.onset = sus.onset.min(ev.started_at);
+        sus.last = sus.last.max(ev.time);
+        sus.points += 1;
+        sus.max_z = sus.max_z.max(ev.z.abs());
+        sus.max_score = sus.max_score.max(ev.score);
+        sus.failure |= ev.role.is_failure();
+        if ev.role == Role::Traffic && ev.direction == Direction::Up {
+            sus.traffic_up_onset = Some(sus.traffic_up_onset.map_or(ev.started_at, |t| t.min(ev.started_at)));
+        }
+        let m = sus.metrics.entry(Arc::clone(&ev.key.metric)).or_insert(MetricAcc {
+            role: ev.role,
+            direction: ev.direction,
+            max_abs_z: 0.0,
+            peak_observed: ev.observed,
+            peak_expected: ev.expected,
+            first: ev.started_at,
+            points: 0,
+        });
+        m.points += 1;
+        m.first = m.first.min(ev.started_at);
+        if ev.z.abs() >= m.max_abs_z {
+            m.max_abs_z = ev.z.abs();
+            m.peak_observed = ev.observed;
+            m.peak_expected = ev.expected;
+            m.direction = ev.direction;
+        }
+    }
+}
+
+/// A deploy or configuration change, joined with incidents by service and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEvent {
+    /// Event time, Unix milliseconds (in files: RFC 3339 text or integer milliseconds).
+    #[serde(deserialize_with = "de_time")]
+    pub time: TimeMs,
+    pub service: String,
+    /// e.g. `deploy`, `config`, `feature-flag`.
+    pub kind: String,
+    pub description: String,
+}
+
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TimeMs, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| serde::de::Error::custom("time: not an integer")),
+        serde_json::Value::String(s) => crate::clock::parse_time(&s).map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::custom(format!("time: expected RFC 3339 text or milliseconds, got {other}"))),
+    }
+}
+
+/// Reads change events, one JSON object per line (`{"time", "service", "kind", "description"}`).
+pub fn load_changes(path: &std::path::Path) -> Result<Vec<ChangeEvent>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let c: ChangeEvent = serde_json::from_str(line)
+            .map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e.to_string()))?;
+        out.push(c);
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
+    Ok(out)
+}
+
+/// What the incident tracker starts with: the call graph and known change events.
+#[derive(Debug, Clone, Default)]
+pub struct RcaInputs {
+    pub graph: ServiceGraph,
+    pub changes: Vec<ChangeEvent>,
+}
+
+impl From<ServiceGraph> for RcaInputs {
+    fn from(graph: ServiceGraph) -> Self {
+        Self { graph, changes: Vec::new() }
+    }
+}
+
+/// Groups anomalies into incidents; while one is open, a new version of its report every `update-interval` of event
+/// time when new evidence arrived; the final version when it closes.
 pub struct IncidentTracker {
     cfg: RcaConfig,
     graph: ServiceGraph,
+    changes: Vec<ChangeEvent>,
     open: Option<Incident>,
     pub dropped_small: u64,
+    /// Wall time of each ranking (one report version), in µs.
+    pub update_cost: hdrhistogram::Histogram<u64>,
 }
 
 impl IncidentTracker {
-    pub fn new(cfg: &RcaConfig, graph: ServiceGraph) -> Self {
-        Self { cfg: cfg.clone(), graph, open: None, dropped_small: 0 }
+    pub fn new(cfg: &RcaConfig, inputs: impl Into<RcaInputs>) -> Self {
+        let RcaInputs { graph, mut changes } = inputs.into();
+        changes.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
+        Self {
+            cfg: cfg.clone(),
+            graph,
+            changes,
+            open: None,
+            dropped_small: 0,
+            update_cost: crate::metrics::latency_histogram(),
+        }
     }
 
     pub fn graph(&self) -> &ServiceGraph {
         &self.graph
     }
 
-    /// Takes one anomaly (in event-time order); returns the report of an incident it closed, if any.
+    /// Takes one anomaly (in event-time order); returns the final report of an incident it closed, if any.
     pub fn ingest(&mut self, ev: &AnomalyEvent) -> Option<RootCauseReport> {
         let gap = self.cfg.incident_gap.as_millis_i64();
         let mut closed = None;
@@ -166,26 +313,25 @@ impl IncidentTracker {
         {
             closed = self.close();
         }
-        let seen = Seen::from(ev);
         match &mut self.open {
-            Some(inc) => {
-                inc.last = inc.last.max(ev.time);
-                inc.start = inc.start.min(ev.started_at);
-                inc.seen.push(seen);
-            }
-            None => {
-                self.open = Some(Incident { first_id: ev.id(), start: ev.started_at, last: ev.time, seen: vec![seen] })
-            }
+            Some(inc) => inc.add(ev, &self.graph),
+            None => self.open = Some(Incident::open(ev, &self.graph)),
         }
         closed
     }
 
-    /// Closes the open incident if the watermark has passed its last anomaly by `close-after`.
+    /// At a batch boundary: closes the open incident if the watermark has passed its last anomaly by `close-after`,
+    /// else emits an update if `update-interval` has passed since the last version and evidence arrived.
     pub fn advance(&mut self, watermark: TimeMs) -> Option<RootCauseReport> {
-        match &self.open {
-            Some(inc) if watermark >= inc.last + self.cfg.close_after.as_millis_i64() => self.close(),
-            _ => None,
+        let inc = self.open.as_ref()?;
+        if watermark >= inc.last + self.cfg.close_after.as_millis_i64() {
+            return self.close();
         }
+        let every = self.cfg.update_interval.as_millis_i64();
+        if every > 0 && inc.dirty && inc.count >= self.cfg.min_anomalies && watermark >= inc.reported_at + every {
+            return self.report("open", watermark);
+        }
+        None
     }
 
     /// Closes whatever is open (end of input).
@@ -194,17 +340,36 @@ impl IncidentTracker {
     }
 
     fn close(&mut self) -> Option<RootCauseReport> {
-        let inc = self.open.take()?;
-        if inc.seen.len() < self.cfg.min_anomalies {
+        let inc = self.open.as_ref()?;
+        if inc.count < self.cfg.min_anomalies {
+            self.open = None;
             self.dropped_small += 1;
             return None;
         }
-        Some(rank(&self.cfg, &self.graph, &inc, None))
+        let last = inc.last;
+        let r = self.report("closed", last);
+        self.open = None;
+        r
+    }
+
+    fn report(&mut self, status: &'static str, at: TimeMs) -> Option<RootCauseReport> {
+        let inc = self.open.as_mut()?;
+        let t = crate::clock::now();
+        // Only changes already known at this event time are joined: the same input gives the same reports.
+        let known = self.changes.partition_point(|c| c.time <= at);
+        let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known]);
+        inc.versions += 1;
+        inc.reported_at = at;
+        inc.dirty = false;
+        r.report_version = inc.versions;
+        r.status = status;
+        let _ = self.update_cost.record(crate::clock::elapsed_ns(t) / 1000);
+        Some(r)
     }
 }
 
 /// Per-service summary of an incident.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Suspect {
     name: Arc<str>,
     node: Option<usize>,
@@ -218,7 +383,7 @@ struct Suspect {
     metrics: BTreeMap<Arc<str>, MetricAcc>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MetricAcc {
     role: Role,
     direction: Direction,
@@ -239,85 +404,26 @@ pub fn rank_events<'a>(
 ) -> Option<RootCauseReport> {
     let mut inc: Option<Incident> = None;
     for ev in events {
-        let seen = Seen::from(ev);
         match &mut inc {
-            Some(i) => {
-                i.start = i.start.min(ev.started_at);
-                i.last = i.last.max(ev.time);
-                i.seen.push(seen);
-            }
-            None => inc = Some(Incident { first_id: ev.id(), start: ev.started_at, last: ev.time, seen: vec![seen] }),
+            Some(i) => i.add(ev, graph),
+            None => inc = Some(Incident::open(ev, graph)),
         }
     }
-    inc.map(|i| rank(cfg, graph, &i, symptom))
+    inc.map(|i| rank(cfg, graph, &i, symptom, &[]))
 }
 
-impl From<&AnomalyEvent> for Seen {
-    fn from(ev: &AnomalyEvent) -> Self {
-        Seen {
-            service: Arc::clone(&ev.key.service),
-            metric: Arc::clone(&ev.key.metric),
-            role: ev.role,
-            time: ev.time,
-            started_at: ev.started_at,
-            z: ev.z,
-            score: ev.score,
-            direction: ev.direction,
-            observed: ev.observed,
-            expected: ev.expected,
-        }
-    }
-}
-
-fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Option<&str>) -> RootCauseReport {
-    let mut by_service: BTreeMap<Arc<str>, Suspect> = BTreeMap::new();
-    for s in &inc.seen {
-        let sus = by_service.entry(Arc::clone(&s.service)).or_insert_with(|| Suspect {
-            name: Arc::clone(&s.service),
-            node: graph.id(&s.service),
-            onset: s.started_at,
-            last: s.time,
-            points: 0,
-            max_z: 0.0,
-            max_score: 0.0,
-            failure: false,
-            traffic_up_onset: None,
-            metrics: BTreeMap::new(),
-        });
-        sus.onset = sus.onset.min(s.started_at);
-        sus.last = sus.last.max(s.time);
-        sus.points += 1;
-        sus.max_z = sus.max_z.max(s.z.abs());
-        sus.max_score = sus.max_score.max(s.score);
-        sus.failure |= s.role.is_failure();
-        if s.role == Role::Traffic && s.direction == Direction::Up {
-            sus.traffic_up_onset = Some(sus.traffic_up_onset.map_or(s.started_at, |t| t.min(s.started_at)));
-        }
-        let m = sus.metrics.entry(Arc::clone(&s.metric)).or_insert(MetricAcc {
-            role: s.role,
-            direction: s.direction,
-            max_abs_z: 0.0,
-            peak_observed: s.observed,
-            peak_expected: s.expected,
-            first: s.started_at,
-            points: 0,
-        });
-        m.points += 1;
-        m.first = m.first.min(s.started_at);
-        if s.z.abs() >= m.max_abs_z {
-            m.max_abs_z = s.z.abs();
-            m.peak_observed = s.observed;
-            m.peak_expected = s.expected;
-            m.direction = s.direction;
-        }
-    }
-    let sus: Vec<Suspect> = by_service.into_values().collect();
+fn rank(
+    cfg: &RcaConfig,
+    graph: &ServiceGraph,
+    inc: &Incident,
+    symptom_hint: Option<&str>,
+    changes: &[ChangeEvent],
+) -> RootCauseReport {
+    let sus: Vec<Suspect> = inc.suspects.values().cloned().collect();
     let n = sus.len();
     // The incident's time resolution: the smallest gap between distinct anomaly times (one sampling interval).
     let resolution = {
-        let mut t: Vec<TimeMs> = inc.seen.iter().map(|s| s.time).collect();
-        t.sort_unstable();
-        t.dedup();
+        let t: Vec<TimeMs> = inc.times.iter().copied().collect();
         t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(60_000).max(1)
     };
     let tol = cfg.onset_tolerance.as_millis_i64().max(resolution);
@@ -327,7 +433,13 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
     // the most affected services downstream of it (then the most anomalies).
     let affected: BTreeSet<usize> = sus.iter().filter_map(|s| s.node).collect();
     let in_incident = |v: usize| affected.contains(&v);
-    let downstream = |nd: usize| affected.iter().filter(|&&o| o != nd && graph.path(nd, o, true).is_some()).count();
+    // Reachability, computed once: downstream through affected services, and downstream through any service.
+    let via_affected: BTreeMap<usize, BTreeSet<usize>> =
+        affected.iter().map(|&a| (a, graph.reachable_down(a, |v| affected.contains(&v)))).collect();
+    let via_any: BTreeMap<usize, BTreeSet<usize>> =
+        affected.iter().map(|&a| (a, graph.reachable_down(a, |_| true))).collect();
+    let reaches = |from: usize, to: usize| via_affected.get(&from).is_some_and(|r| r.contains(&to));
+    let downstream = |nd: usize| via_any.get(&nd).map_or(0, |r| r.iter().filter(|o| affected.contains(o)).count());
     let symptom = match symptom_hint.and_then(|h| sus.iter().position(|s| &*s.name == h)) {
         Some(i) => Some(i),
         None => sus
@@ -355,12 +467,9 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
             // Failure travels up: a is a dependency of b, both show failure symptoms, and b is not itself the
             // source of a traffic increase that began before a's anomaly.
             let b_is_traffic_source = sb.traffic_up_onset.is_some_and(|t| t <= sa.onset);
-            let failure =
-                sa.failure && sb.failure && !b_is_traffic_source && graph.path_via(nb, na, true, in_incident).is_some();
+            let failure = sa.failure && sb.failure && !b_is_traffic_source && reaches(nb, na);
             // Traffic travels down: a calls b (transitively), a's traffic rose, and b's traffic rose too.
-            let traffic = sa.traffic_up_onset.is_some()
-                && sb.traffic_up_onset.is_some()
-                && graph.path_via(na, nb, true, in_incident).is_some();
+            let traffic = sa.traffic_up_onset.is_some() && sb.traffic_up_onset.is_some() && reaches(na, nb);
             explains[a][b] = failure || traffic;
         }
     }
@@ -374,12 +483,21 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
     // Whether the symptom reaches the candidate through affected services: the fault's way to the users.
     let sym_node = symptom.and_then(|y| sus[y].node);
     let reaches_symptom = |a: usize| match (sus[a].node, sym_node) {
-        (Some(nd), Some(sy)) => nd == sy || graph.path_via(sy, nd, true, in_incident).is_some(),
+        (Some(nd), Some(sy)) => nd == sy || reaches(sy, nd),
         _ => false,
     };
     // A cause is still anomalous when the symptom begins; one that had recovered by then did not cause it.
     let symptom_onset = symptom.map(|y| sus[y].onset);
     let active_at_symptom = |a: usize| symptom_onset.is_none_or(|t| sus[a].last + tol >= t);
+    // Changes on a candidate shortly before (or at) its onset.
+    let window = cfg.change_window.as_millis_i64();
+    let changes_of = |a: usize| -> Vec<&ChangeEvent> {
+        let s = &sus[a];
+        changes
+            .iter()
+            .filter(|c| *c.service == *s.name && c.time <= s.onset + tol && c.time + window >= s.onset)
+            .collect()
+    };
     let mut raw: Vec<(usize, f64)> = (0..n)
         .map(|a| {
             let explained = (0..n).any(|b| explains[b][a]);
@@ -394,6 +512,8 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
                 + 0.5 * early
                 + 0.25 * f64::from(s.points) / max_points
                 + 0.25 * (sev(s) / max_sev).max(s.max_score * 0.5);
+            // A change made on it shortly before its anomaly began raises its rank.
+            let score = score + if changes_of(a).is_empty() { 0.0 } else { 0.75 };
             let score = if active_at_symptom(a) { score } else { score * 0.25 };
             (a, score)
         })
@@ -452,7 +572,24 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
                 })
                 .collect();
             metrics.sort_by(|x, y| y.max_abs_z.total_cmp(&x.max_abs_z).then_with(|| x.metric.cmp(&y.metric)));
-            let explanation = candidate_sentence(s, &metrics, offset, &ex, &exby, &healthy);
+            let recent: Vec<ChangeWire> = changes_of(a)
+                .into_iter()
+                .map(|c| ChangeWire {
+                    time: fmt_time(c.time),
+                    kind: c.kind.clone(),
+                    description: c.description.clone(),
+                    before_onset_s: (s.onset - c.time) as f64 / 1000.0,
+                })
+                .collect();
+            let mut explanation = candidate_sentence(s, &metrics, offset, &ex, &exby, &healthy);
+            if let Some(c) = recent.last() {
+                explanation.push_str(&format!(
+                    " A {} ({}) was made on it {} before its anomalies began.",
+                    c.kind,
+                    c.description,
+                    fmt_secs(c.before_onset_s.max(0.0))
+                ));
+            }
             CandidateWire {
                 service: s.name.to_string(),
                 rank: rank as u32 + 1,
@@ -466,6 +603,7 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
                     explained_by: exby,
                     healthy_dependencies: healthy,
                     path_to_symptom: path,
+                    changes: recent,
                 },
                 explanation,
             }
@@ -473,22 +611,35 @@ fn rank(cfg: &RcaConfig, graph: &ServiceGraph, inc: &Incident, symptom_hint: Opt
         .collect();
 
     let symptom_name = symptom.map(|y| sus[y].name.to_string());
-    let explanation = report_paragraph(&candidates, symptom_name.as_deref(), n, inc.seen.len(), confidence);
-    let mut id_bytes = inc.first_id.as_bytes().to_vec();
-    id_bytes.extend_from_slice(&inc.start.to_le_bytes());
+    let explanation = report_paragraph(&candidates, symptom_name.as_deref(), n, inc.count, confidence);
+    // A suggestion only: Faultline never acts on systems.
+    let suggestion = candidates.first().and_then(|c| {
+        let ch = c.evidence.changes.last()?;
+        Some(format!(
+            "Consider rolling back the {} of {} ({}, made at {}): it came {} before {}'s anomalies began. \
+             This is a suggestion; Faultline takes no action.",
+            ch.kind,
+            c.service,
+            ch.description,
+            ch.time,
+            fmt_secs(ch.before_onset_s.max(0.0)),
+            c.service
+        ))
+    });
     RootCauseReport {
         schema: ROOT_CAUSE_SCHEMA,
         kind: "root-cause",
-        incident_id: format!("inc-{:016x}", xxhash_rust::xxh3::xxh3_64(&id_bytes)),
+        incident_id: inc.id.clone(),
         report_version: 1,
         status: "closed",
         window: WindowWire::new(inc.start, inc.last),
         affected_services: sus.iter().map(|s| s.name.to_string()).collect(),
-        anomaly_count: inc.seen.len(),
+        anomaly_count: inc.count,
         symptom: symptom_name,
         candidates,
         confidence: round6(confidence),
         explanation,
+        suggestion,
     }
 }
 

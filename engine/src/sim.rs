@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, SeriesKey, TimeMs};
+use crate::rca::ChangeEvent;
 use crate::units::HumanDuration;
 
 /// The metrics every service emits, in the order of [`Simulator::series`].
@@ -702,6 +703,9 @@ const RING: usize = 3;
 /// The simulator. Create it with [`Simulator::new`], then call [`Simulator::next_tick`] until it returns false.
 #[derive(Debug)]
 pub struct Simulator {
+    /// Deploys and config changes: most latency regressions and error bursts follow a deploy of their service;
+    /// benign changes happen elsewhere too. Known up front, like the fault schedule.
+    changes: Vec<ChangeEvent>,
     topo: Topology,
     faults: Vec<InjectedFault>,
     plans: Vec<FaultPlan>,
@@ -933,7 +937,9 @@ impl Simulator {
             err: ring(|s| s.base_err),
         };
 
+        let changes = plan_changes(cfg.seed, &topo, &faults, start_ms, end_ms, interval_ms);
         let mut sim = Self {
+            changes,
             topo,
             faults,
             plans,
@@ -980,6 +986,11 @@ impl Simulator {
     /// The whole fault schedule (the ground truth), in time order.
     pub fn faults(&self) -> &[InjectedFault] {
         &self.faults
+    }
+
+    /// Change events (deploys, config changes), in time order.
+    pub fn changes(&self) -> &[ChangeEvent] {
+        &self.changes
     }
 
     /// Services × [`METRICS`], service-major; the order of every tick's points.
@@ -1352,6 +1363,49 @@ fn schedule_faults(
         faults.push(InjectedFault { id, kind, service: name.clone(), start_ms: s, end_ms: s + len, description });
     }
     (plans, faults)
+}
+
+/// Change events for a run, from their own seeded stream (so they do not move the telemetry): a deploy of the
+/// faulty service 1–3 intervals before three in four latency regressions and error bursts, and about three benign
+/// deploys or config changes per simulated day at random services.
+fn plan_changes(
+    seed: u64,
+    topo: &Topology,
+    faults: &[InjectedFault],
+    start_ms: TimeMs,
+    end_ms: TimeMs,
+    interval_ms: TimeMs,
+) -> Vec<ChangeEvent> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00c4_a65e_d3b1_0c0d);
+    let mut out = Vec::new();
+    let mut version = 100u32;
+    for f in faults {
+        if matches!(f.kind, FaultKind::LatencyRegression | FaultKind::ErrorBurst) && rng.gen_bool(0.75) {
+            version += 1;
+            out.push(ChangeEvent {
+                time: f.start_ms - rng.gen_range(1..=3) * interval_ms,
+                service: f.service.clone(),
+                kind: "deploy".into(),
+                description: format!("deploy v1.{version} of {}", f.service),
+            });
+        }
+    }
+    let days = (end_ms - start_ms) as f64 / 86_400_000.0;
+    let benign = (3.0 * days).round() as usize;
+    for _ in 0..benign {
+        let svc = &topo.services[rng.gen_range(0..topo.services.len())];
+        let time = start_ms + rng.gen_range(0..(end_ms - start_ms).max(1));
+        let time = time - time.rem_euclid(interval_ms.max(1));
+        version += 1;
+        let (kind, description) = if rng.gen_bool(0.5) {
+            ("deploy", format!("deploy v1.{version} of {svc}"))
+        } else {
+            ("config", format!("config change #{version} on {svc}"))
+        };
+        out.push(ChangeEvent { time, service: svc.clone(), kind: kind.into(), description });
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
+    out
 }
 
 #[cfg(test)]

@@ -95,8 +95,9 @@ impl SummarySink {
 /// Renders a report for the terminal.
 pub fn render_report(r: &RootCauseReport) -> String {
     let mut s = format!(
-        "incident {} {}-{}: {} anomalies across {} services (symptom: {}), confidence {:.2}\n",
+        "incident {} v{} {}-{}: {} anomalies across {} services (symptom: {}), confidence {:.2}\n",
         r.incident_id,
+        r.report_version,
         fmt_hhmm(r.window.start_ms),
         fmt_hhmm(r.window.end_ms),
         r.anomaly_count,
@@ -119,7 +120,8 @@ impl Sink for SummarySink {
     }
 
     fn report(&mut self, r: &RootCauseReport) -> Result<()> {
-        if self.reports {
+        // The terminal shows each incident once, when it closes; the JSON outputs carry every version.
+        if self.reports && r.status == "closed" {
             self.w.write_all(render_report(r).as_bytes()).map_err(|e| Error::io("terminal", e))?;
         }
         Ok(())

@@ -19,7 +19,10 @@
 //!
 //! Typical use:
 //!
-//! ```ignore
+//! ```no_run
+//! # use faultline::eval::nab::*;
+//! # fn main() -> faultline::Result<()> {
+//! let nab = std::path::Path::new("../shared/data/nab");
 //! let corpus = load_corpus(&nab.join("data"))?;
 //! let windows = load_windows(&nab.join("labels/combined_windows.json"))?;
 //! let scores = align_results(&corpus, &load_results(&nab.join("results-numenta-htm.csv.gz"))?)?;
@@ -30,6 +33,8 @@
 //!     let result = scorer.optimize(profile);
 //!     println!("{}: {:.4} at θ = {}", result.profile, result.normalized, result.threshold);
 //! }
+//! # Ok(())
+//! # }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
