@@ -162,6 +162,9 @@ pub struct RcaConfig {
     pub change_window: HumanDuration,
     /// JSON-lines file of deploy/config change events (`{"time","service","kind","description"}`); empty = none.
     pub changes: String,
+    /// `[a, b]`: confidence = logistic(a + b · (share − 0.5)), where share is the top candidate's share of the top
+    /// two scores. The default was fitted on simulator scenarios; refit on your own cases with `eval rca cases`.
+    pub confidence_calibration: [f64; 2],
     pub roles: Vec<RoleConfig>,
 }
 
@@ -321,6 +324,11 @@ impl Config {
         }
         if r.max_candidates == 0 {
             p.push("rca.max-candidates must be at least 1".into());
+        }
+        for (i, v) in r.confidence_calibration.iter().enumerate() {
+            if !v.is_finite() {
+                p.push(format!("rca.confidence-calibration[{i}] must be a finite number, got {v}"));
+            }
         }
         for (i, [a, b]) in self.graph.edges.iter().enumerate() {
             if a.is_empty() || b.is_empty() {

@@ -187,7 +187,7 @@ fn eval_rca(on: RcaEvalCmd, config: Option<&std::path::Path>, json: bool) -> any
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", r.stats.table("fault kind"));
+                print!("{}\n{}", r.stats.table("fault kind"), r.calibration.table());
                 println!(
                     "{} faults in {} runs ({:.0} simulated days, {} points) in {:.1} s; faults with no incident: {}; \
                      incidents matching no fault: {} ({:.2} per simulated day)",

@@ -521,11 +521,14 @@ fn rank(
     raw.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| sus[x.0].onset.cmp(&sus[y.0].onset)).then(x.0.cmp(&y.0)));
 
     let total: f64 = raw.iter().map(|r| r.1).sum::<f64>().max(1e-9);
-    let confidence = match raw.as_slice() {
-        [] => 0.0,
+    // The top candidate's share of the top two scores, mapped through the configured logistic calibration.
+    let share = match raw.as_slice() {
+        [] => 0.5,
         [_] => 1.0,
-        [a, b, ..] => a.1 / (a.1 + b.1),
+        [a, b, ..] => a.1 / (a.1 + b.1).max(1e-12),
     };
+    let [ca, cb] = cfg.confidence_calibration;
+    let confidence = 1.0 / (1.0 + (-(ca + cb * (share - 0.5))).exp());
     let candidates: Vec<CandidateWire> = raw
         .iter()
         .take(cfg.max_candidates)

@@ -105,9 +105,47 @@ pub struct SimEvalOptions {
     pub first_seed: u64,
 }
 
+/// Reliability of the reported confidence: per bin, mean confidence against how often the top candidate was right.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Calibration {
+    /// `(lower edge, cases, mean confidence, top-1 accuracy)` for bins of width 0.1.
+    pub bins: Vec<(f64, usize, f64, f64)>,
+    /// Expected calibration error: case-weighted mean |confidence − accuracy|.
+    pub ece: f64,
+}
+
+impl Calibration {
+    pub fn from_pairs(pairs: &[(f64, bool)]) -> Self {
+        let mut acc: BTreeMap<u32, (usize, f64, usize)> = BTreeMap::new();
+        for &(c, hit) in pairs {
+            let e = acc.entry(((c * 10.0).floor() as u32).min(9)).or_default();
+            e.0 += 1;
+            e.1 += c;
+            e.2 += usize::from(hit);
+        }
+        let n = pairs.len().max(1) as f64;
+        let bins: Vec<(f64, usize, f64, f64)> = acc
+            .into_iter()
+            .map(|(b, (k, sum, hits))| (f64::from(b) / 10.0, k, sum / k as f64, hits as f64 / k as f64))
+            .collect();
+        let ece = bins.iter().map(|b| b.1 as f64 / n * (b.2 - b.3).abs()).sum();
+        Self { bins, ece }
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<12} {:>6} {:>11} {:>9}\n", "confidence", "cases", "mean conf.", "top-1");
+        for (lo, k, c, a) in &self.bins {
+            let _ = writeln!(s, "{:<12} {k:>6} {c:>11.3} {a:>9.3}", format!("{lo:.1}-{:.1}", lo + 0.1));
+        }
+        let _ = writeln!(s, "expected calibration error: {:.3}", self.ece);
+        s
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SimEvalReport {
     pub stats: RankStats,
+    pub calibration: Calibration,
     pub runs: usize,
     pub faults: usize,
     pub missed_faults: usize,
@@ -121,6 +159,7 @@ pub struct SimEvalReport {
 pub fn eval_sim(cfg: &Config, opts: &SimEvalOptions) -> Result<SimEvalReport> {
     let started = crate::clock::now();
     let mut stats = RankStats::default();
+    let mut conf: Vec<(f64, bool)> = Vec::new();
     let (mut runs, mut faults, mut missed, mut unmatched, mut points, mut days) = (0, 0, 0, 0, 0u64, 0.0);
     for &size in &opts.sizes {
         for r in 0..opts.runs_per_size {
@@ -137,6 +176,9 @@ pub fn eval_sim(cfg: &Config, opts: &SimEvalOptions) -> Result<SimEvalReport> {
             for o in &outcomes {
                 stats.add(o.fault.kind.as_str(), o.rank);
                 missed += usize::from(o.report.is_none());
+                if let Some(r) = &o.report {
+                    conf.push((r.confidence, o.top1));
+                }
             }
             runs += 1;
             faults += outcomes.len();
@@ -147,6 +189,7 @@ pub fn eval_sim(cfg: &Config, opts: &SimEvalOptions) -> Result<SimEvalReport> {
     }
     Ok(SimEvalReport {
         stats,
+        calibration: Calibration::from_pairs(&conf),
         runs,
         faults,
         missed_faults: missed,
