@@ -1,0 +1,3 @@
+//! aarch64 SIMD implementations, each behind `#[target_feature]` and a token that proves its CPU check was made.
+
+pub mod neon;
