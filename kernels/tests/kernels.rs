@@ -240,6 +240,34 @@ fn every_branch_matches_scalar_bit_for_bit() {
     }
 }
 
+/// A state large enough for the SIMD gathering forms to prefetch, updated in a random order.
+#[test]
+fn large_shuffled_batches_match_scalar() {
+    let n = 140_000;
+    let p = RobustParams::default();
+    let mut rng = Lcg(99);
+    let mut slots: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        slots.swap(i, ((rng.next() + 1.0) * 0.5 * i as f32) as usize % (i + 1));
+    }
+    let mut oracle = state_of(n);
+    let mut got: Vec<RobustState> = impls().iter().map(|_| state_of(n)).collect();
+    let (mut zo, mut so) = (vec![0.0; n], vec![0.0; n]);
+    let (mut z, mut sigma) = (vec![0.0; n], vec![0.0; n]);
+    for _ in 0..3 {
+        let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 + rng.next()).collect();
+        Kernels::Scalar.robust_update_gather(&mut oracle, &slots, &x, &mut zo, &mut so, &p);
+        for (k, st) in impls().into_iter().zip(&mut got) {
+            k.robust_update_gather(st, &slots, &x, &mut z, &mut sigma, &p);
+            assert_same("z", k, &z, &zo);
+            assert_same("sigma", k, &sigma, &so);
+        }
+    }
+    for (k, st) in impls().into_iter().zip(&got) {
+        assert_same_state(k, st, &oracle);
+    }
+}
+
 #[test]
 fn slices_mut_updates_only_its_range() {
     let p = RobustParams::default();
@@ -349,15 +377,16 @@ fn dense_case() -> impl Strategy<Value = (RobustState, Vec<Vec<f32>>, RobustPara
         .prop_flat_map(|n| (state(n), prop::collection::vec(prop::collection::vec(wide_f32(), n), 1..5), params()))
 }
 
-/// A state and a batch of points whose slots either come as shuffled ticks (mostly distinct within a SIMD block,
-/// with repeats where ticks meet) or at random (mostly repeated).
+/// A state and a batch of points whose slots come as shuffled ticks (mostly distinct within a SIMD block, with
+/// repeats where ticks meet), as ticks in slot order (runs of consecutive slots), or at random (mostly repeated).
 fn gather_case() -> impl Strategy<Value = (RobustState, Vec<u32>, Vec<f32>, RobustParams)> {
     (1usize..70)
         .prop_flat_map(|n| {
             let ticks = prop::collection::vec(Just((0..n as u32).collect::<Vec<_>>()).prop_shuffle(), 0..4)
                 .prop_map(|t| t.concat());
+            let in_order = (0usize..4).prop_map(move |t| (0..t * n).map(|i| (i % n) as u32).collect::<Vec<_>>());
             let random = prop::collection::vec(0..n as u32, 0..200);
-            (state(n), prop_oneof![ticks, random], params())
+            (state(n), prop_oneof![ticks, in_order, random], params())
         })
         .prop_flat_map(|(st, slots, p)| {
             let len = slots.len();

@@ -6,18 +6,28 @@
 //! every max/min takes its operands in the order that reproduces Rust's `f32::max`/`clamp`, NaN included:
 //! `_mm256_max_ps(a, b)` is `a > b ? a : b`, so the operand that may be NaN goes first.
 //!
-//! The gathering kernel takes 8 points at a time when their slots are distinct and in bounds (hardware gather,
-//! scalar scatter: AVX2 has no scatter) and runs the scalar oracle on any block with a repeated slot, so later
-//! points still see earlier updates. It beats scalar clearly while the state is in cache; on 1M random slots both
-//! wait on memory. See `benches/benches/kernels.rs` for the numbers.
+//! The gathering kernel takes 8 points at a time. A run of consecutive in-bounds slots (series reporting in the
+//! order they were registered) is loaded and stored like the dense form; other distinct, in-bounds slots are
+//! assembled with 8 scalar loads per array and written back with scalar stores (on the Zen 4 this was tuned on,
+//! that beat `vgatherdps`; AVX2 has no scatter), prefetching 64 points ahead once the state outgrows L2; a block
+//! with a repeated or out-of-bounds slot runs the scalar oracle, so later points still see earlier updates and a
+//! bad slot panics where the oracle would. See `benches/benches/kernels.rs` for what each case gains over scalar.
 // Hot path: no IO, no allocation, no logging.
 
 use std::arch::x86_64::*;
 
 use crate::robust::{MAD_TO_SIGMA, RobustParams, RobustSlices, RobustState};
-use crate::scalar::robust::{check_dense, check_gather, robust_update_one};
+use crate::scalar::{
+    self,
+    robust::{check_dense, check_gather, robust_update_one},
+};
 
 const LANES: usize = 8;
+
+/// Scattered updates prefetch the state of the points this far ahead, once the state is larger than a core's L2
+/// cache is likely to hold; below that the prefetches cost more than they save.
+const PREFETCH_AHEAD: usize = 64;
+const PREFETCH_MIN_SERIES: usize = 1 << 17;
 
 /// Proof that this CPU has AVX2: only [`Avx2::try_new`] makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,30 +228,70 @@ fn distinct8(s: __m256i) -> bool {
 #[target_feature(enable = "avx2")]
 fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
     check_gather(slots, x, z, sigma);
-    let RobustState { level, mad, count } = state;
-    // Slots the gather may touch: below every array's length, and small enough to be a non-negative i32 offset.
-    let limit = level.len().min(mad.len()).min(count.len()).min(1 << 31);
+    // Slots the SIMD path may touch: below every array's length (and below 2^31, so that the unsigned compare on
+    // i32 lanes is exact).
+    let limit = state.level.len().min(state.mad.len()).min(state.count.len()).min(1 << 31);
+    let prefetch = limit >= PREFETCH_MIN_SERIES;
     let n = x.len();
     let body = if limit == 0 { 0 } else { n - n % LANES };
     let last = _mm256_set1_epi32(limit.saturating_sub(1) as u32 as i32);
     let pv = Params8::new(p);
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut i = 0;
     while i < body {
         // SAFETY: `i + 8 <= n == slots.len()`.
         let s = unsafe { _mm256_loadu_si256(slots.as_ptr().add(i).cast()) };
         let in_bounds = _mm256_cmpeq_epi32(_mm256_max_epu32(s, last), last);
-        if _mm256_testc_si256(in_bounds, _mm256_set1_epi32(-1)) == 1 && distinct8(s) {
-            let mut out = [[0u32; LANES]; 3];
-            // SAFETY: every lane of `s` is below `limit`, so each gathered or scattered element is inside `level`,
-            // `mad` and `count`, and `limit <= 2^31` keeps the i32 offsets non-negative; `i + 8 <= n` bounds the
-            // contiguous `x`, `z` and `sigma` accesses; `out` rows hold 8 elements. The slots are distinct, so the
-            // order of the scalar stores does not matter.
+        // Slots `s0, s0 + 1, ..., s0 + 7`: series that report in the order they were registered.
+        let run = _mm256_add_epi32(_mm256_broadcastd_epi32(_mm256_castsi256_si128(s)), iota);
+        let all = _mm256_set1_epi32(-1);
+        if _mm256_testc_si256(in_bounds, all) == 0 {
+            // A slot out of bounds: the oracle applies the points before it, then panics.
+            let b = i..i + LANES;
+            scalar::robust_update_gather(state, &slots[b.clone()], &x[b.clone()], &mut z[b.clone()], &mut sigma[b], p);
+        } else if _mm256_testc_si256(_mm256_cmpeq_epi32(s, run), all) == 1 {
+            let j = slots[i] as usize;
+            // SAFETY: the 8 lanes are `j..j + 8`, all below `limit`, so the contiguous state accesses are in bounds;
+            // `i + 8 <= n` bounds `x`, `z` and `sigma`.
             unsafe {
                 let st = step(
                     &pv,
-                    _mm256_i32gather_ps::<4>(level.as_ptr(), s),
-                    _mm256_i32gather_ps::<4>(mad.as_ptr(), s),
-                    _mm256_i32gather_epi32::<4>(count.as_ptr().cast(), s),
+                    _mm256_loadu_ps(state.level.as_ptr().add(j)),
+                    _mm256_loadu_ps(state.mad.as_ptr().add(j)),
+                    _mm256_loadu_si256(state.count.as_ptr().add(j).cast()),
+                    _mm256_loadu_ps(x.as_ptr().add(i)),
+                );
+                _mm256_storeu_ps(state.level.as_mut_ptr().add(j), st.level);
+                _mm256_storeu_ps(state.mad.as_mut_ptr().add(j), st.mad);
+                _mm256_storeu_si256(state.count.as_mut_ptr().add(j).cast(), st.count);
+                _mm256_storeu_ps(z.as_mut_ptr().add(i), st.z);
+                _mm256_storeu_ps(sigma.as_mut_ptr().add(i), st.sigma);
+            }
+        } else if distinct8(s) {
+            if prefetch && i + PREFETCH_AHEAD + LANES <= n {
+                for &j in &slots[i + PREFETCH_AHEAD..i + PREFETCH_AHEAD + LANES] {
+                    let j = j as usize;
+                    // `wrapping_add`: a prefetch does not fault, so a slot out of bounds only wastes it.
+                    _mm_prefetch::<_MM_HINT_T0>(state.level.as_ptr().wrapping_add(j).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(state.mad.as_ptr().wrapping_add(j).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(state.count.as_ptr().wrapping_add(j).cast());
+                }
+            }
+            let mut out = [[0u32; LANES]; 3];
+            // SAFETY: every lane of `s` (the 8 slots of `block`) is below `limit`, so each load and store of a state
+            // element is in bounds; `i + 8 <= n` bounds the contiguous `x`, `z` and `sigma` accesses; `out` rows
+            // hold 8 elements. The slots are distinct, so the order of the stores does not matter.
+            unsafe {
+                let block = slots.get_unchecked(i..i + LANES);
+                let (level, mad, count) = (&state.level, &state.mad, &state.count);
+                let l = |k: usize| *level.get_unchecked(block[k] as usize);
+                let m = |k: usize| *mad.get_unchecked(block[k] as usize);
+                let c = |k: usize| *count.get_unchecked(block[k] as usize) as i32;
+                let st = step(
+                    &pv,
+                    _mm256_setr_ps(l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7)),
+                    _mm256_setr_ps(m(0), m(1), m(2), m(3), m(4), m(5), m(6), m(7)),
+                    _mm256_setr_epi32(c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7)),
                     _mm256_loadu_ps(x.as_ptr().add(i)),
                 );
                 _mm256_storeu_ps(z.as_mut_ptr().add(i), st.z);
@@ -249,24 +299,19 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
                 _mm256_storeu_ps(out[0].as_mut_ptr().cast(), st.level);
                 _mm256_storeu_ps(out[1].as_mut_ptr().cast(), st.mad);
                 _mm256_storeu_si256(out[2].as_mut_ptr().cast(), st.count);
-                for (k, &j) in slots.get_unchecked(i..i + LANES).iter().enumerate() {
+                for (k, &j) in block.iter().enumerate() {
                     let j = j as usize;
-                    *level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
-                    *mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
-                    *count.get_unchecked_mut(j) = out[2][k];
+                    *state.level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
+                    *state.mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
+                    *state.count.get_unchecked_mut(j) = out[2][k];
                 }
             }
         } else {
-            // A repeated slot (later points must see earlier updates) or one out of bounds (the oracle panics).
-            for k in i..i + LANES {
-                let j = slots[k] as usize;
-                (z[k], sigma[k]) = robust_update_one(&mut level[j], &mut mad[j], &mut count[j], x[k], p);
-            }
+            // A repeated slot: later points must see earlier updates.
+            let b = i..i + LANES;
+            scalar::robust_update_gather(state, &slots[b.clone()], &x[b.clone()], &mut z[b.clone()], &mut sigma[b], p);
         }
         i += LANES;
     }
-    for k in body..n {
-        let j = slots[k] as usize;
-        (z[k], sigma[k]) = robust_update_one(&mut level[j], &mut mad[j], &mut count[j], x[k], p);
-    }
+    scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
 }
