@@ -22,6 +22,9 @@ pub mod x86_64;
 #[cfg(all(feature = "simd", target_arch = "aarch64"))]
 pub mod aarch64;
 
+#[cfg(all(test, not(target_arch = "aarch64")))]
+mod neon_model;
+
 pub use robust::{RobustParams, RobustSlices, RobustState};
 
 /// The kernel implementation chosen for this process.

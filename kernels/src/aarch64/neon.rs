@@ -1,17 +1,23 @@
 //! NEON robust kernels: 4 series per step, bit-identical to the scalar oracle [`crate::scalar::robust`].
 //!
-//! Kept deliberately plain (it cannot be run on the x86_64 machines that build this project): the step is
-//! `robust_update_one` with branches turned into lane masks and `vbslq` selects, no fused multiply-add, `vmaxnmq`
-//! for `f32::max` (both are IEEE maxNum, which is what Rust compiles `max` to on aarch64), `clamp` spelled out as
-//! std writes it, `vcvtq_f32_u32` (round to nearest-even, as `as f32`) and `vqaddq_u32` for `saturating_add`.
-//! The gathering kernel assembles 4 lanes with ordinary bounds-checked loads when their slots are distinct and
-//! runs the scalar oracle otherwise; NEON has no gather instruction.
+//! Kept deliberately plain: the step is `robust_update_one` with branches turned into lane masks and `vbslq`
+//! selects, no fused multiply-add, `vmaxnmq` for `f32::max` (both are IEEE maxNum, which is what Rust compiles
+//! `max` to on aarch64), `clamp` spelled out as std writes it, `vcvtq_f32_u32` (round to nearest-even, as
+//! `as f32`) and `vqaddq_u32` for `saturating_add`. The gathering kernel assembles 4 lanes with ordinary
+//! bounds-checked loads when their slots are distinct and runs the scalar oracle otherwise (NEON has no gather).
+//!
+//! The machines that build this project are x86_64, so the intrinsics come through `super::arch` and
+//! `target_feature` applies on aarch64 only: there `neon_model.rs` compiles this file against a lane-exact software
+//! model of the intrinsics and checks it against the oracle.
 // Hot path: no IO, no allocation, no logging.
 
-use std::arch::aarch64::*;
+use super::arch::*;
 
 use crate::robust::{MAD_TO_SIGMA, RobustParams, RobustSlices, RobustState};
-use crate::scalar::robust::{check_dense, check_gather, robust_update_one};
+use crate::scalar::{
+    self,
+    robust::{check_dense, check_gather, robust_update_one},
+};
 
 const LANES: usize = 4;
 
@@ -25,7 +31,7 @@ impl Neon {
 
     /// Returns the token if this CPU has NEON (every aarch64 Linux CPU does).
     pub fn try_new() -> Option<Self> {
-        std::arch::is_aarch64_feature_detected!("neon").then_some(Neon(()))
+        neon_detected().then_some(Neon(()))
     }
 
     /// See [`crate::Kernels::robust_update_dense`].
@@ -71,7 +77,7 @@ struct Step4 {
 
 /// `floored_sigma`: `(mad * MAD_TO_SIGMA).max(abs_floor).max(rel_floor * level.abs())`.
 #[inline]
-#[target_feature(enable = "neon")]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 #[allow(unused_unsafe)]
 fn floored_sigma(p: &RobustParams, level: float32x4_t, mad: float32x4_t) -> float32x4_t {
     // SAFETY: pure register arithmetic with NEON enabled on this function. (The block is for toolchains on which
@@ -84,7 +90,7 @@ fn floored_sigma(p: &RobustParams, level: float32x4_t, mad: float32x4_t) -> floa
 
 /// `robust_update_one` on 4 lanes, from and to arrays so that callers need no pointer arithmetic.
 #[inline]
-#[target_feature(enable = "neon")]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 #[allow(unused_unsafe)]
 fn step(p: &RobustParams, level: &[f32; LANES], mad: &[f32; LANES], count: &[u32; LANES], x: &[f32; LANES]) -> Step4 {
     let mut out = Step4 { level: [0.0; LANES], mad: [0.0; LANES], count: [0; LANES], z: [0.0; LANES], sigma: [0.0; 4] };
@@ -128,7 +134,7 @@ fn step(p: &RobustParams, level: &[f32; LANES], mad: &[f32; LANES], count: &[u32
     out
 }
 
-#[target_feature(enable = "neon")]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 fn dense(state: RobustSlices<'_>, x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
     check_dense(&state, x, z, sigma);
     let RobustSlices { level, mad, count } = state;
@@ -154,15 +160,15 @@ fn dense(state: RobustSlices<'_>, x: &[f32], z: &mut [f32], sigma: &mut [f32], p
     }
 }
 
-#[target_feature(enable = "neon")]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
     check_gather(slots, x, z, sigma);
-    let RobustState { level, mad, count } = state;
     let n = x.len();
     let body = n - n % LANES;
     for i in (0..body).step_by(LANES) {
         let s = [slots[i] as usize, slots[i + 1] as usize, slots[i + 2] as usize, slots[i + 3] as usize];
         let distinct = s[0] != s[1] && s[0] != s[2] && s[0] != s[3] && s[1] != s[2] && s[1] != s[3] && s[2] != s[3];
+        let RobustState { level, mad, count } = &mut *state;
         let in_bounds = s.iter().all(|&j| j < level.len() && j < mad.len() && j < count.len());
         if distinct && in_bounds {
             let out = step(
@@ -181,14 +187,9 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
             sigma[i..i + LANES].copy_from_slice(&out.sigma);
         } else {
             // A repeated slot (later points must see earlier updates) or one out of bounds (the oracle panics).
-            for k in i..i + LANES {
-                let j = slots[k] as usize;
-                (z[k], sigma[k]) = robust_update_one(&mut level[j], &mut mad[j], &mut count[j], x[k], p);
-            }
+            let b = i..i + LANES;
+            scalar::robust_update_gather(state, &slots[b.clone()], &x[b.clone()], &mut z[b.clone()], &mut sigma[b], p);
         }
     }
-    for k in body..n {
-        let j = slots[k] as usize;
-        (z[k], sigma[k]) = robust_update_one(&mut level[j], &mut mad[j], &mut count[j], x[k], p);
-    }
+    scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
 }
