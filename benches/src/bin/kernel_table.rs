@@ -1,7 +1,7 @@
 //! The kernel benchmark's cases as a markdown table: points/s per implementation and series count, the ratio to
 //! scalar and the fraction of the triad (bandwidth) bound. Each round times every case once, in turn, and the table
 //! keeps each case's best round, so a machine shared with other work slows every case alike instead of whichever
-//! criterion happened to be measuring. `--rounds N` (default 15).
+//! criterion happened to be measuring. `--rounds N` (default 41).
 
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use faultline_benches::kernels::{BYTES_PER_POINT, Bench, SERIES};
 use faultline_kernels::Kernels;
 
 fn main() -> anyhow::Result<()> {
-    let mut rounds = 15usize;
+    let mut rounds = 41usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -28,8 +28,8 @@ fn main() -> anyhow::Result<()> {
     for n in SERIES {
         let mut bench = Bench::new(n);
         let mut cases = bench.cases();
-        // About 20 ms of work per timing at scalar speed.
-        let reps = (2_000_000 / n).max(1);
+        // Short timings (about 2 ms at scalar speed, one call at 1M series) so that some land between other work.
+        let reps = (200_000 / n).max(1);
         let mut best = vec![f64::INFINITY; cases.len()];
         for _ in 0..rounds {
             for (case, best) in cases.iter_mut().zip(&mut best) {
