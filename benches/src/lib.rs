@@ -1,4 +1,7 @@
-//! Shared pieces of the benchmarks and the load generator: a synthetic source of many series.
+//! Shared pieces of the benchmarks and the load generator: a synthetic source of many series, and the kernel
+//! benchmark's inputs.
+
+pub mod kernels;
 
 use std::sync::Arc;
 

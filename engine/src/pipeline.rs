@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use faultline_kernels::Kernels;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::config::Config;
@@ -64,8 +64,12 @@ pub fn run(
     dead: &mut DeadLetters,
 ) -> Result<RunSummary> {
     let shards = cfg.shard_count();
-    let kernels = Kernels::detect();
-    info!(shards, kernel = kernels.name(), source = %source.describe(), "Starting pipeline.");
+    let selection = Kernels::selection();
+    let kernels = selection.kernels;
+    if let Some(err) = &selection.fallback {
+        warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
+    }
+    info!(shards, kernel = kernels.name(), forced = selection.forced, source = %source.describe(), "Starting pipeline.");
     let started = clock::now();
     let counters: Arc<Vec<ShardCounters>> = Arc::new((0..shards).map(|_| ShardCounters::default()).collect());
     let (done_tx, done_rx) = bounded::<ShardDone>(shards * cfg.engine.queue_depth);

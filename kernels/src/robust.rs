@@ -1,6 +1,8 @@
 //! Robust level and scale per series: a Huber-clipped EWMA of the level and an EWMA of the clipped absolute
 //! deviation, in struct-of-arrays form (12 bytes per series).
 
+use std::ops::Range;
+
 /// Parameters of the robust model. Plain old data so that the GPU twin can mirror it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RobustParams {
@@ -73,6 +75,43 @@ impl RobustState {
 
     /// Bytes of state per series.
     pub const BYTES_PER_SERIES: usize = 4 + 4 + 4;
+
+    /// Mutable view of the slots in `range`, for the dense kernels (point `i` updates slot `range.start + i`).
+    ///
+    /// # Panics
+    /// If `range` is out of bounds.
+    pub fn slices_mut(&mut self, range: Range<usize>) -> RobustSlices<'_> {
+        RobustSlices {
+            level: &mut self.level[range.clone()],
+            mad: &mut self.mad[range.clone()],
+            count: &mut self.count[range],
+        }
+    }
+
+    /// Mutable view of every slot.
+    pub fn as_slices_mut(&mut self) -> RobustSlices<'_> {
+        RobustSlices { level: &mut self.level, mad: &mut self.mad, count: &mut self.count }
+    }
+}
+
+/// Borrowed struct-of-arrays state of a run of consecutive series: what the dense kernels update. The three slices
+/// must have the same length (the kernels check).
+#[derive(Debug)]
+pub struct RobustSlices<'a> {
+    pub level: &'a mut [f32],
+    pub mad: &'a mut [f32],
+    pub count: &'a mut [u32],
+}
+
+impl RobustSlices<'_> {
+    /// Number of series, once the kernels have checked that the three slices agree.
+    pub fn len(&self) -> usize {
+        self.level.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.level.is_empty()
+    }
 }
 
 /// Sigma with the absolute and relative floors applied.

@@ -3,4 +3,4 @@
 
 pub mod robust;
 
-pub use robust::{robust_update_gather, robust_update_one};
+pub use robust::{robust_update_dense, robust_update_gather, robust_update_one};

@@ -1,7 +1,7 @@
 //! Scalar robust level/scale update and z-score.
 // Hot path: no IO, no allocation, no logging.
 
-use crate::robust::{RobustParams, RobustState, floored_sigma};
+use crate::robust::{RobustParams, RobustSlices, RobustState, floored_sigma};
 
 /// Updates one series' model with `x` and returns `(z, sigma)`: the z-score of `x` against the model before the
 /// update and the sigma it used (so `x - z * sigma` is the expected value).
@@ -51,15 +51,41 @@ pub fn robust_update_gather(
     sigma: &mut [f32],
     p: &RobustParams,
 ) {
-    assert!(
-        slots.len() == x.len() && x.len() == z.len() && z.len() == sigma.len(),
-        "slots, x, z and sigma must have one entry per point"
-    );
+    check_gather(slots, x, z, sigma);
     let RobustState { level, mad, count } = state;
     for (((&s, &xi), zi), si) in slots.iter().zip(x).zip(z.iter_mut()).zip(sigma.iter_mut()) {
         let s = s as usize;
         (*zi, *si) = robust_update_one(&mut level[s], &mut mad[s], &mut count[s], xi, p);
     }
+}
+
+/// Dense form: point `i` updates series `i` of `state` (one point per series, as in a tick where every series
+/// reports once).
+pub fn robust_update_dense(state: RobustSlices<'_>, x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
+    check_dense(&state, x, z, sigma);
+    let RobustSlices { level, mad, count } = state;
+    for i in 0..x.len() {
+        (z[i], sigma[i]) = robust_update_one(&mut level[i], &mut mad[i], &mut count[i], x[i], p);
+    }
+}
+
+/// The length checks every dense implementation makes before it touches memory.
+#[inline]
+pub(crate) fn check_dense(state: &RobustSlices<'_>, x: &[f32], z: &[f32], sigma: &[f32]) {
+    let n = x.len();
+    assert!(
+        state.level.len() == n && state.mad.len() == n && state.count.len() == n && z.len() == n && sigma.len() == n,
+        "level, mad, count, x, z and sigma must have one entry per series"
+    );
+}
+
+/// The length checks every gathering implementation makes before it touches memory.
+#[inline]
+pub(crate) fn check_gather(slots: &[u32], x: &[f32], z: &[f32], sigma: &[f32]) {
+    assert!(
+        slots.len() == x.len() && x.len() == z.len() && z.len() == sigma.len(),
+        "slots, x, z and sigma must have one entry per point"
+    );
 }
 
 #[cfg(test)]
