@@ -34,6 +34,9 @@ pub struct DemoOutcome {
     pub faults: Vec<FaultOutcome>,
     /// Incidents that match no injected fault (false alarms).
     pub unmatched_incidents: usize,
+    /// Their final reports.
+    #[serde(skip)]
+    pub unmatched_reports: Vec<RootCauseReport>,
     pub top1: f64,
     pub top3: f64,
     pub summary: RunSummary,
@@ -86,6 +89,8 @@ pub fn match_faults(faults: &[InjectedFault], reports: &[RootCauseReport]) -> (V
 pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
     let mut cfg = cfg.clone();
     cfg.source.kind = SourceKind::Simulator;
+    // The demo prints its own report of every incident; a terminal summary sink would repeat it.
+    cfg.sinks.retain(|s| s.kind != SinkKind::Summary);
     if let Some(dir) = out_dir {
         for (file, kind) in [("anomalies.jsonl", EventKind::Anomaly), ("root-causes.jsonl", EventKind::RootCause)] {
             cfg.sinks.push(SinkConfig {
@@ -101,12 +106,20 @@ pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
     let summary = crate::app::run_config(&cfg, vec![Box::new(collect.clone()) as Box<dyn Sink>])?;
     let reports = crate::eval::rca::final_versions(collect.take().reports);
     let (outcomes, unmatched) = match_faults(&faults, &reports);
+    let unmatched_reports = reports
+        .iter()
+        .filter(|r| {
+            !faults.iter().any(|f| r.window.start_ms <= f.end_ms + MATCH_SLACK_MS && r.window.end_ms >= f.start_ms)
+        })
+        .cloned()
+        .collect();
     let n = outcomes.len().max(1) as f64;
     Ok(DemoOutcome {
         top1: outcomes.iter().filter(|o| o.top1).count() as f64 / n,
         top3: outcomes.iter().filter(|o| o.top3).count() as f64 / n,
         faults: outcomes,
         unmatched_incidents: unmatched,
+        unmatched_reports,
         summary,
     })
 }
@@ -144,6 +157,20 @@ pub fn render_demo(o: &DemoOutcome) -> String {
                 };
                 let _ = writeln!(s, "   {verdict}");
             }
+        }
+    }
+    if !o.unmatched_reports.is_empty() {
+        let _ = writeln!(s, "\n== incidents matching no injected fault (benign spikes, traffic swings):");
+        for r in &o.unmatched_reports {
+            let top = r.candidates.first().map_or("-", |c| c.service.as_str());
+            let _ = writeln!(
+                s,
+                "   {} {}-{}: {} anomalies, top candidate {top}",
+                r.incident_id,
+                fmt_hhmm(r.window.start_ms),
+                fmt_hhmm(r.window.end_ms),
+                r.anomaly_count
+            );
         }
     }
     let hits = o.faults.iter().filter(|f| f.top1).count();

@@ -146,7 +146,7 @@ impl SimConfig {
         let interval_ok = if interval.is_zero() {
             problems.push("simulator.interval must be positive".to_owned());
             false
-        } else if interval.subsec_nanos() % 1_000_000 != 0 {
+        } else if !interval.subsec_nanos().is_multiple_of(1_000_000) {
             problems.push(format!("simulator.interval must be a whole number of milliseconds, got {}", self.interval));
             false
         } else {

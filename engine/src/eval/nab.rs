@@ -758,15 +758,15 @@ impl<'de> Deserialize<'de> for FileWindowsDe {
                     format_timestamp(end)
                 )));
             }
-            if let Some(&(_, previous_end)) = out.last() {
-                if start <= previous_end {
-                    return Err(de::Error::custom(format!(
-                        "window [{}, {}] starts before the previous one ends ({})",
-                        format_timestamp(start),
-                        format_timestamp(end),
-                        format_timestamp(previous_end)
-                    )));
-                }
+            if let Some(&(_, previous_end)) = out.last()
+                && start <= previous_end
+            {
+                return Err(de::Error::custom(format!(
+                    "window [{}, {}] starts before the previous one ends ({})",
+                    format_timestamp(start),
+                    format_timestamp(end),
+                    format_timestamp(previous_end)
+                )));
             }
             out.push((start, end));
         }
