@@ -34,8 +34,10 @@ fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
         &cfg,
         format!(
             "[source]\nkind = \"jsonl\"\npath = {:?}\n[graph]\nedges = [[\"frontend\", \"checkout\"], [\"checkout\", \"payments\"], [\"checkout\", \"cart\"]]\n\
+             [rca]\nchanges = {:?}\n\
              [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n[dead-letter]\npath = \"out/dead.jsonl\"\n",
-            points.display().to_string()
+            points.display().to_string(),
+            repo_root().join("tests/fixtures/changes.jsonl").display().to_string()
         ),
     )
     .unwrap();
@@ -57,9 +59,21 @@ fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let report = events.iter().find(|e| e["kind"] == "root-cause").expect("a root-cause report");
+    let report = events.iter().rfind(|e| e["kind"] == "root-cause").expect("a root-cause report");
+    assert_eq!(report["status"], "closed");
     assert_eq!(report["candidates"][0]["service"], "payments", "{report:#}");
     assert_eq!(report["symptom"], "frontend");
+    // The deploy two minutes before payments' onset is joined, and suggested (not acted on).
+    assert_eq!(report["candidates"][0]["evidence"]["changes"][0]["description"], "payments v2.14.0");
+    let suggestion = report["suggestion"].as_str().expect("a suggestion");
+    assert!(suggestion.contains("rolling back the deploy of payments"), "{suggestion}");
+    // Every version of the incident's report has the same id; versions count up.
+    let versions: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "root-cause" && e["incident_id"] == report["incident_id"])
+        .map(|e| e["report_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
     let first = events.iter().find(|e| e["kind"] == "anomaly").unwrap();
     assert_eq!(first["service"], "payments", "the root cause deviates first");
 }
