@@ -162,6 +162,11 @@ pub struct RcaConfig {
     pub change_window: HumanDuration,
     /// JSON-lines file of deploy/config change events (`{"time","service","kind","description"}`); empty = none.
     pub changes: String,
+    /// Metric whose series (with `client` and `server` labels) report caller -> callee calls; each point teaches
+    /// the call graph an edge (OpenTelemetry's service-graph connector). Empty = do not learn edges.
+    pub graph_metric: String,
+    /// Learned edges not seen for this long (event time) are forgotten.
+    pub edge_ttl: HumanDuration,
     /// `[a, b]`: confidence = logistic(a + b · (share − 0.5)), where share is the top candidate's share of the top
     /// two scores. The default was fitted on simulator scenarios; refit on your own cases with `eval rca cases`.
     pub confidence_calibration: [f64; 2],

@@ -27,13 +27,15 @@ use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs};
-use crate::rca::{IncidentTracker, RcaInputs};
+use crate::rca::{EdgeSeen, IncidentTracker, RcaInputs};
 use crate::sink::Sink;
 use crate::source::{DeadLetters, Source};
 
 /// The part of a batch one shard owns.
 struct ShardBatch {
     seq: u64,
+    /// Call-graph edges seen in this batch (only in shard 0's part), passed through to the collector in order.
+    edges: Vec<EdgeSeen>,
     watermark: TimeMs,
     dispatched: Instant,
     ids: Vec<SeriesId>,
@@ -44,6 +46,7 @@ struct ShardBatch {
 
 struct ShardDone {
     seq: u64,
+    edges: Vec<EdgeSeen>,
     watermark: TimeMs,
     dispatched: Instant,
     events: Vec<AnomalyEvent>,
@@ -97,6 +100,7 @@ pub fn run(
         .map_err(|e| Error::Internal(format!("cannot start collector thread: {e}")))?;
 
     // Source and router on this thread.
+    let tap = EdgeTap::new(&cfg.rca.graph_metric);
     let mut batch = Batch::with_capacity(cfg.engine.batch_size);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
@@ -112,7 +116,7 @@ pub fn run(
         };
         if !batch.is_empty() {
             watermark = watermark.max(batch.max_time().unwrap_or(TimeMs::MIN));
-            if !route(&batch, seq, watermark, &shard_txs) {
+            if !route(&batch, seq, watermark, &shard_txs, &tap) {
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
@@ -154,14 +158,36 @@ pub fn run(
     Ok(summary)
 }
 
+/// Recognises points of the service-graph metric: `client` and `server` labels name a caller -> callee edge.
+struct EdgeTap {
+    metric: String,
+}
+
+impl EdgeTap {
+    fn new(metric: &str) -> Self {
+        Self { metric: metric.trim().to_string() }
+    }
+
+    #[inline]
+    fn edge(&self, key: &SeriesKey, time: TimeMs) -> Option<EdgeSeen> {
+        // Lengths first: almost every point fails here without comparing bytes.
+        if self.metric.is_empty() || key.metric.len() != self.metric.len() || *key.metric != *self.metric {
+            return None;
+        }
+        let label = |n: &str| key.labels.iter().find(|(k, _)| &**k == n).map(|(_, v)| Arc::clone(v));
+        Some(EdgeSeen { time, caller: label("client")?, callee: label("server")? })
+    }
+}
+
 /// Splits a batch by owning shard and sends every shard its part (empty parts too). False if a receiver is gone.
-fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>]) -> bool {
+fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>], tap: &EdgeTap) -> bool {
     let n = txs.len();
     let dispatched = clock::now();
     let cap = batch.len() / n + batch.len() / (4 * n) + 16;
     let mut parts: Vec<ShardBatch> = (0..n)
         .map(|_| ShardBatch {
             seq,
+            edges: Vec::new(),
             watermark,
             dispatched,
             ids: Vec::with_capacity(cap),
@@ -171,6 +197,9 @@ fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>])
         })
         .collect();
     for i in 0..batch.len() {
+        if let Some(e) = tap.edge(&batch.keys[i], batch.times[i]) {
+            parts[0].edges.push(e);
+        }
         let p = &mut parts[shard_of(batch.ids[i], n)];
         p.ids.push(batch.ids[i]);
         p.keys.push(Arc::clone(&batch.keys[i]));
@@ -195,7 +224,9 @@ fn shard_loop(
         counters.add(&counters.late, stats.late);
         counters.add(&counters.anomalies, stats.anomalies);
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
-        if done.send(ShardDone { seq: b.seq, watermark: b.watermark, dispatched: b.dispatched, events }).is_err() {
+        let done_msg =
+            ShardDone { seq: b.seq, edges: b.edges, watermark: b.watermark, dispatched: b.dispatched, events };
+        if done.send(done_msg).is_err() {
             debug!(shard, "Collector gone; shard stopping.");
             return;
         }
@@ -211,6 +242,7 @@ struct Collected {
 
 struct Pending {
     remaining: usize,
+    edges: Vec<EdgeSeen>,
     watermark: TimeMs,
     dispatched: Instant,
     events: Vec<AnomalyEvent>,
@@ -229,14 +261,19 @@ fn collect(
     for d in rx {
         let p = pending.entry(d.seq).or_insert_with(|| Pending {
             remaining: shards,
+            edges: Vec::new(),
             watermark: d.watermark,
             dispatched: d.dispatched,
             events: Vec::new(),
         });
         p.remaining -= 1;
         p.events.extend(d.events);
+        p.edges.extend(d.edges);
         while pending.get(&next).is_some_and(|p| p.remaining == 0) {
             let mut p = pending.remove(&next).expect("checked above");
+            if !p.edges.is_empty() || next.is_multiple_of(64) {
+                tracker.learn_edges(&p.edges, p.watermark);
+            }
             p.events.sort_by(|a, b| a.time.cmp(&b.time).then(a.key.id.cmp(&b.key.id)));
             for ev in &p.events {
                 for s in sinks.iter_mut() {

@@ -27,13 +27,16 @@ use crate::model::TimeMs;
 /// Longest call-graph path (in hops) through which one service is taken to explain another.
 const MAX_HOPS: usize = 4;
 
-/// A directed call graph: an edge `caller -> callee`.
+/// A directed call graph: an edge `caller -> callee`. Edges come from configuration (permanent) or are learned from
+/// telemetry ([`ServiceGraph::observe`]) and age out when not seen for a while ([`ServiceGraph::age`]).
 #[derive(Debug, Clone, Default)]
 pub struct ServiceGraph {
     names: Vec<Arc<str>>,
     index: BTreeMap<Arc<str>, usize>,
     callees: Vec<Vec<usize>>,
     callers: Vec<Vec<usize>>,
+    /// Learned edges (not configured ones) and the event time they were last seen.
+    learned: BTreeMap<(usize, usize), TimeMs>,
 }
 
 impl ServiceGraph {
@@ -47,6 +50,45 @@ impl ServiceGraph {
             }
         }
         g
+    }
+
+    /// Records a caller -> callee edge seen in telemetry at `time`; adds it if new. Configured edges stay permanent.
+    pub fn observe(&mut self, caller: &str, callee: &str, time: TimeMs) {
+        let (a, b) = (self.intern(caller), self.intern(callee));
+        if a == b {
+            return;
+        }
+        if !self.callees[a].contains(&b) {
+            self.callees[a].push(b);
+            self.callers[b].push(a);
+        } else if !self.learned.contains_key(&(a, b)) {
+            return; // configured
+        }
+        let t = self.learned.entry((a, b)).or_insert(time);
+        *t = (*t).max(time);
+    }
+
+    /// Removes learned edges not seen for `ttl` before `now`; returns how many went.
+    pub fn age(&mut self, now: TimeMs, ttl: TimeMs) -> usize {
+        let stale: Vec<(usize, usize)> =
+            self.learned.iter().filter(|(_, t)| **t + ttl < now).map(|(e, _)| *e).collect();
+        for (a, b) in &stale {
+            self.learned.remove(&(*a, *b));
+            self.callees[*a].retain(|x| x != b);
+            self.callers[*b].retain(|x| x != a);
+        }
+        stale.len()
+    }
+
+    /// Edges as `(caller, callee)` names.
+    pub fn edges(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (a, cs) in self.callees.iter().enumerate() {
+            for &b in cs {
+                out.push((self.names[a].to_string(), self.names[b].to_string()));
+            }
+        }
+        out
     }
 
     fn intern(&mut self, name: &str) -> usize {
@@ -261,6 +303,15 @@ pub fn load_changes(path: &std::path::Path) -> Result<Vec<ChangeEvent>> {
     Ok(out)
 }
 
+/// A caller -> callee edge seen in telemetry (a point of the `rca.graph-metric` series with `client` and `server`
+/// labels).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EdgeSeen {
+    pub time: TimeMs,
+    pub caller: Arc<str>,
+    pub callee: Arc<str>,
+}
+
 /// What the incident tracker starts with: the call graph and known change events.
 #[derive(Debug, Clone, Default)]
 pub struct RcaInputs {
@@ -302,6 +353,14 @@ impl IncidentTracker {
 
     pub fn graph(&self) -> &ServiceGraph {
         &self.graph
+    }
+
+    /// Applies call-graph edges learned from telemetry, then ages out learned edges older than `rca.edge-ttl`.
+    pub fn learn_edges(&mut self, edges: &[EdgeSeen], watermark: TimeMs) {
+        for e in edges {
+            self.graph.observe(&e.caller, &e.callee, e.time);
+        }
+        self.graph.age(watermark, self.cfg.edge_ttl.as_millis_i64());
     }
 
     /// Takes one anomaly (in event-time order); returns the final report of an incident it closed, if any.
@@ -724,4 +783,23 @@ fn report_paragraph(
         s.push_str(&format!(" Next candidate: {} (score {:.2}).", second.service, second.score));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_edges_join_and_age_out_but_configured_edges_stay() {
+        let mut g = ServiceGraph::from_edges([("web", "api")]);
+        g.observe("api", "db", 1_000);
+        g.observe("web", "api", 1_000);
+        assert_eq!(g.edges(), vec![("web".to_string(), "api".to_string()), ("api".to_string(), "db".to_string())]);
+        g.observe("api", "db", 50_000);
+        assert_eq!(g.age(60_000, 20_000), 0, "seen 10 s ago");
+        assert_eq!(g.age(80_000, 20_000), 1, "not seen for 30 s");
+        assert_eq!(g.edges(), vec![("web".to_string(), "api".to_string())], "the configured edge stays");
+        let api = g.id("api").unwrap();
+        assert!(g.callees_of(api).is_empty());
+    }
 }

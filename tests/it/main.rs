@@ -3,5 +3,6 @@
 
 mod configs;
 mod golden;
+mod graph;
 mod schema;
 mod support;
