@@ -3,5 +3,6 @@
 
 mod configs;
 mod golden;
+mod gpu;
 mod schema;
 mod support;
