@@ -131,6 +131,27 @@ impl GpuContext {
         &self.description
     }
 
+    /// Device-to-device copy bandwidth in bytes/s, counting bytes read and written: `reps` copies of a `bytes`-long
+    /// buffer in one submission. The yardstick for the update kernel's achieved bandwidth (benchmarks only).
+    pub fn measure_copy_bandwidth(&self, bytes: u64, reps: u32) -> Result<f64, GpuError> {
+        let bytes = bytes.min(self.max_binding) / 4 * 4;
+        let (a, b) = (self.buffer("copy a", bytes, STATE_USAGE), self.buffer("copy b", bytes, STATE_USAGE));
+        let run = |reps: u32| -> Result<f64, GpuError> {
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            for i in 0..reps {
+                let (src, dst) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+            }
+            let t = std::time::Instant::now();
+            self.queue.submit([enc.finish()]);
+            self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run(1)?;
+        let secs = run(reps)?;
+        Ok(2.0 * bytes as f64 * f64::from(reps) / secs)
+    }
+
     fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -361,6 +382,35 @@ impl GpuRobust {
         drop(view);
         self.readback.unmap();
         Ok(())
+    }
+
+    /// Re-runs the update over the points of the last chunk `reps` times in one submission, with no upload or
+    /// read-back, and returns the seconds it took: the kernel's own throughput on resident state (benchmarks only).
+    pub fn dispatch_resident(&mut self, reps: u32) -> Result<f64, GpuError> {
+        let n = self.params.n;
+        if n == 0 {
+            return Err(GpuError("no chunk uploaded yet".into()));
+        }
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.robust_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n, ROBUST_WORKGROUP_SIZE);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        let t = std::time::Instant::now();
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        let secs = t.elapsed().as_secs_f64();
+        for p in &self.upload {
+            let c = &mut self.count[p.slot as usize];
+            *c = c.saturating_add(reps);
+        }
+        Ok(secs)
     }
 
     /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
