@@ -3,6 +3,8 @@
 
 pub mod kernels;
 
+pub mod gpu;
+
 use std::sync::Arc;
 
 use faultline::error::Result;
@@ -71,8 +73,19 @@ impl Source for SyntheticSource {
 
 /// Runs `series × ticks` synthetic points through router, shards, detector and collector (no sinks).
 pub fn run_synthetic(series: usize, ticks: u64, shards: usize) -> Result<faultline::metrics::RunSummary> {
+    run_synthetic_on(series, ticks, shards, faultline::config::Backend::Cpu)
+}
+
+/// [`run_synthetic`] on a given scoring backend.
+pub fn run_synthetic_on(
+    series: usize,
+    ticks: u64,
+    shards: usize,
+    backend: faultline::config::Backend,
+) -> Result<faultline::metrics::RunSummary> {
     let mut cfg = faultline::config::Config::default_config()?;
     cfg.engine.shards = shards;
+    cfg.engine.backend = backend;
     let mut src = SyntheticSource::new(series, ticks);
     let mut dead = DeadLetters::to_writer(Box::new(std::io::sink()));
     faultline::pipeline::run(&cfg, &mut src, faultline::rca::ServiceGraph::default(), Vec::new(), &mut dead)

@@ -35,6 +35,23 @@ pub struct EngineConfig {
     pub shards: usize,
     pub batch_size: usize,
     pub queue_depth: usize,
+    /// Where the robust models are updated and scored.
+    pub backend: Backend,
+    /// Points per batch when scoring on the GPU: larger batches amortise the dispatch and read-back.
+    pub gpu_batch_size: usize,
+    /// When scoring on the GPU, a batch is handed on once it is full or once this long has passed since the source
+    /// began filling it, whichever comes first.
+    pub gpu_max_wait: HumanDuration,
+}
+
+/// The scoring backend: the CPU kernels (the reference), the GPU (wgpu compute shaders, same answers), or the GPU
+/// when an adapter is found and the CPU otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Cpu,
+    Gpu,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +289,15 @@ impl Config {
         if e.queue_depth == 0 {
             p.push("engine.queue-depth must be at least 1".into());
         }
+        if e.gpu_batch_size == 0 || e.gpu_batch_size > 1 << 26 {
+            p.push(format!("engine.gpu-batch-size must be in 1..=67108864, got {}", e.gpu_batch_size));
+        }
+        if e.gpu_max_wait.0.is_zero() || e.gpu_max_wait.0 > std::time::Duration::from_secs(10) {
+            p.push(format!("engine.gpu-max-wait must be longer than 0s and at most 10s, got {:?}", e.gpu_max_wait.0));
+        }
+        if e.backend == Backend::Gpu && !cfg!(feature = "gpu") {
+            p.push("engine.backend = \"gpu\" needs a build with the `gpu` feature (use \"cpu\" or \"auto\")".into());
+        }
         if e.shards > 1024 {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));
         }
@@ -474,6 +500,19 @@ mod tests {
         for needle in ["engine.batch-size", "detector.threshold is NaN", "detector.m-of-n", "rca.max-candidates"] {
             assert!(err.contains(needle), "{needle} missing from:\n{err}");
         }
+    }
+
+    #[test]
+    fn backend_is_validated() {
+        let cfg = Config::default_config().unwrap();
+        assert_eq!(cfg.engine.backend, Backend::Cpu, "the CPU is the default");
+        let env = [("FAULTLINE__ENGINE__BACKEND".to_string(), "auto".to_string())];
+        assert_eq!(Config::from_layers(None, env).unwrap().engine.backend, Backend::Auto);
+        let err = Config::from_layers(Some(("x.toml", "[engine]\nbackend = \"fpga\"\n")), []).unwrap_err().to_string();
+        assert!(err.contains("fpga") && err.contains("auto"), "{err}");
+        let user = "[engine]\ngpu-batch-size = 0\ngpu-max-wait = \"0s\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("engine.gpu-batch-size") && err.contains("engine.gpu-max-wait"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use faultline_kernels::{Kernels, RobustParams, RobustState};
 
 use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
 use crate::event::{AnomalyEvent, Direction, RuleHit, Stage, rule_score};
+#[cfg(feature = "gpu")]
+use crate::gpu::GpuRobust;
 use crate::model::{SeriesId, SeriesKey, TimeMs};
 
 /// Series ids are already well-mixed hashes; hashing them again is wasted work.
@@ -86,16 +88,97 @@ pub struct BatchStats {
     pub anomalies: u64,
 }
 
+/// Where a shard's robust models live and are updated. The CPU is the reference and the default; the GPU keeps the
+/// state resident on the device and must give the same answers (see `tests/it/gpu.rs`). Further kernels (seasonal
+/// baseline, calibrated threshold) would add their state and update calls here, on both variants.
+pub enum ScoringBackend {
+    Cpu {
+        kernels: Kernels,
+        state: RobustState,
+    },
+    #[cfg(feature = "gpu")]
+    Gpu(Box<GpuRobust>),
+}
+
+impl ScoringBackend {
+    pub fn cpu(kernels: Kernels) -> Self {
+        ScoringBackend::Cpu { kernels, state: RobustState::default() }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScoringBackend::Cpu { .. } => "cpu",
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(_) => "gpu",
+        }
+    }
+
+    fn push(&mut self) -> u32 {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state.push(),
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => g.push(),
+        }
+    }
+
+    /// Points seen by series `s`, this one included once it has been scored.
+    #[inline]
+    fn count(&self, s: usize) -> u32 {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state.count[s],
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => g.count[s],
+        }
+    }
+
+    /// Re-baselines series `s`: later points are scored against `level`.
+    fn set_level(&mut self, s: usize, level: f32) {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state.level[s] = level,
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => g.set_level(s as u32, level),
+        }
+    }
+
+    /// Scores a chunk in which no series repeats (see `Kernels::robust_update_gather`).
+    fn update(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
+        match self {
+            ScoringBackend::Cpu { kernels, state } => kernels.robust_update_gather(state, slots, x, z, sigma, p),
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => {
+                if let Err(e) = g.update(slots, x, z, sigma) {
+                    // The GPU is an optimisation: move this shard's state to the CPU and score the chunk there.
+                    tracing::error!(error = %e.0, "GPU scoring failed; this shard continues on the CPU.");
+                    let state = match g.download() {
+                        Ok(state) => state,
+                        Err(e2) => panic!("GPU failed ({}) and its state cannot be recovered ({})", e.0, e2.0),
+                    };
+                    *self = ScoringBackend::Cpu { kernels: Kernels::detect(), state };
+                    self.update(slots, x, z, sigma, p);
+                }
+            }
+        }
+    }
+
+    /// The robust state as the host sees it (downloaded from the device for the GPU backend). For tests.
+    pub fn robust_state(&mut self) -> RobustState {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state.clone(),
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => g.download().unwrap_or_else(|e| panic!("cannot download GPU state: {}", e.0)),
+        }
+    }
+}
+
 /// The models of every series one shard owns.
 pub struct ShardDetector {
-    kernels: Kernels,
+    scoring: ScoringBackend,
     params: RobustParams,
     warmup: u32,
     cfg: DetectorConfig,
     rca: RcaConfig,
     index: IdMap<u32>,
     keys: Vec<Arc<SeriesKey>>,
-    robust: RobustState,
     profile: Vec<u16>,
     /// M-of-N history, newest point in bit 0.
     flags: Vec<u16>,
@@ -122,7 +205,12 @@ pub struct ShardDetector {
 
 impl ShardDetector {
     pub fn new(cfg: &DetectorConfig, rca: &RcaConfig, kernels: Kernels) -> Self {
-        let params = RobustParams {
+        Self::with_backend(cfg, rca, |_| ScoringBackend::cpu(kernels))
+    }
+
+    /// The robust model's parameters a detector config implies.
+    pub fn robust_params(cfg: &DetectorConfig) -> RobustParams {
+        RobustParams {
             alpha: cfg.alpha as f32,
             beta: cfg.beta as f32,
             huber: cfg.huber as f32,
@@ -130,16 +218,24 @@ impl ShardDetector {
             anomaly_weight: cfg.anomaly_weight as f32,
             abs_floor: 1e-6,
             rel_floor: cfg.rel_floor as f32,
-        };
+        }
+    }
+
+    /// A detector scoring on the backend `backend` builds from the robust parameters.
+    pub fn with_backend(
+        cfg: &DetectorConfig,
+        rca: &RcaConfig,
+        backend: impl FnOnce(&RobustParams) -> ScoringBackend,
+    ) -> Self {
+        let params = Self::robust_params(cfg);
         Self {
-            kernels,
+            scoring: backend(&params),
             params,
             warmup: cfg.warmup_points,
             cfg: cfg.clone(),
             rca: rca.clone(),
             index: IdMap::default(),
             keys: Vec::new(),
-            robust: RobustState::default(),
             profile: Vec::new(),
             flags: Vec::new(),
             run_start: Vec::new(),
@@ -164,12 +260,17 @@ impl ShardDetector {
         self.keys.len()
     }
 
+    /// The backend scoring this shard (it may have moved from the GPU to the CPU after a device failure).
+    pub fn scoring(&mut self) -> &mut ScoringBackend {
+        &mut self.scoring
+    }
+
     fn slot_of(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
         if let Some(&s) = self.index.get(&id) {
             return s;
         }
         stats.new_series += 1;
-        let s = self.robust.push();
+        let s = self.scoring.push();
         let prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
         let pi = match self.profiles.iter().position(|p| *p == prof) {
             Some(i) => i,
@@ -225,7 +326,7 @@ impl ShardDetector {
             return None;
         }
         let level = self.shift_x0[s] + intercept + slope * (nf - 1.0);
-        self.robust.level[s] = level;
+        self.scoring.set_level(s, level);
         Some(level)
     }
 
@@ -276,8 +377,7 @@ impl ShardDetector {
                 self.mark[s] = self.epoch;
                 end += 1;
             }
-            self.kernels.robust_update_gather(
-                &mut self.robust,
+            self.scoring.update(
                 &self.slots[start..end],
                 &self.xs[start..end],
                 &mut self.zs[start..end],
@@ -305,7 +405,7 @@ impl ShardDetector {
         let s = self.slots[j] as usize;
         let i = self.keep[j] as usize;
         let x = values[i];
-        let seen = self.robust.count[s];
+        let seen = self.scoring.count(s);
         // `seen` counts this point; the model was usable if it had warmed up before it.
         let learned = seen > self.warmup;
         let z = self.zs[j];

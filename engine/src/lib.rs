@@ -11,6 +11,8 @@ pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod event;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

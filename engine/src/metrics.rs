@@ -34,6 +34,9 @@ pub fn latency_histogram() -> Histogram<u64> {
 pub struct RunSummary {
     pub source: String,
     pub kernel: &'static str,
+    /// The scoring backend that ran ("cpu" or "gpu"), and why (e.g. `auto: no GPU (no adapter: …), using cpu`).
+    pub backend: &'static str,
+    pub backend_note: String,
     pub shards: usize,
     pub batches: u64,
     pub points: u64,
@@ -77,7 +80,7 @@ impl RunSummary {
     /// A few lines for the terminal.
     pub fn render(&self) -> String {
         format!(
-            "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels)\n\
+            "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, backend {} ({}))\n\
              anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
              late points skipped: {}, dead letters: {}\n\
              batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
@@ -89,6 +92,8 @@ impl RunSummary {
             self.points_per_s,
             self.shards,
             self.kernel,
+            self.backend,
+            self.backend_note,
             self.anomalies,
             self.incidents,
             self.incidents_dropped_small,

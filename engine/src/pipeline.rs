@@ -21,8 +21,8 @@ use faultline_kernels::Kernels;
 use tracing::{debug, info, warn};
 
 use crate::clock;
-use crate::config::Config;
-use crate::detect::ShardDetector;
+use crate::config::{Backend, Config};
+use crate::detect::{ScoringBackend, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
@@ -58,6 +58,70 @@ pub fn shard_of(id: SeriesId, shards: usize) -> usize {
     ((u128::from(id) * shards as u128) >> 64) as usize
 }
 
+/// The backend a run scores on, and why (for the log and the run summary).
+#[derive(Debug, Clone)]
+pub struct ResolvedBackend {
+    #[cfg(feature = "gpu")]
+    pub gpu: Option<Arc<crate::gpu::GpuContext>>,
+    /// "cpu" or "gpu": what actually runs.
+    pub name: &'static str,
+    /// Why, e.g. `auto: no GPU adapter (…), using cpu`.
+    pub note: String,
+}
+
+impl ResolvedBackend {
+    fn cpu(note: String) -> Self {
+        Self {
+            #[cfg(feature = "gpu")]
+            gpu: None,
+            name: "cpu",
+            note,
+        }
+    }
+
+    /// A fresh scoring backend for one shard.
+    pub fn for_shard(&self, kernels: Kernels) -> impl FnOnce(&faultline_kernels::RobustParams) -> ScoringBackend {
+        #[cfg(feature = "gpu")]
+        let gpu = self.gpu.clone();
+        move |p| {
+            #[cfg(feature = "gpu")]
+            if let Some(ctx) = gpu {
+                return ScoringBackend::Gpu(Box::new(crate::gpu::GpuRobust::new(ctx, p)));
+            }
+            let _ = p;
+            ScoringBackend::cpu(kernels)
+        }
+    }
+}
+
+/// Resolves the configured backend. `gpu` with no usable adapter is an error; `auto` then falls back to the CPU (the
+/// attempt, and its failure, are logged once per process).
+pub fn resolve_backend(backend: Backend) -> Result<ResolvedBackend> {
+    match backend {
+        Backend::Cpu => Ok(ResolvedBackend::cpu("configured".into())),
+        #[cfg(feature = "gpu")]
+        Backend::Gpu | Backend::Auto => match crate::gpu::GpuContext::shared() {
+            Ok(ctx) => Ok(ResolvedBackend {
+                note: format!("{}: {}", if backend == Backend::Gpu { "configured" } else { "auto" }, ctx.description()),
+                gpu: Some(ctx),
+                name: "gpu",
+            }),
+            Err(reason) if backend == Backend::Auto => {
+                Ok(ResolvedBackend::cpu(format!("auto: no GPU ({reason}), using cpu")))
+            }
+            Err(reason) => Err(Error::External {
+                system: "gpu",
+                message: format!("engine.backend = \"gpu\" but {reason} (use \"auto\" to fall back to the CPU)"),
+                retry: crate::error::RetryHint::NoRetry,
+            }),
+        },
+        #[cfg(not(feature = "gpu"))]
+        Backend::Gpu => Err(Error::config("engine.backend = \"gpu\" needs a build with the `gpu` feature")),
+        #[cfg(not(feature = "gpu"))]
+        Backend::Auto => Ok(ResolvedBackend::cpu("auto: built without the `gpu` feature, using cpu".into())),
+    }
+}
+
 /// Runs a whole pipeline until the source is exhausted; returns what it did.
 pub fn run(
     cfg: &Config,
@@ -72,7 +136,9 @@ pub fn run(
     if let Some(err) = &selection.fallback {
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
-    info!(shards, kernel = kernels.name(), forced = selection.forced, source = %source.describe(), "Starting pipeline.");
+    let backend = resolve_backend(cfg.engine.backend)?;
+    info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
+        source = %source.describe(), "Starting pipeline.");
     let started = clock::now();
     let counters: Arc<Vec<ShardCounters>> = Arc::new((0..shards).map(|_| ShardCounters::default()).collect());
     let (done_tx, done_rx) = bounded::<ShardDone>(shards * cfg.engine.queue_depth);
@@ -82,7 +148,7 @@ pub fn run(
     for shard in 0..shards {
         let (tx, rx) = bounded::<ShardBatch>(cfg.engine.queue_depth);
         shard_txs.push(tx);
-        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, kernels);
+        let mut det = ShardDetector::with_backend(&cfg.detector, &cfg.rca, backend.for_shard(kernels));
         let done_tx = done_tx.clone();
         let counters = Arc::clone(&counters);
         let h = std::thread::Builder::new()
@@ -99,15 +165,30 @@ pub fn run(
         .spawn(move || collect(shards, &done_rx, tracker, sinks))
         .map_err(|e| Error::Internal(format!("cannot start collector thread: {e}")))?;
 
-    // Source and router on this thread.
+    // Source and router on this thread. On the GPU a batch is larger (a dispatch and a read-back per chunk), but it is
+    // handed on once `gpu-max-wait` has passed since the source began filling it.
     let tap = EdgeTap::new(&cfg.rca.graph_metric);
-    let mut batch = Batch::with_capacity(cfg.engine.batch_size);
+    let (target, max_wait) = match backend.name {
+        "gpu" => (cfg.engine.gpu_batch_size, Some(cfg.engine.gpu_max_wait.0)),
+        _ => (cfg.engine.batch_size, None),
+    };
+    let step = cfg.engine.batch_size.min(target);
+    let mut batch = Batch::with_capacity(target);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
     let mut route_result = Ok(());
     loop {
         batch.clear();
-        let more = match source.next_batch(&mut batch, cfg.engine.batch_size, dead) {
+        let filling = clock::now();
+        let more = loop {
+            let max = (batch.len() + step).min(target);
+            match source.next_batch(&mut batch, max, dead) {
+                Ok(m) if m && batch.len() < target && max_wait.is_some_and(|w| filling.elapsed() < w) => {}
+                Ok(m) => break Ok(m),
+                Err(e) => break Err(e),
+            }
+        };
+        let more = match more {
             Ok(m) => m,
             Err(e) => {
                 route_result = Err(e);
@@ -140,6 +221,8 @@ pub fn run(
     let summary = RunSummary {
         source: source.describe(),
         kernel: kernels.name(),
+        backend: backend.name,
+        backend_note: backend.note.clone(),
         shards,
         batches: seq,
         points,

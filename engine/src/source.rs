@@ -18,8 +18,9 @@ use crate::sim::Simulator;
 
 /// A source of telemetry batches.
 pub trait Source: Send {
-    /// Appends up to about `max` points to `batch` (which arrives empty). Returns `Ok(false)` once the input is
-    /// exhausted (the batch may still hold its last points).
+    /// Appends points to `batch` until it holds about `max` (it arrives empty, or, when the pipeline fills a large GPU
+    /// batch in steps, holding the points of earlier calls). Returns `Ok(false)` once the input is exhausted (the
+    /// batch may still hold its last points).
     fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool>;
     /// Human name, for logs and summaries.
     fn describe(&self) -> String;

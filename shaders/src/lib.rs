@@ -3,6 +3,8 @@
 
 pub mod robust;
 
+pub use robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+
 /// The robust update shader's source.
 pub const ROBUST_UPDATE_WGSL: &str = include_str!("../wgsl/robust_update.wgsl");
 
@@ -19,6 +21,31 @@ mod tests {
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+    }
+
+    /// Every host mirror has the size and alignment naga computes for its WGSL struct.
+    #[test]
+    fn host_mirrors_match_the_wgsl_layouts() {
+        use crate::robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+        let mirrors: &[(&str, &str, usize, usize)] = &[
+            (super::ROBUST_UPDATE_WGSL, "Params", size_of::<RobustParamsGpu>(), align_of::<RobustParamsGpu>()),
+            (super::ROBUST_UPDATE_WGSL, "Point", size_of::<PointGpu>(), align_of::<PointGpu>()),
+            (super::ROBUST_UPDATE_WGSL, "Score", size_of::<ScoreGpu>(), align_of::<ScoreGpu>()),
+        ];
+        for &(src, name, size, align) in mirrors {
+            let module = naga::front::wgsl::parse_str(src).expect("validated above");
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).expect("layout");
+            let (handle, _) = module
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no struct {name}"));
+            let layout = layouter[handle];
+            assert_eq!(layout.size as usize, size, "size of {name}");
+            // The host struct may be less aligned than WGSL's (uniform blocks round up to 16); it must not be more.
+            assert!(align <= layout.alignment.round_up(1) as usize, "alignment of {name}");
         }
     }
 }

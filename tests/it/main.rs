@@ -3,6 +3,7 @@
 
 mod configs;
 mod golden;
+mod gpu;
 mod graph;
 mod schema;
 mod support;

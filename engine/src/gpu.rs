@@ -1,0 +1,453 @@
+//! The wgpu scoring backend. One device and queue per process ([`GpuContext::shared`]), shared by the shards; each
+//! shard owns a [`GpuRobust`]: its series' robust state, resident on the device for the life of the run.
+//!
+//! Per chunk of points (no series repeats in a chunk) the host uploads only the new values (`PointGpu`: slot and
+//! value, 8 bytes a point), dispatches `robust_update.wgsl` once, and reads back only the scores (`ScoreGpu`: z and
+//! sigma, 8 bytes a point). Level, scale and count never cross the bus, except: the host keeps a mirror of `count`
+//! (it is a pure function of the points sent), and a re-baseline's new level is written into the device buffer
+//! before the next chunk. New series need no upload: fresh device memory is zero, and `count == 0` makes the shader
+//! initialise the slot from its first point.
+// Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
+
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+use faultline_kernels::{RobustParams, RobustState};
+use faultline_shaders::robust::{ROBUST_WORKGROUP_SIZE, dispatch_size};
+use faultline_shaders::{PointGpu, RobustParamsGpu, ScoreGpu};
+use tracing::{info, warn};
+
+/// The process's device, queue and compiled pipelines.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    robust_pipeline: wgpu::ComputePipeline,
+    robust_layout: wgpu::BindGroupLayout,
+    /// Largest storage binding, in bytes: bounds series per shard and points per dispatch.
+    max_binding: u64,
+    description: String,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext").field("adapter", &self.description).finish_non_exhaustive()
+    }
+}
+
+static SHARED: OnceLock<Result<Arc<GpuContext>, String>> = OnceLock::new();
+
+impl GpuContext {
+    /// The process-wide context, created on first use; `Err` says why there is none (no adapter, no device). The
+    /// attempt is made, and its outcome logged, once per process.
+    pub fn shared() -> Result<Arc<GpuContext>, String> {
+        SHARED
+            .get_or_init(|| match Self::create() {
+                Ok(ctx) => {
+                    info!(adapter = %ctx.description, "GPU scoring backend ready.");
+                    Ok(Arc::new(ctx))
+                }
+                Err(reason) => {
+                    warn!(%reason, "No GPU for scoring.");
+                    Err(reason)
+                }
+            })
+            .clone()
+    }
+
+    /// A new context on the best Vulkan adapter. Prefer [`GpuContext::shared`]; this is for tests and benchmarks.
+    pub fn create() -> Result<GpuContext, String> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::VULKAN;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("no adapter: {e}"))?;
+        let info = adapter.get_info();
+        let description = format!("{} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver_info);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("faultline"),
+            required_features: wgpu::Features::empty(),
+            // Everything the adapter offers: state buffers of tens of millions of series need large bindings.
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| format!("{description}: cannot open device: {e}"))?;
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("robust_update.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(faultline_shaders::ROBUST_UPDATE_WGSL.into()),
+        });
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let robust_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("robust_update"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(1, false),
+                storage(2, false),
+                storage(3, false),
+                storage(4, true),
+                storage(5, false),
+            ],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("robust_update"),
+            bind_group_layouts: &[Some(&robust_layout)],
+            immediate_size: 0,
+        });
+        let robust_pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("robust_update"),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Ok(GpuContext { device, queue, robust_pipeline, robust_layout, max_binding, description })
+    }
+
+    /// Adapter name, backend, device type and driver, for logs and metrics.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Device-to-device copy bandwidth in bytes/s, counting bytes read and written: `reps` copies of a `bytes`-long
+    /// buffer in one submission. The yardstick for the update kernel's achieved bandwidth (benchmarks only).
+    pub fn measure_copy_bandwidth(&self, bytes: u64, reps: u32) -> Result<f64, GpuError> {
+        let bytes = bytes.min(self.max_binding) / 4 * 4;
+        let (a, b) = (self.buffer("copy a", bytes, STATE_USAGE), self.buffer("copy b", bytes, STATE_USAGE));
+        let run = |reps: u32| -> Result<f64, GpuError> {
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            for i in 0..reps {
+                let (src, dst) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+            }
+            let t = std::time::Instant::now();
+            self.queue.submit([enc.finish()]);
+            self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run(1)?;
+        let secs = run(reps)?;
+        Ok(2.0 * bytes as f64 * f64::from(reps) / secs)
+    }
+
+    fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+}
+
+/// Why the GPU backend could not score a chunk. The detector then moves the state to the CPU and carries on.
+#[derive(Debug)]
+pub struct GpuError(pub String);
+
+const STATE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// One shard's robust state, resident on the device, and the buffers of one chunk in flight.
+pub struct GpuRobust {
+    ctx: Arc<GpuContext>,
+    params: RobustParamsGpu,
+    params_buf: wgpu::Buffer,
+    level: wgpu::Buffer,
+    mad: wgpu::Buffer,
+    count_buf: wgpu::Buffer,
+    /// Series the state buffers hold room for.
+    capacity: u64,
+    points: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Points the chunk buffers hold room for.
+    chunk_capacity: u64,
+    bind_group: Option<wgpu::BindGroup>,
+    /// Host mirror of the device's `count`: points seen per series (the detector's warm-up reads it per point).
+    pub count: Vec<u32>,
+    /// Level writes (re-baselines) to apply before the next dispatch.
+    pending_levels: Vec<(u32, f32)>,
+    upload: Vec<PointGpu>,
+    /// Points per dispatch, at most: bounded by the device's largest binding.
+    max_chunk: usize,
+}
+
+impl GpuRobust {
+    pub fn new(ctx: Arc<GpuContext>, p: &RobustParams) -> Self {
+        let params = RobustParamsGpu {
+            alpha: p.alpha,
+            beta: p.beta,
+            huber: p.huber,
+            threshold: p.threshold,
+            anomaly_weight: p.anomaly_weight,
+            abs_floor: p.abs_floor,
+            rel_floor: p.rel_floor,
+            n: 0,
+            _pad: [0; 4],
+        };
+        let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let params_buf = ctx.buffer("robust params", size_of::<RobustParamsGpu>() as u64, uniform);
+        let max_chunk = (ctx.max_binding / size_of::<PointGpu>() as u64).min(1 << 26) as usize;
+        let (level, mad, count_buf) = Self::state_buffers(&ctx, 0);
+        let (points, scores, readback) = Self::chunk_buffers(&ctx, 0);
+        Self {
+            ctx,
+            params,
+            params_buf,
+            level,
+            mad,
+            count_buf,
+            capacity: 0,
+            points,
+            scores,
+            readback,
+            chunk_capacity: 0,
+            bind_group: None,
+            count: Vec::new(),
+            pending_levels: Vec::new(),
+            upload: Vec::new(),
+            max_chunk,
+        }
+    }
+
+    fn state_buffers(ctx: &GpuContext, series: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        (
+            ctx.buffer("robust level", series * 4, STATE_USAGE),
+            ctx.buffer("robust mad", series * 4, STATE_USAGE),
+            ctx.buffer("robust count", series * 4, STATE_USAGE),
+        )
+    }
+
+    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        use wgpu::BufferUsages as U;
+        (
+            ctx.buffer("robust points", n * 8, U::STORAGE | U::COPY_DST),
+            ctx.buffer("robust scores", n * 8, U::STORAGE | U::COPY_SRC),
+            ctx.buffer("robust readback", n * 8, U::MAP_READ | U::COPY_DST),
+        )
+    }
+
+    /// Adds a fresh series and returns its slot. Device memory grows lazily, at the next chunk.
+    pub fn push(&mut self) -> u32 {
+        self.count.push(0);
+        (self.count.len() - 1) as u32
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count.is_empty()
+    }
+
+    /// Sets the level of `slot` (a re-baseline); it takes effect before the next chunk is scored.
+    pub fn set_level(&mut self, slot: u32, level: f32) {
+        self.pending_levels.push((slot, level));
+    }
+
+    /// Grows the device state to hold every series, keeping what is there (new memory is zero: `count == 0`).
+    fn reserve_state(&mut self) -> Result<(), GpuError> {
+        let need = self.count.len() as u64;
+        if need <= self.capacity {
+            return Ok(());
+        }
+        let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / 4);
+        if cap < need {
+            return Err(GpuError(format!(
+                "{need} series exceed the device's largest binding ({} B)",
+                self.ctx.max_binding
+            )));
+        }
+        let (level, mad, count) = Self::state_buffers(&self.ctx, cap);
+        if self.capacity > 0 {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            let bytes = self.capacity * 4;
+            enc.copy_buffer_to_buffer(&self.level, 0, &level, 0, bytes);
+            enc.copy_buffer_to_buffer(&self.mad, 0, &mad, 0, bytes);
+            enc.copy_buffer_to_buffer(&self.count_buf, 0, &count, 0, bytes);
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        (self.level, self.mad, self.count_buf, self.capacity) = (level, mad, count, cap);
+        self.bind_group = None;
+        Ok(())
+    }
+
+    fn reserve_chunk(&mut self, n: u64) {
+        if n <= self.chunk_capacity {
+            return;
+        }
+        let cap = n.max(self.chunk_capacity * 2).max(1024).min(self.max_chunk as u64);
+        (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
+        self.chunk_capacity = cap;
+        self.bind_group = None;
+    }
+
+    fn bind_group(&mut self) -> wgpu::BindGroup {
+        if let Some(bg) = &self.bind_group {
+            return bg.clone();
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> =
+            [&self.params_buf, &self.level, &self.mad, &self.count_buf, &self.points, &self.scores]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                .collect();
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("robust_update"),
+            layout: &self.ctx.robust_layout,
+            entries: &entries,
+        });
+        self.bind_group = Some(bg.clone());
+        bg
+    }
+
+    fn flush_levels(&mut self) {
+        for &(slot, level) in &self.pending_levels {
+            self.ctx.queue.write_buffer(&self.level, u64::from(slot) * 4, bytemuck::bytes_of(&level));
+        }
+        self.pending_levels.clear();
+    }
+
+    /// Scores one chunk, as `Kernels::robust_update_gather` does: `z[i]`, `sigma[i]` for `x[i]` of series
+    /// `slots[i]`, against the model before the update. No slot may repeat within `slots`.
+    pub fn update(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32]) -> Result<(), GpuError> {
+        assert!(slots.len() == x.len() && x.len() == z.len() && z.len() == sigma.len(), "one entry per point");
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.reserve_state()?;
+        self.flush_levels();
+        let mut start = 0;
+        while start < slots.len() {
+            let end = slots.len().min(start + self.max_chunk);
+            self.dispatch(&slots[start..end], &x[start..end], &mut z[start..end], &mut sigma[start..end])?;
+            start = end;
+        }
+        for &s in slots {
+            let c = &mut self.count[s as usize];
+            *c = c.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32]) -> Result<(), GpuError> {
+        let n = slots.len();
+        self.reserve_chunk(n as u64);
+        self.upload.clear();
+        self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| PointGpu { slot, x }));
+        self.params.n = n as u32;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.robust_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n as u32, ROBUST_WORKGROUP_SIZE);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        let bytes = (n * size_of::<ScoreGpu>()) as u64;
+        enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.map_read(&self.readback, bytes)?;
+        let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
+        for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
+            (*zi, *si) = (s.z, s.sigma);
+        }
+        drop(view);
+        self.readback.unmap();
+        Ok(())
+    }
+
+    /// Re-runs the update over the points of the last chunk `reps` times in one submission, with no upload or
+    /// read-back, and returns the seconds it took: the kernel's own throughput on resident state (benchmarks only).
+    pub fn dispatch_resident(&mut self, reps: u32) -> Result<f64, GpuError> {
+        let n = self.params.n;
+        if n == 0 {
+            return Err(GpuError("no chunk uploaded yet".into()));
+        }
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.robust_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n, ROBUST_WORKGROUP_SIZE);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        let t = std::time::Instant::now();
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        let secs = t.elapsed().as_secs_f64();
+        for p in &self.upload {
+            let c = &mut self.count[p.slot as usize];
+            *c = c.saturating_add(reps);
+        }
+        Ok(secs)
+    }
+
+    /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
+    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
+        buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
+    }
+
+    /// Copies the device state back to the host (pending level writes applied): for tests, and for moving a shard
+    /// to the CPU if the device fails.
+    pub fn download(&mut self) -> Result<RobustState, GpuError> {
+        self.reserve_state()?;
+        self.flush_levels();
+        let n = self.count.len() as u64;
+        let mut st = RobustState::default();
+        if n == 0 {
+            return Ok(st);
+        }
+        let staging =
+            self.ctx.buffer("robust download", n * 12, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.level, 0, &staging, 0, n * 4);
+        enc.copy_buffer_to_buffer(&self.mad, 0, &staging, n * 4, n * 4);
+        enc.copy_buffer_to_buffer(&self.count_buf, 0, &staging, n * 8, n * 4);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.map_read(&staging, n * 12)?;
+        let n = n as usize;
+        st.level = bytemuck::cast_slice(&view[..n * 4]).to_vec();
+        st.mad = bytemuck::cast_slice(&view[n * 4..n * 8]).to_vec();
+        st.count = bytemuck::cast_slice(&view[n * 8..]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(st)
+    }
+}

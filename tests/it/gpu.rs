@@ -1,0 +1,229 @@
+//! GPU parity: the real WGSL shaders (on lavapipe in CI, any Vulkan adapter elsewhere) against the CPU kernels, and
+//! the `auto` backend's fallback when no adapter exists.
+//!
+//! Tolerance: the shader performs the scalar kernel's f32 operations in the same order, so on lavapipe the results
+//! are bit-identical and these tests demand it. A driver may contract `a + b * c` into a fused multiply-add (naga
+//! emits no `NoContraction`); on such a device set `FAULTLINE_GPU_PARITY=tolerant` and scores must agree within a
+//! relative 1e-5 (state within 1e-5 of the level's magnitude), and the simulator's anomalies must be the same events
+//! (series, time, stage, direction) with numbers within the same tolerance.
+//!
+//! Where no adapter exists the GPU tests print `skipped: no GPU adapter: …` and pass; the fallback test runs
+//! everywhere: it re-runs this binary with `VK_DRIVER_FILES=/nonexistent.json` so the Vulkan loader finds no driver.
+
+use std::sync::Arc;
+
+use faultline::config::Backend;
+use faultline::detect::{ScoringBackend, ShardDetector};
+use faultline::gpu::{GpuContext, GpuRobust};
+use faultline::pipeline::resolve_backend;
+use faultline_kernels::{Kernels, RobustParams, RobustState};
+
+use crate::support::{load, run};
+
+fn context() -> Option<Arc<GpuContext>> {
+    match GpuContext::shared() {
+        Ok(ctx) => {
+            eprintln!("GPU adapter: {}", ctx.description());
+            Some(ctx)
+        }
+        Err(reason) => {
+            eprintln!("skipped: no GPU adapter: {reason}");
+            None
+        }
+    }
+}
+
+fn tolerant() -> bool {
+    std::env::var("FAULTLINE_GPU_PARITY").is_ok_and(|v| v == "tolerant")
+}
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    a.to_bits() == b.to_bits() || (tolerant() && (a - b).abs() <= 1e-5 * scale.abs().max(1.0))
+}
+
+/// A small deterministic generator (SplitMix64), so failures reproduce from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[test]
+fn gpu_robust_update_matches_the_scalar_kernel_on_random_inputs() {
+    let Some(ctx) = context() else { return };
+    let p = RobustParams { threshold: 4.0, rel_floor: 0.001, ..RobustParams::default() };
+    for seed in [1u64, 2, 3] {
+        let mut rng = Rng(seed);
+        let mut cpu = RobustState::default();
+        let mut gpu = GpuRobust::new(Arc::clone(&ctx), &p);
+        let mut series = 0u32;
+        for step in 0..120 {
+            // New series arrive over time, so the device state grows (and is copied) mid-run.
+            let grow = if step == 0 { 500 } else { (rng.next() % 40) as u32 };
+            for _ in 0..grow {
+                assert_eq!(cpu.push(), gpu.push());
+                series += 1;
+            }
+            // A random subset of the series, in random order, no series twice (one chunk).
+            let mut slots: Vec<u32> = (0..series).filter(|_| !rng.next().is_multiple_of(4)).collect();
+            for i in (1..slots.len()).rev() {
+                slots.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
+            let x: Vec<f32> = slots
+                .iter()
+                .map(|&s| {
+                    let base = (s % 17) as f32 * 50.0 - 200.0;
+                    let spike = if rng.next().is_multiple_of(50) {
+                        40.0 * (rng.unit() - 0.5) * (s % 7 + 1) as f32
+                    } else {
+                        0.0
+                    };
+                    base + rng.unit() * 3.0 + spike
+                })
+                .collect();
+            let n = slots.len();
+            let (mut z1, mut s1, mut z2, mut s2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            Kernels::Scalar.robust_update_gather(&mut cpu, &slots, &x, &mut z1, &mut s1, &p);
+            gpu.update(&slots, &x, &mut z2, &mut s2).unwrap();
+            for i in 0..n {
+                assert!(close(z1[i], z2[i], z1[i]), "seed {seed} step {step} point {i}: z cpu {} gpu {}", z1[i], z2[i]);
+                assert!(close(s1[i], s2[i], s1[i]), "seed {seed} step {step} point {i}: sigma {} vs {}", s1[i], s2[i]);
+            }
+            // A re-baseline on the host must reach the device before the next chunk.
+            if step % 10 == 5 && series > 0 {
+                let s = (rng.next() % u64::from(series)) as u32;
+                cpu.level[s as usize] = 123.25;
+                gpu.set_level(s, 123.25);
+            }
+        }
+        let dev = gpu.download().unwrap();
+        assert_eq!(cpu.count, dev.count, "seed {seed}: counts");
+        assert_eq!(cpu.count, gpu.count, "seed {seed}: host mirror of the counts");
+        for i in 0..cpu.len() {
+            assert!(close(cpu.level[i], dev.level[i], cpu.level[i]), "seed {seed} level {i}");
+            assert!(close(cpu.mad[i], dev.mad[i], cpu.level[i]), "seed {seed} mad {i}");
+        }
+    }
+}
+
+#[test]
+fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let cfg = faultline::config::Config::default_config().unwrap();
+    let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+        ScoringBackend::Gpu(Box::new(GpuRobust::new(Arc::clone(&ctx), p)))
+    });
+    // Two series, every point of both in one batch: the batch is scored in chunks, and the level shift of the first
+    // series is re-baselined mid-batch, which later chunks must see.
+    let a = Arc::new(faultline::model::SeriesKey::new("cart", "request_rate", [] as [(&str, &str); 0]));
+    let b = Arc::new(faultline::model::SeriesKey::new("cart", "error_rate", [] as [(&str, &str); 0]));
+    let (mut ids, mut keys, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+    for i in 0..260i64 {
+        let wob = ((i * 7919 % 13) as f64 / 6.0 - 1.0) * 2.0;
+        let x = if (150..210).contains(&i) { 160.0 } else { 100.0 } + wob;
+        for (k, v) in [(&a, x), (&b, 0.002 + if i > 200 { 0.2 } else { 0.0 })] {
+            ids.push(k.id);
+            keys.push(Arc::clone(k));
+            times.push(i * 60_000);
+            vals.push(v);
+        }
+    }
+    let (mut e1, mut e2) = (Vec::new(), Vec::new());
+    cpu.process(&ids, &keys, &times, &vals, &mut e1);
+    gpu.process(&ids, &keys, &times, &vals, &mut e2);
+    assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
+    assert!(e1.iter().any(|e| e.rebaselined.is_some()), "the scenario must re-baseline");
+    let render = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>()
+    };
+    if tolerant() {
+        assert_eq!(e1.len(), e2.len());
+    } else {
+        assert_eq!(render(&e1), render(&e2));
+    }
+    let (s1, s2) = (cpu.scoring().robust_state(), gpu.scoring().robust_state());
+    assert_eq!(s1.count, s2.count);
+    assert!(s1.level.iter().zip(&s2.level).all(|(x, y)| close(*x, *y, *x)), "{:?} vs {:?}", s1.level, s2.level);
+}
+
+/// Anomaly lines of a run, with the numbers that may differ under contraction rounded away in tolerant mode.
+fn events(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            if !tolerant() {
+                return l.to_string();
+            }
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {} {} {} {}",
+                v["series_id"], v["time"], v["stage"], v["direction"], v["evidence"]["points_seen"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn simulator_scenario_gives_the_same_anomalies_on_gpu_and_cpu() {
+    let Some(_ctx) = context() else { return };
+    let cpu = run(&load("golden-sim.toml", &[("FAULTLINE__ENGINE__SHARDS", "2")]));
+    let gpu = run(&load(
+        "golden-sim.toml",
+        &[
+            ("FAULTLINE__ENGINE__SHARDS", "2"),
+            ("FAULTLINE__ENGINE__BACKEND", "gpu"),
+            ("FAULTLINE__ENGINE__GPU_BATCH_SIZE", "20000"),
+        ],
+    ));
+    assert!(cpu.anomalies.lines().count() > 50, "the scenario should raise anomalies");
+    assert_eq!(events(&cpu.anomalies), events(&gpu.anomalies), "anomalies differ between the CPU and GPU backends");
+    if !tolerant() {
+        assert!(cpu.reports == gpu.reports, "root-cause reports differ between the CPU and GPU backends");
+    }
+}
+
+/// Run in a child process with no Vulkan driver (see `auto_falls_back_to_the_cpu_without_an_adapter`).
+#[test]
+fn fallback_child() {
+    if std::env::var_os("FAULTLINE_FALLBACK_CHILD").is_none() {
+        return;
+    }
+    let auto = resolve_backend(Backend::Auto).expect("auto never fails for want of a GPU");
+    assert_eq!(auto.name, "cpu");
+    assert!(auto.note.starts_with("auto: no GPU"), "{}", auto.note);
+    let err = resolve_backend(Backend::Gpu).expect_err("gpu without an adapter is an error").to_string();
+    assert!(err.contains("auto"), "the error should suggest `auto`: {err}");
+    // A whole run on `auto` scores on the CPU and says so.
+    let cfg = load("golden-sim.toml", &[("FAULTLINE__ENGINE__BACKEND", "auto")]);
+    let (mut source, graph) = faultline::app::build_source(&cfg).unwrap();
+    let mut dead = faultline::source::DeadLetters::to_writer(Box::new(std::io::sink()));
+    let summary = faultline::pipeline::run(&cfg, source.as_mut(), graph, Vec::new(), &mut dead).unwrap();
+    assert_eq!(summary.backend, "cpu");
+    assert!(summary.backend_note.starts_with("auto: no GPU"), "{}", summary.backend_note);
+    assert!(summary.anomalies > 50);
+    println!("fallback-child-ok: {}", summary.backend_note);
+}
+
+#[test]
+fn auto_falls_back_to_the_cpu_without_an_adapter() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "gpu::fallback_child", "--nocapture", "--test-threads=1"])
+        .env("FAULTLINE_FALLBACK_CHILD", "1")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("fallback-child-ok: auto: no GPU"), "child did not run the fallback:\n{stdout}\n{stderr}");
+}
