@@ -1,3 +1,4 @@
-//! Evaluation against labelled data: NAB scoring for detection quality.
+//! Evaluation against labelled data: NAB scoring for detection quality, and the NAB corpus run through the engine.
 
 pub mod nab;
+pub mod nab_run;
