@@ -115,6 +115,8 @@ pub struct LevelShiftConfig {
     pub threshold: f64,
     /// Residuals are clipped at this many sigmas before they accumulate.
     pub clip: f64,
+    /// Fraction of the points of the excursion that must push it: intermittent outliers are no level shift.
+    pub persistence: f64,
 }
 
 /// Extreme-value calibration of the thresholds (`[detector.calibration]`, streaming peaks-over-threshold).
@@ -400,6 +402,7 @@ impl Config {
         check_range(&mut p, "detector.level-shift.drift", ls.drift, 0.0, 100.0);
         check_range(&mut p, "detector.level-shift.threshold", ls.threshold, 0.1, 1e6);
         check_range(&mut p, "detector.level-shift.clip", ls.clip, 0.1, 1000.0);
+        check_range(&mut p, "detector.level-shift.persistence", ls.persistence, 0.0, 1.0);
         let ca = &d.calibration;
         check_range(&mut p, "detector.calibration.quantile", ca.quantile, 0.5, 0.9999);
         check_range(&mut p, "detector.calibration.step", ca.step, 1e-6, 10.0);

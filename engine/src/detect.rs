@@ -4,17 +4,25 @@
 //! Each point of a series goes through, in order:
 //!
 //! 1. the [`seasonal`] profile of the series, if its data showed a season: the robust model sees `x − profile(phase)`;
-//! 2. the robust level and scale (the `faultline-kernels` robust EWMA), giving the standardised residual `z`;
-//! 3. the [`cusum`] level-shift detector on `z`: a change point re-baselines the level (the new normal) and says so;
-//! 4. [`spot`] calibration: the tail of `|z|` and of the CUSUM statistic, fitted per series by extreme value theory,
-//!    turns both into a *surprise* `−log10 p`; the point is anomalous when the larger reaches `−log10 risk`;
-//! 5. learning with poisoning resistance: anomalous points move the level and the profile with a small weight, never
-//!    the scale, and never the calibration;
-//! 6. the score stream: a point's score is its surprise mapped into [0, 1) if it beats the series' recent (decaying)
-//!    peak, else 0, so an incident scores high once instead of on every point.
+//! 2. the robust level and scale (the `faultline-kernels` robust EWMA, its scale floored by a slow ungated mean
+//!    absolute residual so sparse series cannot collapse it), giving the standardised residual `z`;
+//! 3. the [`cusum`] level-shift detector on `z`: a persistent excursion that its [`spot`] calibration calls extreme is
+//!    a change point; the level is re-baselined to the new normal and the event says so;
+//! 4. the channels, each a *surprise* `−log10 p`: the rarity of the value and of `z` under the series' own history
+//!    ([`sketch`]: decaying histograms, with new extremes scored by how far beyond the range they lie); while the
+//!    residual history is too short to certify the configured risk, the robust z-score against `threshold` instead;
+//! 5. fatigue: a series that alarmed often lately has its surprise discounted; the point is anomalous when the
+//!    surprise reaches `−log10 risk`, or (for the event path) when `|z|` leaves the normal band that SPOT calibrates
+//!    at that risk;
+//! 6. learning with poisoning resistance: anomalous points move the level (kernel) and the seasonal profile with a
+//!    small weight and never the scale; a change point is only declared for excursions most of whose points push
+//!    it, so intermittent outliers cannot re-baseline the model;
+//! 7. the score stream: a point's surprise mapped into [0, 1) if it beats the series' recent (decaying) peak by a
+//!    margin, else 0, so an incident scores high once instead of on every point. `faultline eval nab` scores it.
 //!
-//! The cold-start ladder: configured rules from the first point; the robust model after `warmup-points` (thresholded at
-//! `threshold` sigmas until its calibration has enough peaks); the seasonal stage once a season is found.
+//! The cold-start ladder: configured rules from the first point; the robust model after `warmup-points` (its z-score
+//! thresholded at `threshold`); the rarity channels once the series' history can vouch for the risk; the seasonal
+//! baseline once a season is found. Events report the rung (`Stage`) and every channel.
 //!
 //! State is struct-of-arrays, one slot per series, owned by exactly one shard; [`ShardDetector::BYTES_PER_SERIES`]
 //! says how much. Points are processed in *rounds* that hold at most one point per series, so each point sees the
@@ -152,6 +160,8 @@ pub struct ShardDetector {
     /// Slow, ungated mean absolute residual: the floor of the kernel's scale.
     spread: Vec<f32>,
     cusum: Vec<Cusum>,
+    /// The level of the last reported level shift (NaN before the first change point).
+    anchor: Vec<f32>,
     /// Tail calibration of |z| (the normal band) and of the CUSUM statistic (change points).
     spot_point: Vec<Spot>,
     spot_shift: Vec<Spot>,
@@ -189,10 +199,20 @@ pub struct ShardDetector {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (2 periods of 48 bins), not counting the
-    /// series' key and index entry: robust 12, seasonal 445, CUSUM 24, two calibrations 40, score peak 4,
-    /// bookkeeping 20.
-    pub const BYTES_PER_SERIES: usize =
-        RobustState::BYTES_PER_SERIES + SeasonalBank::bytes_per_series(2, 48) + 24 + 2 * 20 + 4 + 2 + 2 + 8 + 8;
+    /// series' key and index entry (721): robust level/scale 12, seasonal profiles and test 445, scale floor 4,
+    /// CUSUM 32 and its anchor 4, two SPOT calibrations 40, two sketches 152, fatigue and novelty 8, profile index,
+    /// M-of-N flags, run start and last time 20, batch scratch 4.
+    pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
+        + SeasonalBank::bytes_per_series(2, 48)
+        + size_of::<f32>()
+        + size_of::<Cusum>()
+        + size_of::<f32>()
+        + 2 * size_of::<Spot>()
+        + 2 * size_of::<Sketch>()
+        + 2 * size_of::<f32>()
+        + 2 * size_of::<u16>()
+        + 2 * size_of::<TimeMs>()
+        + size_of::<u32>();
 
     pub fn new(cfg: &DetectorConfig, rca: &RcaConfig, kernels: Kernels) -> Self {
         let params = RobustParams {
@@ -214,7 +234,12 @@ impl ShardDetector {
             min_gain: se.min_gain as f32,
         };
         let ls = &cfg.level_shift;
-        let cusum_params = CusumParams { drift: ls.drift as f32, threshold: ls.threshold as f32, clip: ls.clip as f32 };
+        let cusum_params = CusumParams {
+            drift: ls.drift as f32,
+            threshold: ls.threshold as f32,
+            clip: ls.clip as f32,
+            persistence: ls.persistence as f32,
+        };
         let ca = &cfg.calibration;
         let spot_params = SpotParams {
             quantile: ca.quantile as f32,
@@ -250,6 +275,7 @@ impl ShardDetector {
             seasonal: SeasonalBank::default(),
             spread: Vec::new(),
             cusum: Vec::new(),
+            anchor: Vec::new(),
             spot_point: Vec::new(),
             spot_shift: Vec::new(),
             value: Vec::new(),
@@ -299,6 +325,7 @@ impl ShardDetector {
         self.keys.push(Arc::clone(key));
         self.seasonal.push(&self.seasonal_params);
         self.cusum.push(Cusum::default());
+        self.anchor.push(f32::NAN);
         // The peaks threshold starts at 1 sigma (or 1 CUSUM unit) and climbs to its quantile.
         self.spot_point.push(Spot::new(1.0));
         self.spot_shift.push(Spot::new(1.0));
@@ -452,19 +479,23 @@ impl ShardDetector {
         let sigma = p.sigma.max(*spread * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
         let z = if sigma > 0.0 { residual / sigma } else { 0.0 };
         let w = (1.0 / seen as f32).max(self.cfg.scale_floor_alpha as f32);
-        let cap = if *spread > 0.0 { 10.0 * *spread } else { f32::INFINITY };
+        // One residual counts at most SPREAD_CAP means: a single outlier cannot inflate the floor for long, and a
+        // series whose normal includes regular spikes (2 % of points, say) keeps them in it instead of collapsing.
+        let cap = if *spread > 0.0 { SPREAD_CAP * *spread } else { f32::INFINITY };
         *spread += w * (residual.abs().min(cap) - *spread);
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         let expected = f64::from(p.offset) + f64::from(p.y) - f64::from(residual);
         let dev = p.x - expected;
 
-        // Level shifts: CUSUM on z. A change point needs the statistic past its threshold and extreme for this series
-        // (calibrated by SPOT), or far past it; the new level is then the new normal: re-baseline and say so.
-        let (mut shift_s, mut level_shift, mut shift_up) = (0.0, None, true);
+        // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
+        // the excursion, and extreme for this series (calibrated by SPOT) or far past the threshold; the new level is
+        // then the new normal and the model is re-baselined to it. The shift is reported once the level stands the
+        // minimum deviation and `threshold` sigmas from the last reported one (the anchor): a staircase of small
+        // re-baselines is reported as it adds up.
+        let (mut shift_s, mut level_shift) = (0.0, None);
         if learned {
             let cusum = &mut self.cusum[s];
-            let (stat, up) = cusum.update(z, p.y, &self.cusum_params);
-            shift_up = up;
+            let (stat, _) = cusum.update(z, p.y, &self.cusum_params);
             let spot = &mut self.spot_shift[s];
             let stat_c = compress(stat);
             shift_s = if spot.calibrated(&self.spot_params) {
@@ -478,9 +509,20 @@ impl ShardDetector {
                 && let Some(new_level) = cusum.new_level()
             {
                 cusum.reset();
-                let from = f64::from(self.robust.level[s] + p.offset);
+                let anchor = &mut self.anchor[s];
+                if anchor.is_nan() {
+                    *anchor = self.robust.level[s];
+                }
                 self.robust.level[s] = new_level;
-                level_shift = Some(LevelShift { from, to: f64::from(new_level + p.offset) });
+                let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
+                let moved = (to - from).abs();
+                if moved >= prof.min_abs
+                    && moved >= prof.min_rel * from.abs()
+                    && moved >= f64::from(prof.threshold) * f64::from(sigma)
+                {
+                    *anchor = new_level;
+                    level_shift = Some(LevelShift { from, to });
+                }
             }
             // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
             let spot = &mut self.spot_point[s];
@@ -525,6 +567,7 @@ impl ShardDetector {
             self.robust.level[s] = level;
             self.robust.mad[s] = err;
             self.cusum[s].reset();
+            self.anchor[s] = f32::NAN;
         }
 
         // The score stream: a point counts only if it beats the series' recent peak by a margin, so an incident
@@ -534,19 +577,29 @@ impl ShardDetector {
         self.peak[s] = recent.max(surprise) as f32;
 
         let x = p.x;
-        let direction_if_model = match level_shift {
-            Some(_) if shift_up => Direction::Up,
-            Some(_) => Direction::Down,
-            None if dev >= 0.0 => Direction::Up,
-            None => Direction::Down,
-        };
+        // A reported level shift is judged by how far the level moved, a point by its own deviation.
+        let (dev, reference) = level_shift.map_or((dev, expected), |ls| (ls.to - ls.from, ls.from));
+        let direction_if_model = if dev >= 0.0 { Direction::Up } else { Direction::Down };
         let allowed = match prof.direction {
             DirectionFilter::Up => direction_if_model == Direction::Up,
             DirectionFilter::Down => direction_if_model == Direction::Down,
             DirectionFilter::Both => true,
         };
-        let model_fired =
-            learned && anomalous && allowed && dev.abs() >= prof.min_abs && dev.abs() >= prof.min_rel * expected.abs();
+        // The normal band: |z| past the calibrated residual quantile at the configured risk (`threshold` sigmas
+        // while young or uncalibrated). A point outside it is anomalous for the event path even when it is no longer
+        // rare (the second point of a short outage), so M-of-N sees the whole incident.
+        let spot = &self.spot_point[s];
+        let threshold_z = if !young && spot.calibrated(&self.spot_params) {
+            spot.quantile_at(alarm, &self.spot_params)
+        } else {
+            prof.threshold
+        };
+        let outside_band = level_shift.is_none() && z.abs() >= threshold_z;
+        let model_fired = learned
+            && (anomalous || outside_band)
+            && allowed
+            && dev.abs() >= prof.min_abs
+            && dev.abs() >= prof.min_rel * reference.abs();
         let rule = match (prof.above, prof.below) {
             (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
             (_, Some(b)) if x < b => Some(RuleHit { bound: b, direction: Direction::Down }),
@@ -575,12 +628,6 @@ impl ShardDetector {
         if in_window < prof.m && !shift_event {
             return stream;
         }
-        let spot = &self.spot_point[s];
-        let threshold_z = if !young && spot.calibrated(&self.spot_params) {
-            spot.quantile_at(alarm, &self.spot_params)
-        } else {
-            prof.threshold
-        };
         let band = f64::from(threshold_z) * f64::from(sigma);
         let stage = if !learned {
             Stage::ColdStartRule
@@ -640,6 +687,12 @@ pub fn compress(x: f32) -> f32 {
 
 /// Where [`compress`] turns from nearly linear to logarithmic.
 pub const COMPRESS_KNEE: f32 = 50.0;
+
+// The per-series state stays within a kibibyte.
+const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
+
+/// Cap of one residual in the scale floor's mean, in multiples of that mean.
+pub const SPREAD_CAP: f32 = 100.0;
 
 /// A CUSUM this many times past its threshold is a change point even if its calibration still calls it common (a
 /// level stuck far from the data must always be able to recover).
@@ -712,5 +765,206 @@ mod tests {
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
         let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
         assert_eq!(stats.late, 2);
+    }
+
+    /// Deterministic pseudo-noise in [-1, 1) (a hash of `i`, not periodic).
+    fn noise(i: usize) -> f64 {
+        let h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ((h >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    fn key(metric: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey::new("svc", metric, [] as [(&str, &str); 0]))
+    }
+
+    /// Scores every point of `xs` (one minute apart) as one batch; returns the events and the score stream.
+    fn scored(
+        det: &mut ShardDetector,
+        key: &Arc<SeriesKey>,
+        xs: &[f64],
+        step: TimeMs,
+    ) -> (Vec<AnomalyEvent>, Vec<f64>) {
+        let n = xs.len();
+        let times: Vec<TimeMs> = (0..n as i64).map(|i| i * step).collect();
+        let mut out = Vec::new();
+        let mut scores = vec![0.0; n];
+        det.process_scored(&vec![key.id; n], &vec![Arc::clone(key); n], &times, xs, &mut out, Some(&mut scores));
+        (out, scores)
+    }
+
+    #[test]
+    fn a_level_shift_rebaselines_and_the_event_says_so() {
+        let mut det = detector();
+        let k = key("queue_depth");
+        let mut xs: Vec<f64> = (0..600).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        xs.extend((600..900).map(|i| 130.0 + 2.0 * noise(i)));
+        let (ev, _) = scored(&mut det, &k, &xs, 60_000);
+        let shifts: Vec<_> = ev.iter().filter(|e| e.level_shift.is_some()).collect();
+        assert_eq!(
+            shifts.len(),
+            1,
+            "one change point: {:?}",
+            shifts.iter().map(|e| (e.time / 60_000, e.level_shift)).collect::<Vec<_>>()
+        );
+        let e = shifts[0];
+        let shift = e.level_shift.unwrap();
+        assert!((shift.from - 100.0).abs() < 3.0 && (shift.to - 130.0).abs() < 3.0, "{shift:?}");
+        assert!(e.time < 620 * 60_000, "found within 20 points, at {}", e.time / 60_000);
+        assert!(e.explanation().contains("re-baselined, the new level is the new normal"), "{}", e.explanation());
+        let wire = serde_json::to_value(e.to_wire()).unwrap();
+        assert_eq!(wire["evidence"]["level_shift"]["to"].as_f64().map(|v| v.round()), Some(shift.to.round()));
+        // After the change point the new level is normal: nothing more is raised.
+        let after: Vec<_> = ev.iter().filter(|x| x.time > e.time + 5 * 60_000).map(|x| x.time / 60_000).collect();
+        assert!(after.is_empty(), "events after re-baselining at {after:?}");
+    }
+
+    #[test]
+    fn a_slow_ramp_is_still_flagged() {
+        // Noise controls off (no minimum deviation, 1 of 1): this is about what the model sees, not about what the
+        // default controls let through.
+        let mut cfg = Config::default_config().unwrap();
+        cfg.detector.min_rel_deviation = 0.0;
+        cfg.detector.m_of_n = [1, 1];
+        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        let k = key("memory_used");
+        // 1000 quiet points, then a climb of 0.02 noise-amplitudes per point: the level follows it, every point is
+        // within a sigma of what is expected, and nothing trips the CUSUM.
+        let mut xs: Vec<f64> = (0..1000).map(|i| 500.0 + noise(i)).collect();
+        xs.extend((1000..3000).map(|i| 500.0 + 0.02 * (i - 1000) as f64 + noise(i)));
+        let (ev, scores) = scored(&mut det, &k, &xs, 60_000);
+        assert!(ev.iter().all(|e| e.time >= 1000 * 60_000), "false alarm before the ramp");
+        // But the values climb where the series has never been: flagged as rare, upwards.
+        let first = ev.first().expect("the ramp is flagged");
+        assert!((1000..2000).contains(&(first.time / 60_000)), "at {}", first.time / 60_000);
+        assert!(first.direction == Direction::Up && first.channels.value >= 0.5, "{:?}", first.channels);
+        assert!(first.explanation().contains("rose to"), "{}", first.explanation());
+        // The score stream crosses 0.5 (the configured risk) during the ramp only.
+        assert!(scores[..1000].iter().all(|&s| s < 0.5));
+        assert!(scores[1000..].iter().any(|&s| s >= 0.5));
+    }
+
+    #[test]
+    fn anomalies_update_the_baseline_with_bounded_weight() {
+        let mut det = detector();
+        let k = key("latency_ms");
+        // Every 8th point starts a two-point +60 spike (about 50 sigmas), 40 times: an attempt to drag the baseline up.
+        let xs: Vec<f64> =
+            (0..720).map(|i| 200.0 + noise(i) + if i >= 400 && i % 8 < 2 { 60.0 } else { 0.0 }).collect();
+        let (ev, _) = scored(&mut det, &k, &xs, 60_000);
+        let spikes: Vec<_> = ev.iter().filter(|e| e.observed > 240.0).collect();
+        assert!(!spikes.is_empty(), "the first spikes are anomalies");
+        // Each spike may move the level by at most anomaly-weight × alpha of its clipped residual: after 40 of them
+        // the expectation is still the old level, within a fraction of the spike.
+        for e in &spikes {
+            assert!((e.expected - 200.0).abs() < 3.0, "at {} expected {}", e.time / 60_000, e.expected);
+        }
+        let s = det.index[&k.id] as usize;
+        assert!((det.robust.level[s] - 200.0).abs() < 2.0, "level dragged to {}", det.robust.level[s]);
+    }
+
+    #[test]
+    fn a_seasonal_series_reaches_the_seasonal_rung() {
+        let mut det = detector();
+        let k = key("requests");
+        let day = 288; // 5-minute points
+        let season = |i: usize| 1000.0 + 400.0 * (std::f64::consts::TAU * (i % day) as f64 / day as f64).sin();
+        let mut xs: Vec<f64> = (0..6 * day).map(|i| season(i) + 10.0 * noise(i)).collect();
+        // Day 7: the evening peak does not happen (the value stays at the daily mean for 3 hours).
+        xs.extend((6 * day..7 * day).map(|i| {
+            let phase = i % day;
+            if (60..96).contains(&phase) { 1000.0 + 10.0 * noise(i) } else { season(i) + 10.0 * noise(i) }
+        }));
+        let (ev, _) = scored(&mut det, &k, &xs, 300_000);
+        let s = det.index[&k.id] as usize;
+        assert_eq!(det.seasonal.active(s), Some(0), "the daily candidate is the season");
+        let in_dip = |e: &&AnomalyEvent| (60..96).contains(&(e.time / 300_000 - 6 * day as i64));
+        let missing: Vec<_> = ev.iter().filter(in_dip).collect();
+        assert!(!missing.is_empty(), "the missing peak is flagged");
+        assert!(
+            missing.iter().all(|e| e.stage == Stage::Seasonal && e.direction == Direction::Down),
+            "{:?}",
+            missing.iter().map(|e| (e.time / 300_000 % day as i64, e.stage, e.direction)).collect::<Vec<_>>()
+        );
+        let wire = serde_json::to_value(missing[0].to_wire()).unwrap();
+        assert_eq!(wire["stage"], "seasonal");
+        assert!(missing[0].explanation().contains("seasonal baseline"), "{}", missing[0].explanation());
+        // Before the anomaly the season explains the swing: no event at all.
+        assert!(ev.iter().all(|e| e.time >= (6 * day) as i64 * 300_000), "false alarms on the daily swing");
+    }
+
+    #[test]
+    fn the_score_stream_reports_an_incident_once() {
+        let mut det = detector();
+        let k = key("errors");
+        let mut xs: Vec<f64> = (0..1500).map(|i| 10.0 + noise(i)).collect();
+        // A 30-point outage at 5x the level.
+        for x in &mut xs[1200..1230] {
+            *x = 50.0;
+        }
+        let (_, scores) = scored(&mut det, &k, &xs, 60_000);
+        let high: Vec<usize> = (0..xs.len()).filter(|&i| scores[i] >= 0.5).collect();
+        assert_eq!(high, vec![1200], "one high score, at the onset");
+        // Scores stay ordered: they are below 1 however extreme the point.
+        assert!(scores.iter().all(|&s| (0.0..1.0).contains(&s)));
+    }
+
+    #[test]
+    fn results_do_not_depend_on_batching_or_interleaving() {
+        let a: Vec<f64> = (0..900).map(|i| 50.0 + noise(i) + if i == 700 { 20.0 } else { 0.0 }).collect();
+        let b: Vec<f64> = (0..900).map(|i| 5.0 + 0.1 * noise(i + 7) + if i > 600 { 2.0 } else { 0.0 }).collect();
+        let (ka, kb) = (key("a"), key("b"));
+        let times: Vec<TimeMs> = (0..900).map(|i| i * 60_000).collect();
+        // Reference: each series alone, one point per batch.
+        let one_by_one = |k: &Arc<SeriesKey>, xs: &[f64]| {
+            let mut det = detector();
+            let mut scores = Vec::new();
+            for i in 0..xs.len() {
+                let mut sc = [0.0];
+                det.process_scored(
+                    &[k.id],
+                    &[Arc::clone(k)],
+                    &times[i..=i],
+                    &xs[i..=i],
+                    &mut Vec::new(),
+                    Some(&mut sc),
+                );
+                scores.push(sc[0]);
+            }
+            scores
+        };
+        let (ref_a, ref_b) = (one_by_one(&ka, &a), one_by_one(&kb, &b));
+        // Both series interleaved, in batches of 7 points (so a batch holds several points of each series).
+        let mut det = detector();
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let mut ids = Vec::new();
+        let mut keys = Vec::new();
+        let mut ts = Vec::new();
+        let mut xs = Vec::new();
+        for i in 0..900 {
+            for (k, v) in [(&ka, a[i]), (&kb, b[i])] {
+                ids.push(k.id);
+                keys.push(Arc::clone(k));
+                ts.push(times[i]);
+                xs.push(v);
+            }
+        }
+        for start in (0..xs.len()).step_by(7) {
+            let end = (start + 7).min(xs.len());
+            let mut sc = vec![0.0; end - start];
+            det.process_scored(
+                &ids[start..end],
+                &keys[start..end],
+                &ts[start..end],
+                &xs[start..end],
+                &mut Vec::new(),
+                Some(&mut sc),
+            );
+            for (j, s) in sc.into_iter().enumerate() {
+                if ids[start + j] == ka.id { got_a.push(s) } else { got_b.push(s) }
+            }
+        }
+        assert_eq!(got_a, ref_a);
+        assert_eq!(got_b, ref_b);
+        assert!(ref_a.iter().any(|&s| s >= 0.5), "the spike scores high");
     }
 }

@@ -164,6 +164,17 @@ impl AnomalyEvent {
         if self.model_fired {
             s.push_str(&format!(", {:.1} sigma {}", self.z.abs(), if self.z >= 0.0 { "above" } else { "below" }));
         }
+        if self.model_fired && self.level_shift.is_none() {
+            let c = &self.channels;
+            let rare: Vec<&str> = [("value", c.value), ("residual", c.residual)]
+                .into_iter()
+                .filter(|&(_, score)| score >= 0.5)
+                .map(|(name, _)| name)
+                .collect();
+            if !rare.is_empty() {
+                s.push_str(&format!("; its {} rarer than the configured risk for this series", rare.join(" and ")));
+            }
+        }
         if let Some(shift) = self.level_shift {
             s.push_str(&format!(
                 "; level shift from {} to {}: re-baselined, the new level is the new normal",

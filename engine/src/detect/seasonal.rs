@@ -233,3 +233,93 @@ pub fn phase(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
     let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
     (b0, (b0 + 1) % bins, frac)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: TimeMs = 86_400_000;
+    const STEP: TimeMs = 300_000; // 5 minutes
+
+    fn params() -> SeasonalParams {
+        SeasonalParams {
+            periods: vec![DAY, 7 * DAY],
+            bins: 48,
+            rate: 0.1,
+            alpha: 0.05,
+            min_periods: 2.0,
+            min_gain: 0.3,
+        }
+    }
+
+    /// Deterministic noise in [-1, 1).
+    fn noise(i: i64) -> f32 {
+        ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0
+    }
+
+    /// Runs `days` of 5-minute points of `f(t)` through one series; returns the bank and every switch seen.
+    fn feed(days: i64, f: impl Fn(TimeMs) -> f32) -> (SeasonalBank, Vec<(TimeMs, Switch)>) {
+        let p = params();
+        let mut bank = SeasonalBank::default();
+        bank.push(&p);
+        let mut switches = Vec::new();
+        for i in 0..days * DAY / STEP {
+            let t = i * STEP;
+            let sw = bank.update(0, t, if i == 0 { 0 } else { STEP }, f(t), 1.0, &p);
+            if sw != Switch::Unchanged {
+                switches.push((t, sw));
+            }
+        }
+        (bank, switches)
+    }
+
+    fn daily(t: TimeMs) -> f32 {
+        100.0 + 30.0 * (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin() as f32
+    }
+
+    #[test]
+    fn a_daily_season_is_found_and_learned() {
+        let (bank, switches) = feed(6, |t| daily(t) + noise(t / STEP));
+        // Found once, after the two periods it must wait for, and kept.
+        assert_eq!(switches.len(), 1, "{switches:?}");
+        let (when, sw) = switches[0];
+        assert_eq!(sw, Switch::Activated(0));
+        assert!((2 * DAY..3 * DAY).contains(&when), "found at {when}");
+        assert_eq!(bank.active(0), Some(0));
+        assert!(bank.gain(0, 0, &params()) > 0.5, "gain {}", bank.gain(0, 0, &params()));
+        // The profile plus the base reproduce the daily curve within a few percent of its amplitude.
+        let p = params();
+        let base = bank.base(0, 0, &p);
+        for k in 0..24 {
+            let t = 6 * DAY + k * 3_600_000;
+            let predicted = base + bank.offset(0, t, &p);
+            assert!((predicted - daily(t)).abs() < 3.0, "hour {k}: {predicted} vs {}", daily(t));
+        }
+    }
+
+    #[test]
+    fn noise_has_no_season() {
+        let (bank, switches) = feed(10, |t| 50.0 + 5.0 * noise(t / STEP));
+        assert!(switches.is_empty(), "{switches:?}");
+        assert_eq!(bank.offset(0, 3 * DAY, &params()), 0.0);
+    }
+
+    #[test]
+    fn a_season_that_stops_is_dropped() {
+        let (bank, switches) = feed(12, |t| if t < 5 * DAY { daily(t) } else { 100.0 } + noise(t / STEP));
+        assert_eq!(switches.first().map(|s| s.1), Some(Switch::Activated(0)));
+        assert_eq!(switches.last().map(|s| s.1), Some(Switch::Deactivated), "{switches:?}");
+        assert_eq!(bank.active(0), None);
+    }
+
+    #[test]
+    fn phase_interpolates_between_bin_centres() {
+        // 4 bins over 100 ms: centres at 12.5, 37.5, 62.5, 87.5.
+        assert_eq!(phase(25, 100, 4), (0, 1, 0.5));
+        assert_eq!(phase(12, 100, 4).0, 3, "before the first centre it wraps to the last bin");
+        let (b0, b1, frac) = phase(99, 100, 4);
+        assert_eq!((b0, b1), (3, 0));
+        assert!((frac - 0.46).abs() < 1e-6);
+        assert_eq!(phase(-75, 100, 4), phase(25, 100, 4));
+    }
+}
