@@ -594,7 +594,7 @@ impl ShardDetector {
         } else {
             prof.threshold
         };
-        let outside_band = level_shift.is_none() && z.abs() >= threshold_z;
+        let outside_band = level_shift.is_none() && compress(z.abs()) >= threshold_z;
         let model_fired = learned
             && (anomalous || outside_band)
             && allowed
