@@ -6,13 +6,16 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod event;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod pipeline;
 pub mod rca;
 pub mod sim;

@@ -47,6 +47,10 @@ pub struct RunSummary {
     pub points_per_s: f64,
     /// Per batch: from hand-off to the router until its events were written (µs).
     pub batch_latency_us: LatencySummary,
+    /// Kafka source only: from a batch's first record leaving the consumer until every output of the batch was
+    /// acknowledged by the broker (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_latency_us: Option<LatencySummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -94,6 +98,11 @@ impl RunSummary {
             self.batch_latency_us.p99,
             self.batch_latency_us.p999,
             self.batch_latency_us.max,
-        )
+        ) + &self.ingest_latency_us.as_ref().map_or(String::new(), |l| {
+            format!(
+                "\ningest-to-acknowledged-output latency (µs): p50 {} p99 {} p99.9 {} max {}",
+                l.p50, l.p99, l.p999, l.max
+            )
+        })
     }
 }

@@ -119,6 +119,14 @@ impl Batch {
         self.ids.is_empty()
     }
 
+    /// Keeps the first `n` points.
+    pub fn truncate(&mut self, n: usize) {
+        self.ids.truncate(n);
+        self.keys.truncate(n);
+        self.times.truncate(n);
+        self.values.truncate(n);
+    }
+
     pub fn clear(&mut self) {
         self.ids.clear();
         self.keys.clear();
