@@ -3,5 +3,6 @@
 
 mod configs;
 mod golden;
+mod kafka;
 mod schema;
 mod support;
