@@ -80,7 +80,8 @@ pub struct KafkaSourceConfig {
     pub max_wait: HumanDuration,
     /// Completed offsets are committed (asynchronously) at most this often; always on revoke and at shutdown.
     pub commit_interval: HumanDuration,
-    /// Stop (drain, commit, exit 0) once no record has arrived for this long; 0s = run until a signal.
+    /// Stop (drain, commit, exit 0) once partitions are assigned and no record has arrived for this long; 0s = run
+    /// until a signal.
     pub stop_when_idle: HumanDuration,
     /// Upper bound on draining at shutdown or on a partition revoke: scoring, delivery acknowledgements, commit.
     pub drain_timeout: HumanDuration,

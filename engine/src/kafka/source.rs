@@ -125,6 +125,12 @@ pub struct GroupContext {
     progress: Mutex<Option<Arc<Progress>>>,
     dead_letters: Option<Arc<AckTracker>>,
     drain_timeout: Duration,
+    /// Set by `finish` once the final commit is done: the revoke that closing the consumer causes has nothing left
+    /// to drain or commit.
+    closed: AtomicBool,
+    /// When the current (non-empty) assignment began; `None` while nothing is assigned. `stop-when-idle` counts
+    /// quiet time only while partitions are assigned.
+    assigned_at: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +146,10 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
+        *lock(&self.assigned_at) = None;
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let revoked: Vec<(String, i32)> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         info!(partitions = revoked.len(), "Partitions revoked: draining and committing.");
@@ -205,6 +215,9 @@ impl ConsumerContext for GroupContext {
                     tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
                 info!(partitions = %parts.join(","), "Partitions assigned.");
                 let _ = consumer;
+                if tpl.count() > 0 {
+                    *lock(&self.assigned_at) = Some(Instant::now());
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(%e, "Rebalance error."),
@@ -282,6 +295,8 @@ impl KafkaSource {
             progress: Mutex::new(None),
             dead_letters,
             drain_timeout: cfg.drain_timeout.0,
+            closed: AtomicBool::new(false),
+            assigned_at: Mutex::new(None),
         };
         let client = client_config(
             kafka,
@@ -424,7 +439,11 @@ impl Source for KafkaSource {
                 return Ok(false);
             }
             let idle = self.cfg.stop_when_idle.0;
-            if !idle.is_zero() && batch.is_empty() && self.last_record.elapsed() >= idle {
+            let assigned_at = *lock(&self.consumer.context().assigned_at);
+            if !idle.is_zero()
+                && batch.is_empty()
+                && assigned_at.is_some_and(|a| a.elapsed() >= idle && self.last_record.elapsed() >= idle)
+            {
                 info!(records = self.records, "No record for stop-when-idle: draining.");
                 return Ok(false);
             }
@@ -540,6 +559,7 @@ impl Source for KafkaSource {
         }
         let stats = self.otlp.stats;
         info!(records = self.records, otlp_points = stats.points, otlp_skipped = stats.skipped, "Kafka source closed.");
+        self.consumer.context().closed.store(true, Ordering::Relaxed);
         self.consumer.unsubscribe();
         Ok(())
     }
