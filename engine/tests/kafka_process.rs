@@ -285,8 +285,8 @@ impl Reader {
     fn poll_for(&self, d: Duration, mut f: impl FnMut(&[u8], Vec<(String, String)>)) {
         let end = Instant::now() + d;
         while Instant::now() < end {
-            match self.c.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => {
+            if let Some(Ok(m)) = self.c.poll(Duration::from_millis(20)) {
+                {
                     let headers = m
                         .headers()
                         .map(|h| {
@@ -299,11 +299,13 @@ impl Reader {
                         .unwrap_or_default();
                     f(m.payload().unwrap_or(&[]), headers);
                 }
-                Some(Err(_)) | None => {}
             }
         }
     }
 }
+
+/// Points scored (service, metric, time), dead-lettered payloads, and the number of anomaly events read.
+type Accounted = (BTreeSet<(String, String, i64)>, BTreeSet<Vec<u8>>, usize);
 
 /// Every anomaly event's (service, metric, time) and every dead letter's payload, read until both cover what is
 /// expected (or the deadline passes: then the assertion below names what is missing).
@@ -312,7 +314,7 @@ fn account(
     names: &Names,
     points: &BTreeSet<(String, String, i64)>,
     garbage: &BTreeSet<Vec<u8>>,
-) -> (BTreeSet<(String, String, i64)>, BTreeSet<Vec<u8>>, usize) {
+) -> Accounted {
     let anomalies = Reader::new(servers, &names.anomalies, 2);
     let dead = Reader::new(servers, &names.dead, 1);
     let (mut seen, mut dl, mut events) = (BTreeSet::new(), BTreeSet::new(), 0usize);
@@ -335,11 +337,7 @@ fn account(
     (seen, dl, events)
 }
 
-fn assert_accounted(
-    (seen, dl, _): &(BTreeSet<(String, String, i64)>, BTreeSet<Vec<u8>>, usize),
-    points: &BTreeSet<(String, String, i64)>,
-    garbage: &BTreeSet<Vec<u8>>,
-) {
+fn assert_accounted((seen, dl, _): &Accounted, points: &BTreeSet<(String, String, i64)>, garbage: &BTreeSet<Vec<u8>>) {
     let lost: Vec<_> = points.difference(seen).take(5).collect();
     assert!(
         lost.is_empty(),
@@ -360,11 +358,10 @@ fn committed(servers: &str, group: &str, topic: &str) -> Vec<i64> {
     for p in 0..PARTITIONS {
         tpl.add_partition(topic, p);
     }
-    let v = match c.committed_offsets(tpl, Duration::from_secs(10)) {
+    match c.committed_offsets(tpl, Duration::from_secs(10)) {
         Ok(got) => got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect(),
         Err(_) => vec![-1; PARTITIONS as usize],
-    };
-    v
+    }
 }
 
 fn wait_committed(servers: &str, names: &Names) {

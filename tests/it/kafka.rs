@@ -317,7 +317,8 @@ fn json_points_through_kafka_give_exactly_the_file_replay_events() {
 /// in it, one resource per service): batched OTLP as the Collector exports it.
 fn fixture_as_otlp() -> Vec<ExportMetricsServiceRequest> {
     let text = std::fs::read_to_string(fixture("points.jsonl")).unwrap();
-    let mut by_time: BTreeMap<i64, BTreeMap<String, Vec<(String, Vec<(String, String)>, f64)>>> = BTreeMap::new();
+    type Point = (String, Vec<(String, String)>, f64);
+    let mut by_time: BTreeMap<i64, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
     for l in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
         let time = v["time"].as_i64().or_else(|| v["time"].as_str().and_then(|s| parse_time(s).ok()));
@@ -376,7 +377,13 @@ fn fixture_as_otlp() -> Vec<ExportMetricsServiceRequest> {
 fn otlp_proto_and_otlp_json_give_exactly_the_file_replay_anomalies() {
     let (want_a, _) = file_replay();
     let requests = fixture_as_otlp();
-    assert_eq!(requests.iter().map(|r| r.resource_metrics.len()).sum::<usize>() > 0, true);
+    let gauge_points: usize = requests
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .map(|sm| sm.metrics.len())
+        .sum();
+    assert_eq!(gauge_points, 1600, "every good fixture point becomes one gauge point");
     for (format, encode) in [
         ("otlp-proto", (|r: &ExportMetricsServiceRequest| r.encode_to_vec()) as fn(&_) -> Vec<u8>),
         ("otlp-json", |r| serde_json::to_vec(r).unwrap()),
