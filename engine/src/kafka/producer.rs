@@ -71,7 +71,8 @@ impl KafkaProducer {
         let tracker = AckTracker::new();
         let cfg = client_config(
             kafka,
-            &[("linger.ms", "5"), ("client.id", "faultline-producer")],
+            // Outputs are few and latency matters more than batching them: 1 ms, not librdkafka's 5 ms.
+            &[("linger.ms", "1"), ("client.id", "faultline-producer")],
             &kafka.producer_properties,
             &[("enable.idempotence", "true"), ("acks", "all")],
         );

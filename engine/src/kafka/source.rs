@@ -41,6 +41,8 @@ use crate::source::{DeadLetters, PointDecoder, Source};
 
 /// Poll timeout while no batch is open (bounds how late a stop flag or idle commit is noticed).
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Poll timeout while nothing is open but sealed batches are still completing.
+const PENDING_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 struct Part {
@@ -452,6 +454,8 @@ impl Source for KafkaSource {
                     Some(left) if !left.is_zero() => left,
                     _ => return Ok(true),
                 },
+                // While sealed batches are in flight, come back soon to notice their completion (latency, commits).
+                None if batch.is_empty() && !self.pending_latency.is_empty() => PENDING_POLL,
                 None if batch.is_empty() => IDLE_POLL,
                 None => return Ok(true),
             };
