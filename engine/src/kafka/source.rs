@@ -50,7 +50,7 @@ struct Part {
     partition: i32,
     /// Offset after the last record taken into a batch or dead-lettered; -1 before the first.
     next: i64,
-    /// Last committed offset; -1 if none by this instance.
+    /// Last offset this instance committed synchronously; -1 if none.
     committed: i64,
 }
 
@@ -253,8 +253,12 @@ fn commit(consumer: &BaseConsumer<GroupContext>, book: &mut Book, position: &[(A
     }
     match consumer.commit(&tpl, mode) {
         Ok(()) => {
-            for (i, next) in changed {
-                book.parts[i].committed = next;
+            // Only a synchronous commit is known to have succeeded; an asynchronous one may still be refused (e.g.
+            // mid-rebalance), so its offsets are sent again next time instead of being taken as committed.
+            if matches!(mode, CommitMode::Sync) {
+                for (i, next) in changed {
+                    book.parts[i].committed = next;
+                }
             }
             debug!(partitions = tpl.count(), ?mode, "Committed offsets.");
         }
