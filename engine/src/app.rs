@@ -1,7 +1,13 @@
 //! Wires a validated [`Config`] into a running pipeline: source, service graph, sinks and dead letters.
 
-use crate::config::{Config, SourceKind};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::config::{Config, SinkKind, SourceKind};
+use crate::delivery::AckTracker;
 use crate::error::Result;
+use crate::kafka::producer::KafkaProducer;
+use crate::kafka::source::KafkaSource;
 use crate::metrics::RunSummary;
 use crate::pipeline;
 use crate::rca::{RcaInputs, ServiceGraph, load_changes};
@@ -12,6 +18,15 @@ use crate::source::{DeadLetters, JsonlSource, SimSource, Source};
 /// The configured source, and what root-cause ranking starts with: the call graph (the config's edges plus the
 /// simulator's topology) and change events (`rca.changes` plus the simulator's deploys).
 pub fn build_source(cfg: &Config) -> Result<(Box<dyn Source>, RcaInputs)> {
+    build_source_with(cfg, Arc::new(AtomicBool::new(false)), None)
+}
+
+/// As [`build_source`]; a Kafka source stops when `stop` is set and waits for `dead_letters` on a revoke.
+pub fn build_source_with(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    dead_letters: Option<Arc<AckTracker>>,
+) -> Result<(Box<dyn Source>, RcaInputs)> {
     let mut edges: Vec<(String, String)> = cfg.graph.edges.iter().map(|[a, b]| (a.clone(), b.clone())).collect();
     let mut changes = if cfg.rca.changes.trim().is_empty() {
         Vec::new()
@@ -26,16 +41,30 @@ pub fn build_source(cfg: &Config) -> Result<(Box<dyn Source>, RcaInputs)> {
             Box::new(SimSource::new(sim))
         }
         SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path)?),
+        SourceKind::Kafka => Box::new(KafkaSource::new(&cfg.kafka, &cfg.source.kafka, dead_letters, stop)?),
     };
     Ok((source, RcaInputs { graph: ServiceGraph::from_edges(edges), changes }))
 }
 
 /// Runs the pipeline a config describes, with its configured sinks plus `extra` ones.
 pub fn run_config(cfg: &Config, extra: Vec<Box<dyn Sink>>) -> Result<RunSummary> {
-    let (mut source, graph) = build_source(cfg)?;
-    let mut sinks = build_sinks(&cfg.sinks)?;
-    sinks.extend(extra);
+    run_config_until(cfg, extra, Arc::new(AtomicBool::new(false)))
+}
+
+/// As [`run_config`]; a Kafka source drains, commits and ends once `stop` is set (SIGTERM/SIGINT in `main`).
+pub fn run_config_until(cfg: &Config, extra: Vec<Box<dyn Sink>>, stop: Arc<AtomicBool>) -> Result<RunSummary> {
+    let needs_producer = cfg.sinks.iter().any(|s| s.kind == SinkKind::Kafka) || !cfg.dead_letter.topic.is_empty();
+    let producer =
+        if needs_producer { Some(KafkaProducer::new(&cfg.kafka, cfg.source.kafka.drain_timeout.0)?) } else { None };
     let mut dead = DeadLetters::open(&cfg.dead_letter.path)?;
+    let mut dead_tracker = None;
+    if let Some(p) = producer.as_ref().filter(|_| !cfg.dead_letter.topic.is_empty()) {
+        dead = dead.with_kafka(Arc::clone(p), &cfg.dead_letter.topic);
+        dead_tracker = Some(Arc::clone(p.tracker()));
+    }
+    let (mut source, graph) = build_source_with(cfg, stop, dead_tracker)?;
+    let mut sinks = build_sinks(&cfg.sinks, producer.as_ref())?;
+    sinks.extend(extra);
     let summary = pipeline::run(cfg, source.as_mut(), graph, sinks, &mut dead)?;
     dead.flush()?;
     Ok(summary)

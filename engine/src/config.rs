@@ -2,6 +2,7 @@
 //! `configs/default.toml`, the user's file merged on top, environment overrides, then one validation pass that
 //! reports every problem at once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ pub struct Config {
     pub graph: GraphConfig,
     pub sinks: Vec<SinkConfig>,
     pub dead_letter: DeadLetterConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +61,7 @@ pub enum Backend {
 pub enum SourceKind {
     Simulator,
     Jsonl,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +69,53 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub path: String,
+    pub kafka: KafkaSourceConfig,
+}
+
+/// How the records of the telemetry topics are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaFormat {
+    /// By content: `{"resourceMetrics"…` is OTLP JSON, other JSON is Faultline points, anything else OTLP protobuf.
+    Auto,
+    /// Faultline JSON points: one object, an array, or newline-delimited objects per record.
+    Json,
+    /// `ExportMetricsServiceRequest` in protobuf (the Collector's Kafka exporter, `encoding: otlp_proto`).
+    OtlpProto,
+    /// `ExportMetricsServiceRequest` in OTLP/JSON (`encoding: otlp_json`).
+    OtlpJson,
+}
+
+/// `[source.kafka]`: a consumer group reading telemetry topics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSourceConfig {
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub format: KafkaFormat,
+    /// A batch is handed to the shards when it is full or its first record has waited this long.
+    pub max_wait: HumanDuration,
+    /// Completed offsets are committed (asynchronously) at most this often; always on revoke and at shutdown.
+    pub commit_interval: HumanDuration,
+    /// Stop (drain, commit, exit 0) once partitions are assigned and no record has arrived for this long; 0s = run
+    /// until a signal.
+    pub stop_when_idle: HumanDuration,
+    /// Upper bound on draining at shutdown or on a partition revoke: scoring, delivery acknowledgements, commit.
+    pub drain_timeout: HumanDuration,
+    /// librdkafka properties for the consumer only (over `[kafka.properties]`).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[kafka]`: the cluster, shared by the consumer, the producer of outputs and the dead-letter producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `"broker-1:9092,broker-2:9092"`.
+    pub brokers: String,
+    /// librdkafka properties for every client: `security.protocol`, `sasl.*`, `ssl.*`, `client.id`, …
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only (over `properties`), e.g. `linger.ms`, `compression.type`.
+    pub producer_properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +258,7 @@ pub struct GraphConfig {
 pub enum SinkKind {
     Jsonl,
     Summary,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +274,9 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     #[serde(default)]
     pub path: Option<String>,
+    /// For kind = "kafka": the topic (anomalies keyed by service, reports by incident id).
+    #[serde(default)]
+    pub topic: Option<String>,
     #[serde(default = "all_events")]
     pub events: Vec<EventKind>,
 }
@@ -235,6 +289,9 @@ fn all_events() -> Vec<EventKind> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DeadLetterConfig {
     pub path: String,
+    /// Kafka source only: a topic for undecodable records (original bytes, headers say where from and why);
+    /// empty = use `path`.
+    pub topic: String,
 }
 
 impl Config {
@@ -304,6 +361,7 @@ impl Config {
         if self.source.kind == SourceKind::Jsonl && self.source.path.trim().is_empty() {
             p.push("source.path must name a file or \"-\" for standard input".into());
         }
+        self.validate_kafka(&mut p);
         self.simulator.validate(&mut p);
         let d = &self.detector;
         check_range(&mut p, "detector.threshold", d.threshold, 0.5, 1000.0);
@@ -372,6 +430,12 @@ impl Config {
             p.push("sinks must list at least one output".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
+            if s.kind == SinkKind::Kafka && s.topic.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                p.push(format!("sinks[{i}].topic is required for kind = \"kafka\""));
+            }
+            if s.kind != SinkKind::Kafka && s.topic.is_some() {
+                p.push(format!("sinks[{i}].topic only applies to kind = \"kafka\""));
+            }
             if s.kind == SinkKind::Jsonl && s.path.as_deref().is_none_or(|p| p.trim().is_empty()) {
                 p.push(format!(
                     "sinks[{i}].path is required for kind = \"jsonl\" (a file, or \"-\" for standard output)"
@@ -385,6 +449,63 @@ impl Config {
             p.push("dead-letter.path must name a file or \"-\" for standard error".into());
         }
         if p.is_empty() { Ok(()) } else { Err(Error::Config(p)) }
+    }
+
+    /// Whether any part of this config talks to Kafka.
+    pub fn uses_kafka(&self) -> bool {
+        self.source.kind == SourceKind::Kafka
+            || self.sinks.iter().any(|s| s.kind == SinkKind::Kafka)
+            || !self.dead_letter.topic.is_empty()
+    }
+
+    fn validate_kafka(&self, p: &mut Vec<String>) {
+        let k = &self.source.kafka;
+        if self.uses_kafka() && self.kafka.brokers.trim().is_empty() {
+            p.push(
+                "kafka.brokers must list the bootstrap servers (\"host:port,…\") when a Kafka source, sink or \
+                    dead-letter topic is configured"
+                    .into(),
+            );
+        }
+        if self.source.kind == SourceKind::Kafka {
+            if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+                p.push("source.kafka.topics must list at least one topic, none empty".into());
+            }
+            if k.group_id.trim().is_empty() {
+                p.push("source.kafka.group-id must not be empty".into());
+            }
+        } else if !self.dead_letter.topic.is_empty() {
+            p.push(
+                "dead-letter.topic needs source.kind = \"kafka\" (other sources dead-letter to dead-letter.path)"
+                    .into(),
+            );
+        }
+        if k.commit_interval.0.is_zero() {
+            p.push("source.kafka.commit-interval must be longer than 0s".into());
+        }
+        if k.drain_timeout.0.is_zero() {
+            p.push("source.kafka.drain-timeout must be longer than 0s".into());
+        }
+        // Faultline owns these: committing only what is scored and delivered is the delivery guarantee.
+        let owned = ["enable.auto.commit", "enable.auto.offset.store", "bootstrap.servers", "group.id"];
+        for (section, props) in
+            [("kafka.properties", &self.kafka.properties), ("source.kafka.properties", &k.properties)]
+        {
+            for key in props.keys().filter(|k| owned.contains(&k.as_str())) {
+                p.push(format!(
+                    "{section}.\"{key}\" is set by Faultline (use kafka.brokers / source.kafka.group-id; offsets are \
+                     committed only after outputs are acknowledged)"
+                ));
+            }
+        }
+        for key in self.kafka.producer_properties.keys() {
+            if ["enable.idempotence", "acks", "bootstrap.servers"].contains(&key.as_str()) {
+                p.push(format!(
+                    "kafka.producer-properties.\"{key}\" is set by Faultline (the producer is idempotent with \
+                     acks=all)"
+                ));
+            }
+        }
     }
 
     /// Number of shard workers to run: `engine.shards`, or one per core when 0.

@@ -96,6 +96,7 @@ pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
             cfg.sinks.push(SinkConfig {
                 kind: SinkKind::Jsonl,
                 path: Some(dir.join(file).display().to_string()),
+                topic: None,
                 events: vec![kind],
             });
         }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod detect;
 pub mod error;
@@ -13,8 +14,10 @@ pub mod eval;
 pub mod event;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod pipeline;
 pub mod rca;
 pub mod sim;

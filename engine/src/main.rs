@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::config::Config;
+use faultline::config::{Config, SourceKind};
 use faultline::event::{ANOMALY_SCHEMA_JSON, ROOT_CAUSE_SCHEMA_JSON};
 use faultline::{Error, app, demo};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -154,7 +157,17 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Run { config, metrics_out } => {
             let cfg = Config::load(Some(&config))?;
-            let summary = app::run_config(&cfg, Vec::new())?;
+            let stop = Arc::new(AtomicBool::new(false));
+            if cfg.source.kind == SourceKind::Kafka {
+                // First SIGTERM/SIGINT: stop fetching, drain, flush, commit, exit 0. A second one exits at once
+                // (nothing is lost either way: uncommitted input is read again on restart).
+                for sig in [SIGTERM, SIGINT] {
+                    signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+                        .context("installing a signal handler")?;
+                    signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing a signal handler")?;
+                }
+            }
+            let summary = app::run_config_until(&cfg, Vec::new(), stop)?;
             eprintln!("{}", summary.render());
             if let Some(p) = metrics_out {
                 std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)

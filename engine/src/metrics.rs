@@ -52,6 +52,10 @@ pub struct RunSummary {
     pub batch_latency_us: LatencySummary,
     /// Wall time to rank one version of a root-cause report (µs).
     pub rca_update_us: LatencySummary,
+    /// Kafka source only: from a batch's first record leaving the consumer until every output of the batch was
+    /// acknowledged by the broker (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_latency_us: Option<LatencySummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,6 +111,11 @@ impl RunSummary {
             self.rca_update_us.p50,
             self.rca_update_us.p99,
             self.rca_update_us.max,
-        )
+        ) + &self.ingest_latency_us.as_ref().map_or(String::new(), |l| {
+            format!(
+                "\ningest-to-acknowledged-output latency (µs): p50 {} p99 {} p99.9 {} max {}",
+                l.p50, l.p99, l.p999, l.max
+            )
+        })
     }
 }

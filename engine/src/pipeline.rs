@@ -11,6 +11,10 @@
 //! batches in sequence order with their events sorted by (event time, series id). Output therefore does not depend
 //! on the number of shards or on thread timing. Channels are bounded: a slow stage blocks the source (backpressure)
 //! instead of buffering without limit. Shard workers are plain threads that never await.
+//!
+//! Completion path: after writing a batch's outputs the collector files the sinks' delivery tickets with
+//! [`Progress`]; a source that commits input positions (Kafka) reads [`Progress::done`] to learn which batches are
+//! scored and acknowledged, and commits only up to those (see [`crate::delivery`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::config::{Backend, Config};
+use crate::delivery::Progress;
 use crate::detect::{ScoringBackend, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
@@ -159,10 +164,12 @@ pub fn run(
     }
     drop(done_tx);
 
+    let progress = Progress::new();
     let tracker = IncidentTracker::new(&cfg.rca, rca);
+    let collector_progress = Arc::clone(&progress);
     let collector = std::thread::Builder::new()
         .name("collector".into())
-        .spawn(move || collect(shards, &done_rx, tracker, sinks))
+        .spawn(move || collect(shards, &done_rx, tracker, sinks, &collector_progress))
         .map_err(|e| Error::Internal(format!("cannot start collector thread: {e}")))?;
 
     // Source and router on this thread. On the GPU a batch is larger (a dispatch and a read-back per chunk), but it is
@@ -176,8 +183,8 @@ pub fn run(
     let mut batch = Batch::with_capacity(target);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
-    let mut route_result = Ok(());
-    loop {
+    let mut route_result = source.start(Arc::clone(&progress));
+    while route_result.is_ok() {
         batch.clear();
         let filling = clock::now();
         let more = loop {
@@ -201,6 +208,7 @@ pub fn run(
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
+            source.sealed(seq);
             seq += 1;
         }
         if !more {
@@ -212,8 +220,13 @@ pub fn run(
         w.join().map_err(|_| Error::Internal("a shard thread panicked".into()))?;
     }
     let collected = collector.join().map_err(|_| Error::Internal("the collector thread panicked".into()))?;
+    // Commit what is complete and close the source, also after a failure (then nothing unacknowledged is
+    // committed: the source commits only batches that `progress` reports complete).
+    let clean = route_result.is_ok() && collected.is_ok();
+    let finished = source.finish(clean);
     route_result?;
     let collected = collected?;
+    finished?;
 
     let elapsed = started.elapsed().as_secs_f64();
     let sum = |f: fn(&ShardCounters) -> u64| counters.iter().map(f).sum::<u64>();
@@ -236,6 +249,7 @@ pub fn run(
         points_per_s: if elapsed > 0.0 { points as f64 / elapsed } else { 0.0 },
         batch_latency_us: collected.latency,
         rca_update_us: collected.rca_update,
+        ingest_latency_us: source.ingest_latency(),
     };
     debug!(?summary, "Pipeline finished.");
     Ok(summary)
@@ -336,6 +350,7 @@ fn collect(
     rx: &Receiver<ShardDone>,
     mut tracker: IncidentTracker,
     mut sinks: Vec<Box<dyn Sink>>,
+    progress: &Progress,
 ) -> Result<Collected> {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next = 0u64;
@@ -363,7 +378,7 @@ fn collect(
                     s.anomaly(ev)?;
                 }
                 if let Some(r) = tracker.ingest(ev) {
-                    incidents += 1;
+                    incidents += u64::from(r.status == "closed");
                     for s in sinks.iter_mut() {
                         s.report(&r)?;
                     }
@@ -375,6 +390,13 @@ fn collect(
                     s.report(&r)?;
                 }
             }
+            let mut tickets = Vec::new();
+            for s in sinks.iter_mut() {
+                if let Some(t) = s.ticket()? {
+                    tickets.push(t);
+                }
+            }
+            progress.released(next, tickets);
             let _ = hist.record(clock::elapsed_ns(p.dispatched) / 1000);
             next += 1;
         }

@@ -196,10 +196,9 @@ struct Incident {
     times: BTreeSet<TimeMs>,
     /// Anomaly events absorbed.
     count: usize,
-    /// Versions emitted so far, the event time of the last one, and whether evidence arrived since.
+    /// Versions emitted so far, and the event time of the last one.
     versions: u32,
     reported_at: TimeMs,
-    dirty: bool,
 }
 
 impl Incident {
@@ -215,7 +214,6 @@ impl Incident {
             count: 0,
             versions: 0,
             reported_at: ev.time,
-            dirty: true,
         };
         inc.add(ev, graph);
         inc
@@ -225,7 +223,6 @@ impl Incident {
         self.start = self.start.min(ev.started_at);
         self.last = self.last.max(ev.time);
         self.count += 1;
-        self.dirty = true;
         self.times.insert(ev.time);
         let service = &ev.key.service;
         let sus = self.suspects.entry(Arc::clone(service)).or_insert_with(|| Suspect {
@@ -363,32 +360,36 @@ impl IncidentTracker {
         self.graph.age(watermark, self.cfg.edge_ttl.as_millis_i64());
     }
 
-    /// Takes one anomaly (in event-time order); returns the final report of an incident it closed, if any.
+    /// Takes one anomaly (in event-time order). Returns the final report of an incident it closed, or a new version
+    /// of the open incident's report when `update-interval` of event time has passed since the last one. Updates
+    /// depend only on the anomalies' event times, never on how the input was batched.
     pub fn ingest(&mut self, ev: &AnomalyEvent) -> Option<RootCauseReport> {
         let gap = self.cfg.incident_gap.as_millis_i64();
-        let mut closed = None;
         if let Some(inc) = &self.open
             && ev.time > inc.last + gap
         {
-            closed = self.close();
+            let closed = self.close();
+            self.open = Some(Incident::open(ev, &self.graph));
+            return closed;
         }
         match &mut self.open {
             Some(inc) => inc.add(ev, &self.graph),
             None => self.open = Some(Incident::open(ev, &self.graph)),
         }
-        closed
+        let every = self.cfg.update_interval.as_millis_i64();
+        let inc = self.open.as_ref()?;
+        if every > 0 && inc.count >= self.cfg.min_anomalies && ev.time >= inc.reported_at + every {
+            return self.report("open", ev.time);
+        }
+        None
     }
 
-    /// At a batch boundary: closes the open incident if the watermark has passed its last anomaly by `close-after`,
-    /// else emits an update if `update-interval` has passed since the last version and evidence arrived.
+    /// At a batch boundary: closes the open incident once the watermark has passed its last anomaly by
+    /// `close-after` (this decides only when the final report appears, not what it says).
     pub fn advance(&mut self, watermark: TimeMs) -> Option<RootCauseReport> {
         let inc = self.open.as_ref()?;
         if watermark >= inc.last + self.cfg.close_after.as_millis_i64() {
             return self.close();
-        }
-        let every = self.cfg.update_interval.as_millis_i64();
-        if every > 0 && inc.dirty && inc.count >= self.cfg.min_anomalies && watermark >= inc.reported_at + every {
-            return self.report("open", watermark);
         }
         None
     }
@@ -419,7 +420,6 @@ impl IncidentTracker {
         let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known]);
         inc.versions += 1;
         inc.reported_at = at;
-        inc.dirty = false;
         r.report_version = inc.versions;
         r.status = status;
         let _ = self.update_cost.record(crate::clock::elapsed_ns(t) / 1000);

@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::fmt_hhmm;
 use crate::config::{EventKind, SinkConfig, SinkKind};
+use crate::delivery::Ticket;
 use crate::error::{Error, Result};
 use crate::event::{AnomalyEvent, RootCauseReport};
+use crate::kafka::producer::{KafkaProducer, KafkaSink};
 
 /// Receives the engine's events in their final, deterministic order.
 pub trait Sink: Send {
@@ -15,10 +17,16 @@ pub trait Sink: Send {
     fn report(&mut self, r: &RootCauseReport) -> Result<()>;
     /// End of stream: flush.
     fn finish(&mut self) -> Result<()>;
+    /// Called after each batch's outputs were written. A sink that delivers asynchronously (Kafka) returns a ticket
+    /// that is acknowledged once everything it was given so far is delivered; a synchronous sink returns `None`.
+    /// An error here (a record that failed for good) stops the pipeline.
+    fn ticket(&mut self) -> Result<Option<Ticket>> {
+        Ok(None)
+    }
 }
 
-/// Builds the sinks a config lists.
-pub fn build_sinks(cfgs: &[SinkConfig]) -> Result<Vec<Box<dyn Sink>>> {
+/// Builds the sinks a config lists; kind = "kafka" sinks share `producer` (required if there are any).
+pub fn build_sinks(cfgs: &[SinkConfig], producer: Option<&Arc<KafkaProducer>>) -> Result<Vec<Box<dyn Sink>>> {
     cfgs.iter()
         .map(|c| -> Result<Box<dyn Sink>> {
             let anomalies = c.events.contains(&EventKind::Anomaly);
@@ -29,6 +37,12 @@ pub fn build_sinks(cfgs: &[SinkConfig]) -> Result<Vec<Box<dyn Sink>>> {
                     Box::new(JsonlSink::new(path, open_output(path)?, anomalies, reports))
                 }
                 SinkKind::Summary => Box::new(SummarySink::new(Box::new(std::io::stderr()), anomalies, reports)),
+                SinkKind::Kafka => {
+                    let producer = producer
+                        .ok_or_else(|| Error::Internal("a Kafka sink was configured without a producer".into()))?;
+                    let topic = c.topic.as_deref().unwrap_or_default();
+                    Box::new(KafkaSink::new(Arc::clone(producer), topic, anomalies, reports))
+                }
             })
         })
         .collect()

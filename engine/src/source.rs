@@ -12,7 +12,10 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::clock::parse_time;
+use crate::delivery::{Progress, Ticket};
 use crate::error::{Error, Result};
+use crate::kafka::producer::{KafkaProducer, Origin};
+use crate::metrics::LatencySummary;
 use crate::model::{Batch, SeriesKey, TimeMs, series_id};
 use crate::sim::Simulator;
 
@@ -24,12 +27,30 @@ pub trait Source: Send {
     fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool>;
     /// Human name, for logs and summaries.
     fn describe(&self) -> String;
+    /// Called once before the first `next_batch` with the pipeline's completion tracker: [`Progress::done`] says
+    /// which batches are scored and have their outputs acknowledged (what a committing source may commit).
+    fn start(&mut self, _progress: Arc<Progress>) -> Result<()> {
+        Ok(())
+    }
+    /// The points the last `next_batch` returned were dispatched as batch `seq`.
+    fn sealed(&mut self, _seq: u64) {}
+    /// End of the run, after every shard and the collector stopped and the sinks were flushed. `clean` is false
+    /// after a failure: then only what `Progress` reports complete may be committed.
+    fn finish(&mut self, _clean: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Ingest-to-output latency, for sources that measure it (µs).
+    fn ingest_latency(&self) -> Option<LatencySummary> {
+        None
+    }
 }
 
-/// Undecodable records, one JSON object per line: `{"schema","source","at","reason","raw"}`.
+/// Undecodable records, one JSON object per line: `{"schema","source","at","reason","raw"}`; or, for a Kafka
+/// source with `dead-letter.topic` set, the original records on a dead-letter topic.
 pub struct DeadLetters {
     out: Box<dyn Write + Send>,
     count: u64,
+    kafka: Option<(Arc<KafkaProducer>, String)>,
 }
 
 impl DeadLetters {
@@ -43,11 +64,47 @@ impl DeadLetters {
             }
             Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?))
         };
-        Ok(Self { out, count: 0 })
+        Ok(Self { out, count: 0, kafka: None })
     }
 
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
-        Self { out, count: 0 }
+        Self { out, count: 0, kafka: None }
+    }
+
+    /// Kafka input records go to `topic` through `producer`; anything else still goes to `out`.
+    pub fn with_kafka(mut self, producer: Arc<KafkaProducer>, topic: &str) -> Self {
+        self.kafka = Some((producer, topic.to_string()));
+        self
+    }
+
+    /// Acknowledged once every dead letter sent to Kafka so far is delivered (`None`: the output is synchronous).
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.kafka.as_ref().map(|(p, _)| p.tracker().ticket())
+    }
+
+    /// Records one undecodable Kafka record: to the dead-letter topic (bytes unchanged, headers naming topic,
+    /// partition, offset and reason), or as a JSON line naming them.
+    pub fn record_kafka(&mut self, origin: Origin<'_>, key: &[u8], raw: &[u8], reason: &str) -> Result<()> {
+        match &self.kafka {
+            Some((producer, topic)) => {
+                self.count += 1;
+                if self.count <= 10 || self.count.is_power_of_two() {
+                    warn!(
+                        topic = origin.topic,
+                        partition = origin.partition,
+                        offset = origin.offset,
+                        reason,
+                        total = self.count,
+                        "Dead-lettered a malformed record."
+                    );
+                }
+                producer.dead_letter(topic, origin, key, raw, reason)
+            }
+            None => {
+                let at = format!("partition {} offset {}", origin.partition, origin.offset);
+                self.record(origin.topic, &at, reason, &String::from_utf8_lossy(raw))
+            }
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -71,6 +128,9 @@ impl DeadLetters {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        if let Some((producer, _)) = &self.kafka {
+            producer.flush()?;
+        }
         self.out.flush().map_err(|e| Error::io("dead-letter output", e))
     }
 }
@@ -142,6 +202,43 @@ impl PointDecoder {
     /// Decodes `text` (one JSON object) and appends it to `batch`.
     pub fn decode_into(&mut self, text: &str, batch: &mut Batch) -> std::result::Result<(), String> {
         let p: JsonPoint = serde_json::from_str(text).map_err(|e| format!("invalid JSON point: {e}"))?;
+        self.push_point(&p, batch)
+    }
+
+    /// Decodes one record holding one point, an array of points, or newline-delimited points, all or nothing:
+    /// on any error `batch` is left as it was and the reason names the point (`point 3: field `value`: …`).
+    pub fn decode_record(&mut self, text: &str, batch: &mut Batch) -> std::result::Result<usize, String> {
+        let start = batch.len();
+        let result = self.decode_record_inner(text, batch);
+        if result.is_err() {
+            batch.truncate(start);
+        }
+        result.map(|()| batch.len() - start)
+    }
+
+    fn decode_record_inner(&mut self, text: &str, batch: &mut Batch) -> std::result::Result<(), String> {
+        let text = text.trim_start();
+        if text.starts_with('[') {
+            let points: Vec<JsonPoint> =
+                serde_json::from_str(text).map_err(|e| format!("invalid JSON array of points: {e}"))?;
+            for (i, p) in points.iter().enumerate() {
+                self.push_point(p, batch).map_err(|e| format!("point {}: {e}", i + 1))?;
+            }
+            return Ok(());
+        }
+        let mut n = 0usize;
+        for p in serde_json::Deserializer::from_str(text).into_iter::<JsonPoint>() {
+            n += 1;
+            let p = p.map_err(|e| format!("point {n}: invalid JSON point: {e}"))?;
+            self.push_point(&p, batch).map_err(|e| format!("point {n}: {e}"))?;
+        }
+        if n == 0 {
+            return Err("empty record: expected a JSON point, an array of points or newline-delimited points".into());
+        }
+        Ok(())
+    }
+
+    fn push_point(&mut self, p: &JsonPoint<'_>, batch: &mut Batch) -> std::result::Result<(), String> {
         let time: TimeMs = match &p.time {
             Value::Number(n) => {
                 n.as_i64().ok_or_else(|| format!("field `time`: {n} is not an integer of milliseconds"))?

@@ -5,5 +5,6 @@ mod configs;
 mod golden;
 mod gpu;
 mod graph;
+mod kafka;
 mod schema;
 mod support;
