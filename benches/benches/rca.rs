@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use faultline::config::{Config, Role};
-use faultline::event::{AnomalyEvent, Direction, Stage};
+use faultline::event::{AnomalyEvent, Channels, Direction, Stage};
 use faultline::model::SeriesKey;
 use faultline::rca::{IncidentTracker, ServiceGraph};
 
@@ -52,12 +52,18 @@ fn incident(services: usize) -> (ServiceGraph, Vec<AnomalyEvent>) {
                     direction: Direction::Up,
                     stage: Stage::Robust,
                     model_fired: true,
-                    model_score: 0.9,
+                    channels: Channels {
+                        value: 0.9,
+                        residual: 0.9,
+                        shift: 0.0,
+                        residual_name: "residual",
+                        fatigue: 0.0,
+                    },
+                    level_shift: None,
                     rule: None,
                     anomalous_in_window: 3,
                     window: 3,
                     points_seen: 1000,
-                    rebaselined: None,
                 });
             }
         }

@@ -140,10 +140,107 @@ pub struct DetectorConfig {
     pub direction: DirectionFilter,
     pub min_abs_deviation: f64,
     pub min_rel_deviation: f64,
-    /// Consecutive anomalous points after which a settled shift is accepted as the new normal (0 = never).
-    pub rebaseline_after: u32,
+    /// Per-point false-alarm probability the calibrated thresholds aim at.
+    pub risk: f64,
+    /// The kernel's robust scale is floored at this multiple of a slow, ungated mean absolute residual.
+    pub scale_floor: f64,
+    /// Weight of one point in that mean absolute residual.
+    pub scale_floor_alpha: f64,
+    pub seasonal: SeasonalConfig,
+    pub level_shift: LevelShiftConfig,
+    pub calibration: CalibrationConfig,
+    pub density: DensityConfig,
+    pub fatigue: FatigueConfig,
+    pub novelty: NoveltyConfig,
     pub rules: Vec<RuleConfig>,
     pub overrides: Vec<OverrideConfig>,
+}
+
+/// Seasonality found per series (`[detector.seasonal]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SeasonalConfig {
+    /// Candidate periods; empty turns seasonality off.
+    pub periods: Vec<HumanDuration>,
+    /// Profile bins per period.
+    pub bins: usize,
+    /// Learning weight of one point for the profile.
+    pub rate: f64,
+    /// Periods of data before a season may become active.
+    pub min_periods: f64,
+    /// Fraction of the one-step error a season must remove to become active.
+    pub min_gain: f64,
+}
+
+/// Level-shift detection by CUSUM (`[detector.level-shift]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LevelShiftConfig {
+    /// Reference value k, in sigmas (half the smallest shift worth detecting).
+    pub drift: f64,
+    /// Decision threshold h, in sigmas: reaching it re-baselines the model.
+    pub threshold: f64,
+    /// Residuals are clipped at this many sigmas before they accumulate.
+    pub clip: f64,
+    /// Fraction of the points of the excursion that must push it: intermittent outliers are no level shift.
+    pub persistence: f64,
+    /// Points a new level must hold, measured from its last change point, before the event path accepts it as the
+    /// new normal: until then points are judged against the level and scale from before the shift (0 = at once).
+    pub settle_after: u32,
+}
+
+/// Extreme-value calibration of the thresholds (`[detector.calibration]`, streaming peaks-over-threshold).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CalibrationConfig {
+    /// Quantile of a statistic above which values count as peaks.
+    pub quantile: f64,
+    /// Step of the streaming quantile estimate, in sigmas.
+    pub step: f64,
+    /// Peaks needed before the calibrated threshold replaces `threshold`.
+    pub min_peaks: u32,
+    /// Effective memory of the tail fit, in peaks.
+    pub memory: f64,
+    /// Largest tail shape accepted.
+    pub max_shape: f64,
+}
+
+/// Rarity of the value and of the residual under the series' own history (`[detector.density]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DensityConfig {
+    /// Points after which a count in the sketches has halved.
+    pub half_life: f64,
+    /// Pseudo-count of every bin.
+    pub prior: f64,
+    /// Pseudo-count of the unseen region beyond the range of values seen.
+    pub unseen: f64,
+    /// Surprise added per bin width a value lies beyond that range.
+    pub tail: f64,
+    /// Points a series needs before the sketches score.
+    pub warmup_points: u32,
+    /// Surprise subtracted from the residual channel (residuals are noisier evidence than values).
+    pub residual_discount: f64,
+}
+
+/// Alarm fatigue (`[detector.fatigue]`): a series that alarmed `n` times lately (decaying count) has every surprise
+/// discounted by `log10(1 + n / scale)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FatigueConfig {
+    pub scale: f64,
+    /// Points after which an alarm's weight in the count has halved.
+    pub half_life: f64,
+}
+
+/// Post-detection suppression of the per-point score stream (`[detector.novelty]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NoveltyConfig {
+    /// A point's score counts only if its surprise beats the series' recent peak by `margin`; the peak halves over
+    /// this many points of the series.
+    pub half_life: f64,
+    pub margin: f64,
 }
 
 /// An absolute bound that applies from a series' first point: the cold-start rung of the ladder. It stops applying
@@ -373,6 +470,52 @@ impl Config {
         check_range(&mut p, "detector.min-abs-deviation", d.min_abs_deviation, 0.0, f64::MAX);
         check_range(&mut p, "detector.min-rel-deviation", d.min_rel_deviation, 0.0, 100.0);
         check_m_of_n(&mut p, "detector.m-of-n", d.m_of_n);
+        check_range(&mut p, "detector.risk", d.risk, 1e-300, 0.5);
+        check_range(&mut p, "detector.scale-floor", d.scale_floor, 0.0, 100.0);
+        check_range(&mut p, "detector.scale-floor-alpha", d.scale_floor_alpha, 1e-6, 1.0);
+        let de = &d.density;
+        check_range(&mut p, "detector.density.half-life", de.half_life, 1.0, 1e12);
+        check_range(&mut p, "detector.density.prior", de.prior, 1e-6, 1e6);
+        check_range(&mut p, "detector.density.unseen", de.unseen, 1e-6, 1e6);
+        check_range(&mut p, "detector.density.tail", de.tail, 0.0, 1e6);
+        check_range(&mut p, "detector.density.residual-discount", de.residual_discount, 0.0, 1e6);
+        check_range(&mut p, "detector.fatigue.scale", d.fatigue.scale, 1e-6, 1e12);
+        check_range(&mut p, "detector.fatigue.half-life", d.fatigue.half_life, 1.0, 1e12);
+        check_range(&mut p, "detector.novelty.half-life", d.novelty.half_life, 1e-3, 1e12);
+        check_range(&mut p, "detector.novelty.margin", d.novelty.margin, 0.0, 1e6);
+        let se = &d.seasonal;
+        if se.periods.len() > crate::detect::seasonal::MAX_PERIODS {
+            p.push(format!(
+                "detector.seasonal.periods lists {} periods; at most {} are supported",
+                se.periods.len(),
+                crate::detect::seasonal::MAX_PERIODS
+            ));
+        }
+        for (i, period) in se.periods.iter().enumerate() {
+            if period.as_millis_i64() < 1000 {
+                p.push(format!("detector.seasonal.periods[{i}] must be at least 1s, got {period}"));
+            }
+        }
+        if !(2..=1024).contains(&se.bins) {
+            p.push(format!("detector.seasonal.bins must be in 2..=1024, got {}", se.bins));
+        }
+        check_range(&mut p, "detector.seasonal.rate", se.rate, 1e-6, 1.0);
+        check_range(&mut p, "detector.seasonal.min-periods", se.min_periods, 1.0, 1000.0);
+        check_range(&mut p, "detector.seasonal.min-gain", se.min_gain, 0.0, 1.0);
+        let ls = &d.level_shift;
+        check_range(&mut p, "detector.level-shift.drift", ls.drift, 0.0, 100.0);
+        check_range(&mut p, "detector.level-shift.threshold", ls.threshold, 0.1, 1e6);
+        check_range(&mut p, "detector.level-shift.clip", ls.clip, 0.1, 1000.0);
+        check_range(&mut p, "detector.level-shift.persistence", ls.persistence, 0.0, 1.0);
+        check_range(&mut p, "detector.level-shift.settle-after", f64::from(ls.settle_after), 0.0, 10_000.0);
+        let ca = &d.calibration;
+        check_range(&mut p, "detector.calibration.quantile", ca.quantile, 0.5, 0.9999);
+        check_range(&mut p, "detector.calibration.step", ca.step, 1e-6, 10.0);
+        check_range(&mut p, "detector.calibration.memory", ca.memory, 1.0, 1e9);
+        if ca.min_peaks == 0 {
+            p.push("detector.calibration.min-peaks must be at least 1".into());
+        }
+        check_range(&mut p, "detector.calibration.max-shape", ca.max_shape, 0.0, 0.95);
         for (i, r) in d.rules.iter().enumerate() {
             let at = format!("detector.rules[{i}]");
             if r.metric.is_empty() {

@@ -63,6 +63,38 @@ pub enum Stage {
     ColdStartRule,
     /// The robust level/scale model has warmed up.
     Robust,
+    /// The series has a season (found from its data): the model expects level plus the seasonal profile.
+    Seasonal,
+}
+
+impl Stage {
+    /// Whether a learned model (and so a normal band) stands behind the event.
+    pub fn learned(self) -> bool {
+        self != Stage::ColdStartRule
+    }
+}
+
+/// A change point found by the level-shift detector: the model was re-baselined from `from` to `to`, so values near
+/// `to` are the new normal from this point on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LevelShift {
+    pub from: f64,
+    pub to: f64,
+}
+
+/// The detector's channels for one point, each as a score in [0, 1) (0.5 at the configured risk), after fatigue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Channels {
+    /// Rarity of the value under the series' own history.
+    pub value: f64,
+    /// Rarity of the residual against the learned baseline (the robust z-score while the series is young).
+    pub residual: f64,
+    /// The level-shift (CUSUM) statistic, calibrated.
+    pub shift: f64,
+    /// Which residual: `robust-z` (young series), `residual` or `seasonal-residual`.
+    pub residual_name: &'static str,
+    /// How much the series' recent alarms discounted every channel, in log10 units.
+    pub fatigue: f64,
 }
 
 /// A configured bound that a point crossed.
@@ -90,14 +122,15 @@ pub struct AnomalyEvent {
     pub direction: Direction,
     pub stage: Stage,
     pub model_fired: bool,
-    pub model_score: f64,
+    /// What each of the detector's channels made of the point.
+    pub channels: Channels,
+    /// Set when this point completed a level shift and the model was re-baselined.
+    pub level_shift: Option<LevelShift>,
     pub rule: Option<RuleHit>,
     /// Anomalous points among the last `window`.
     pub anomalous_in_window: u32,
     pub window: u32,
     pub points_seen: u32,
-    /// Set when this point made the model accept a sustained, settled shift as the new normal: the new level.
-    pub rebaselined: Option<f64>,
 }
 
 impl AnomalyEvent {
@@ -121,12 +154,33 @@ impl AnomalyEvent {
             Direction::Down => "fell",
         };
         let mut s = format!("{name} {verb} to {} (expected {}", num(self.observed), num(self.expected));
-        if self.stage == Stage::Robust {
+        if self.stage.learned() {
             s.push_str(&format!(", normal band {}..{}", num(self.lower), num(self.upper)));
+        }
+        if self.stage == Stage::Seasonal {
+            s.push_str(", seasonal baseline");
         }
         s.push(')');
         if self.model_fired {
             s.push_str(&format!(", {:.1} sigma {}", self.z.abs(), if self.z >= 0.0 { "above" } else { "below" }));
+        }
+        if self.model_fired && self.level_shift.is_none() {
+            let c = &self.channels;
+            let rare: Vec<&str> = [("value", c.value), ("residual", c.residual)]
+                .into_iter()
+                .filter(|&(_, score)| score >= 0.5)
+                .map(|(name, _)| name)
+                .collect();
+            if !rare.is_empty() {
+                s.push_str(&format!("; its {} rarer than the configured risk for this series", rare.join(" and ")));
+            }
+        }
+        if let Some(shift) = self.level_shift {
+            s.push_str(&format!(
+                "; level shift from {} to {}: re-baselined, the new level is the new normal",
+                num(shift.from),
+                num(shift.to)
+            ));
         }
         if let Some(r) = self.rule {
             let side = if r.direction == Direction::Up { "above" } else { "below" };
@@ -140,20 +194,18 @@ impl AnomalyEvent {
         if self.stage == Stage::ColdStartRule {
             s.push_str(&format!(" (cold start: {} points seen, rules only)", self.points_seen));
         }
-        if let Some(level) = self.rebaselined {
-            s.push_str(&format!(
-                "; the shift has persisted and settled, so the model accepts {} as the new normal",
-                num(level)
-            ));
-        }
         s.push('.');
         s
     }
 
     pub fn to_wire(&self) -> AnomalyWire<'_> {
-        let mut detectors = Vec::with_capacity(2);
-        if self.stage == Stage::Robust {
-            detectors.push(DetectorWire { name: "robust-z", fired: self.model_fired, score: round6(self.model_score) });
+        let mut detectors = Vec::with_capacity(4);
+        if self.stage.learned() {
+            let c = &self.channels;
+            for (name, score) in [("value-rarity", c.value), (c.residual_name, c.residual), ("level-shift", c.shift)] {
+                let fired = self.model_fired && score >= 0.5 || name == "level-shift" && self.level_shift.is_some();
+                detectors.push(DetectorWire { name, fired, score: round6(score) });
+            }
         }
         if let Some(r) = self.rule {
             detectors.push(DetectorWire {
@@ -185,11 +237,12 @@ impl AnomalyEvent {
                 z: round6(self.z),
                 detectors,
                 rule_bound: self.rule.map(|r| r.bound),
+                level_shift: self.level_shift,
+                fatigue: round6(self.channels.fatigue),
                 anomalous_in_window: self.anomalous_in_window,
                 window: self.window,
                 points_seen: self.points_seen,
                 role: self.role.as_str(),
-                rebaselined_to: self.rebaselined.map(round6),
             },
             explanation: self.explanation(),
         }
@@ -232,12 +285,13 @@ pub struct EvidenceWire {
     pub detectors: Vec<DetectorWire>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule_bound: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level_shift: Option<LevelShift>,
+    pub fatigue: f64,
     pub anomalous_in_window: u32,
     pub window: u32,
     pub points_seen: u32,
     pub role: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rebaselined_to: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

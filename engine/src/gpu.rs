@@ -189,6 +189,8 @@ pub struct GpuRobust {
     pub count: Vec<u32>,
     /// Level writes (re-baselines) to apply before the next dispatch.
     pending_levels: Vec<(u32, f32)>,
+    /// Scale writes (a model restarted on a seasonal switch) to apply before the next dispatch.
+    pending_mads: Vec<(u32, f32)>,
     upload: Vec<PointGpu>,
     /// Points per dispatch, at most: bounded by the device's largest binding.
     max_chunk: usize,
@@ -227,6 +229,7 @@ impl GpuRobust {
             bind_group: None,
             count: Vec::new(),
             pending_levels: Vec::new(),
+            pending_mads: Vec::new(),
             upload: Vec::new(),
             max_chunk,
         }
@@ -266,6 +269,11 @@ impl GpuRobust {
     /// Sets the level of `slot` (a re-baseline); it takes effect before the next chunk is scored.
     pub fn set_level(&mut self, slot: u32, level: f32) {
         self.pending_levels.push((slot, level));
+    }
+
+    /// Sets the robust scale (MAD) of `slot`; it takes effect before the next chunk is scored.
+    pub fn set_mad(&mut self, slot: u32, mad: f32) {
+        self.pending_mads.push((slot, mad));
     }
 
     /// Grows the device state to hold every series, keeping what is there (new memory is zero: `count == 0`).
@@ -329,6 +337,10 @@ impl GpuRobust {
             self.ctx.queue.write_buffer(&self.level, u64::from(slot) * 4, bytemuck::bytes_of(&level));
         }
         self.pending_levels.clear();
+        for &(slot, mad) in &self.pending_mads {
+            self.ctx.queue.write_buffer(&self.mad, u64::from(slot) * 4, bytemuck::bytes_of(&mad));
+        }
+        self.pending_mads.clear();
     }
 
     /// Scores one chunk, as `Kernels::robust_update_gather` does: `z[i]`, `sigma[i]` for `x[i]` of series

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use faultline::config::{Config, SourceKind};
+use faultline::eval::nab_run;
 use faultline::event::{ANOMALY_SCHEMA_JSON, ROOT_CAUSE_SCHEMA_JSON};
 use faultline::{Error, app, demo};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -55,19 +56,42 @@ enum Cmd {
     },
     /// Validate a config file and report every problem at once.
     CheckConfig { config: PathBuf },
-    /// Evaluate against labelled data.
-    Eval {
-        #[command(subcommand)]
-        what: EvalCmd,
-    },
     /// Print the embedded default config.
     DefaultConfig,
     /// Print the JSON Schema of an output event.
     Schema { which: SchemaKind },
+    /// Evaluate against labelled data.
+    Eval {
+        #[command(subcommand)]
+        which: EvalCmd,
+    },
 }
 
 #[derive(Subcommand)]
 enum EvalCmd {
+    /// Stream the NAB corpus through the detector (each file a series, point by point, no labels) and print NAB's
+    /// score for its three profiles, each at its optimised threshold, with the per-category breakdown.
+    Nab {
+        /// NAB's data directory (`<category>/<name>.csv`), e.g. `../shared/data/nab/data`.
+        #[arg(long)]
+        data: PathBuf,
+        /// NAB's label windows, e.g. `../shared/data/nab/labels/combined_windows.json`.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Config file merged over the embedded defaults (its `[detector]` section configures the detector).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Score this precomputed results file (`file,timestamp,anomaly_score`, optionally .gz) instead of running
+        /// the detector.
+        #[arg(long)]
+        scores: Option<PathBuf>,
+        /// Write the per-row scores to this CSV in NAB's results format (re-scorable with `--scores`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Root-cause ranking accuracy: top-1, top-3 and Avg@5 per fault kind or target metric.
     Rca {
         #[command(subcommand)]
@@ -178,8 +202,17 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Config::load(Some(&config))?;
             println!("{}: ok", config.display());
         }
-        Cmd::Eval { what: EvalCmd::Rca { on, config, json } } => eval_rca(on, config.as_deref(), json)?,
+        Cmd::Eval { which: EvalCmd::Rca { on, config, json } } => eval_rca(on, config.as_deref(), json)?,
         Cmd::DefaultConfig => print!("{}", faultline::config::DEFAULT_TOML),
+        Cmd::Eval { which: EvalCmd::Nab { data, labels, config, scores, out, json } } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = nab_run::run(&cfg, &nab_run::NabRun { data, labels, scores, out })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", nab_run::render(&report));
+            }
+        }
         Cmd::Schema { which } => print!(
             "{}",
             match which {

@@ -142,7 +142,7 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
     cpu.process(&ids, &keys, &times, &vals, &mut e1);
     gpu.process(&ids, &keys, &times, &vals, &mut e2);
     assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
-    assert!(e1.iter().any(|e| e.rebaselined.is_some()), "the scenario must re-baseline");
+    assert!(e1.iter().any(|e| e.level_shift.is_some()), "the scenario must re-baseline");
     let render = |ev: &[faultline::event::AnomalyEvent]| {
         ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>()
     };

@@ -1,0 +1,325 @@
+//! Seasonality found per series from the data: a phase profile for each candidate period (daily, weekly, …), and a
+//! running test of whether it predicts the series better than a plain level does.
+//!
+//! For each candidate period `P` a series keeps a profile of `bins` values over one period (a decimated sketch: with
+//! 48 bins a daily profile has one value per half hour, read with linear interpolation between bin centres) and a slow
+//! base level (time constant one period). The profile learns `x − base` by a gradient step on the two bins around the
+//! point's phase and is kept centred, so base and profile do not trade an offset.
+//!
+//! The test is predictive, like an autocorrelation at lag `P` measured on what matters: two level trackers with the
+//! robust model's speed follow `x` and `x − profile(phase)`, and exponentially weighted absolute one-step errors of both
+//! are compared. A candidate becomes the series' season once it has seen `min-periods` periods and cuts the error by
+//! `min-gain`; it is dropped again when its gain falls under half of that. While a season is active the robust model
+//! sees `x − profile(phase)` (the ladder's *seasonal* stage).
+//!
+//! State is struct-of-arrays: one array per field, indexed by series slot (profiles `bins` floats per candidate).
+// Hot path: no IO, no allocation per point (only `push` allocates, once per new series), no logging.
+
+use crate::model::TimeMs;
+
+/// Settings of the seasonal models (from `[detector.seasonal]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeasonalParams {
+    /// Candidate periods in milliseconds (at most [`MAX_PERIODS`]).
+    pub periods: Vec<TimeMs>,
+    /// Profile bins per period.
+    pub bins: usize,
+    /// Learning weight of one point for the profile bins it touches.
+    pub rate: f32,
+    /// Weight of one point in the fast level trackers of the test (the robust model's `alpha`).
+    pub alpha: f32,
+    /// Periods of data before a candidate may become active.
+    pub min_periods: f32,
+    /// Fraction of the one-step error a candidate must remove to become active.
+    pub min_gain: f32,
+}
+
+/// Most candidate periods per series.
+pub const MAX_PERIODS: usize = 4;
+
+/// What an update changed about a series' season.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Unchanged,
+    /// Candidate `c` became the series' season.
+    Activated(usize),
+    /// The series lost its season.
+    Deactivated,
+}
+
+/// Seasonal state of every series of one shard.
+#[derive(Debug, Default, Clone)]
+pub struct SeasonalBank {
+    /// `bins` per candidate per series: `profile[(s * C + c) * bins + b]`.
+    profile: Vec<f32>,
+    /// Per series and candidate (`s * C + c`): sum of the profile (to centre it), slow base and the mean absolute
+    /// residual around base plus profile, fast level of `x − profile` and its mean absolute one-step error.
+    sum: Vec<f32>,
+    base: Vec<f32>,
+    spread: Vec<f32>,
+    fast: Vec<f32>,
+    err: Vec<f32>,
+    /// Per series: fast level of `x`, its error, points seen, first event time, active candidate + 1 (0: none).
+    flat_fast: Vec<f32>,
+    flat_err: Vec<f32>,
+    n: Vec<u32>,
+    first_time: Vec<TimeMs>,
+    active: Vec<u8>,
+}
+
+impl SeasonalBank {
+    /// Bytes of state per series for `candidates` periods of `bins` bins.
+    pub const fn bytes_per_series(candidates: usize, bins: usize) -> usize {
+        candidates * (bins + 5) * 4 + 4 + 4 + 4 + 8 + 1
+    }
+
+    /// Adds a fresh series.
+    pub fn push(&mut self, p: &SeasonalParams) {
+        let c = p.periods.len();
+        self.profile.extend(std::iter::repeat_n(0.0, c * p.bins));
+        for v in [&mut self.sum, &mut self.base, &mut self.spread, &mut self.fast, &mut self.err] {
+            v.extend(std::iter::repeat_n(0.0, c));
+        }
+        self.flat_fast.push(0.0);
+        self.flat_err.push(0.0);
+        self.n.push(0);
+        self.first_time.push(TimeMs::MIN);
+        self.active.push(0);
+    }
+
+    /// The active candidate of series `s`, if it has a season.
+    #[inline]
+    pub fn active(&self, s: usize) -> Option<usize> {
+        self.active[s].checked_sub(1).map(usize::from)
+    }
+
+    /// Seasonal offset of series `s` at time `t` under its active season (0 without one).
+    #[inline]
+    pub fn offset(&self, s: usize, t: TimeMs, p: &SeasonalParams) -> f32 {
+        match self.active(s) {
+            Some(c) => self.profile_at(s, c, t, p),
+            None => 0.0,
+        }
+    }
+
+    /// Slow base level of series `s` under candidate `c` (what the robust level is re-seeded with on activation).
+    #[inline]
+    pub fn base(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
+        self.base[s * p.periods.len() + c]
+    }
+
+    /// Weighted absolute one-step error of candidate `c` (a scale estimate once it is active).
+    #[inline]
+    pub fn error(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
+        self.err[s * p.periods.len() + c]
+    }
+
+    /// Fraction of the plain level's one-step error that candidate `c` removes.
+    #[inline]
+    pub fn gain(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
+        let flat = self.flat_err[s];
+        if flat <= 0.0 { 0.0 } else { 1.0 - self.err[s * p.periods.len() + c] / flat }
+    }
+
+    #[inline]
+    fn profile_at(&self, s: usize, c: usize, t: TimeMs, p: &SeasonalParams) -> f32 {
+        let k = s * p.periods.len() + c;
+        let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
+        let bins = &self.profile[k * p.bins..(k + 1) * p.bins];
+        (1.0 - frac) * bins[b0] + frac * bins[b1] - self.sum[k] / p.bins as f32
+    }
+
+    /// The fast level tracker and its mean absolute error for candidate `c` (of `x − profile`), or for the plain
+    /// level when `c` is `None`: where the robust model restarts when the season changes.
+    pub fn tracker(&self, s: usize, c: Option<usize>, p: &SeasonalParams) -> (f32, f32) {
+        match c {
+            Some(c) => {
+                let k = s * p.periods.len() + c;
+                (self.fast[k], self.err[k])
+            }
+            None => (self.flat_fast[s], self.flat_err[s]),
+        }
+    }
+
+    /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
+    /// and `weight` scales the profile's step (the caller lowers it for anomalous points). Residuals are clipped at a
+    /// few times the scales the bank tracks itself. Returns whether the series' season changed.
+    pub fn update(&mut self, s: usize, t: TimeMs, dt: TimeMs, x: f32, weight: f32, p: &SeasonalParams) -> Switch {
+        let cands = p.periods.len();
+        if cands == 0 || !x.is_finite() {
+            return Switch::Unchanged;
+        }
+        self.n[s] = self.n[s].saturating_add(1);
+        if self.first_time[s] == TimeMs::MIN {
+            self.first_time[s] = t;
+            self.flat_fast[s] = x;
+            for k in s * cands..(s + 1) * cands {
+                self.base[k] = x;
+                self.fast[k] = x;
+            }
+            return Switch::Unchanged;
+        }
+        // Running means at first, then exponential forgetting.
+        let running = 1.0 / self.n[s] as f32;
+        let a = p.alpha.max(running);
+        let dt = dt.max(0) as f32;
+        let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
+        // The test averages errors over about two of the shortest periods.
+        let ew = (1.0 - (-dt / (2.0 * shortest)).exp()).max(running);
+        let clip = clip_at(self.flat_err[s]);
+        let flat_e = (x - self.flat_fast[s]).abs().min(clip);
+        self.flat_err[s] += ew * (flat_e - self.flat_err[s]);
+        self.flat_fast[s] += a * (x - self.flat_fast[s]).clamp(-clip, clip);
+        let elapsed = (t - self.first_time[s]) as f32;
+        let mut best: Option<(usize, f32)> = None;
+        for c in 0..cands {
+            let k = s * cands + c;
+            let period = p.periods[c] as f32;
+            let season = self.profile_at(s, c, t, p);
+            let y = x - season;
+            let e = (y - self.fast[k]).abs().min(clip);
+            self.err[k] += ew * (e - self.err[k]);
+            self.fast[k] += a * (y - self.fast[k]).clamp(-clip, clip);
+            // Slow base (time constant one period) and the profile learn the residual, clipped at its own scale.
+            let spread_clip = clip_at(self.spread[k]);
+            let raw = y - self.base[k];
+            self.spread[k] += (1.0 - (-dt / period).exp()).max(running) * (raw.abs().min(spread_clip) - self.spread[k]);
+            let r = raw.clamp(-spread_clip, spread_clip);
+            self.base[k] += (1.0 - (-dt / period).exp()).max(running) * r;
+            // Gradient step on the two bins the point's phase lies between.
+            let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
+            let step = p.rate * weight * r;
+            let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
+            bins[b0] += step * (1.0 - frac);
+            bins[b1] += step * frac;
+            self.sum[k] += step;
+            if elapsed >= p.min_periods * period {
+                let g = self.gain(s, c, p);
+                if best.is_none_or(|(_, bg)| g > bg) {
+                    best = Some((c, g));
+                }
+            }
+        }
+        let current = self.active(s);
+        let current_gain = current.map_or(f32::NEG_INFINITY, |c| self.gain(s, c, p));
+        match best {
+            // A candidate takes over from another only by a clear margin (hysteresis).
+            Some((c, g)) if g >= p.min_gain && current != Some(c) && g > current_gain + 0.1 => {
+                self.active[s] = c as u8 + 1;
+                Switch::Activated(c)
+            }
+            _ if current.is_some() && current_gain < 0.5 * p.min_gain => {
+                self.active[s] = 0;
+                Switch::Deactivated
+            }
+            _ => Switch::Unchanged,
+        }
+    }
+}
+
+/// Residual clip for a mean absolute error `scale`: 4 scales (about 5 sigmas), none while the scale is unknown.
+#[inline]
+fn clip_at(scale: f32) -> f32 {
+    if scale > 0.0 { 4.0 * scale } else { f32::INFINITY }
+}
+
+/// Bins around the phase of `t` in a period of `period` ms divided into `bins`: `(b0, b1, frac)` with the value
+/// `(1 − frac)·bin[b0] + frac·bin[b1]` (linear interpolation between bin centres, wrapping around the period).
+#[inline]
+pub fn phase(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
+    let pos = t.rem_euclid(period) as f64 / period as f64 * bins as f64 - 0.5;
+    let lo = pos.floor();
+    let frac = (pos - lo) as f32;
+    let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
+    (b0, (b0 + 1) % bins, frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: TimeMs = 86_400_000;
+    const STEP: TimeMs = 300_000; // 5 minutes
+
+    fn params() -> SeasonalParams {
+        SeasonalParams {
+            periods: vec![DAY, 7 * DAY],
+            bins: 48,
+            rate: 0.1,
+            alpha: 0.05,
+            min_periods: 2.0,
+            min_gain: 0.3,
+        }
+    }
+
+    /// Deterministic noise in [-1, 1).
+    fn noise(i: i64) -> f32 {
+        ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0
+    }
+
+    /// Runs `days` of 5-minute points of `f(t)` through one series; returns the bank and every switch seen.
+    fn feed(days: i64, f: impl Fn(TimeMs) -> f32) -> (SeasonalBank, Vec<(TimeMs, Switch)>) {
+        let p = params();
+        let mut bank = SeasonalBank::default();
+        bank.push(&p);
+        let mut switches = Vec::new();
+        for i in 0..days * DAY / STEP {
+            let t = i * STEP;
+            let sw = bank.update(0, t, if i == 0 { 0 } else { STEP }, f(t), 1.0, &p);
+            if sw != Switch::Unchanged {
+                switches.push((t, sw));
+            }
+        }
+        (bank, switches)
+    }
+
+    fn daily(t: TimeMs) -> f32 {
+        100.0 + 30.0 * (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin() as f32
+    }
+
+    #[test]
+    fn a_daily_season_is_found_and_learned() {
+        let (bank, switches) = feed(6, |t| daily(t) + noise(t / STEP));
+        // Found once, after the two periods it must wait for, and kept.
+        assert_eq!(switches.len(), 1, "{switches:?}");
+        let (when, sw) = switches[0];
+        assert_eq!(sw, Switch::Activated(0));
+        assert!((2 * DAY..3 * DAY).contains(&when), "found at {when}");
+        assert_eq!(bank.active(0), Some(0));
+        assert!(bank.gain(0, 0, &params()) > 0.5, "gain {}", bank.gain(0, 0, &params()));
+        // The profile plus the base reproduce the daily curve within a few percent of its amplitude.
+        let p = params();
+        let base = bank.base(0, 0, &p);
+        for k in 0..24 {
+            let t = 6 * DAY + k * 3_600_000;
+            let predicted = base + bank.offset(0, t, &p);
+            assert!((predicted - daily(t)).abs() < 3.0, "hour {k}: {predicted} vs {}", daily(t));
+        }
+    }
+
+    #[test]
+    fn noise_has_no_season() {
+        let (bank, switches) = feed(10, |t| 50.0 + 5.0 * noise(t / STEP));
+        assert!(switches.is_empty(), "{switches:?}");
+        assert_eq!(bank.offset(0, 3 * DAY, &params()), 0.0);
+    }
+
+    #[test]
+    fn a_season_that_stops_is_dropped() {
+        let (bank, switches) = feed(12, |t| if t < 5 * DAY { daily(t) } else { 100.0 } + noise(t / STEP));
+        assert_eq!(switches.first().map(|s| s.1), Some(Switch::Activated(0)));
+        assert_eq!(switches.last().map(|s| s.1), Some(Switch::Deactivated), "{switches:?}");
+        assert_eq!(bank.active(0), None);
+    }
+
+    #[test]
+    fn phase_interpolates_between_bin_centres() {
+        // 4 bins over 100 ms: centres at 12.5, 37.5, 62.5, 87.5.
+        assert_eq!(phase(25, 100, 4), (0, 1, 0.5));
+        assert_eq!(phase(12, 100, 4).0, 3, "before the first centre it wraps to the last bin");
+        let (b0, b1, frac) = phase(99, 100, 4);
+        assert_eq!((b0, b1), (3, 0));
+        assert!((frac - 0.46).abs() < 1e-6);
+        assert_eq!(phase(-75, 100, 4), phase(25, 100, 4));
+    }
+}

@@ -1,0 +1,176 @@
+//! Rarity of a value under a series' own history: a small adaptive histogram with exponentially decaying counts.
+//!
+//! The sketch covers the range of values seen so far with [`BINS`] equal bins. A value inside the range is as
+//! surprising as its bin is rare: `p = (count + prior) / (total + prior · BINS)` (Laplace-smoothed frequency). A value
+//! outside the range has never been seen: it gets the probability of an unvisited bin, times an exponential tail in
+//! how far beyond the range it lies (in bins), so a new extreme scores by how extreme it is. Counts decay by a constant
+//! factor per point, so the sketch describes roughly the last `1 / (1 − decay)` points and old regimes fade. When the
+//! range grows, existing counts move to the bins that now cover their centres.
+//!
+//! This is a histogram-based outlier score with the record (new-extreme) case built in: cheap (76 bytes per series),
+//! scale-free (no unit or variance assumption) and self-calibrating, because a probability read from the series' own
+//! history already means "how often does this happen here".
+// Hot path: no IO, no allocation, no logging.
+
+/// Bins per sketch.
+pub const BINS: usize = 16;
+
+/// Settings shared by the sketches of one kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SketchParams {
+    /// Factor every count is multiplied by per point (`0.5^(1/half_life)`).
+    pub decay: f32,
+    /// Pseudo-count of every bin (and of the unseen region beyond the range).
+    pub prior: f32,
+    /// Surprise added per bin width a value lies beyond the range.
+    pub tail: f32,
+    /// Pseudo-count of the unseen region beyond the range.
+    pub unseen: f32,
+}
+
+/// One series' sketch: 76 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sketch {
+    pub counts: [f32; BINS],
+    pub lo: f32,
+    pub hi: f32,
+    pub total: f32,
+}
+
+impl Default for Sketch {
+    fn default() -> Self {
+        Self { counts: [0.0; BINS], lo: f32::NAN, hi: f32::NAN, total: 0.0 }
+    }
+}
+
+impl Sketch {
+    /// Surprise `−log10 p` of `x` under the sketch (0 before the first value).
+    #[inline]
+    pub fn surprise(&self, x: f32, p: &SketchParams) -> f64 {
+        if self.lo.is_nan() || !x.is_finite() {
+            return 0.0;
+        }
+        let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
+        if x < self.lo || x > self.hi {
+            let beyond = if x > self.hi { x - self.hi } else { self.lo - x };
+            let width = (self.hi - self.lo) / BINS as f32;
+            // A constant series has no bin width yet: any move is one bin beyond.
+            let bins = if width > 0.0 { f64::from(beyond / width).min(1e6) } else { 1.0 };
+            let unseen = f64::from(p.unseen) / norm;
+            return -unseen.log10() + f64::from(p.tail) * bins;
+        }
+        let freq = (f64::from(self.counts[self.bin(x)]) + f64::from(p.prior)) / norm;
+        -freq.log10()
+    }
+
+    /// Counts `x` (after decaying every count), widening the range first if `x` lies outside it.
+    #[inline]
+    pub fn update(&mut self, x: f32, p: &SketchParams) {
+        if !x.is_finite() {
+            return;
+        }
+        if self.lo.is_nan() {
+            (self.lo, self.hi) = (x, x);
+        } else if x < self.lo || x > self.hi {
+            self.widen(self.lo.min(x), self.hi.max(x));
+        }
+        for c in &mut self.counts {
+            *c *= p.decay;
+        }
+        self.total = self.total * p.decay + 1.0;
+        let b = self.bin(x);
+        self.counts[b] += 1.0;
+    }
+
+    #[inline]
+    fn bin(&self, x: f32) -> usize {
+        if self.hi > self.lo {
+            let pos = (x - self.lo) / (self.hi - self.lo) * BINS as f32;
+            (pos as usize).min(BINS - 1)
+        } else {
+            0
+        }
+    }
+
+    /// Re-bins onto `[lo, hi]`: each old bin's count moves to the new bin holding its centre.
+    fn widen(&mut self, lo: f32, hi: f32) {
+        {
+            let old = self.counts;
+            let old_width = (self.hi - self.lo) / BINS as f32;
+            self.counts = [0.0; BINS];
+            for (k, c) in old.iter().enumerate() {
+                let centre = self.lo + (k as f32 + 0.5) * old_width;
+                let pos = (centre - lo) / (hi - lo) * BINS as f32;
+                self.counts[(pos as usize).min(BINS - 1)] += c;
+            }
+        }
+        (self.lo, self.hi) = (lo, hi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: SketchParams = SketchParams { decay: 1.0, prior: 0.1, tail: 1.0, unseen: 0.1 };
+
+    #[test]
+    fn frequent_values_are_unsurprising_and_rare_ones_are() {
+        let mut s = Sketch::default();
+        // 1000 points: 99 % spread over [0, 10), 1 % at 15..16.
+        for i in 0..1000 {
+            let x = if i % 100 == 0 { 15.0 + (i / 100) as f32 * 0.1 } else { (i % 97) as f32 / 9.7 };
+            s.update(x, &P);
+        }
+        let common = s.surprise(5.0, &P);
+        let rare = s.surprise(15.5, &P);
+        assert!(common < 1.3, "common {common}");
+        assert!(rare > 1.9 && rare < 2.2, "1 % of the points: about 2, got {rare}");
+        // Beyond the range: at least as surprising as an unvisited bin, more the further out.
+        let just_out = s.surprise(16.5, &P);
+        let far_out = s.surprise(30.0, &P);
+        assert!(just_out > 3.9 && far_out > just_out + 5.0, "{just_out} {far_out}");
+    }
+
+    #[test]
+    fn widening_keeps_the_counts() {
+        let mut s = Sketch::default();
+        for i in 0..100 {
+            s.update((i % 10) as f32, &P);
+        }
+        let before: f32 = s.counts.iter().sum();
+        s.update(100.0, &P);
+        let after: f32 = s.counts.iter().sum();
+        assert!((after - before - 1.0).abs() < 1e-4);
+        assert_eq!((s.lo, s.hi), (0.0, 100.0));
+        // Everything seen before now sits in the first two bins.
+        assert!(s.counts[0] + s.counts[1] >= before - 1e-3);
+    }
+
+    #[test]
+    fn old_regimes_fade() {
+        let p = SketchParams { decay: 0.5f32.powf(1.0 / 100.0), ..P };
+        let mut s = Sketch::default();
+        for i in 0..2000 {
+            s.update(if i < 1000 { (i % 10) as f32 } else { 90.0 + (i % 10) as f32 }, &p);
+        }
+        // The new regime is common, the old one has been forgotten to rarity.
+        assert!(s.surprise(95.0, &p) < 1.0);
+        assert!(s.surprise(5.0, &p) > 2.0, "{}", s.surprise(5.0, &p));
+    }
+
+    #[test]
+    fn a_constant_series_flags_its_first_move() {
+        let mut s = Sketch::default();
+        for _ in 0..1000 {
+            s.update(3.0, &P);
+        }
+        assert!(s.surprise(3.0, &P) < 0.01);
+        // Unseen in 1000 points: p = 0.1 / 1001.6, one bin beyond.
+        let moved = s.surprise(4.0, &P);
+        assert!((moved - 5.0).abs() < 0.01, "{moved}");
+        s.update(4.0, &P);
+        assert_eq!((s.lo, s.hi), (3.0, 4.0));
+        assert!(s.counts[0] > 999.0 && s.counts[BINS - 1] == 1.0);
+    }
+}

@@ -1,0 +1,258 @@
+//! Thresholds from extreme value theory: streaming peaks-over-threshold (SPOT, Siffer et al., KDD 2017) with bounded
+//! memory, turning a per-series statistic into a calibrated tail probability.
+//!
+//! The pickands–Balkema–de Haan theorem says that the excesses of a statistic over a high threshold `t` follow a
+//! generalised Pareto distribution (GPD). SPOT fits that GPD to the peaks it has seen and reads the probability of a
+//! new value from it. This version keeps memory constant: `t` is a streaming quantile estimate (a stochastic
+//! approximation of the `quantile` quantile), and the GPD is fitted by the method of moments on exponentially weighted
+//! first and second moments of the excesses, instead of keeping every peak for a Grimshaw fit. As in SPOT, values the
+//! caller judges anomalous do not update the fit, so an incident cannot teach the calibration that it is normal.
+//!
+//! Probabilities are handled as *surprise*, `−log10 p`, which stays finite and ordered however small `p` gets.
+// Hot path: no IO, no allocation, no logging.
+
+/// Settings shared by every calibrator of one kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpotParams {
+    /// Quantile of the statistic used as the peaks threshold `t` (e.g. 0.98).
+    pub quantile: f32,
+    /// Step of the streaming quantile estimate, in the statistic's unit.
+    pub step: f32,
+    /// Peaks needed before the fit is trusted.
+    pub min_peaks: u32,
+    /// The fit forgets peaks with this effective memory (in peaks).
+    pub memory: f32,
+    /// Largest shape parameter accepted (heavier tails are clamped to it).
+    pub max_shape: f32,
+}
+
+impl Default for SpotParams {
+    fn default() -> Self {
+        Self { quantile: 0.98, step: 0.02, min_peaks: 16, memory: 256.0, max_shape: 0.5 }
+    }
+}
+
+/// One series' calibrator: 20 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spot {
+    /// Peaks threshold: the running `quantile` estimate.
+    pub t: f32,
+    /// Weighted mean and mean square of the excesses over `t`.
+    pub m1: f32,
+    pub m2: f32,
+    /// Values seen, saturating.
+    pub n: u32,
+    /// Peaks in the fit, saturating.
+    pub peaks: u32,
+}
+
+impl Spot {
+    /// A calibrator whose threshold starts at `t0`.
+    pub const fn new(t0: f32) -> Self {
+        Self { t: t0, m1: 0.0, m2: 0.0, n: 0, peaks: 0 }
+    }
+
+    /// Whether enough peaks have been seen to trust the fitted tail.
+    #[inline]
+    pub fn calibrated(&self, p: &SpotParams) -> bool {
+        self.peaks >= p.min_peaks
+    }
+
+    /// The fitted GPD `(shape ξ, scale σ)` of the excesses over `t` (method of moments, shape clamped to
+    /// `[0, max_shape]`, scale chosen so the mean matches).
+    #[inline]
+    pub fn gpd(&self, p: &SpotParams) -> (f32, f32) {
+        let mean = self.m1.max(1e-6);
+        let var = (self.m2 - self.m1 * self.m1).max(1e-12);
+        let shape = (0.5 * (1.0 - mean * mean / var)).clamp(0.0, p.max_shape);
+        (shape, (mean * (1.0 - shape)).max(1e-6))
+    }
+
+    /// Surprise `−log10 P(X ≥ x)` under the fitted tail. Below `t` the exponential tail at `t` is extended
+    /// downwards (capped at probability 1), so the result is continuous and non-decreasing in `x`.
+    #[inline]
+    pub fn surprise(&self, x: f32, p: &SpotParams) -> f64 {
+        let (shape, scale) = self.gpd(p);
+        let rate = f64::from(1.0 - p.quantile);
+        let y = f64::from(x - self.t) / f64::from(scale);
+        let tail_ln = if y <= 0.0 || shape < 1e-4 { -y } else { -(1.0 + f64::from(shape) * y).ln() / f64::from(shape) };
+        (-(rate.ln() + tail_ln) / std::f64::consts::LN_10).max(0.0)
+    }
+
+    /// The value whose surprise is `s` (the inverse of [`Spot::surprise`] above `t`): the calibrated threshold for a
+    /// risk of `10^−s`.
+    pub fn quantile_at(&self, s: f64, p: &SpotParams) -> f32 {
+        let (shape, scale) = self.gpd(p);
+        let rate = f64::from(1.0 - p.quantile);
+        // ln of the tail probability beyond t that gives surprise s.
+        let tail_ln = -s * std::f64::consts::LN_10 - rate.ln();
+        let y = if shape < 1e-4 { -tail_ln } else { ((-f64::from(shape) * tail_ln).exp() - 1.0) / f64::from(shape) };
+        self.t + (y * f64::from(scale)) as f32
+    }
+
+    /// Learns from `x`: the threshold moves towards the `quantile` quantile, and `x` joins the peaks when it exceeds
+    /// the threshold and `learn` is set (the caller clears it for values it judged anomalous).
+    #[inline]
+    pub fn update(&mut self, x: f32, learn: bool, p: &SpotParams) {
+        if !x.is_finite() {
+            return;
+        }
+        self.n = self.n.saturating_add(1);
+        if x > self.t {
+            if learn {
+                let y = x - self.t;
+                self.peaks = self.peaks.saturating_add(1);
+                let w = (1.0 / self.peaks as f32).max(1.0 / p.memory);
+                self.m1 += w * (y - self.m1);
+                self.m2 += w * (y * y - self.m2);
+            }
+            self.t += p.step * p.quantile;
+        } else {
+            self.t -= p.step * (1.0 - p.quantile);
+        }
+    }
+}
+
+/// Surprise `−log10 P(|Z| ≥ |z|)` of a standard normal `Z`: the calibration used until SPOT has enough peaks.
+#[inline]
+pub fn normal_two_sided_surprise(z: f64) -> f64 {
+    // ln erfc(|z|/√2) = ln P(|Z| ≥ |z|).
+    (-ln_erfc(z.abs() * std::f64::consts::FRAC_1_SQRT_2) / std::f64::consts::LN_10).max(0.0)
+}
+
+/// `ln erfc(x)` for `x ≥ 0`, accurate to about 1e-7 relative in `erfc` (Numerical Recipes' Chebyshev fit), finite for
+/// any finite `x`.
+#[inline]
+pub fn ln_erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    t.ln() + poly
+}
+
+/// Maps a surprise to a score in [0, 1): 0 at no surprise, 0.5 at `reference`, approaching 1 without reaching it, so
+/// scores keep their order however extreme the point.
+#[inline]
+pub fn surprise_to_unit(s: f64, reference: f64) -> f64 {
+    let s = s.max(0.0);
+    s / (s + reference.max(1e-9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic uniform (0, 1) stream (xorshift64*).
+    struct Uniform(u64);
+
+    impl Uniform {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        /// Standard normal by Box–Muller.
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.next(), self.next());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+    }
+
+    fn fit(xs: impl Iterator<Item = f64>) -> Spot {
+        let p = SpotParams::default();
+        let mut s = Spot::new(1.0);
+        for x in xs {
+            s.update(x as f32, true, &p);
+        }
+        s
+    }
+
+    /// Fraction of a fresh sample of the same distribution that the risk-`r` threshold lets through.
+    fn exceedance(spot: &Spot, risk: f64, xs: impl Iterator<Item = f64>) -> f64 {
+        let threshold = f64::from(spot.quantile_at(-risk.log10(), &SpotParams::default()));
+        let (mut n, mut over) = (0usize, 0usize);
+        for x in xs {
+            n += 1;
+            over += usize::from(x >= threshold);
+        }
+        over as f64 / n as f64
+    }
+
+    #[test]
+    fn threshold_matches_configured_risk_on_exponential_data() {
+        let mut u = Uniform(42);
+        let spot = fit((0..200_000).map(|_| -u.next().ln()));
+        assert!(spot.calibrated(&SpotParams::default()));
+        // Exp(1): the 98 % quantile is ln 50 = 3.91, the excesses are Exp(1) again (shape 0, scale 1).
+        assert!((spot.t - 3.91).abs() < 0.3, "t {}", spot.t);
+        let (shape, scale) = spot.gpd(&SpotParams::default());
+        assert!(shape < 0.15 && (scale - 1.0).abs() < 0.25, "shape {shape} scale {scale}");
+        for risk in [1e-3, 1e-4] {
+            let mut u = Uniform(7);
+            let rate = exceedance(&spot, risk, (0..2_000_000).map(|_| -u.next().ln()));
+            assert!(rate > risk / 2.5 && rate < risk * 2.5, "risk {risk}: observed {rate}");
+        }
+        // The exact threshold for risk 1e-4 is ln 10^4 = 9.21.
+        let q = spot.quantile_at(4.0, &SpotParams::default());
+        assert!((q - 9.21).abs() < 1.0, "q {q}");
+    }
+
+    #[test]
+    fn threshold_matches_configured_risk_on_gaussian_data() {
+        let mut u = Uniform(3);
+        let spot = fit((0..200_000).map(|_| u.normal().abs()));
+        for risk in [1e-3, 1e-4] {
+            let mut u = Uniform(11);
+            let rate = exceedance(&spot, risk, (0..2_000_000).map(|_| u.normal().abs()));
+            // The GPD fit is conservative for the light Gaussian tail: it may let through fewer, never many more.
+            assert!(rate < risk * 2.0 && rate > risk / 10.0, "risk {risk}: observed {rate}");
+        }
+    }
+
+    #[test]
+    fn anomalies_do_not_widen_the_tail() {
+        let p = SpotParams::default();
+        let mut u = Uniform(5);
+        let mut spot = fit((0..50_000).map(|_| -u.next().ln()));
+        let (fit_before, surprise_before) = (spot.gpd(&p), spot.surprise(12.0, &p));
+        for _ in 0..1000 {
+            spot.update(50.0, false, &p);
+        }
+        // The threshold drifts (it is a quantile estimate) but the fitted excess distribution is untouched.
+        assert_eq!(spot.gpd(&p), fit_before);
+        assert!(surprise_before > 4.0, "{surprise_before}");
+    }
+
+    #[test]
+    fn surprise_is_monotone_and_finite() {
+        let mut u = Uniform(9);
+        let spot = fit((0..20_000).map(|_| -u.next().ln()));
+        let p = SpotParams::default();
+        let mut last = -1.0;
+        for i in 0..2000 {
+            let s = spot.surprise(i as f32 * 0.05, &p);
+            assert!(s.is_finite() && s >= last, "x {} s {s} last {last}", i as f32 * 0.05);
+            last = s;
+        }
+        assert!(spot.surprise(1e30, &p).is_finite());
+        assert!(surprise_to_unit(1e12, 4.0) < 1.0);
+        assert!(surprise_to_unit(5.0, 4.0) < surprise_to_unit(5.1, 4.0));
+    }
+
+    #[test]
+    fn normal_surprise_matches_tables() {
+        // P(|Z| ≥ 1.96) = 0.05, P(|Z| ≥ 3.29) = 0.001, P(|Z| ≥ 10) = 1.52e-23.
+        assert!((normal_two_sided_surprise(1.959_964) - 1.301_03).abs() < 1e-4);
+        assert!((normal_two_sided_surprise(3.290_527) - 3.0).abs() < 1e-4);
+        assert!((normal_two_sided_surprise(10.0) - 22.8175).abs() < 1e-3);
+        assert!(normal_two_sided_surprise(1e6).is_finite());
+    }
+}
