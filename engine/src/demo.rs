@@ -17,6 +17,11 @@ use crate::sink::{CollectSink, Sink, render_report};
 /// How long after a fault ends its incident may still be open and be matched to it.
 const MATCH_SLACK_MS: i64 = 15 * 60_000;
 
+/// Whether a report's incident overlaps a fault's window (plus the slack for incidents that close late).
+fn overlaps(r: &RootCauseReport, f: &InjectedFault) -> bool {
+    r.window.start_ms <= f.end_ms + MATCH_SLACK_MS && r.window.end_ms >= f.start_ms
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultOutcome {
     pub fault: InjectedFault,
@@ -51,7 +56,7 @@ pub fn match_faults(faults: &[InjectedFault], reports: &[RootCauseReport]) -> (V
             let best = reports
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.window.start_ms <= f.end_ms + MATCH_SLACK_MS && r.window.end_ms >= f.start_ms)
+                .filter(|(_, r)| overlaps(r, f))
                 .max_by_key(|(i, r)| (r.anomaly_count, usize::MAX - i));
             let (incident_id, rank, report) = match best {
                 Some((i, r)) => {
@@ -72,15 +77,7 @@ pub fn match_faults(faults: &[InjectedFault], reports: &[RootCauseReport]) -> (V
         })
         .collect();
     // Reports overlapping a fault window count as that fault's (a split incident is not a false alarm).
-    let unmatched = reports
-        .iter()
-        .zip(&used)
-        .filter(|(r, u)| {
-            !**u && !faults
-                .iter()
-                .any(|f| r.window.start_ms <= f.end_ms + MATCH_SLACK_MS && r.window.end_ms >= f.start_ms)
-        })
-        .count();
+    let unmatched = reports.iter().zip(&used).filter(|(r, u)| !**u && !faults.iter().any(|f| overlaps(r, f))).count();
     (outcomes, unmatched)
 }
 
@@ -107,13 +104,7 @@ pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
     let summary = crate::app::run_config(&cfg, vec![Box::new(collect.clone()) as Box<dyn Sink>])?;
     let reports = crate::eval::rca::final_versions(collect.take().reports);
     let (outcomes, unmatched) = match_faults(&faults, &reports);
-    let unmatched_reports = reports
-        .iter()
-        .filter(|r| {
-            !faults.iter().any(|f| r.window.start_ms <= f.end_ms + MATCH_SLACK_MS && r.window.end_ms >= f.start_ms)
-        })
-        .cloned()
-        .collect();
+    let unmatched_reports = reports.iter().filter(|r| !faults.iter().any(|f| overlaps(r, f))).cloned().collect();
     let n = outcomes.len().max(1) as f64;
     Ok(DemoOutcome {
         top1: outcomes.iter().filter(|o| o.top1).count() as f64 / n,
