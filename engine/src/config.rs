@@ -152,6 +152,7 @@ pub struct DetectorConfig {
     pub density: DensityConfig,
     pub fatigue: FatigueConfig,
     pub novelty: NoveltyConfig,
+    pub multivariate: MultivariateConfig,
     pub rules: Vec<RuleConfig>,
     pub overrides: Vec<OverrideConfig>,
 }
@@ -241,6 +242,19 @@ pub struct NoveltyConfig {
     /// this many points of the series.
     pub half_life: f64,
     pub margin: f64,
+}
+
+/// The per-service multivariate score (`[detector.multivariate]`): every series of a service adds its latest squared
+/// residual, weighted by recency; the sum is calibrated per service and attributed to its metrics in every event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MultivariateConfig {
+    /// A series' contribution weighs `exp(−age / horizon)`: metrics that stopped reporting fade out.
+    pub horizon: HumanDuration,
+    /// Metrics listed in an event's attribution.
+    pub top: usize,
+    /// Smallest share of the service's score listed.
+    pub min_share: f64,
 }
 
 /// An absolute bound that applies from a series' first point: the cold-start rung of the ladder. It stops applying
@@ -483,6 +497,14 @@ impl Config {
         check_range(&mut p, "detector.fatigue.half-life", d.fatigue.half_life, 1.0, 1e12);
         check_range(&mut p, "detector.novelty.half-life", d.novelty.half_life, 1e-3, 1e12);
         check_range(&mut p, "detector.novelty.margin", d.novelty.margin, 0.0, 1e6);
+        let mv = &d.multivariate;
+        if mv.horizon.as_millis_i64() < 1000 {
+            p.push(format!("detector.multivariate.horizon must be at least 1s, got {}", mv.horizon));
+        }
+        if !(1..=64).contains(&mv.top) {
+            p.push(format!("detector.multivariate.top must be in 1..=64, got {}", mv.top));
+        }
+        check_range(&mut p, "detector.multivariate.min-share", mv.min_share, 0.0, 1.0);
         let se = &d.seasonal;
         if se.periods.len() > crate::detect::seasonal::MAX_PERIODS {
             p.push(format!(

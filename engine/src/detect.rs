@@ -31,6 +31,7 @@
 
 pub mod cusum;
 pub mod seasonal;
+pub mod service;
 pub mod sketch;
 pub mod spot;
 
@@ -43,6 +44,7 @@ use faultline_kernels::{Kernels, RobustParams, RobustState};
 
 use self::cusum::{Cusum, CusumParams};
 use self::seasonal::{SeasonalBank, SeasonalParams, Switch};
+use self::service::{ServiceBank, ServiceParams};
 use self::sketch::{Sketch, SketchParams};
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
@@ -239,6 +241,7 @@ pub struct ShardDetector {
     cusum_params: CusumParams,
     spot_params: SpotParams,
     sketch_params: SketchParams,
+    service_params: ServiceParams,
     /// Surprise at the configured risk, `−log10 risk`: the alarm level.
     alarm: f64,
     /// Mass a residual sketch needs before it can certify the alarm level (`prior / risk` points): until then the
@@ -253,6 +256,8 @@ pub struct ShardDetector {
     index: IdMap<u32>,
     keys: Vec<Arc<SeriesKey>>,
     seasonal: SeasonalBank,
+    /// The per-service multivariate score and each series' part in it.
+    service: ServiceBank,
     /// Slow, ungated mean absolute residual: the floor of the kernel's scale.
     spread: Vec<f32>,
     cusum: Vec<Cusum>,
@@ -305,8 +310,9 @@ impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (2 periods of 48 bins), not counting the
     /// series' key and index entry (721): robust level/scale 12, seasonal profiles and test 445, scale floor 4,
     /// CUSUM 32 and its anchor 4, two SPOT calibrations 40, two sketches 152, fatigue and novelty 8, profile index,
-    /// M-of-N flags, run start and last time 20, batch scratch 4.
+    /// M-of-N flags, run start and last time 20, batch scratch 4, its part in the service's multivariate score 24.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
+        + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(2, 48)
         + size_of::<f32>()
         + size_of::<Cusum>()
@@ -373,8 +379,12 @@ impl ShardDetector {
             tail: de.tail as f32,
             unseen: de.unseen as f32,
         };
+        let mv = &cfg.multivariate;
+        let service_params =
+            ServiceParams { horizon_ms: mv.horizon.as_millis_i64() as f64, top: mv.top, min_share: mv.min_share };
         Self {
             scoring: backend(&params),
+            service_params,
             params,
             seasonal_params,
             cusum_params,
@@ -390,6 +400,7 @@ impl ShardDetector {
             index: IdMap::default(),
             keys: Vec::new(),
             seasonal: SeasonalBank::default(),
+            service: ServiceBank::default(),
             spread: Vec::new(),
             cusum: Vec::new(),
             anchor: Vec::new(),
@@ -450,6 +461,7 @@ impl ShardDetector {
         self.index.insert(id, s);
         self.keys.push(Arc::clone(key));
         self.seasonal.push(&self.seasonal_params);
+        self.service.push(key.service_id);
         self.cusum.push(Cusum::default());
         self.anchor.push(f32::NAN);
         self.hold_level.push(f32::NAN);
@@ -740,6 +752,13 @@ impl ShardDetector {
                 self.anchor[s] = f32::NAN;
             }
         }
+        // The service's multivariate score: this series' deviation from the normal the event path judges by.
+        let mut service_s = 0.0;
+        if learned {
+            let score = self.service.update(s, p.t, ev_z, &self.service_params);
+            service_s = self.service.surprise(s, score, &self.spot_params);
+            self.service.learn(s, score, !anomalous && service_s < alarm, &self.spot_params);
+        }
         let dev = x - ev_expected;
         // A reported level shift is judged by how far the level moved, a point by its own deviation.
         let (dev, reference) = level_shift.map_or((dev, ev_expected), |ls| (ls.to - ls.from, ls.from));
@@ -812,6 +831,7 @@ impl ShardDetector {
             value: unit(value_s),
             residual: unit(resid_s),
             shift: unit(shift_s),
+            service: surprise_to_unit(service_s, alarm),
             residual_name: if young {
                 "robust-z"
             } else if stage == Stage::Seasonal {
@@ -843,6 +863,11 @@ impl ShardDetector {
             model_fired,
             channels,
             level_shift: if model_fired { level_shift } else { None },
+            attribution: if learned {
+                self.service.attribution(s, &self.keys, &self.service_params)
+            } else {
+                Vec::new()
+            },
             rule,
             anomalous_in_window: in_window,
             window: prof.n,
@@ -961,6 +986,46 @@ mod tests {
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
         let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
         assert_eq!(stats.late, 2);
+    }
+
+    #[test]
+    fn events_attribute_the_service_deviation_to_its_metrics() {
+        let mut det = detector();
+        let metrics = ["request_rate", "latency_p99_ms", "error_rate", "cpu_utilization"];
+        let keys: Vec<Arc<SeriesKey>> =
+            metrics.iter().map(|m| Arc::new(SeriesKey::new("checkout", m, [] as [(&str, &str); 0]))).collect();
+        let other = Arc::new(SeriesKey::new("payments", "latency_p99_ms", [] as [(&str, &str); 0]));
+        let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..400usize {
+            for (j, k) in keys.iter().chain([&other]).enumerate() {
+                let base = [300.0, 200.0, 1.0, 40.0, 200.0][j];
+                let mut x = base * (1.0 + 0.02 * noise(i * 5 + j));
+                // checkout's latency triples and its CPU rises a little from point 360; payments' latency, in
+                // another service, doubles too.
+                if i >= 360 && (j == 1 || j == 4) {
+                    x *= if j == 1 { 3.0 } else { 2.0 };
+                }
+                if i >= 360 && j == 3 {
+                    x *= 1.15;
+                }
+                ids.push(k.id);
+                ks.push(Arc::clone(k));
+                ts.push(i as i64 * 60_000);
+                xs.push(x);
+            }
+        }
+        let mut out = Vec::new();
+        det.process(&ids, &ks, &ts, &xs, &mut out);
+        let ev = out.iter().find(|e| &*e.key.metric == "latency_p99_ms" && &*e.key.service == "checkout").unwrap();
+        let a = &ev.attribution;
+        assert_eq!(&*a[0].key.metric, "latency_p99_ms", "{a:?}");
+        assert_eq!(&*a[1].key.metric, "cpu_utilization", "{a:?}");
+        assert!(a.iter().all(|m| &*m.key.service == "checkout"), "only the event's own service: {a:?}");
+        assert!(a[0].share > 0.5 && a[0].z > 0.0);
+        assert!(ev.channels.service >= 0.5, "the service as a whole is anomalous: {}", ev.channels.service);
+        assert!(ev.explanation().contains("of checkout's deviation across its metrics: latency_p99_ms"));
+        let wire = serde_json::to_value(ev.to_wire()).unwrap();
+        assert_eq!(wire["evidence"]["attribution"][0]["metric"], "latency_p99_ms");
     }
 
     /// Deterministic pseudo-noise in [-1, 1) (a hash of `i`, not periodic).

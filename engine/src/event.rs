@@ -91,10 +91,22 @@ pub struct Channels {
     pub residual: f64,
     /// The level-shift (CUSUM) statistic, calibrated.
     pub shift: f64,
+    /// The per-service multivariate score over all the service's metrics, calibrated.
+    pub service: f64,
     /// Which residual: `robust-z` (young series), `residual` or `seasonal-residual`.
     pub residual_name: &'static str,
     /// How much the series' recent alarms discounted every channel, in log10 units.
     pub fatigue: f64,
+}
+
+/// One metric's part in its service's multivariate score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricShare {
+    pub key: Arc<SeriesKey>,
+    /// Its latest standardised residual (signed).
+    pub z: f64,
+    /// Its share of the service's statistic, in [0, 1].
+    pub share: f64,
 }
 
 /// A configured bound that a point crossed.
@@ -126,6 +138,8 @@ pub struct AnomalyEvent {
     pub channels: Channels,
     /// Set when this point completed a level shift and the model was re-baselined.
     pub level_shift: Option<LevelShift>,
+    /// The service's metrics that contribute most to its multivariate score at this point, largest share first.
+    pub attribution: Vec<MetricShare>,
     pub rule: Option<RuleHit>,
     /// Anomalous points among the last `window`.
     pub anomalous_in_window: u32,
@@ -182,6 +196,11 @@ impl AnomalyEvent {
                 num(shift.to)
             ));
         }
+        if self.attribution.len() > 1 {
+            let parts: Vec<String> =
+                self.attribution.iter().map(|m| format!("{} {:.0} %", m.key.metric_name(), 100.0 * m.share)).collect();
+            s.push_str(&format!("; of {}'s deviation across its metrics: {}", self.key.service, parts.join(", ")));
+        }
         if let Some(r) = self.rule {
             let side = if r.direction == Direction::Up { "above" } else { "below" };
             s.push_str(&format!(
@@ -206,6 +225,11 @@ impl AnomalyEvent {
                 let fired = self.model_fired && score >= 0.5 || name == "level-shift" && self.level_shift.is_some();
                 detectors.push(DetectorWire { name, fired, score: round6(score) });
             }
+            detectors.push(DetectorWire {
+                name: "service-multivariate",
+                fired: self.model_fired && c.service >= 0.5,
+                score: round6(c.service),
+            });
         }
         if let Some(r) = self.rule {
             detectors.push(DetectorWire {
@@ -238,6 +262,16 @@ impl AnomalyEvent {
                 detectors,
                 rule_bound: self.rule.map(|r| r.bound),
                 level_shift: self.level_shift,
+                attribution: self
+                    .attribution
+                    .iter()
+                    .map(|m| ShareWire {
+                        metric: m.key.metric_name(),
+                        series_id: format!("{:016x}", m.key.id),
+                        z: round6(m.z),
+                        share: round6(m.share),
+                    })
+                    .collect(),
                 fatigue: round6(self.channels.fatigue),
                 anomalous_in_window: self.anomalous_in_window,
                 window: self.window,
@@ -287,11 +321,22 @@ pub struct EvidenceWire {
     pub rule_bound: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level_shift: Option<LevelShift>,
+    /// The service's metrics by their share of its multivariate score (empty at cold start).
+    pub attribution: Vec<ShareWire>,
     pub fatigue: f64,
     pub anomalous_in_window: u32,
     pub window: u32,
     pub points_seen: u32,
     pub role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareWire {
+    /// `metric{labels}` within the event's service.
+    pub metric: String,
+    pub series_id: String,
+    pub z: f64,
+    pub share: f64,
 }
 
 #[derive(Debug, Serialize)]

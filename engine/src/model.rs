@@ -16,6 +16,8 @@ pub type TimeMs = i64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesKey {
     pub id: SeriesId,
+    /// [`service_id`] of `service`: the pipeline routes by it, so every series of a service lands on one shard.
+    pub service_id: u64,
     pub service: Arc<str>,
     pub metric: Arc<str>,
     /// Sorted by label name; names are unique.
@@ -37,7 +39,19 @@ impl SeriesKey {
         labels.dedup_by(|a, b| a.0 == b.0);
         labels.reverse();
         let id = series_id(service, metric, labels.iter().map(|(k, v)| (&**k, &**v)));
-        Self { id, service: Arc::from(service), metric: Arc::from(metric), labels: labels.into_boxed_slice() }
+        Self {
+            id,
+            service_id: service_id(service),
+            service: Arc::from(service),
+            metric: Arc::from(metric),
+            labels: labels.into_boxed_slice(),
+        }
+    }
+
+    /// `metric{k=v,…}`: the series within its service, for attributions.
+    pub fn metric_name(&self) -> String {
+        let full = self.display_name();
+        full[self.service.len() + 1..].to_owned()
     }
 
     /// `service/metric{k=v,…}`, for logs and explanations.
@@ -78,6 +92,11 @@ pub fn series_id<'a>(
         part(v);
     }
     h.digest()
+}
+
+/// Stable 64-bit identity of a service: XXH3-64 (seed 0) of its name.
+pub fn service_id(service: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(service.as_bytes())
 }
 
 /// [`series_id`], computed in one shot over `buf` (cleared and refilled with the same length-prefixed encoding).

@@ -57,7 +57,8 @@ struct ShardDone {
     events: Vec<AnomalyEvent>,
 }
 
-/// Maps a series id (already a uniform hash) to a shard: Lemire's multiply-shift range reduction. Pure.
+/// Maps a uniform 64-bit hash to a shard: Lemire's multiply-shift range reduction. Pure. The router passes the
+/// service id, so every series of a service lives in one shard (its multivariate score sees all of them).
 #[inline]
 pub fn shard_of(id: SeriesId, shards: usize) -> usize {
     ((u128::from(id) * shards as u128) >> 64) as usize
@@ -297,7 +298,7 @@ fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>],
         if let Some(e) = tap.edge(&batch.keys[i], batch.times[i]) {
             parts[0].edges.push(e);
         }
-        let p = &mut parts[shard_of(batch.ids[i], n)];
+        let p = &mut parts[shard_of(batch.keys[i].service_id, n)];
         p.ids.push(batch.ids[i]);
         p.keys.push(Arc::clone(&batch.keys[i]));
         p.times.push(batch.times[i]);
