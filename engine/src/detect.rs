@@ -753,11 +753,14 @@ impl ShardDetector {
             }
         }
         // The service's multivariate score: this series' deviation from the normal the event path judges by.
-        let mut service_s = 0.0;
+        let mut service = None;
         if learned {
             let score = self.service.update(s, p.t, ev_z, &self.service_params);
-            service_s = self.service.surprise(s, score, &self.spot_params);
-            self.service.learn(s, score, !anomalous && service_s < alarm, &self.spot_params);
+            // Its surprise is computed only when it could reach the alarm level (and for events, below).
+            let quiet = self.service.surely_below(s, score, alarm, &self.spot_params)
+                || self.service.surprise(s, score, &self.spot_params) < alarm;
+            self.service.learn(s, score, !anomalous && quiet, &self.spot_params);
+            service = Some(score);
         }
         let dev = x - ev_expected;
         // A reported level shift is judged by how far the level moved, a point by its own deviation.
@@ -831,7 +834,8 @@ impl ShardDetector {
             value: unit(value_s),
             residual: unit(resid_s),
             shift: unit(shift_s),
-            service: surprise_to_unit(service_s, alarm),
+            service: service
+                .map_or(0.0, |score| surprise_to_unit(self.service.surprise(s, score, &self.spot_params), alarm)),
             residual_name: if young {
                 "robust-z"
             } else if stage == Stage::Seasonal {

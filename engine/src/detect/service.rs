@@ -109,11 +109,17 @@ impl ServiceBank {
         self.sum[v] += a * a * e - self.c[s];
         self.weight[v] += e - self.e[s];
         (self.c[s], self.e[s], self.z[s]) = (a * a * e, e, z);
-        self.score(v, p)
+        // The point is usually the service's latest: its own factor rescales the sums to now, no second `exp`.
+        let scale =
+            if t == self.now[v] { 1.0 / e } else { (-((self.now[v] - self.base[v]) as f64) / p.horizon_ms).exp() };
+        self.score_scaled(v, scale)
     }
 
     fn score(&self, v: usize, p: &ServiceParams) -> ServiceScore {
-        let scale = (-((self.now[v] - self.base[v]) as f64) / p.horizon_ms).exp();
+        self.score_scaled(v, (-((self.now[v] - self.base[v]) as f64) / p.horizon_ms).exp())
+    }
+
+    fn score_scaled(&self, v: usize, scale: f64) -> ServiceScore {
         let (sum, k) = ((self.sum[v] * scale).max(0.0), (self.weight[v] * scale).max(0.0));
         if k < 0.5 {
             return ServiceScore { u: 0.0, series: k };
@@ -154,6 +160,15 @@ impl ServiceBank {
     pub fn learn(&mut self, s: usize, score: ServiceScore, learn: bool, p: &SpotParams) {
         let v = self.of[s] as usize;
         self.spot[v].update(score.u as f32, learn, p);
+    }
+
+    /// Whether the statistic is surely below the alarm level `alarm` (a surprise), without computing its surprise:
+    /// under the calibrated peaks threshold (whose surprise is at most `−log10(1 − quantile)`), or at the mean.
+    #[inline]
+    pub fn surely_below(&self, s: usize, score: ServiceScore, alarm: f64, p: &SpotParams) -> bool {
+        let spot = &self.spot[self.of[s] as usize];
+        score.u <= 0.0
+            || spot.calibrated(p) && score.u as f32 <= spot.t && -(1.0 - f64::from(p.quantile)).log10() < alarm
     }
 
     /// The series of `s`'s service that contribute most to its statistic now, largest share first.
