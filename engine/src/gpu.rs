@@ -12,6 +12,8 @@
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
+pub mod spot;
+
 use faultline_kernels::{RobustParams, RobustState};
 use faultline_shaders::robust::{ROBUST_WORKGROUP_SIZE, dispatch_size};
 use faultline_shaders::{PointGpu, RobustParamsGpu, ScoreGpu};

@@ -2,14 +2,19 @@
 //! and a CPU twin of each shader that mirrors its indexing. No wgpu dependency: the engine owns the device.
 
 pub mod robust;
+pub mod spot;
 
 pub use robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+pub use spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
 /// The robust update shader's source.
 pub const ROBUST_UPDATE_WGSL: &str = include_str!("../wgsl/robust_update.wgsl");
 
+/// The calibrated-threshold (SPOT) shader's source.
+pub const SPOT_UPDATE_WGSL: &str = include_str!("../wgsl/spot_update.wgsl");
+
 /// Every shader, by name, for validation.
-pub const ALL: &[(&str, &str)] = &[("robust_update.wgsl", ROBUST_UPDATE_WGSL)];
+pub const ALL: &[(&str, &str)] = &[("robust_update.wgsl", ROBUST_UPDATE_WGSL), ("spot_update.wgsl", SPOT_UPDATE_WGSL)];
 
 #[cfg(test)]
 mod tests {
@@ -28,10 +33,15 @@ mod tests {
     #[test]
     fn host_mirrors_match_the_wgsl_layouts() {
         use crate::robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+        use crate::spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
         let mirrors: &[(&str, &str, usize, usize)] = &[
             (super::ROBUST_UPDATE_WGSL, "Params", size_of::<RobustParamsGpu>(), align_of::<RobustParamsGpu>()),
             (super::ROBUST_UPDATE_WGSL, "Point", size_of::<PointGpu>(), align_of::<PointGpu>()),
             (super::ROBUST_UPDATE_WGSL, "Score", size_of::<ScoreGpu>(), align_of::<ScoreGpu>()),
+            (super::SPOT_UPDATE_WGSL, "Params", size_of::<SpotParamsGpu>(), align_of::<SpotParamsGpu>()),
+            (super::SPOT_UPDATE_WGSL, "State", size_of::<SpotStateGpu>(), align_of::<SpotStateGpu>()),
+            (super::SPOT_UPDATE_WGSL, "Point", size_of::<SpotPointGpu>(), align_of::<SpotPointGpu>()),
+            (super::SPOT_UPDATE_WGSL, "Out", size_of::<SpotOutGpu>(), align_of::<SpotOutGpu>()),
         ];
         for &(src, name, size, align) in mirrors {
             let module = naga::front::wgsl::parse_str(src).expect("validated above");

@@ -8,3 +8,4 @@ mod graph;
 mod kafka;
 mod schema;
 mod support;
+mod threshold;

@@ -1,0 +1,241 @@
+//! The calibrated threshold on the device: each series' SPOT calibrator (`spot_update.wgsl`) resident in GPU memory.
+//! Per chunk the host uploads the statistic of each point (8 bytes) and reads back its surprise and the calibrated
+//! band (8 bytes); the calibrators never cross the bus. New series are initialised on the device from the host in
+//! one contiguous write, as the engine's `Spot::new(t0)`.
+// Hot path: no IO, no logging, no allocation per point (buffers grow geometrically and are reused).
+
+use std::sync::{Arc, mpsc};
+
+use faultline_shaders::robust::dispatch_size;
+use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
+use faultline_shaders::{SPOT_UPDATE_WGSL, SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
+
+use super::{GpuContext, GpuError, STATE_USAGE};
+use crate::detect::spot::{Spot, SpotParams};
+
+/// One set of SPOT calibrators, resident on the device.
+pub struct GpuSpot {
+    ctx: Arc<GpuContext>,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    params: SpotParamsGpu,
+    params_buf: wgpu::Buffer,
+    state: wgpu::Buffer,
+    capacity: u64,
+    /// Series added, and how many of them the device has initialised.
+    len: u32,
+    initialised: u32,
+    t0: f32,
+    points: wgpu::Buffer,
+    outs: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    chunk_capacity: u64,
+    bind_group: Option<wgpu::BindGroup>,
+    upload: Vec<SpotPointGpu>,
+    init: Vec<SpotStateGpu>,
+}
+
+impl GpuSpot {
+    /// Calibrators with the engine's parameters, each starting at threshold `t0`, judging at surprise `alarm`.
+    pub fn new(ctx: Arc<GpuContext>, p: &SpotParams, alarm: f64, t0: f32) -> Self {
+        let device = &ctx.device;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("spot_update.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SPOT_UPDATE_WGSL.into()),
+        });
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        };
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("spot_update"),
+            entries: &[
+                entry(0, Uniform),
+                entry(1, Storage { read_only: false }),
+                entry(2, Storage { read_only: true }),
+                entry(3, Storage { read_only: false }),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("spot_update"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("spot_update"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let params = SpotParamsGpu {
+            quantile: p.quantile,
+            step: p.step,
+            min_peaks: p.min_peaks,
+            memory: p.memory,
+            max_shape: p.max_shape,
+            alarm: alarm as f32,
+            n: 0,
+            _pad: 0,
+        };
+        let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let params_buf = ctx.buffer("spot params", size_of::<SpotParamsGpu>() as u64, uniform);
+        let state = ctx.buffer("spot state", 0, STATE_USAGE);
+        let (points, outs, readback) = Self::chunk_buffers(&ctx, 0);
+        Self {
+            ctx,
+            pipeline,
+            layout,
+            params,
+            params_buf,
+            state,
+            capacity: 0,
+            len: 0,
+            initialised: 0,
+            t0,
+            points,
+            outs,
+            readback,
+            chunk_capacity: 0,
+            bind_group: None,
+            upload: Vec::new(),
+            init: Vec::new(),
+        }
+    }
+
+    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        use wgpu::BufferUsages as U;
+        (
+            ctx.buffer("spot points", n * 8, U::STORAGE | U::COPY_DST),
+            ctx.buffer("spot outs", n * 8, U::STORAGE | U::COPY_SRC),
+            ctx.buffer("spot readback", n * 8, U::MAP_READ | U::COPY_DST),
+        )
+    }
+
+    /// Adds a calibrator and returns its slot.
+    pub fn push(&mut self) -> u32 {
+        self.len += 1;
+        self.len - 1
+    }
+
+    fn reserve_state(&mut self) -> Result<(), GpuError> {
+        let bytes = size_of::<SpotStateGpu>() as u64;
+        let need = u64::from(self.len);
+        if need > self.capacity {
+            let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / bytes);
+            if cap < need {
+                return Err(GpuError(format!("{need} calibrators exceed the device's largest binding")));
+            }
+            let state = self.ctx.buffer("spot state", cap * bytes, STATE_USAGE);
+            if self.capacity > 0 {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(&self.state, 0, &state, 0, u64::from(self.initialised) * bytes);
+                self.ctx.queue.submit([enc.finish()]);
+            }
+            (self.state, self.capacity, self.bind_group) = (state, cap, None);
+        }
+        if self.initialised < self.len {
+            let fresh = Spot::new(self.t0);
+            let st = SpotStateGpu { t: fresh.t, m1: fresh.m1, m2: fresh.m2, n: fresh.n, peaks: fresh.peaks };
+            self.init.clear();
+            self.init.resize((self.len - self.initialised) as usize, st);
+            let at = u64::from(self.initialised) * bytes;
+            self.ctx.queue.write_buffer(&self.state, at, bytemuck::cast_slice(&self.init));
+            self.initialised = self.len;
+        }
+        Ok(())
+    }
+
+    /// Scores and learns one chunk: `outs[i]` for statistic `x[i]` of calibrator `slots[i]` (no slot repeats).
+    pub fn update(&mut self, slots: &[u32], x: &[f32], outs: &mut [SpotOutGpu]) -> Result<(), GpuError> {
+        assert!(slots.len() == x.len() && x.len() == outs.len(), "one entry per point");
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.reserve_state()?;
+        let n = slots.len() as u64;
+        if n > self.chunk_capacity {
+            let cap = n.max(self.chunk_capacity * 2).max(1024);
+            if cap * 8 > self.ctx.max_binding {
+                return Err(GpuError(format!("a chunk of {n} points exceeds the device's largest binding")));
+            }
+            (self.points, self.outs, self.readback) = Self::chunk_buffers(&self.ctx, cap);
+            (self.chunk_capacity, self.bind_group) = (cap, None);
+        }
+        self.upload.clear();
+        self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| SpotPointGpu { slot, x }));
+        self.params.n = n as u32;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n as u32, SPOT_WORKGROUP_SIZE);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        let bytes = n * size_of::<SpotOutGpu>() as u64;
+        enc.copy_buffer_to_buffer(&self.outs, 0, &self.readback, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = map_read(&self.ctx, &self.readback, bytes)?;
+        outs.copy_from_slice(bytemuck::cast_slice(&view));
+        drop(view);
+        self.readback.unmap();
+        Ok(())
+    }
+
+    fn bind_group(&mut self) -> wgpu::BindGroup {
+        if let Some(bg) = &self.bind_group {
+            return bg.clone();
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = [&self.params_buf, &self.state, &self.points, &self.outs]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("spot_update"),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        self.bind_group = Some(bg.clone());
+        bg
+    }
+
+    /// Copies the calibrators back to the host (tests, and moving to the CPU).
+    pub fn download(&mut self) -> Result<Vec<SpotStateGpu>, GpuError> {
+        self.reserve_state()?;
+        let bytes = u64::from(self.len) * size_of::<SpotStateGpu>() as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging =
+            self.ctx.buffer("spot download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.state, 0, &staging, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = map_read(&self.ctx, &staging, bytes)?;
+        let states = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(states)
+    }
+}
+
+/// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
+fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+    rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
+    buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
+}
