@@ -290,6 +290,10 @@ pub struct OverrideConfig {
     pub min_rel_deviation: Option<f64>,
     #[serde(default)]
     pub m_of_n: Option<[u32; 2]>,
+    /// Low-volume guard: no events for these series while their service's traffic (the sum of the latest values of
+    /// its traffic-role series) is below this. A service with no traffic series is not guarded.
+    #[serde(default)]
+    pub min_volume: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -570,6 +574,9 @@ impl Config {
             }
             if let Some(m) = o.m_of_n {
                 check_m_of_n(&mut p, &format!("{at}.m-of-n"), m);
+            }
+            if let Some(v) = o.min_volume {
+                check_range(&mut p, &format!("{at}.min-volume"), v, 0.0, f64::MAX);
             }
         }
         let r = &self.rca;

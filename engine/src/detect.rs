@@ -82,6 +82,8 @@ pub struct Profile {
     pub min_rel: f64,
     pub m: u32,
     pub n: u32,
+    /// Low-volume guard: the service's traffic below this silences the series' events.
+    pub min_volume: Option<f64>,
     pub above: Option<f64>,
     pub below: Option<f64>,
     /// Whether the rules keep applying after warm-up.
@@ -102,6 +104,7 @@ impl Profile {
             min_rel: o.and_then(|o| o.min_rel_deviation).unwrap_or(d.min_rel_deviation),
             m,
             n,
+            min_volume: o.and_then(|o| o.min_volume),
             above: None,
             below: None,
             rules_always: false,
@@ -123,6 +126,8 @@ pub struct BatchStats {
     pub late: u64,
     pub new_series: u64,
     pub anomalies: u64,
+    /// Anomalous points silenced by the low-volume guard.
+    pub low_volume: u64,
 }
 
 /// One point on its way through the models, after the robust kernel.
@@ -801,7 +806,18 @@ impl ShardDetector {
         let rule_part = rule.map_or(0.0, |r| rule_score(x, r.bound));
         let stream = surprise_to_unit(novel, alarm).max(rule_part);
 
-        let flagged = model_fired || rule.is_some();
+        // The low-volume guard: while the service carries too little traffic, its ratios and latencies are noise.
+        if prof.role == Role::Traffic {
+            self.service.record_volume(s, x);
+        }
+        let mut flagged = model_fired || rule.is_some();
+        if flagged
+            && let Some(min) = prof.min_volume
+            && self.service.volume(s).is_some_and(|v| v < min)
+        {
+            flagged = false;
+            stats.low_volume += 1;
+        }
         let mask: u16 = if prof.n >= 16 { u16::MAX } else { (1u16 << prof.n) - 1 };
         let hist = ((self.flags[s] << 1) | u16::from(flagged)) & mask;
         self.flags[s] = hist;
@@ -1030,6 +1046,51 @@ mod tests {
         assert!(ev.explanation().contains("of checkout's deviation across its metrics: latency_p99_ms"));
         let wire = serde_json::to_value(ev.to_wire()).unwrap();
         assert_eq!(wire["evidence"]["attribution"][0]["metric"], "latency_p99_ms");
+    }
+
+    #[test]
+    fn the_low_volume_guard_silences_a_service_with_too_little_traffic() {
+        let mut cfg = Config::default_config().unwrap();
+        cfg.detector.overrides.insert(
+            0,
+            crate::config::OverrideConfig {
+                metric: "error_rate".into(),
+                direction: Some(DirectionFilter::Up),
+                min_volume: Some(5.0),
+                ..Default::default()
+            },
+        );
+        // Night-time traffic of 2 requests per second, then 50: the same error spike is noise at 2 and an incident at
+        // 50. A service without any traffic series is not guarded.
+        let run_service = |service: &str, rate: f64, with_traffic: bool| {
+            let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+            let err = Arc::new(SeriesKey::new(service, "error_rate", [] as [(&str, &str); 0]));
+            let req = Arc::new(SeriesKey::new(service, "request_rate", [] as [(&str, &str); 0]));
+            let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for i in 0..300usize {
+                let e = if i >= 280 { 0.5 } else { 0.01 + 0.002 * noise(i) };
+                let mut pts = vec![(&err, e)];
+                if with_traffic {
+                    pts.insert(0, (&req, rate * (1.0 + 0.05 * noise(i + 7))));
+                }
+                for (k, x) in pts {
+                    ids.push(k.id);
+                    ks.push(Arc::clone(k));
+                    ts.push(i as i64 * 60_000);
+                    xs.push(x);
+                }
+            }
+            let mut out = Vec::new();
+            let stats = det.process(&ids, &ks, &ts, &xs, &mut out);
+            (out.iter().filter(|e| &*e.key.metric == "error_rate").count(), stats.low_volume)
+        };
+        let (quiet, silenced) = run_service("checkout", 2.0, true);
+        assert_eq!(quiet, 0, "2 req/s is under min-volume 5");
+        assert!(silenced >= 19, "the silenced points are counted: {silenced}");
+        let (busy, none) = run_service("checkout", 50.0, true);
+        assert!(busy >= 19 && none == 0, "at 50 req/s the spike is an incident: {busy} events");
+        let (unguarded, _) = run_service("batch-job", 2.0, false);
+        assert!(unguarded >= 19, "no traffic series: no guard ({unguarded})");
     }
 
     /// Deterministic pseudo-noise in [-1, 1) (a hash of `i`, not periodic).

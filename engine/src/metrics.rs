@@ -14,6 +14,7 @@ pub struct ShardCounters {
     pub late: CachePadded<AtomicU64>,
     pub anomalies: CachePadded<AtomicU64>,
     pub series: CachePadded<AtomicU64>,
+    pub low_volume: CachePadded<AtomicU64>,
 }
 
 impl ShardCounters {
@@ -44,6 +45,8 @@ pub struct RunSummary {
     pub late_points: u64,
     pub dead_letters: u64,
     pub anomalies: u64,
+    /// Anomalous points the low-volume guard silenced (their service carried too little traffic).
+    pub suppressed_low_volume: u64,
     pub incidents: u64,
     pub incidents_dropped_small: u64,
     pub elapsed_s: f64,
@@ -86,7 +89,7 @@ impl RunSummary {
         format!(
             "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, backend {} ({}))\n\
              anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
-             late points skipped: {}, dead letters: {}\n\
+             late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}\n\
              batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
              p99 {} max {}",
             self.points,
@@ -104,6 +107,7 @@ impl RunSummary {
             self.anomalies as f64 / self.incidents.max(1) as f64,
             self.late_points,
             self.dead_letters,
+            self.suppressed_low_volume,
             self.batch_latency_us.p50,
             self.batch_latency_us.p99,
             self.batch_latency_us.p999,

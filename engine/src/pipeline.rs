@@ -244,6 +244,7 @@ pub fn run(
         late_points: sum(|c| c.late.load(std::sync::atomic::Ordering::Relaxed)),
         dead_letters: dead.count(),
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
+        suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
         incidents: collected.incidents,
         incidents_dropped_small: collected.dropped_small,
         elapsed_s: elapsed,
@@ -321,6 +322,7 @@ fn shard_loop(
         counters.add(&counters.points, stats.points);
         counters.add(&counters.late, stats.late);
         counters.add(&counters.anomalies, stats.anomalies);
+        counters.add(&counters.low_volume, stats.low_volume);
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
         let done_msg =
             ShardDone { seq: b.seq, edges: b.edges, watermark: b.watermark, dispatched: b.dispatched, events };

@@ -125,3 +125,44 @@ fn schema_command_prints_the_schema() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["properties"]["schema"]["const"], "faultline.root-cause.v1");
 }
+
+/// The low-volume guard through a config file: the same error spike is silenced at 2 requests per second and
+/// reported at 50, and the run's metrics count what the guard silenced.
+#[test]
+fn low_volume_guard_from_config_silences_errors_of_a_quiet_service() {
+    let run_at = |rate: f64| {
+        let dir = scratch(&format!("low-volume-{rate}"));
+        let mut lines = String::new();
+        for i in 0..300i64 {
+            let t = 1_767_225_600_000 + i * 60_000;
+            let wobble = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+            let err = if i >= 280 { 0.4 } else { 0.01 + 0.004 * wobble };
+            lines.push_str(&format!(
+                "{{\"service\":\"api\",\"metric\":\"request_rate\",\"time\":{t},\"value\":{}}}\n",
+                rate * (1.0 + 0.05 * wobble)
+            ));
+            lines
+                .push_str(&format!("{{\"service\":\"api\",\"metric\":\"error_rate\",\"time\":{t},\"value\":{err}}}\n"));
+        }
+        std::fs::write(dir.join("points.jsonl"), lines).unwrap();
+        std::fs::write(
+            dir.join("run.toml"),
+            "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n\
+             [[detector.overrides]]\nmetric = \"error_rate\"\ndirection = \"up\"\nmin-volume = 5.0\n\
+             [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n",
+        )
+        .unwrap();
+        let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
+        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+        let events = std::fs::read_to_string(dir.join("out/events.jsonl")).unwrap();
+        let errors = events.lines().filter(|l| l.contains("\"kind\":\"anomaly\"") && l.contains("error_rate")).count();
+        (errors, metrics["suppressed_low_volume"].as_u64().unwrap())
+    };
+    let (errors, silenced) = run_at(2.0);
+    assert_eq!(errors, 0, "2 req/s is under min-volume 5");
+    assert!(silenced >= 19, "{silenced}");
+    let (errors, silenced) = run_at(50.0);
+    assert!(errors >= 19 && silenced == 0, "{errors} events, {silenced} silenced");
+}

@@ -12,6 +12,9 @@
 //!
 //! A metric's contribution is its share `wⱼ zⱼ² / S` of the statistic: the attribution every anomaly event carries.
 //!
+//! The bank also keeps each service's *volume*: the sum of the latest values of its traffic-role series (e.g.
+//! `request_rate`, per endpoint), which the low-volume guard compares with a series' `min-volume`.
+//!
 //! The sums are kept scaled to a per-service base time (`cⱼ = zⱼ² e^{(tⱼ − base)/horizon}`), so a point costs one
 //! `exp` and O(1) work however many series the service has; the base moves forward (an O(members) rescale) once the
 //! scale factor grows past `e^REBASE`. The statistic at a point reflects the service's other series as far as the
@@ -54,8 +57,13 @@ pub struct ServiceBank {
     weight: Vec<f64>,
     spot: Vec<Spot>,
     members: Vec<Vec<u32>>,
+    /// Sum of the latest values of the service's traffic series, and how many of them have reported.
+    volume: Vec<f64>,
+    volume_series: Vec<u32>,
     // Per series slot.
     of: Vec<u32>,
+    /// The latest value of a traffic series (NaN before its first, and for other roles).
+    last_volume: Vec<f32>,
     c: Vec<f64>,
     e: Vec<f64>,
     z: Vec<f32>,
@@ -71,8 +79,9 @@ pub struct ServiceScore {
 }
 
 impl ServiceBank {
-    /// Bytes per series slot: the scaled contribution and weight, the last residual and the service index.
-    pub const BYTES_PER_SERIES: usize = 2 * size_of::<f64>() + size_of::<f32>() + size_of::<u32>();
+    /// Bytes per series slot: the scaled contribution and weight, the last residual, the service index and the
+    /// latest traffic value.
+    pub const BYTES_PER_SERIES: usize = 2 * size_of::<f64>() + 2 * size_of::<f32>() + size_of::<u32>();
 
     /// Registers the next series slot (slots are dense, in order) as a member of service `service_id`.
     pub fn push(&mut self, service_id: u64) {
@@ -84,6 +93,8 @@ impl ServiceBank {
             self.weight.push(0.0);
             self.spot.push(Spot::new(1.0));
             self.members.push(Vec::new());
+            self.volume.push(0.0);
+            self.volume_series.push(0);
             (self.base.len() - 1) as u32
         });
         self.members[v as usize].push(slot);
@@ -91,6 +102,30 @@ impl ServiceBank {
         self.c.push(0.0);
         self.e.push(0.0);
         self.z.push(0.0);
+        self.last_volume.push(f32::NAN);
+    }
+
+    /// Records the value of traffic series `s` in its service's volume (non-finite values are ignored).
+    pub fn record_volume(&mut self, s: usize, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        let v = self.of[s] as usize;
+        // The sum adds and removes the same (f32) values, so it does not drift.
+        let (x, last) = (x as f32, self.last_volume[s]);
+        if last.is_nan() {
+            self.volume_series[v] += 1;
+            self.volume[v] += f64::from(x);
+        } else {
+            self.volume[v] += f64::from(x) - f64::from(last);
+        }
+        self.last_volume[s] = x;
+    }
+
+    /// The volume of `s`'s service: the sum of its traffic series' latest values, or `None` when it has none.
+    pub fn volume(&self, s: usize) -> Option<f64> {
+        let v = self.of[s] as usize;
+        (self.volume_series[v] > 0).then(|| self.volume[v].max(0.0))
     }
 
     /// Records series `s`'s residual `z` at time `t` and returns its service's statistic.
