@@ -906,9 +906,19 @@ pub fn z_score_to_unit(z: f64, threshold: f64) -> f64 {
 
 /// Compresses a non-negative statistic beyond [`COMPRESS_KNEE`] logarithmically (`asinh`), so absurd values (a
 /// deviation of 10⁶ sigmas on a nearly constant series) stay finite, ordered and do not swamp the tail fits.
+///
+/// Most statistics are far below the knee, where the odd Taylor series of `asinh` to the 7th power is exact to f32
+/// precision (the first term left out is under 3e-10 relative below `y = 1/8`) and several times cheaper than the
+/// library's `asinh` (a `hypot` and a `log1p`): this runs a few times per point.
 #[inline]
 pub fn compress(x: f32) -> f32 {
-    COMPRESS_KNEE * (x / COMPRESS_KNEE).asinh()
+    let y = x / COMPRESS_KNEE;
+    if y.abs() < 0.125 {
+        let y2 = y * y;
+        COMPRESS_KNEE * (y * (1.0 + y2 * (-1.0 / 6.0 + y2 * (3.0 / 40.0 + y2 * (-5.0 / 112.0)))))
+    } else {
+        COMPRESS_KNEE * y.asinh()
+    }
 }
 
 /// Where [`compress`] turns from nearly linear to logarithmic.
@@ -1006,6 +1016,19 @@ mod tests {
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
         let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
         assert_eq!(stats.late, 2);
+    }
+
+    #[test]
+    fn compress_is_asinh_to_f32_precision_and_monotone() {
+        let mut prev = f32::NEG_INFINITY;
+        for i in 0..200_000 {
+            let x = i as f32 * 1e-3;
+            let (fast, lib) = (compress(x), COMPRESS_KNEE * (x / COMPRESS_KNEE).asinh());
+            assert!((fast - lib).abs() <= 2.0 * f32::EPSILON * lib.abs(), "{x}: {fast} vs {lib}");
+            assert!(fast >= prev, "monotone at {x}");
+            prev = fast;
+        }
+        assert_eq!(compress(-3.0), -compress(3.0));
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl ServiceBank {
             return ServiceScore { u: 0.0, series: k };
         }
         let a = 2.0 / (9.0 * k);
-        ServiceScore { u: (((sum / k).cbrt() - (1.0 - a)) / a.sqrt()).max(0.0), series: k }
+        ServiceScore { u: ((cbrt(sum / k) - (1.0 - a)) / a.sqrt()).max(0.0), series: k }
     }
 
     /// Moves service `v`'s base time to its latest point, rescaling its members' terms.
@@ -235,6 +235,23 @@ impl ServiceBank {
     }
 }
 
+/// Cube root of `x ≥ 0` to about 1e-12 relative, with plain arithmetic (a bit-level first guess, then Halley steps):
+/// several times cheaper than `f64::cbrt`, and the same on every platform.
+#[inline]
+fn cbrt(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return if x > 0.0 { x } else { 0.0 };
+    }
+    // Dividing the exponent by 3 in the bit pattern gives a guess within a few percent (denormals excepted, which
+    // the Halley steps still fix, more slowly).
+    let mut y = f64::from_bits(x.to_bits() / 3 + 0x2A9F_7893_782D_A1CE);
+    for _ in 0..3 {
+        let y3 = y * y * y;
+        y *= (y3 + 2.0 * x) / (2.0 * y3 + x);
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +266,15 @@ mod tests {
             b.push(k.service_id);
         }
         (b, keys)
+    }
+
+    #[test]
+    fn fast_cube_root_matches_the_library() {
+        for x in [1e-300, 1e-12, 0.001, 0.37, 1.0, 2.0, 27.0, 1234.5, 7.7e9, 1e200] {
+            assert!((cbrt(x) / x.cbrt() - 1.0).abs() < 1e-12, "{x}: {} vs {}", cbrt(x), x.cbrt());
+        }
+        assert_eq!(cbrt(0.0), 0.0);
+        assert_eq!(cbrt(-1.0), 0.0);
     }
 
     #[test]

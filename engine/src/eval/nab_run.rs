@@ -1,9 +1,9 @@
 //! `faultline eval nab`: streams the NAB corpus through the engine's own detector and scores it with [`super::nab`].
 //!
-//! Every data file is one series (service `nab`, metric `value`, label `file`), fed to a [`ShardDetector`] built from
-//! the same `[detector]` configuration the engine runs, point by point in file order (in batches of
-//! `engine.batch-size`, which does not change the result: the detector processes a series' points in order whatever
-//! the batching). Each row's anomaly score is the detector's per-point score stream. Detection is causal (a row's
+//! Every data file is one series (service: the file's name, metric `value`, label `file`), fed to a [`ShardDetector`]
+//! built from the same `[detector]` configuration the engine runs, point by point in file order. The files a thread
+//! runs are interleaved row by row into batches of `engine.batch-size` (so the detector's rounds hold many series),
+//! which does not change any score: the detector processes each series' points in order whatever the batching. Each row's anomaly score is the detector's per-point score stream. Detection is causal (a row's
 //! score depends only on the rows before it and itself) and uses no labels; the labels only enter the scoring. Files
 //! run in parallel on `engine.shards` threads; each series is independent, so the scores do not depend on that.
 
@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use faultline_kernels::Kernels;
@@ -55,62 +54,86 @@ pub struct NabReport {
 /// Runs the engine's detector over every file of `corpus`; returns one score per row, in corpus order.
 pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
     let threads = cfg.shard_count().min(corpus.len()).max(1);
-    let next = AtomicUsize::new(0);
-    let batch = cfg.engine.batch_size;
+    // Files go to threads longest first, each to the least loaded one.
+    let mut order: Vec<usize> = (0..corpus.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(corpus[k].times.len()));
+    let mut groups: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); threads];
+    for k in order {
+        let g = groups.iter_mut().min_by_key(|g| g.0).expect("at least one thread");
+        g.0 += corpus[k].times.len();
+        g.1.push(k);
+    }
+    let batch = cfg.engine.batch_size.max(1);
     let kernels = Kernels::detect();
-    let mut parts: Vec<Vec<(usize, Vec<f64>)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
+    let parts: Vec<Vec<(usize, Vec<f64>)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = groups
+            .iter()
+            .map(|(_, files)| {
+                scope.spawn(move || {
                     let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, kernels);
-                    let mut done = Vec::new();
-                    let mut events = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(file) = corpus.get(k) else { break };
-                        done.push((k, score_file(&mut det, file, batch, &mut events)));
-                    }
-                    done
+                    score_files(&mut det, corpus, files, batch)
                 })
             })
             .collect();
         workers.into_iter().map(|w| w.join().expect("a NAB worker panicked")).collect()
     });
     let mut scores = vec![Vec::new(); corpus.len()];
-    for (k, s) in parts.iter_mut().flat_map(|p| p.drain(..)) {
+    for (k, s) in parts.into_iter().flatten() {
         scores[k] = s;
     }
     scores
 }
 
-/// One file through `det` as one series; events are discarded, the score stream is kept.
-fn score_file(
-    det: &mut ShardDetector,
-    file: &NabFile,
-    batch: usize,
-    events: &mut Vec<crate::event::AnomalyEvent>,
-) -> Vec<f64> {
-    let key = Arc::new(SeriesKey::new("nab", "value", [("file", file.name.as_str())]));
-    let n = file.times.len();
-    let mut scores = vec![0.0; n];
-    let ids = vec![key.id; batch.min(n)];
-    let keys = vec![Arc::clone(&key); batch.min(n)];
-    let mut start = 0;
-    while start < n {
-        let end = (start + batch).min(n);
-        let len = end - start;
+/// The files `files` of `corpus` through `det`, each its own series (and service), interleaved row by row so a batch
+/// holds many series and the detector's rounds vectorise; each file's points stay in order, so every score is what
+/// the file alone would give. Events are discarded, the score stream is kept.
+fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], batch: usize) -> Vec<(usize, Vec<f64>)> {
+    let keys: Vec<Arc<SeriesKey>> = files
+        .iter()
+        .map(|&k| Arc::new(SeriesKey::new(&corpus[k].name, "value", [("file", corpus[k].name.as_str())])))
+        .collect();
+    let mut scores: Vec<Vec<f64>> = files.iter().map(|&k| vec![0.0; corpus[k].times.len()]).collect();
+    let longest = files.iter().map(|&k| corpus[k].times.len()).max().unwrap_or(0);
+    let (mut ids, mut ks, mut times, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut origin, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    let mut flush = |ids: &mut Vec<u64>,
+                     ks: &mut Vec<Arc<SeriesKey>>,
+                     times: &mut Vec<i64>,
+                     values: &mut Vec<f64>,
+                     origin: &mut Vec<(u32, u32)>| {
+        out.clear();
+        out.resize(ids.len(), 0.0);
         events.clear();
-        det.process_scored(
-            &ids[..len],
-            &keys[..len],
-            &file.times[start..end],
-            &file.values[start..end],
-            events,
-            Some(&mut scores[start..end]),
-        );
-        start = end;
+        det.process_scored(ids, ks, times, values, &mut events, Some(&mut out));
+        for (&(f, row), &score) in origin.iter().zip(&out) {
+            scores[f as usize][row as usize] = score;
+        }
+        ids.clear();
+        ks.clear();
+        times.clear();
+        values.clear();
+        origin.clear();
+    };
+    for row in 0..longest {
+        for (f, &k) in files.iter().enumerate() {
+            let file = &corpus[k];
+            if row >= file.times.len() {
+                continue;
+            }
+            ids.push(keys[f].id);
+            ks.push(Arc::clone(&keys[f]));
+            times.push(file.times[row]);
+            values.push(file.values[row]);
+            origin.push((f as u32, row as u32));
+            if ids.len() == batch {
+                flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
+            }
+        }
     }
-    scores
+    if !ids.is_empty() {
+        flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
+    }
+    files.iter().copied().zip(scores).collect()
 }
 
 /// Loads the corpus and labels, obtains the scores (from the detector or a results file), optionally writes them, and
