@@ -9,6 +9,8 @@
 //! initialise the slot from its first point.
 // Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
 
+pub mod spectral;
+
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
@@ -17,12 +19,16 @@ use faultline_shaders::robust::{ROBUST_WORKGROUP_SIZE, dispatch_size};
 use faultline_shaders::{PointGpu, RobustParamsGpu, ScoreGpu};
 use tracing::{info, warn};
 
+pub use self::spectral::GpuSpectral;
+
 /// The process's device, queue and compiled pipelines.
 pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
     robust_pipeline: wgpu::ComputePipeline,
     robust_layout: wgpu::BindGroupLayout,
+    spectral_pipeline: wgpu::ComputePipeline,
+    spectral_layout: wgpu::BindGroupLayout,
     /// Largest storage binding, in bytes: bounds series per shard and points per dispatch.
     max_binding: u64,
     description: String,
@@ -90,19 +96,20 @@ impl GpuContext {
             },
             count: None,
         };
+        let uniform = |binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
         let robust_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("robust_update"),
             entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
+                uniform(0),
                 storage(1, false),
                 storage(2, false),
                 storage(3, false),
@@ -123,7 +130,36 @@ impl GpuContext {
             compilation_options: Default::default(),
             cache: None,
         });
-        Ok(GpuContext { device, queue, robust_pipeline, robust_layout, max_binding, description })
+        let spectral_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("spectral_update.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(faultline_shaders::SPECTRAL_UPDATE_WGSL.into()),
+        });
+        let spectral_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("spectral_update"),
+            entries: &[uniform(0), storage(1, false), storage(2, false), storage(3, true), storage(4, false)],
+        });
+        let spectral_pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("spectral_update"),
+            layout: Some(&device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("spectral_update"),
+                bind_group_layouts: &[Some(&spectral_layout)],
+                immediate_size: 0,
+            })),
+            module: &spectral_module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            robust_pipeline,
+            robust_layout,
+            spectral_pipeline,
+            spectral_layout,
+            max_binding,
+            description,
+        })
     }
 
     /// Adapter name, backend, device type and driver, for logs and metrics.
@@ -150,6 +186,17 @@ impl GpuContext {
         run(1)?;
         let secs = run(reps)?;
         Ok(2.0 * bytes as f64 * f64::from(reps) / secs)
+    }
+
+    /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
+    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
+        buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
     }
 
     fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -250,6 +297,11 @@ impl GpuRobust {
             ctx.buffer("robust scores", n * 8, U::STORAGE | U::COPY_SRC),
             ctx.buffer("robust readback", n * 8, U::MAP_READ | U::COPY_DST),
         )
+    }
+
+    /// The device this shard's state lives on (the spectral channel puts its state there too).
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
     }
 
     /// Adds a fresh series and returns its slot. Device memory grows lazily, at the next chunk.
@@ -386,7 +438,7 @@ impl GpuRobust {
         let bytes = (n * size_of::<ScoreGpu>()) as u64;
         enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
-        let view = self.map_read(&self.readback, bytes)?;
+        let view = self.ctx.map_read(&self.readback, bytes)?;
         let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
         for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
             (*zi, *si) = (s.z, s.sigma);
@@ -425,17 +477,6 @@ impl GpuRobust {
         Ok(secs)
     }
 
-    /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
-    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
-        rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
-        buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
-    }
-
     /// Copies the device state back to the host (pending level writes applied): for tests, and for moving a shard
     /// to the CPU if the device fails.
     pub fn download(&mut self) -> Result<RobustState, GpuError> {
@@ -453,7 +494,7 @@ impl GpuRobust {
         enc.copy_buffer_to_buffer(&self.mad, 0, &staging, n * 4, n * 4);
         enc.copy_buffer_to_buffer(&self.count_buf, 0, &staging, n * 8, n * 4);
         self.ctx.queue.submit([enc.finish()]);
-        let view = self.map_read(&staging, n * 12)?;
+        let view = self.ctx.map_read(&staging, n * 12)?;
         let n = n as usize;
         st.level = bytemuck::cast_slice(&view[..n * 4]).to_vec();
         st.mad = bytemuck::cast_slice(&view[n * 4..n * 8]).to_vec();
