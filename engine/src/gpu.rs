@@ -7,6 +7,9 @@
 //! (it is a pure function of the points sent), and a re-baseline's new level is written into the device buffer
 //! before the next chunk. New series need no upload: fresh device memory is zero, and `count == 0` makes the shader
 //! initialise the slot from its first point.
+//!
+//! With the spectral-residual channel on, the shard's [`GpuSpectral`] (`gpu/spectral.rs`) keeps its series' windows
+//! on the same device the same way.
 // Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
 
 pub mod spectral;

@@ -286,6 +286,13 @@ fn gpu_spectral_update_matches_the_scalar_kernel_on_random_inputs() {
         let dev = gpu.download().unwrap();
         assert_eq!(cpu.count, dev.count, "seed {seed}: counts");
         assert_eq!(cpu.window, dev.window, "seed {seed}: windows");
+        // And back: a loaded state is the state the device holds.
+        let mut fresh = GpuSpectral::new(Arc::clone(&ctx), &p);
+        for _ in 0..series {
+            fresh.push();
+        }
+        fresh.load(&cpu).unwrap();
+        assert_eq!(fresh.download().unwrap(), cpu, "seed {seed}: load then download");
     }
 }
 

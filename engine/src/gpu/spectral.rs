@@ -216,6 +216,16 @@ impl GpuSpectral {
         Ok(t.elapsed().as_secs_f64())
     }
 
+    /// Replaces the device state with `st` (one window and count per series added so far): the inverse of
+    /// [`GpuSpectral::download`], for benchmarks that start from full windows.
+    pub fn load(&mut self, st: &SpectralState) -> Result<(), GpuError> {
+        assert_eq!(st.len(), self.series, "one window per series");
+        self.reserve_state()?;
+        self.ctx.queue.write_buffer(&self.window, 0, bytemuck::cast_slice(&st.window));
+        self.ctx.queue.write_buffer(&self.count, 0, bytemuck::cast_slice(&st.count));
+        Ok(())
+    }
+
     /// Copies the device state back to the host: for tests, and for moving a shard to the CPU if the device fails.
     pub fn download(&mut self) -> Result<SpectralState, GpuError> {
         self.reserve_state()?;
