@@ -12,6 +12,7 @@
 //! on the same device the same way.
 // Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
 
+pub mod seasonal;
 pub mod spectral;
 
 use std::sync::mpsc;
@@ -22,6 +23,7 @@ use faultline_shaders::robust::{ROBUST_WORKGROUP_SIZE, dispatch_size};
 use faultline_shaders::{PointGpu, RobustParamsGpu, ScoreGpu};
 use tracing::{info, warn};
 
+pub use self::seasonal::GpuSeasonal;
 pub use self::spectral::GpuSpectral;
 
 /// The process's device, queue and compiled pipelines.
@@ -32,6 +34,8 @@ pub struct GpuContext {
     robust_layout: wgpu::BindGroupLayout,
     spectral_pipeline: wgpu::ComputePipeline,
     spectral_layout: wgpu::BindGroupLayout,
+    seasonal_pipeline: wgpu::ComputePipeline,
+    seasonal_layout: wgpu::BindGroupLayout,
     /// Largest storage binding, in bytes: bounds series per shard and points per dispatch.
     max_binding: u64,
     description: String,
@@ -153,6 +157,34 @@ impl GpuContext {
             compilation_options: Default::default(),
             cache: None,
         });
+        let seasonal_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("seasonal_update.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(faultline_shaders::SEASONAL_UPDATE_WGSL.into()),
+        });
+        let seasonal_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("seasonal_update"),
+            entries: &[
+                uniform(0),
+                storage(1, false),
+                storage(2, false),
+                storage(3, false),
+                storage(4, false),
+                storage(5, true),
+                storage(6, false),
+            ],
+        });
+        let seasonal_pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("seasonal_update"),
+            layout: Some(&device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("seasonal_update"),
+                bind_group_layouts: &[Some(&seasonal_layout)],
+                immediate_size: 0,
+            })),
+            module: &seasonal_module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         Ok(GpuContext {
             device,
             queue,
@@ -160,6 +192,8 @@ impl GpuContext {
             robust_layout,
             spectral_pipeline,
             spectral_layout,
+            seasonal_pipeline,
+            seasonal_layout,
             max_binding,
             description,
         })

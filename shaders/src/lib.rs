@@ -2,9 +2,11 @@
 //! and a CPU twin of each shader that mirrors its indexing. No wgpu dependency: the engine owns the device.
 
 pub mod robust;
+pub mod seasonal;
 pub mod spectral;
 
 pub use robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+pub use seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
 pub use spectral::SpectralParamsGpu;
 
 /// The robust update shader's source.
@@ -13,9 +15,15 @@ pub const ROBUST_UPDATE_WGSL: &str = include_str!("../wgsl/robust_update.wgsl");
 /// The spectral residual shader's source.
 pub const SPECTRAL_UPDATE_WGSL: &str = include_str!("../wgsl/spectral_update.wgsl");
 
+/// The seasonal baseline shader's source.
+pub const SEASONAL_UPDATE_WGSL: &str = include_str!("../wgsl/seasonal_update.wgsl");
+
 /// Every shader, by name, for validation.
-pub const ALL: &[(&str, &str)] =
-    &[("robust_update.wgsl", ROBUST_UPDATE_WGSL), ("spectral_update.wgsl", SPECTRAL_UPDATE_WGSL)];
+pub const ALL: &[(&str, &str)] = &[
+    ("robust_update.wgsl", ROBUST_UPDATE_WGSL),
+    ("spectral_update.wgsl", SPECTRAL_UPDATE_WGSL),
+    ("seasonal_update.wgsl", SEASONAL_UPDATE_WGSL),
+];
 
 #[cfg(test)]
 mod tests {
@@ -34,6 +42,7 @@ mod tests {
     #[test]
     fn host_mirrors_match_the_wgsl_layouts() {
         use crate::robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+        use crate::seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
         use crate::spectral::SpectralParamsGpu;
         let mirrors: &[(&str, &str, usize, usize)] = &[
             (super::ROBUST_UPDATE_WGSL, "Params", size_of::<RobustParamsGpu>(), align_of::<RobustParamsGpu>()),
@@ -41,6 +50,8 @@ mod tests {
             (super::ROBUST_UPDATE_WGSL, "Score", size_of::<ScoreGpu>(), align_of::<ScoreGpu>()),
             (super::SPECTRAL_UPDATE_WGSL, "Params", size_of::<SpectralParamsGpu>(), align_of::<SpectralParamsGpu>()),
             (super::SPECTRAL_UPDATE_WGSL, "Point", size_of::<PointGpu>(), align_of::<PointGpu>()),
+            (super::SEASONAL_UPDATE_WGSL, "Params", size_of::<SeasonalParamsGpu>(), align_of::<SeasonalParamsGpu>()),
+            (super::SEASONAL_UPDATE_WGSL, "Point", size_of::<SeasonalPointGpu>(), align_of::<SeasonalPointGpu>()),
         ];
         for &(src, name, size, align) in mirrors {
             let module = naga::front::wgsl::parse_str(src).expect("validated above");

@@ -352,3 +352,157 @@ fn gpu_detector_with_the_spectral_channel_raises_the_same_events_as_the_cpu() {
     let (s1, s2) = (cpu.spectral().unwrap().backend().state(), gpu.spectral().unwrap().backend().state());
     assert_eq!(s1, s2, "the windows must be identical");
 }
+
+/// The seasonal scenario of the seasonal-shader tests: `series` series of 5-minute points over `days` days, each
+/// step a random subset in random order (one chunk), daily or weekly seasons on some, noise on all, some points
+/// learned with the anomaly weight and a few non-finite values. Calls `step` with each chunk.
+fn seasonal_scenario(
+    series: u32,
+    days: i64,
+    mut step: impl FnMut(&[u32], &[i64], &[i64], &[f32], &[f32]),
+) -> faultline::detect::seasonal::SeasonalParams {
+    const DAY: i64 = 86_400_000;
+    const STEP: i64 = 300_000;
+    let mut rng = Rng(5);
+    let mut last = vec![i64::MIN; series as usize];
+    for i in 0..days * DAY / STEP {
+        let mut slots: Vec<u32> = (0..series).filter(|_| !rng.next().is_multiple_of(5)).collect();
+        for k in (1..slots.len()).rev() {
+            slots.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+        }
+        let (mut times, mut dts, mut xs, mut ws) = (vec![], vec![], vec![], vec![]);
+        for &s in &slots {
+            // Up to a minute of jitter, so phases fall between bin centres differently each time.
+            let t = i * STEP + (rng.next() % 60_000) as i64;
+            let su = s as usize;
+            dts.push(if last[su] == i64::MIN { 0 } else { t - last[su] });
+            last[su] = t;
+            times.push(t);
+            let tau = std::f64::consts::TAU;
+            let season = match s % 3 {
+                0 => 30.0 * (tau * (t % DAY) as f64 / DAY as f64).sin(),
+                1 => 20.0 * (tau * (t % (7 * DAY)) as f64 / (7 * DAY) as f64).cos(),
+                _ => 0.0,
+            } as f32;
+            let x = 100.0 + s as f32 + season + 3.0 * rng.unit();
+            xs.push(if rng.next().is_multiple_of(997) { f32::NAN } else { x });
+            ws.push(if rng.next().is_multiple_of(20) { 0.05 } else { 1.0 });
+        }
+        step(&slots, &times, &dts, &xs, &ws);
+    }
+    faultline::detect::seasonal::SeasonalParams {
+        periods: vec![DAY, 7 * DAY],
+        bins: 48,
+        rate: 0.1,
+        alpha: 0.05,
+        min_periods: 2.0,
+        min_gain: 0.3,
+    }
+}
+
+fn seasonal_params() -> faultline::detect::seasonal::SeasonalParams {
+    seasonal_scenario(0, 0, |_, _, _, _, _| {})
+}
+
+/// The CPU twin of `seasonal_update.wgsl` against the engine's `SeasonalBank`, bit for bit (no GPU needed).
+#[test]
+fn seasonal_twin_matches_the_seasonal_bank() {
+    use faultline::detect::seasonal::{SeasonalBank, Switch};
+    use faultline::gpu::seasonal::{seasonal_params_gpu, seasonal_point};
+    use faultline_shaders::seasonal::{SeasonalBuffers, seasonal_update_twin};
+    let p = seasonal_params();
+    let series = 30;
+    let (mut bank, mut twin) = (SeasonalBank::default(), SeasonalBuffers::default());
+    for _ in 0..series {
+        bank.push(&p);
+        twin.push(p.periods.len(), p.bins);
+    }
+    let mut gp = seasonal_params_gpu(&p);
+    let mut first = vec![i64::MIN; series as usize];
+    let (mut activations, mut deactivations) = (0, 0);
+    seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
+        let mut points = Vec::new();
+        let mut expect = Vec::new();
+        for i in 0..slots.len() {
+            let s = slots[i] as usize;
+            let sw = bank.update(s, times[i], dts[i], xs[i], ws[i], &p);
+            if !xs[i].is_finite() {
+                continue;
+            }
+            points.push(seasonal_point(slots[i], times[i], dts[i], xs[i], ws[i], first[s], &p));
+            if first[s] == i64::MIN {
+                first[s] = times[i];
+            }
+            expect.push(match sw {
+                Switch::Unchanged => 0,
+                Switch::Activated(c) => c as i32 + 1,
+                Switch::Deactivated => -1,
+            });
+        }
+        gp.n = points.len() as u32;
+        let mut got = vec![0; points.len()];
+        seasonal_update_twin(&gp, &mut twin, &points, &mut got);
+        assert_eq!(got, expect);
+        activations += expect.iter().filter(|&&c| c > 0).count();
+        deactivations += expect.iter().filter(|&&c| c < 0).count();
+    });
+    assert!(activations >= 10, "the scenario should find the daily seasons: {activations}");
+    eprintln!("seasonal twin: {activations} activations, {deactivations} deactivations");
+    assert!(bank.to_buffers() == twin, "the twin's state differs from the bank's");
+}
+
+/// Tolerance of the seasonal state on the device against the CPU, for series at 100..130: `|cpu − gpu|` at most
+/// `SEASONAL_TOLERANCE · (130 + |cpu|)`, relative to the series' scale: values that cancel to near 0 (the profile's
+/// running sum) carry rounding at the scale of the residuals, which drifts over the 2,600 points of the run.
+const SEASONAL_TOLERANCE: f32 = 1e-4;
+
+/// `seasonal_update.wgsl` on the device against the engine's `SeasonalBank`: the same season switches, state within
+/// `SEASONAL_TOLERANCE`: `exp` is the driver's, everything else is the same f32 operations.
+#[test]
+fn gpu_seasonal_update_matches_the_seasonal_bank() {
+    use faultline::detect::seasonal::{SeasonalBank, Switch};
+    use faultline::gpu::GpuSeasonal;
+    let Some(ctx) = context() else { return };
+    let p = seasonal_params();
+    let series = 30;
+    let mut bank = SeasonalBank::default();
+    let mut gpu = GpuSeasonal::new(Arc::clone(&ctx), &p);
+    let mut switched = 0;
+    seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
+        // Series arrive over time: the device state grows mid-run.
+        while gpu.len() < series as usize && (gpu.len() < 10 || times[0] > 86_400_000) {
+            bank.push(&p);
+            gpu.push();
+        }
+        let mut s2 = Vec::new();
+        let keep: Vec<usize> = (0..slots.len()).filter(|&i| (slots[i] as usize) < gpu.len()).collect();
+        let pick = |v: &[i64]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let pickf = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let sl: Vec<u32> = keep.iter().map(|&i| slots[i]).collect();
+        let (ts, ds, x, w) = (pick(times), pick(dts), pickf(xs), pickf(ws));
+        let s1: Vec<Switch> =
+            (0..sl.len()).map(|i| bank.update(sl[i] as usize, ts[i], ds[i], x[i], w[i], &p)).collect();
+        s2.resize(sl.len(), Switch::Unchanged);
+        gpu.update(&sl, &ts, &ds, &x, &w, &mut s2).unwrap();
+        assert_eq!(s1, s2, "season switches differ");
+        switched += s1.iter().filter(|s| **s != Switch::Unchanged).count();
+    });
+    assert!(switched >= 10, "the scenario should switch seasons: {switched}");
+    let (cpu, dev) = (bank.to_buffers(), gpu.download().unwrap());
+    assert_eq!(cpu.info, dev.info, "points seen and active seasons");
+    // Errors are partly absolute at the scale of the series: an accumulator such as the profile's sum can cancel to
+    // near 0 while its steps carry rounding at the scale of the residuals.
+    let near = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let mut worst = 0.0f32;
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let excess = (x - y).abs() / (SEASONAL_TOLERANCE * (130.0 + x.abs()));
+            assert!(excess <= 1.0, "{what}[{i}]: cpu {x} gpu {y}");
+            worst = worst.max(excess);
+        }
+        eprintln!("seasonal {what}: worst difference {worst:.3} of the tolerance");
+    };
+    near(&cpu.profile, &dev.profile, "profile");
+    near(&cpu.cand, &dev.cand, "cand");
+    near(&cpu.plain, &dev.plain, "plain");
+}
