@@ -199,6 +199,37 @@ fn simulator_scenario_gives_the_same_anomalies_on_gpu_and_cpu() {
     }
 }
 
+/// The golden simulator scenario with the spectral-residual channel on: the same anomalies (series, time, stage,
+/// direction, points seen) on both backends; the channel's scores may differ in the last digits (see the module docs).
+#[test]
+fn simulator_scenario_with_the_spectral_channel_gives_the_same_anomalies_on_gpu_and_cpu() {
+    let Some(_ctx) = context() else { return };
+    let spectral = ("FAULTLINE__DETECTOR__SPECTRAL__ENABLED", "true");
+    let cpu = run(&load("golden-sim.toml", &[("FAULTLINE__ENGINE__SHARDS", "2"), spectral]));
+    let gpu = run(&load(
+        "golden-sim.toml",
+        &[
+            ("FAULTLINE__ENGINE__SHARDS", "2"),
+            ("FAULTLINE__ENGINE__BACKEND", "gpu"),
+            ("FAULTLINE__ENGINE__GPU_BATCH_SIZE", "20000"),
+            spectral,
+        ],
+    ));
+    let identity = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {} {} {} {}",
+                    v["series_id"], v["time"], v["stage"], v["direction"], v["evidence"]["points_seen"]
+                )
+            })
+            .collect()
+    };
+    assert!(cpu.anomalies.lines().count() > 50, "the scenario should raise anomalies");
+    assert_eq!(identity(&cpu.anomalies), identity(&gpu.anomalies), "anomalies differ between the backends");
+}
+
 /// Run in a child process with no Vulkan driver (see `auto_falls_back_to_the_cpu_without_an_adapter`).
 #[test]
 fn fallback_child() {
