@@ -13,6 +13,13 @@
 //! bin, no trigonometry (the twiddles are a table, [`twiddles`], that the GPU gets in its uniform block so both sides
 //! use the same bits). The DC bin (removed with the mean) is dropped and its log-amplitude copied from bin 1.
 //!
+//! Why the spectral residual rather than a windowed nearest-neighbour (matrix-profile) distance: its cost per point is
+//! fixed and data-independent (two 64-point FFTs, no search, no branches that depend on the data), its state is the
+//! window alone (260 bytes), and it is scale-free; so it maps onto one GPU invocation per point with nothing shared and
+//! no divergence. A left matrix profile over the same window needs the window's subsequence distances, an `O(W · m)`
+//! search per point (or `W` more floats of state per series for STOMP's incremental dot products), and is
+//! normalisation-sensitive on the flat stretches common in service metrics.
+//!
 //! This is the reference for `shaders/wgsl/spectral_update.wgsl` and its CPU twin; there are no SIMD variants (the
 //! work per point is two FFTs, where the GPU is the accelerator that pays off).
 // Hot path: no IO, no allocation per point (the FFT scratch lives on the stack).
