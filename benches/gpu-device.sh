@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-shot GPU machine check: builds in release, runs the GPU parity tests on the real device, then the GPU vs CPU
-# sweep (updates/s by batch size up to 10M, crossover, achieved bandwidth against the measured device copy
-# bandwidth) and the end-to-end pipeline on both backends. Everything lands in $OUT (default: ./gpu-results).
+# One-shot GPU machine check: builds in release, runs the GPU parity tests on the real device (robust and spectral
+# residual), then the GPU vs CPU sweep (updates/s by batch size up to 10M, crossover, achieved bandwidth against the
+# measured device copy bandwidth), the same sweep for the spectral-residual kernel up to 1M with its crossover and its
+# cost per update against the robust kernel's, and the end-to-end pipeline on both backends. Everything lands in $OUT (default: ./gpu-results).
 #
 #   bash benches/gpu-device.sh            # on an NVIDIA box with a Vulkan driver (e.g. H200)
 #
@@ -29,8 +30,8 @@ else
 fi
 grep -E "GPU adapter|skipped|test result" "$OUT/parity.log" | head -5 || true
 
-# 2. Sweep 1k..10M, 2 s per point, plus the pipeline on 1M series on both backends.
-cargo run --release -p faultline-benches --bin gpubench --locked -- 10000000 2 1000000 \
+# 2. Sweep 1k..10M (spectral residual: 1k..1M), 2 s per point, plus the pipeline on 1M series on both backends.
+cargo run --release -p faultline-benches --bin gpubench --locked -- 10000000 2 1000000 1000000 \
   >"$OUT/gpubench.json" 2>"$OUT/gpubench.log"
 cat "$OUT/gpubench.log"
 # The 2-core CPU reference of the 20x target: the same pipeline pinned to two cores, two shards.
@@ -46,6 +47,10 @@ for r in d["rows"]:
     if r["backend"] == "gpu-resident" and r["batch"] >= 10_000_000 and copy:
         print(f"resident update at {r['batch']}: {r['bytes_per_s']/1e12:.2f} TB/s = {100*r['bytes_per_s']/copy:.0f} % of copy "
               f"({copy/1e12:.2f} TB/s); target >= 50 %")
+sp = d["spectral"]
+print("spectral residual: crossover batch", sp["crossover_batch"], "; cost per update vs robust:", sp["cost_vs_robust"])
+for r in sp["rows"]:
+    print(f"  spectral {r['backend']:>12} batch {r['batch']:>8}: {r['updates_per_s']:.3e} updates/s")
 p = {x["backend"]: x["summary"]["points_per_s"] for x in d["pipeline"]}
 cpu2 = json.load(open(sys.argv[2]))["points_per_s"]
 if "gpu" in p:

@@ -5,13 +5,18 @@
 //! for the GPU). "gpu" rows are end to end: upload the points, dispatch, read back the scores. "gpu-resident" rows
 //! re-run the kernel on resident state with no transfers: the update kernel's own throughput, the one that the
 //! bandwidth target refers to.
+//!
+//! The same for the spectral residual (`spectral_update.wgsl`, two 64-point FFTs per update): [`spectral_sweep`], on
+//! series whose windows are full, so every update computes a score.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline::gpu::{GpuContext, GpuRobust};
-use faultline_kernels::{Kernels, RobustParams, RobustState};
+use faultline::gpu::{GpuContext, GpuRobust, GpuSpectral};
+use faultline_kernels::spectral::{WINDOW, spectral_update_gather};
+use faultline_kernels::{Kernels, RobustParams, RobustState, SpectralParams, SpectralState};
 use faultline_shaders::robust::ROBUST_BYTES_PER_UPDATE;
+use faultline_shaders::spectral::SPECTRAL_BYTES_PER_UPDATE;
 use serde::Serialize;
 
 /// One measurement.
@@ -20,7 +25,8 @@ pub struct Row {
     pub backend: &'static str,
     pub batch: usize,
     pub updates_per_s: f64,
-    /// Bytes read and written per second, at `ROBUST_BYTES_PER_UPDATE` bytes per update.
+    /// Bytes read and written per second, at `ROBUST_BYTES_PER_UPDATE` (or `SPECTRAL_BYTES_PER_UPDATE`) bytes per
+    /// update.
     pub bytes_per_s: f64,
 }
 
@@ -101,8 +107,108 @@ pub fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn row(backend: &'static str, batch: usize, secs_per_batch: f64) -> Row {
+    row_of(backend, batch, secs_per_batch, ROBUST_BYTES_PER_UPDATE)
+}
+
+fn row_of(backend: &'static str, batch: usize, secs_per_batch: f64, bytes_per_update: u64) -> Row {
     let ups = batch as f64 / secs_per_batch;
-    Row { backend, batch, updates_per_s: ups, bytes_per_s: ups * ROBUST_BYTES_PER_UPDATE as f64 }
+    Row { backend, batch, updates_per_s: ups, bytes_per_s: ups * bytes_per_update as f64 }
+}
+
+/// One value per series for one step: a different cycle per series, so windows are not flat.
+fn spectral_inputs(n: usize, step: usize) -> Vec<f32> {
+    (0..n).map(|i| (i % 97) as f32 + ((step * (i % 7 + 1)) as f32 * 0.37).sin()).collect()
+}
+
+/// Fills every window with `WINDOW` points of [`spectral_inputs`], as if they had been scored one by one.
+fn fill(st: &mut SpectralState) {
+    let n = st.len();
+    for step in 0..WINDOW {
+        for (s, x) in spectral_inputs(n, step).into_iter().enumerate() {
+            st.window[s * WINDOW + step] = x;
+        }
+    }
+    st.count.fill(WINDOW as u32);
+}
+
+/// The spectral-residual kernel on the CPU over `n` series with full windows.
+pub struct SpectralCpuCase {
+    pub state: SpectralState,
+    pub slots: Vec<u32>,
+    pub x: Vec<f32>,
+    pub scores: Vec<f32>,
+    pub params: SpectralParams,
+}
+
+impl SpectralCpuCase {
+    pub fn new(n: usize) -> Self {
+        let mut state = SpectralState::default();
+        for _ in 0..n {
+            state.push();
+        }
+        fill(&mut state);
+        Self {
+            state,
+            slots: (0..n as u32).collect(),
+            x: spectral_inputs(n, WINDOW),
+            scores: vec![0.0; n],
+            params: SpectralParams::default(),
+        }
+    }
+
+    pub fn run(&mut self) {
+        spectral_update_gather(&mut self.state, &self.slots, &self.x, &mut self.scores, &self.params);
+    }
+}
+
+/// The spectral-residual shader over `n` device-resident series with full windows.
+pub struct SpectralGpuCase {
+    pub gpu: GpuSpectral,
+    pub slots: Vec<u32>,
+    pub x: Vec<f32>,
+    pub scores: Vec<f32>,
+}
+
+impl SpectralGpuCase {
+    pub fn new(ctx: Arc<GpuContext>, n: usize) -> Self {
+        let mut gpu = GpuSpectral::new(ctx, &SpectralParams::default());
+        for _ in 0..n {
+            gpu.push();
+        }
+        let mut state = SpectralState::default();
+        for _ in 0..n {
+            state.push();
+        }
+        fill(&mut state);
+        gpu.load(&state).expect("GPU upload");
+        Self { gpu, slots: (0..n as u32).collect(), x: spectral_inputs(n, WINDOW), scores: vec![0.0; n] }
+    }
+
+    /// Upload, dispatch, read back.
+    pub fn run(&mut self) {
+        self.gpu.update(&self.slots, &self.x, &mut self.scores).expect("GPU update");
+    }
+}
+
+/// [`sweep`] for the spectral residual: rows "cpu", "gpu" (end to end) and "gpu-resident" by batch size.
+pub fn spectral_sweep(ctx: Option<&Arc<GpuContext>>, batches: &[usize], budget: Duration) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &n in batches {
+        let mut cpu = SpectralCpuCase::new(n);
+        rows.push(row_of("cpu", n, time_per_call(budget, || cpu.run()), SPECTRAL_BYTES_PER_UPDATE));
+        drop(cpu);
+        if let Some(ctx) = ctx {
+            let mut g = SpectralGpuCase::new(Arc::clone(ctx), n);
+            rows.push(row_of("gpu", n, time_per_call(budget, || g.run()), SPECTRAL_BYTES_PER_UPDATE));
+            // About 2^23 updates back to back (each is two FFTs), 2 to 64 dispatches.
+            let reps = ((1usize << 23) / n).clamp(2, 64) as u32;
+            let secs = time_per_call(budget, || {
+                g.gpu.dispatch_resident(reps).expect("GPU dispatch");
+            });
+            rows.push(row_of("gpu-resident", n, secs / f64::from(reps), SPECTRAL_BYTES_PER_UPDATE));
+        }
+    }
+    rows
 }
 
 /// Measures every backend at every batch size. `ctx` is `None` where there is no adapter (CPU rows only).

@@ -153,6 +153,7 @@ pub struct DetectorConfig {
     pub fatigue: FatigueConfig,
     pub novelty: NoveltyConfig,
     pub multivariate: MultivariateConfig,
+    pub spectral: SpectralConfig,
     pub rules: Vec<RuleConfig>,
     pub overrides: Vec<OverrideConfig>,
 }
@@ -232,6 +233,38 @@ pub struct FatigueConfig {
     pub scale: f64,
     /// Points after which an alarm's weight in the count has halved.
     pub half_life: f64,
+}
+
+/// The spectral-residual channel (`[detector.spectral]`): a heavier, windowed detector of shape anomalies (Ren et al.,
+/// KDD 2019) over each series' last 64 points, scored by the rarity of its saliency under the series' own history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpectralConfig {
+    pub enabled: bool,
+    /// Extrapolated points appended to the window (the paper's κ); the window holds `64 − extend` real points.
+    pub extend: u32,
+    /// Points whose mean slope extrapolates the series (the paper's m).
+    pub look: u32,
+    /// Bins of the average of the log-amplitude spectrum (odd; the paper's q).
+    pub mag_window: u32,
+    /// Newest points whose mean saliency a point's saliency is compared with (the paper's z).
+    pub score_window: u32,
+    /// Points a series needs before the channel scores.
+    pub warmup_points: u32,
+    /// Surprise subtracted from the channel (it sees shapes, which are noisier evidence than values).
+    pub discount: f64,
+}
+
+impl SpectralConfig {
+    /// The kernel's parameters.
+    pub fn params(&self) -> faultline_kernels::SpectralParams {
+        faultline_kernels::SpectralParams {
+            extend: self.extend,
+            look: self.look,
+            mag_window: self.mag_window,
+            score_window: self.score_window,
+        }
+    }
 }
 
 /// Post-detection suppression of the per-point score stream (`[detector.novelty]`).
@@ -509,6 +542,10 @@ impl Config {
             p.push(format!("detector.multivariate.top must be in 1..=64, got {}", mv.top));
         }
         check_range(&mut p, "detector.multivariate.min-share", mv.min_share, 0.0, 1.0);
+        if let Err(e) = d.spectral.params().check() {
+            p.push(format!("detector.spectral: {e}"));
+        }
+        check_range(&mut p, "detector.spectral.discount", d.spectral.discount, 0.0, 1e6);
         let se = &d.seasonal;
         if se.periods.len() > crate::detect::seasonal::MAX_PERIODS {
             p.push(format!(
@@ -806,6 +843,18 @@ mod tests {
         let user = "[engine]\ngpu-batch-size = 0\ngpu-max-wait = \"0s\"\n";
         let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
         assert!(err.contains("engine.gpu-batch-size") && err.contains("engine.gpu-max-wait"), "{err}");
+    }
+
+    #[test]
+    fn spectral_settings_are_validated() {
+        let cfg = Config::default_config().unwrap();
+        assert!(!cfg.detector.spectral.enabled, "the spectral channel is opt-in");
+        let user = "[detector.spectral]\nenabled = true\nmag-window = 4\ndiscount = nan\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.spectral: mag-window must be odd"), "{err}");
+        assert!(err.contains("detector.spectral.discount is NaN"), "{err}");
+        let err = Config::from_layers(Some(("x.toml", "[detector.spectral]\nlook = 58\n")), []).unwrap_err();
+        assert!(err.to_string().contains("look must be in 1..58"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod cusum;
 pub mod seasonal;
 pub mod service;
 pub mod sketch;
+pub mod spectral;
 pub mod spot;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ use self::cusum::{Cusum, CusumParams};
 use self::seasonal::{SeasonalBank, SeasonalParams, Switch};
 use self::service::{ServiceBank, ServiceParams};
 use self::sketch::{Sketch, SketchParams};
+use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
 use crate::event::{AnomalyEvent, Channels, Direction, LevelShift, RuleHit, Stage, rule_score};
@@ -145,6 +147,8 @@ struct Scored {
     /// The kernel's z-score and sigma.
     z: f32,
     sigma: f32,
+    /// The spectral-residual score of the series' window with this point (0 without the channel).
+    spectral: f32,
 }
 
 /// Where a shard's robust models live and are updated. The CPU is the reference and the default; the GPU keeps the
@@ -241,6 +245,8 @@ impl ScoringBackend {
 /// The models of every series one shard owns.
 pub struct ShardDetector {
     scoring: ScoringBackend,
+    /// The spectral-residual channel, when configured.
+    spectral: Option<SpectralChannel>,
     params: RobustParams,
     seasonal_params: SeasonalParams,
     cusum_params: CusumParams,
@@ -387,8 +393,10 @@ impl ShardDetector {
         let mv = &cfg.multivariate;
         let service_params =
             ServiceParams { horizon_ms: mv.horizon.as_millis_i64() as f64, top: mv.top, min_share: mv.min_share };
+        let scoring = backend(&params);
         Self {
-            scoring: backend(&params),
+            spectral: SpectralChannel::configured(cfg, sketch_params, &scoring),
+            scoring,
             service_params,
             params,
             seasonal_params,
@@ -449,12 +457,20 @@ impl ShardDetector {
         &mut self.scoring
     }
 
+    /// The spectral-residual channel, when configured.
+    pub fn spectral(&mut self) -> Option<&mut SpectralChannel> {
+        self.spectral.as_mut()
+    }
+
     fn slot_of(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
         if let Some(&s) = self.index.get(&id) {
             return s;
         }
         stats.new_series += 1;
         let s = self.scoring.push();
+        if let Some(sp) = &mut self.spectral {
+            sp.push();
+        }
         let prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
         let pi = match self.profiles.iter().position(|p| *p == prof) {
             Some(i) => i,
@@ -569,17 +585,26 @@ impl ShardDetector {
             self.slots.clear();
             self.xs.clear();
             self.offsets.clear();
+            if let Some(sp) = &mut self.spectral {
+                sp.clear();
+            }
             for &j in &self.order[range.clone()] {
                 let (s, i) = (self.kept_slots[j as usize], self.keep[j as usize] as usize);
                 let offset = self.seasonal.offset(s as usize, times[i], &self.seasonal_params);
                 self.slots.push(s);
                 self.offsets.push(offset);
                 self.xs.push(values[i] as f32 - offset);
+                if let Some(sp) = &mut self.spectral {
+                    sp.add(values[i] as f32);
+                }
             }
             let n = self.slots.len();
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
             self.scoring.update(&self.slots, &self.xs, &mut self.zs, &mut self.sigmas, &self.params);
+            if let Some(sp) = &mut self.spectral {
+                sp.update(&self.slots);
+            }
             for k in 0..n {
                 let j = self.order[range.start + k] as usize;
                 let i = self.keep[j] as usize;
@@ -592,6 +617,7 @@ impl ShardDetector {
                     y: self.xs[k],
                     z: self.zs[k],
                     sigma: self.sigmas[k],
+                    spectral: self.spectral.as_ref().map_or(0.0, |sp| sp.score(k)),
                 };
                 let score = self.finish_point(p, out, &mut stats);
                 if let Some(sc) = scores.as_deref_mut() {
@@ -693,7 +719,8 @@ impl ShardDetector {
         if learned {
             self.resid[s].update(z, &self.sketch_params);
         }
-        let raw = value_s.max(resid_s).max(0.0);
+        let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, seen));
+        let raw = value_s.max(resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
         let fatigue = (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10();
         let surprise = (raw - fatigue).max(0.0);

@@ -7,17 +7,25 @@
 //! (it is a pure function of the points sent), and a re-baseline's new level is written into the device buffer
 //! before the next chunk. New series need no upload: fresh device memory is zero, and `count == 0` makes the shader
 //! initialise the slot from its first point.
+//!
+//! With the spectral-residual channel on, the shard's [`GpuSpectral`] (`gpu/spectral.rs`) keeps its series' windows
+//! on the same device the same way.
 // Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
+
+pub mod seasonal;
+pub mod spectral;
+pub mod spot;
 
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
-
-pub mod spot;
 
 use faultline_kernels::{RobustParams, RobustState};
 use faultline_shaders::robust::{ROBUST_WORKGROUP_SIZE, dispatch_size};
 use faultline_shaders::{PointGpu, RobustParamsGpu, ScoreGpu};
 use tracing::{info, warn};
+
+pub use self::seasonal::GpuSeasonal;
+pub use self::spectral::GpuSpectral;
 
 /// The process's device, queue and compiled pipelines.
 pub struct GpuContext {
@@ -25,6 +33,12 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     robust_pipeline: wgpu::ComputePipeline,
     robust_layout: wgpu::BindGroupLayout,
+    spectral_pipeline: wgpu::ComputePipeline,
+    spectral_layout: wgpu::BindGroupLayout,
+    seasonal_pipeline: wgpu::ComputePipeline,
+    seasonal_layout: wgpu::BindGroupLayout,
+    spot_pipeline: wgpu::ComputePipeline,
+    spot_layout: wgpu::BindGroupLayout,
     /// Largest storage binding, in bytes: bounds series per shard and points per dispatch.
     max_binding: u64,
     description: String,
@@ -78,54 +92,45 @@ impl GpuContext {
         }))
         .map_err(|e| format!("{description}: cannot open device: {e}"))?;
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("robust_update.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(faultline_shaders::ROBUST_UPDATE_WGSL.into()),
-        });
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let robust_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("robust_update"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                storage(1, false),
-                storage(2, false),
-                storage(3, false),
-                storage(4, true),
-                storage(5, false),
-            ],
-        });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("robust_update"),
-            bind_group_layouts: &[Some(&robust_layout)],
-            immediate_size: 0,
-        });
-        let robust_pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("robust_update"),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        Ok(GpuContext { device, queue, robust_pipeline, robust_layout, max_binding, description })
+        use Binding::{Read, Uniform, Write};
+        let (robust_pipeline, robust_layout) = compute_pipeline(
+            &device,
+            "robust_update",
+            faultline_shaders::ROBUST_UPDATE_WGSL,
+            &[Uniform, Write, Write, Write, Read, Write],
+        );
+        let (spectral_pipeline, spectral_layout) = compute_pipeline(
+            &device,
+            "spectral_update",
+            faultline_shaders::SPECTRAL_UPDATE_WGSL,
+            &[Uniform, Write, Write, Read, Write],
+        );
+        let (seasonal_pipeline, seasonal_layout) = compute_pipeline(
+            &device,
+            "seasonal_update",
+            faultline_shaders::SEASONAL_UPDATE_WGSL,
+            &[Uniform, Write, Write, Write, Write, Read, Write],
+        );
+        let (spot_pipeline, spot_layout) = compute_pipeline(
+            &device,
+            "spot_update",
+            faultline_shaders::SPOT_UPDATE_WGSL,
+            &[Uniform, Write, Read, Write],
+        );
+        Ok(GpuContext {
+            device,
+            queue,
+            robust_pipeline,
+            robust_layout,
+            spectral_pipeline,
+            spectral_layout,
+            seasonal_pipeline,
+            seasonal_layout,
+            spot_pipeline,
+            spot_layout,
+            max_binding,
+            description,
+        })
     }
 
     /// Adapter name, backend, device type and driver, for logs and metrics.
@@ -154,6 +159,17 @@ impl GpuContext {
         Ok(2.0 * bytes as f64 * f64::from(reps) / secs)
     }
 
+    /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
+    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
+        buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
+    }
+
     fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -162,6 +178,60 @@ impl GpuContext {
             mapped_at_creation: false,
         })
     }
+}
+
+/// How a shader binds one of its buffers, in binding order.
+#[derive(Clone, Copy)]
+enum Binding {
+    Uniform,
+    Read,
+    Write,
+}
+
+/// Compiles `wgsl` (entry point `main`) into a compute pipeline whose bind group 0 holds `bindings` in order.
+fn compute_pipeline(
+    device: &wgpu::Device,
+    name: &str,
+    wgsl: &str,
+    bindings: &[Binding],
+) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+    });
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b {
+                    Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let layout =
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        layout: Some(&device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        })),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    (pipeline, layout)
 }
 
 /// Why the GPU backend could not score a chunk. The detector then moves the state to the CPU and carries on.
@@ -252,6 +322,11 @@ impl GpuRobust {
             ctx.buffer("robust scores", n * 8, U::STORAGE | U::COPY_SRC),
             ctx.buffer("robust readback", n * 8, U::MAP_READ | U::COPY_DST),
         )
+    }
+
+    /// The device this shard's state lives on (the spectral channel puts its state there too).
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
     }
 
     /// Adds a fresh series and returns its slot. Device memory grows lazily, at the next chunk.
@@ -388,7 +463,7 @@ impl GpuRobust {
         let bytes = (n * size_of::<ScoreGpu>()) as u64;
         enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
-        let view = self.map_read(&self.readback, bytes)?;
+        let view = self.ctx.map_read(&self.readback, bytes)?;
         let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
         for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
             (*zi, *si) = (s.z, s.sigma);
@@ -427,17 +502,6 @@ impl GpuRobust {
         Ok(secs)
     }
 
-    /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
-    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
-        rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
-        buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
-    }
-
     /// Copies the device state back to the host (pending level writes applied): for tests, and for moving a shard
     /// to the CPU if the device fails.
     pub fn download(&mut self) -> Result<RobustState, GpuError> {
@@ -455,7 +519,7 @@ impl GpuRobust {
         enc.copy_buffer_to_buffer(&self.mad, 0, &staging, n * 4, n * 4);
         enc.copy_buffer_to_buffer(&self.count_buf, 0, &staging, n * 8, n * 4);
         self.ctx.queue.submit([enc.finish()]);
-        let view = self.map_read(&staging, n * 12)?;
+        let view = self.ctx.map_read(&staging, n * 12)?;
         let n = n as usize;
         st.level = bytemuck::cast_slice(&view[..n * 4]).to_vec();
         st.mad = bytemuck::cast_slice(&view[n * 4..n * 8]).to_vec();

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 pub mod robust;
 pub mod scalar;
+pub mod spectral;
 
 #[cfg(all(feature = "simd", target_arch = "x86_64"))]
 pub mod x86_64;
@@ -26,6 +27,7 @@ pub mod aarch64;
 mod neon_model;
 
 pub use robust::{RobustParams, RobustSlices, RobustState};
+pub use spectral::{SpectralParams, SpectralState};
 
 /// The kernel implementation chosen for this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,13 @@
 //! and a CPU twin of each shader that mirrors its indexing. No wgpu dependency: the engine owns the device.
 
 pub mod robust;
+pub mod seasonal;
+pub mod spectral;
 pub mod spot;
 
 pub use robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+pub use seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
+pub use spectral::SpectralParamsGpu;
 pub use spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
 /// The robust update shader's source.
@@ -13,8 +17,19 @@ pub const ROBUST_UPDATE_WGSL: &str = include_str!("../wgsl/robust_update.wgsl");
 /// The calibrated-threshold (SPOT) shader's source.
 pub const SPOT_UPDATE_WGSL: &str = include_str!("../wgsl/spot_update.wgsl");
 
+/// The spectral residual shader's source.
+pub const SPECTRAL_UPDATE_WGSL: &str = include_str!("../wgsl/spectral_update.wgsl");
+
+/// The seasonal baseline shader's source.
+pub const SEASONAL_UPDATE_WGSL: &str = include_str!("../wgsl/seasonal_update.wgsl");
+
 /// Every shader, by name, for validation.
-pub const ALL: &[(&str, &str)] = &[("robust_update.wgsl", ROBUST_UPDATE_WGSL), ("spot_update.wgsl", SPOT_UPDATE_WGSL)];
+pub const ALL: &[(&str, &str)] = &[
+    ("robust_update.wgsl", ROBUST_UPDATE_WGSL),
+    ("spot_update.wgsl", SPOT_UPDATE_WGSL),
+    ("spectral_update.wgsl", SPECTRAL_UPDATE_WGSL),
+    ("seasonal_update.wgsl", SEASONAL_UPDATE_WGSL),
+];
 
 #[cfg(test)]
 mod tests {
@@ -33,6 +48,8 @@ mod tests {
     #[test]
     fn host_mirrors_match_the_wgsl_layouts() {
         use crate::robust::{PointGpu, RobustParamsGpu, ScoreGpu};
+        use crate::seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
+        use crate::spectral::SpectralParamsGpu;
         use crate::spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
         let mirrors: &[(&str, &str, usize, usize)] = &[
             (super::ROBUST_UPDATE_WGSL, "Params", size_of::<RobustParamsGpu>(), align_of::<RobustParamsGpu>()),
@@ -42,6 +59,10 @@ mod tests {
             (super::SPOT_UPDATE_WGSL, "State", size_of::<SpotStateGpu>(), align_of::<SpotStateGpu>()),
             (super::SPOT_UPDATE_WGSL, "Point", size_of::<SpotPointGpu>(), align_of::<SpotPointGpu>()),
             (super::SPOT_UPDATE_WGSL, "Out", size_of::<SpotOutGpu>(), align_of::<SpotOutGpu>()),
+            (super::SPECTRAL_UPDATE_WGSL, "Params", size_of::<SpectralParamsGpu>(), align_of::<SpectralParamsGpu>()),
+            (super::SPECTRAL_UPDATE_WGSL, "Point", size_of::<PointGpu>(), align_of::<PointGpu>()),
+            (super::SEASONAL_UPDATE_WGSL, "Params", size_of::<SeasonalParamsGpu>(), align_of::<SeasonalParamsGpu>()),
+            (super::SEASONAL_UPDATE_WGSL, "Point", size_of::<SeasonalPointGpu>(), align_of::<SeasonalPointGpu>()),
         ];
         for &(src, name, size, align) in mirrors {
             let module = naga::front::wgsl::parse_str(src).expect("validated above");

@@ -7,6 +7,13 @@
 //! relative 1e-5 (state within 1e-5 of the level's magnitude), and the simulator's anomalies must be the same events
 //! (series, time, stage, direction) with numbers within the same tolerance.
 //!
+//! The spectral-residual shader is not bit-identical and need not be: its `log`, `exp` and `sqrt` are the driver's
+//! (Vulkan allows a few ulp), and the FFTs and the sums of 21–40 saliencies add rounding in their own order, so its
+//! scores must agree within 1e-4 · max(1, |score|) (lavapipe's worst over ~75k random scores: 4.5e-6; the test prints
+//! it)
+//! while its state (the window rings and counts: plain copies) must be identical; a detector with the channel on must
+//! raise the same events on both backends and give a score stream within 1e-6.
+//!
 //! Where no adapter exists the GPU tests print `skipped: no GPU adapter: …` and pass; the fallback test runs
 //! everywhere: it re-runs this binary with `VK_DRIVER_FILES=/nonexistent.json` so the Vulkan loader finds no driver.
 
@@ -14,9 +21,10 @@ use std::sync::Arc;
 
 use faultline::config::Backend;
 use faultline::detect::{ScoringBackend, ShardDetector};
-use faultline::gpu::{GpuContext, GpuRobust};
+use faultline::gpu::{GpuContext, GpuRobust, GpuSpectral};
 use faultline::pipeline::resolve_backend;
-use faultline_kernels::{Kernels, RobustParams, RobustState};
+use faultline_kernels::spectral::spectral_update_gather;
+use faultline_kernels::{Kernels, RobustParams, RobustState, SpectralParams, SpectralState};
 
 use crate::support::{load, run};
 
@@ -191,6 +199,37 @@ fn simulator_scenario_gives_the_same_anomalies_on_gpu_and_cpu() {
     }
 }
 
+/// The golden simulator scenario with the spectral-residual channel on: the same anomalies (series, time, stage,
+/// direction, points seen) on both backends; the channel's scores may differ in the last digits (see the module docs).
+#[test]
+fn simulator_scenario_with_the_spectral_channel_gives_the_same_anomalies_on_gpu_and_cpu() {
+    let Some(_ctx) = context() else { return };
+    let spectral = ("FAULTLINE__DETECTOR__SPECTRAL__ENABLED", "true");
+    let cpu = run(&load("golden-sim.toml", &[("FAULTLINE__ENGINE__SHARDS", "2"), spectral]));
+    let gpu = run(&load(
+        "golden-sim.toml",
+        &[
+            ("FAULTLINE__ENGINE__SHARDS", "2"),
+            ("FAULTLINE__ENGINE__BACKEND", "gpu"),
+            ("FAULTLINE__ENGINE__GPU_BATCH_SIZE", "20000"),
+            spectral,
+        ],
+    ));
+    let identity = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {} {} {} {}",
+                    v["series_id"], v["time"], v["stage"], v["direction"], v["evidence"]["points_seen"]
+                )
+            })
+            .collect()
+    };
+    assert!(cpu.anomalies.lines().count() > 50, "the scenario should raise anomalies");
+    assert_eq!(identity(&cpu.anomalies), identity(&gpu.anomalies), "anomalies differ between the backends");
+}
+
 /// Run in a child process with no Vulkan driver (see `auto_falls_back_to_the_cpu_without_an_adapter`).
 #[test]
 fn fallback_child() {
@@ -226,4 +265,275 @@ fn auto_falls_back_to_the_cpu_without_an_adapter() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("fallback-child-ok: auto: no GPU"), "child did not run the fallback:\n{stdout}\n{stderr}");
+}
+
+/// Scores of the spectral residual agree within this fraction of max(1, |score|) (see the module docs).
+const SPECTRAL_TOLERANCE: f32 = 1e-4;
+
+#[test]
+fn gpu_spectral_update_matches_the_scalar_kernel_on_random_inputs() {
+    let Some(ctx) = context() else { return };
+    for (seed, p) in
+        [(1u64, SpectralParams::default()), (2, SpectralParams { extend: 3, look: 8, mag_window: 5, score_window: 40 })]
+    {
+        let mut rng = Rng(seed);
+        let mut cpu = SpectralState::default();
+        let mut gpu = GpuSpectral::new(Arc::clone(&ctx), &p);
+        let (mut series, mut worst, mut scored) = (0u32, 0.0f32, 0usize);
+        for step in 0..160 {
+            // New series arrive over time, so the device state grows (and is copied) mid-run.
+            let grow = if step == 0 { 300 } else { (rng.next() % 8) as u32 };
+            for _ in 0..grow {
+                assert_eq!(cpu.push(), gpu.push());
+                series += 1;
+            }
+            // Most series get a point every step (so their windows fill), in random order, none twice.
+            let mut slots: Vec<u32> = (0..series).filter(|_| !rng.next().is_multiple_of(8)).collect();
+            for i in (1..slots.len()).rev() {
+                slots.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
+            let x: Vec<f32> = slots
+                .iter()
+                .map(|&s| {
+                    let base = (s % 17) as f32 * 50.0 - 200.0;
+                    let wave = ((step as f32) * 0.1 * (s % 5 + 1) as f32).sin() * (s % 3) as f32;
+                    let spike = if rng.next().is_multiple_of(40) { 30.0 * (rng.unit() - 0.5) } else { 0.0 };
+                    base + wave + rng.unit() + spike
+                })
+                .collect();
+            let n = slots.len();
+            let (mut s1, mut s2) = (vec![0.0; n], vec![0.0; n]);
+            spectral_update_gather(&mut cpu, &slots, &x, &mut s1, &p);
+            gpu.update(&slots, &x, &mut s2).unwrap();
+            for i in 0..n {
+                let err = (s1[i] - s2[i]).abs() / s1[i].abs().max(1.0);
+                assert!(err <= SPECTRAL_TOLERANCE, "seed {seed} step {step} point {i}: cpu {} gpu {}", s1[i], s2[i]);
+                worst = worst.max(err);
+                scored += usize::from(s1[i] != 0.0);
+            }
+        }
+        assert!(scored > 10_000, "seed {seed}: most points should be scored, {scored} were");
+        eprintln!("spectral seed {seed}: {scored} scores, worst relative difference {worst:e}");
+        let dev = gpu.download().unwrap();
+        assert_eq!(cpu.count, dev.count, "seed {seed}: counts");
+        assert_eq!(cpu.window, dev.window, "seed {seed}: windows");
+        // And back: a loaded state is the state the device holds.
+        let mut fresh = GpuSpectral::new(Arc::clone(&ctx), &p);
+        for _ in 0..series {
+            fresh.push();
+        }
+        fresh.load(&cpu).unwrap();
+        assert_eq!(fresh.download().unwrap(), cpu, "seed {seed}: load then download");
+    }
+}
+
+#[test]
+fn gpu_detector_with_the_spectral_channel_raises_the_same_events_as_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let mut cfg = faultline::config::Config::default_config().unwrap();
+    cfg.detector.spectral.enabled = true;
+    cfg.detector.spectral.warmup_points = 300;
+    let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+        ScoringBackend::Gpu(Box::new(GpuRobust::new(Arc::clone(&ctx), p)))
+    });
+    // Forty series, interleaved, in batches of 997 points: a regular cycle each, with a broken rhythm (inside the
+    // normal range: only the spectral channel sees it), a 3-point spike and, on every fourth, a level shift.
+    let keys: Vec<_> = (0..40)
+        .map(|i| Arc::new(faultline::model::SeriesKey::new("svc", &format!("m{i}"), [] as [(&str, &str); 0])))
+        .collect();
+    let (mut ids, mut ks, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+    let mut rng = Rng(9);
+    for t in 0..1500i64 {
+        for (i, k) in keys.iter().enumerate() {
+            let period = 8.0 + (i % 9) as f64;
+            let stall = (900 + 10 * i as i64..906 + 10 * i as i64).contains(&t);
+            let phase = if stall { 0.0 } else { std::f64::consts::TAU * t as f64 / period };
+            let spike = if (1200 + i as i64..1203 + i as i64).contains(&t) { 60.0 } else { 0.0 };
+            let shift = if i % 4 == 0 && t > 1300 { 80.0 } else { 0.0 };
+            ids.push(k.id);
+            ks.push(Arc::clone(k));
+            times.push(t * 60_000);
+            vals.push(100.0 + 10.0 * phase.sin() + f64::from(rng.unit()) + spike + shift);
+        }
+    }
+    let (mut e1, mut e2) = (Vec::new(), Vec::new());
+    let (mut sc1, mut sc2) = (vec![0.0; vals.len()], vec![0.0; vals.len()]);
+    for start in (0..vals.len()).step_by(997) {
+        let r = start..(start + 997).min(vals.len());
+        let (ids, ks, ts, xs) = (&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r.clone()]);
+        cpu.process_scored(ids, ks, ts, xs, &mut e1, Some(&mut sc1[r.clone()]));
+        gpu.process_scored(ids, ks, ts, xs, &mut e2, Some(&mut sc2[r]));
+    }
+    assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
+    assert_eq!(gpu.spectral().unwrap().backend().name(), "gpu", "the spectral channel runs on the device");
+    let identity = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| (e.key.metric.clone(), e.time, e.stage, e.direction)).collect::<Vec<_>>()
+    };
+    assert!(e1.len() > 40, "the scenario should raise events, got {}", e1.len());
+    assert_eq!(identity(&e1), identity(&e2), "events differ between the CPU and GPU backends");
+    // The stalls are the spectral channel's: the score stream flags most series' (24 of 40 on lavapipe).
+    let stalls_seen = (0..40usize)
+        .filter(|&i| (900 + 10 * i..912 + 10 * i).any(|t| sc1[t * 40 + i] >= 0.5 && sc2[t * 40 + i] >= 0.5))
+        .count();
+    assert!(stalls_seen >= 20, "the spectral channel should flag the broken rhythms: {stalls_seen} of 40");
+    for (i, (a, b)) in sc1.iter().zip(&sc2).enumerate() {
+        assert!((a - b).abs() <= 1e-6, "point {i}: score cpu {a} gpu {b}");
+    }
+    let (s1, s2) = (cpu.spectral().unwrap().backend().state(), gpu.spectral().unwrap().backend().state());
+    assert_eq!(s1, s2, "the windows must be identical");
+}
+
+/// The seasonal scenario of the seasonal-shader tests: `series` series of 5-minute points over `days` days, each
+/// step a random subset in random order (one chunk), daily or weekly seasons on some, noise on all, some points
+/// learned with the anomaly weight and a few non-finite values. Calls `step` with each chunk.
+fn seasonal_scenario(
+    series: u32,
+    days: i64,
+    mut step: impl FnMut(&[u32], &[i64], &[i64], &[f32], &[f32]),
+) -> faultline::detect::seasonal::SeasonalParams {
+    const DAY: i64 = 86_400_000;
+    const STEP: i64 = 300_000;
+    let mut rng = Rng(5);
+    let mut last = vec![i64::MIN; series as usize];
+    for i in 0..days * DAY / STEP {
+        let mut slots: Vec<u32> = (0..series).filter(|_| !rng.next().is_multiple_of(5)).collect();
+        for k in (1..slots.len()).rev() {
+            slots.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+        }
+        let (mut times, mut dts, mut xs, mut ws) = (vec![], vec![], vec![], vec![]);
+        for &s in &slots {
+            // Up to a minute of jitter, so phases fall between bin centres differently each time.
+            let t = i * STEP + (rng.next() % 60_000) as i64;
+            let su = s as usize;
+            dts.push(if last[su] == i64::MIN { 0 } else { t - last[su] });
+            last[su] = t;
+            times.push(t);
+            let tau = std::f64::consts::TAU;
+            let season = match s % 3 {
+                0 => 30.0 * (tau * (t % DAY) as f64 / DAY as f64).sin(),
+                1 => 20.0 * (tau * (t % (7 * DAY)) as f64 / (7 * DAY) as f64).cos(),
+                _ => 0.0,
+            } as f32;
+            let x = 100.0 + s as f32 + season + 3.0 * rng.unit();
+            xs.push(if rng.next().is_multiple_of(997) { f32::NAN } else { x });
+            ws.push(if rng.next().is_multiple_of(20) { 0.05 } else { 1.0 });
+        }
+        step(&slots, &times, &dts, &xs, &ws);
+    }
+    faultline::detect::seasonal::SeasonalParams {
+        periods: vec![DAY, 7 * DAY],
+        bins: 48,
+        rate: 0.1,
+        alpha: 0.05,
+        min_periods: 2.0,
+        min_gain: 0.3,
+    }
+}
+
+fn seasonal_params() -> faultline::detect::seasonal::SeasonalParams {
+    seasonal_scenario(0, 0, |_, _, _, _, _| {})
+}
+
+/// The CPU twin of `seasonal_update.wgsl` against the engine's `SeasonalBank`, bit for bit (no GPU needed).
+#[test]
+fn seasonal_twin_matches_the_seasonal_bank() {
+    use faultline::detect::seasonal::{SeasonalBank, Switch};
+    use faultline::gpu::seasonal::{seasonal_params_gpu, seasonal_point};
+    use faultline_shaders::seasonal::{SeasonalBuffers, seasonal_update_twin};
+    let p = seasonal_params();
+    let series = 30;
+    let (mut bank, mut twin) = (SeasonalBank::default(), SeasonalBuffers::default());
+    for _ in 0..series {
+        bank.push(&p);
+        twin.push(p.periods.len(), p.bins);
+    }
+    let mut gp = seasonal_params_gpu(&p);
+    let mut first = vec![i64::MIN; series as usize];
+    let (mut activations, mut deactivations) = (0, 0);
+    seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
+        let mut points = Vec::new();
+        let mut expect = Vec::new();
+        for i in 0..slots.len() {
+            let s = slots[i] as usize;
+            let sw = bank.update(s, times[i], dts[i], xs[i], ws[i], &p);
+            if !xs[i].is_finite() {
+                continue;
+            }
+            points.push(seasonal_point(slots[i], times[i], dts[i], xs[i], ws[i], first[s], &p));
+            if first[s] == i64::MIN {
+                first[s] = times[i];
+            }
+            expect.push(match sw {
+                Switch::Unchanged => 0,
+                Switch::Activated(c) => c as i32 + 1,
+                Switch::Deactivated => -1,
+            });
+        }
+        gp.n = points.len() as u32;
+        let mut got = vec![0; points.len()];
+        seasonal_update_twin(&gp, &mut twin, &points, &mut got);
+        assert_eq!(got, expect);
+        activations += expect.iter().filter(|&&c| c > 0).count();
+        deactivations += expect.iter().filter(|&&c| c < 0).count();
+    });
+    assert!(activations >= 10, "the scenario should find the daily seasons: {activations}");
+    eprintln!("seasonal twin: {activations} activations, {deactivations} deactivations");
+    assert!(bank.to_buffers() == twin, "the twin's state differs from the bank's");
+}
+
+/// Tolerance of the seasonal state on the device against the CPU, for series at 100..130: `|cpu − gpu|` at most
+/// `SEASONAL_TOLERANCE · (130 + |cpu|)`, relative to the series' scale: values that cancel to near 0 (the profile's
+/// running sum) carry rounding at the scale of the residuals, which drifts over the 2,600 points of the run.
+const SEASONAL_TOLERANCE: f32 = 1e-4;
+
+/// `seasonal_update.wgsl` on the device against the engine's `SeasonalBank`: the same season switches, state within
+/// `SEASONAL_TOLERANCE`: `exp` is the driver's, everything else is the same f32 operations.
+#[test]
+fn gpu_seasonal_update_matches_the_seasonal_bank() {
+    use faultline::detect::seasonal::{SeasonalBank, Switch};
+    use faultline::gpu::GpuSeasonal;
+    let Some(ctx) = context() else { return };
+    let p = seasonal_params();
+    let series = 30;
+    let mut bank = SeasonalBank::default();
+    let mut gpu = GpuSeasonal::new(Arc::clone(&ctx), &p);
+    let mut switched = 0;
+    seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
+        // Series arrive over time: the device state grows mid-run.
+        while gpu.len() < series as usize && (gpu.len() < 10 || times[0] > 86_400_000) {
+            bank.push(&p);
+            gpu.push();
+        }
+        let mut s2 = Vec::new();
+        let keep: Vec<usize> = (0..slots.len()).filter(|&i| (slots[i] as usize) < gpu.len()).collect();
+        let pick = |v: &[i64]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let pickf = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let sl: Vec<u32> = keep.iter().map(|&i| slots[i]).collect();
+        let (ts, ds, x, w) = (pick(times), pick(dts), pickf(xs), pickf(ws));
+        let s1: Vec<Switch> =
+            (0..sl.len()).map(|i| bank.update(sl[i] as usize, ts[i], ds[i], x[i], w[i], &p)).collect();
+        s2.resize(sl.len(), Switch::Unchanged);
+        gpu.update(&sl, &ts, &ds, &x, &w, &mut s2).unwrap();
+        assert_eq!(s1, s2, "season switches differ");
+        switched += s1.iter().filter(|s| **s != Switch::Unchanged).count();
+    });
+    assert!(switched >= 10, "the scenario should switch seasons: {switched}");
+    let (cpu, dev) = (bank.to_buffers(), gpu.download().unwrap());
+    assert_eq!(cpu.info, dev.info, "points seen and active seasons");
+    // Errors are partly absolute at the scale of the series: an accumulator such as the profile's sum can cancel to
+    // near 0 while its steps carry rounding at the scale of the residuals.
+    let near = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let mut worst = 0.0f32;
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let excess = (x - y).abs() / (SEASONAL_TOLERANCE * (130.0 + x.abs()));
+            assert!(excess <= 1.0, "{what}[{i}]: cpu {x} gpu {y}");
+            worst = worst.max(excess);
+        }
+        eprintln!("seasonal {what}: worst difference {worst:.3} of the tolerance");
+    };
+    near(&cpu.profile, &dev.profile, "profile");
+    near(&cpu.cand, &dev.cand, "cand");
+    near(&cpu.plain, &dev.plain, "plain");
 }

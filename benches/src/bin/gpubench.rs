@@ -1,14 +1,16 @@
 //! GPU vs CPU robust-update sweep: updates/s by batch size on both backends, the crossover batch size, the GPU's
-//! achieved bandwidth against its measured device copy bandwidth, and the end-to-end pipeline on both backends.
-//! Prints one JSON document.
+//! achieved bandwidth against its measured device copy bandwidth, the same sweep and crossover for the spectral
+//! residual (up to SPECTRAL_MAX_BATCH, default min(MAX_BATCH, 1M)) with its cost per update against the robust
+//! update's, and the end-to-end pipeline on both backends. Prints one JSON document.
 //!
-//! `cargo run --release -p faultline-benches --bin gpubench -- [MAX_BATCH] [SECONDS_PER_POINT] [PIPELINE_SERIES]`
+//! `cargo run --release -p faultline-benches --bin gpubench -- [MAX_BATCH] [SECONDS_PER_POINT] [PIPELINE_SERIES]
+//! [SPECTRAL_MAX_BATCH]`
 
 use std::time::Duration;
 
 use faultline::config::Backend;
 use faultline::gpu::GpuContext;
-use faultline_benches::gpu::{crossover, sweep};
+use faultline_benches::gpu::{crossover, spectral_sweep, sweep};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,23 @@ fn main() -> anyhow::Result<()> {
             r.bytes_per_s / 1e9
         );
     }
+    let spectral_max = arg(3, max_batch.min(1_000_000) as f64)? as usize;
+    let spectral_rows =
+        spectral_sweep(ctx.as_ref(), &batches.iter().copied().filter(|&b| b <= spectral_max).collect::<Vec<_>>(), {
+            Duration::from_secs_f64(secs)
+        });
+    for r in &spectral_rows {
+        eprintln!("spectral {:>13} batch {:>10}: {:>14.0} updates/s", r.backend, r.batch, r.updates_per_s);
+    }
+    // Cost per update of the spectral residual in multiples of the robust update's, per backend, at the largest
+    // batch both swept.
+    let cost_ratio = |backend: &str| {
+        let last = spectral_rows.iter().filter(|r| r.backend == backend).map(|r| r.batch).max()?;
+        let rate = |rows: &[faultline_benches::gpu::Row]| {
+            rows.iter().find(|r| r.backend == backend && r.batch == last).map(|r| r.updates_per_s)
+        };
+        Some(rate(&rows)? / rate(&spectral_rows)?)
+    };
     let copy = match &ctx {
         Some(ctx) => Some(ctx.measure_copy_bandwidth(256 << 20, 20).map_err(|e| anyhow::anyhow!("{}", e.0))?),
         None => None,
@@ -65,6 +84,16 @@ fn main() -> anyhow::Result<()> {
         "best_resident_bytes_per_s": best_resident,
         "resident_fraction_of_copy": copy.map(|c| best_resident / c),
         "pipeline": pipeline,
+        "spectral": {
+            "bytes_per_update": faultline_shaders::spectral::SPECTRAL_BYTES_PER_UPDATE,
+            "rows": spectral_rows,
+            "crossover_batch": crossover(&spectral_rows),
+            "cost_vs_robust": {
+                "cpu": cost_ratio("cpu"),
+                "gpu": cost_ratio("gpu"),
+                "gpu-resident": cost_ratio("gpu-resident"),
+            },
+        },
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())

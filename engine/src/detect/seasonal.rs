@@ -141,6 +141,20 @@ impl SeasonalBank {
         }
     }
 
+    /// Every series' state in the layout of `seasonal_update.wgsl` (for the GPU parity tests).
+    pub fn to_buffers(&self) -> faultline_shaders::seasonal::SeasonalBuffers {
+        let mut b =
+            faultline_shaders::seasonal::SeasonalBuffers { profile: self.profile.clone(), ..Default::default() };
+        for k in 0..self.sum.len() {
+            b.cand.extend([self.sum[k], self.base[k], self.spread[k], self.fast[k], self.err[k]]);
+        }
+        for s in 0..self.n.len() {
+            b.plain.extend([self.flat_fast[s], self.flat_err[s]]);
+            b.info.extend([self.n[s], u32::from(self.active[s])]);
+        }
+        b
+    }
+
     /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
     /// and `weight` scales the profile's step (the caller lowers it for anomalous points). Residuals are clipped at a
     /// few times the scales the bank tracks itself. Returns whether the series' season changed.

@@ -4,11 +4,11 @@
 //! one contiguous write, as the engine's `Spot::new(t0)`.
 // Hot path: no IO, no logging, no allocation per point (buffers grow geometrically and are reused).
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use faultline_shaders::robust::dispatch_size;
 use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
-use faultline_shaders::{SPOT_UPDATE_WGSL, SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
+use faultline_shaders::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
 use super::{GpuContext, GpuError, STATE_USAGE};
 use crate::detect::spot::{Spot, SpotParams};
@@ -16,8 +16,6 @@ use crate::detect::spot::{Spot, SpotParams};
 /// One set of SPOT calibrators, resident on the device.
 pub struct GpuSpot {
     ctx: Arc<GpuContext>,
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
     params: SpotParamsGpu,
     params_buf: wgpu::Buffer,
     state: wgpu::Buffer,
@@ -38,40 +36,6 @@ pub struct GpuSpot {
 impl GpuSpot {
     /// Calibrators with the engine's parameters, each starting at threshold `t0`, judging at surprise `alarm`.
     pub fn new(ctx: Arc<GpuContext>, p: &SpotParams, alarm: f64, t0: f32) -> Self {
-        let device = &ctx.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("spot_update.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SPOT_UPDATE_WGSL.into()),
-        });
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        };
-        use wgpu::BufferBindingType::{Storage, Uniform};
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("spot_update"),
-            entries: &[
-                entry(0, Uniform),
-                entry(1, Storage { read_only: false }),
-                entry(2, Storage { read_only: true }),
-                entry(3, Storage { read_only: false }),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("spot_update"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("spot_update"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
         let params = SpotParamsGpu {
             quantile: p.quantile,
             step: p.step,
@@ -88,8 +52,6 @@ impl GpuSpot {
         let (points, outs, readback) = Self::chunk_buffers(&ctx, 0);
         Self {
             ctx,
-            pipeline,
-            layout,
             params,
             params_buf,
             state,
@@ -176,7 +138,7 @@ impl GpuSpot {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipeline);
+            pass.set_pipeline(&self.ctx.spot_pipeline);
             pass.set_bind_group(0, &bg, &[]);
             let (gx, gy) = dispatch_size(n as u32, SPOT_WORKGROUP_SIZE);
             pass.dispatch_workgroups(gx, gy, 1);
@@ -184,7 +146,7 @@ impl GpuSpot {
         let bytes = n * size_of::<SpotOutGpu>() as u64;
         enc.copy_buffer_to_buffer(&self.outs, 0, &self.readback, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
-        let view = map_read(&self.ctx, &self.readback, bytes)?;
+        let view = self.ctx.map_read(&self.readback, bytes)?;
         outs.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);
         self.readback.unmap();
@@ -202,7 +164,7 @@ impl GpuSpot {
             .collect();
         let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("spot_update"),
-            layout: &self.layout,
+            layout: &self.ctx.spot_layout,
             entries: &entries,
         });
         self.bind_group = Some(bg.clone());
@@ -221,21 +183,10 @@ impl GpuSpot {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&self.state, 0, &staging, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
-        let view = map_read(&self.ctx, &staging, bytes)?;
+        let view = self.ctx.map_read(&staging, bytes)?;
         let states = bytemuck::cast_slice(&view).to_vec();
         drop(view);
         staging.unmap();
         Ok(states)
     }
-}
-
-/// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
-fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
-    rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
-    buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
 }

@@ -1,0 +1,304 @@
+//! The seasonal baseline update (`seasonal_update.wgsl`) on the device: one shard's per-candidate profiles, bases,
+//! trackers and errors resident there, as [`super::GpuRobust`] does for the robust model. The host keeps each series'
+//! first event time (WGSL has no i64) and computes what needs event time per point (phase bins and fraction per
+//! candidate, in f64 as the CPU does; time since the previous and the first point), so a point is 80 bytes up and a
+//! 4-byte switch code down. The shader and its twin are checked against `SeasonalBank::update` in `tests/it/gpu.rs`;
+//! the detector does not use this path yet (the CPU `SeasonalBank` stays its seasonal model on both backends).
+// Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
+
+use std::sync::Arc;
+
+use faultline_shaders::robust::dispatch_size;
+use faultline_shaders::seasonal::{
+    CAND_FIELDS, SEASONAL_MAX_PERIODS, SEASONAL_WORKGROUP_SIZE, SeasonalBuffers, SeasonalParamsGpu, SeasonalPointGpu,
+};
+
+use super::{GpuContext, GpuError, STATE_USAGE};
+use crate::detect::seasonal::{SeasonalParams, Switch, phase};
+use crate::model::TimeMs;
+
+/// The shader's uniform block for `p` (at most [`SEASONAL_MAX_PERIODS`] candidates).
+pub fn seasonal_params_gpu(p: &SeasonalParams) -> SeasonalParamsGpu {
+    assert!(p.periods.len() <= SEASONAL_MAX_PERIODS, "at most {SEASONAL_MAX_PERIODS} candidate periods");
+    let mut periods = [0.0; SEASONAL_MAX_PERIODS];
+    for (d, &period) in periods.iter_mut().zip(&p.periods) {
+        *d = period as f32;
+    }
+    SeasonalParamsGpu {
+        n: 0,
+        cands: p.periods.len() as u32,
+        bins: p.bins as u32,
+        rate: p.rate,
+        alpha: p.alpha,
+        min_periods: p.min_periods,
+        min_gain: p.min_gain,
+        shortest: p.periods.iter().copied().min().unwrap_or(1) as f32,
+        periods,
+    }
+}
+
+/// The shader's input for point `(t, x)` of series `slot`, whose first point came at `first_time` (`TimeMs::MIN`:
+/// this is its first), `dt` after its previous one: what `SeasonalBank::update` computes from event time.
+pub fn seasonal_point(
+    slot: u32,
+    t: TimeMs,
+    dt: TimeMs,
+    x: f32,
+    weight: f32,
+    first_time: TimeMs,
+    p: &SeasonalParams,
+) -> SeasonalPointGpu {
+    let first = first_time == TimeMs::MIN;
+    let mut pt = SeasonalPointGpu {
+        slot,
+        x,
+        weight,
+        dt: dt.max(0) as f32,
+        elapsed: if first { 0.0 } else { (t - first_time) as f32 },
+        first: u32::from(first),
+        ..Default::default()
+    };
+    for (c, &period) in p.periods.iter().enumerate() {
+        let (b0, b1, frac) = phase(t, period, p.bins);
+        (pt.b0[c], pt.b1[c], pt.frac[c]) = (b0 as u32, b1 as u32, frac);
+    }
+    pt
+}
+
+pub struct GpuSeasonal {
+    ctx: Arc<GpuContext>,
+    params: SeasonalParams,
+    gpu_params: SeasonalParamsGpu,
+    params_buf: wgpu::Buffer,
+    /// profile, cand, plain, info (see the WGSL's bindings).
+    state: [wgpu::Buffer; 4],
+    capacity: u64,
+    points: wgpu::Buffer,
+    switches: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    chunk_capacity: u64,
+    bind_group: Option<wgpu::BindGroup>,
+    /// Host mirror: each series' first event time (`TimeMs::MIN` before its first point).
+    first_time: Vec<TimeMs>,
+    upload: Vec<SeasonalPointGpu>,
+    codes: Vec<i32>,
+}
+
+impl GpuSeasonal {
+    pub fn new(ctx: Arc<GpuContext>, p: &SeasonalParams) -> Self {
+        let gpu_params = seasonal_params_gpu(p);
+        let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let params_buf = ctx.buffer("seasonal params", size_of::<SeasonalParamsGpu>() as u64, uniform);
+        let state = Self::state_buffers(&ctx, p, 0);
+        let (points, switches, readback) = Self::chunk_buffers(&ctx, 0);
+        Self {
+            ctx,
+            params: p.clone(),
+            gpu_params,
+            params_buf,
+            state,
+            capacity: 0,
+            points,
+            switches,
+            readback,
+            chunk_capacity: 0,
+            bind_group: None,
+            first_time: Vec::new(),
+            upload: Vec::new(),
+            codes: Vec::new(),
+        }
+    }
+
+    /// Bytes of each state buffer per series.
+    fn strides(p: &SeasonalParams) -> [u64; 4] {
+        let c = p.periods.len() as u64;
+        [c * p.bins as u64 * 4, c * CAND_FIELDS as u64 * 4, 8, 8]
+    }
+
+    fn state_buffers(ctx: &GpuContext, p: &SeasonalParams, series: u64) -> [wgpu::Buffer; 4] {
+        let (strides, labels) =
+            (Self::strides(p), ["seasonal profile", "seasonal cand", "seasonal plain", "seasonal info"]);
+        std::array::from_fn(|i| ctx.buffer(labels[i], series * strides[i], STATE_USAGE))
+    }
+
+    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        use wgpu::BufferUsages as U;
+        (
+            ctx.buffer("seasonal points", n * size_of::<SeasonalPointGpu>() as u64, U::STORAGE | U::COPY_DST),
+            ctx.buffer("seasonal switches", n * 4, U::STORAGE | U::COPY_SRC),
+            ctx.buffer("seasonal readback", n * 4, U::MAP_READ | U::COPY_DST),
+        )
+    }
+
+    /// Adds a fresh series and returns its slot.
+    pub fn push(&mut self) -> u32 {
+        self.first_time.push(TimeMs::MIN);
+        (self.first_time.len() - 1) as u32
+    }
+
+    pub fn len(&self) -> usize {
+        self.first_time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first_time.is_empty()
+    }
+
+    fn reserve(&mut self, n: u64) -> Result<(), GpuError> {
+        let need = self.first_time.len() as u64;
+        if need > self.capacity {
+            let strides = Self::strides(&self.params);
+            let widest = strides.iter().copied().max().unwrap_or(8).max(1);
+            let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / widest);
+            if cap < need {
+                return Err(GpuError(format!("{need} seasonal series exceed the device's largest binding")));
+            }
+            let state = Self::state_buffers(&self.ctx, &self.params, cap);
+            if self.capacity > 0 {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                for ((old, new), stride) in self.state.iter().zip(&state).zip(strides) {
+                    enc.copy_buffer_to_buffer(old, 0, new, 0, self.capacity * stride);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+            }
+            (self.state, self.capacity) = (state, cap);
+            self.bind_group = None;
+        }
+        if n > self.chunk_capacity {
+            let max = self.ctx.max_binding / size_of::<SeasonalPointGpu>() as u64;
+            let cap = n.max(self.chunk_capacity * 2).max(1024).min(max);
+            if cap < n {
+                return Err(GpuError(format!("a chunk of {n} seasonal points exceeds the device's largest binding")));
+            }
+            (self.points, self.switches, self.readback) = Self::chunk_buffers(&self.ctx, cap);
+            self.chunk_capacity = cap;
+            self.bind_group = None;
+        }
+        Ok(())
+    }
+
+    fn bind_group(&mut self) -> wgpu::BindGroup {
+        if let Some(bg) = &self.bind_group {
+            return bg.clone();
+        }
+        let [a, b, c, d] = &self.state;
+        let buffers = [&self.params_buf, a, b, c, d, &self.points, &self.switches];
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("seasonal_update"),
+            layout: &self.ctx.seasonal_layout,
+            entries: &entries,
+        });
+        self.bind_group = Some(bg.clone());
+        bg
+    }
+
+    /// Learns one chunk, as `SeasonalBank::update` does point by point: `(times[i], values[i])` of series
+    /// `slots[i]`, `dts[i]` after its previous point, profile step scaled by `weights[i]`; `out[i]` says what changed
+    /// about the series' season. No slot may repeat within `slots`.
+    pub fn update(
+        &mut self,
+        slots: &[u32],
+        times: &[TimeMs],
+        dts: &[TimeMs],
+        values: &[f32],
+        weights: &[f32],
+        out: &mut [Switch],
+    ) -> Result<(), GpuError> {
+        let n = slots.len();
+        assert!([times.len(), dts.len(), values.len(), weights.len(), out.len()].iter().all(|&l| l == n));
+        out.fill(Switch::Unchanged);
+        if self.params.periods.is_empty() || n == 0 {
+            return Ok(());
+        }
+        self.upload.clear();
+        for i in 0..n {
+            // A non-finite value changes nothing, as on the CPU.
+            if !values[i].is_finite() {
+                continue;
+            }
+            let s = slots[i] as usize;
+            let pt =
+                seasonal_point(slots[i], times[i], dts[i], values[i], weights[i], self.first_time[s], &self.params);
+            if self.first_time[s] == TimeMs::MIN {
+                self.first_time[s] = times[i];
+            }
+            self.upload.push(pt);
+        }
+        let m = self.upload.len();
+        if m == 0 {
+            return Ok(());
+        }
+        self.reserve(m as u64)?;
+        self.gpu_params.n = m as u32;
+        self.ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.gpu_params));
+        self.ctx.queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.seasonal_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(m as u32, SEASONAL_WORKGROUP_SIZE);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        let bytes = (m * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.switches, 0, &self.readback, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.ctx.map_read(&self.readback, bytes)?;
+        self.codes.clear();
+        self.codes.extend_from_slice(bytemuck::cast_slice(&view));
+        drop(view);
+        self.readback.unmap();
+        let mut k = 0;
+        for i in 0..n {
+            if !values[i].is_finite() {
+                continue;
+            }
+            out[i] = match self.codes[k] {
+                0 => Switch::Unchanged,
+                -1 => Switch::Deactivated,
+                c => Switch::Activated(c as usize - 1),
+            };
+            k += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies the device state back to the host, in the shader's layout (for tests).
+    pub fn download(&mut self) -> Result<SeasonalBuffers, GpuError> {
+        self.reserve(0)?;
+        let n = self.first_time.len() as u64;
+        let strides = Self::strides(&self.params);
+        let total: u64 = strides.iter().map(|s| s * n).sum();
+        let mut out = SeasonalBuffers::default();
+        if n == 0 || total == 0 {
+            return Ok(out);
+        }
+        let staging =
+            self.ctx.buffer("seasonal download", total, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for (buf, stride) in self.state.iter().zip(strides) {
+            enc.copy_buffer_to_buffer(buf, 0, &staging, at, stride * n);
+            at += stride * n;
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.ctx.map_read(&staging, total)?;
+        let cut = |i: usize| {
+            let start: u64 = strides[..i].iter().map(|s| s * n).sum();
+            (start as usize)..((start + strides[i] * n) as usize)
+        };
+        out.profile = bytemuck::cast_slice(&view[cut(0)]).to_vec();
+        out.cand = bytemuck::cast_slice(&view[cut(1)]).to_vec();
+        out.plain = bytemuck::cast_slice(&view[cut(2)]).to_vec();
+        out.info = bytemuck::cast_slice(&view[cut(3)]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,252 @@
+//! One shard's spectral-residual state (a 64-value window ring and a count per series), resident on the device, and
+//! the buffers of one chunk in flight: `spectral_update.wgsl` through wgpu, as [`super::GpuRobust`] does for the
+//! robust model. Per chunk the host uploads only the new values (`PointGpu`, 8 bytes a point), dispatches once and
+//! reads back only the scores (4 bytes a point); the windows never cross the bus. New series need no upload: fresh
+//! device memory is zero, and `count == 0` is an empty window.
+// Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
+
+use std::sync::Arc;
+
+use faultline_kernels::spectral::{SpectralParams, SpectralState, WINDOW, twiddles};
+use faultline_shaders::PointGpu;
+use faultline_shaders::robust::dispatch_size;
+use faultline_shaders::spectral::{SPECTRAL_WORKGROUP_SIZE, SpectralParamsGpu};
+
+use super::{GpuContext, GpuError, STATE_USAGE};
+
+/// Bytes of device state per series: the window ring and the count.
+const STATE_BYTES: u64 = WINDOW as u64 * 4 + 4;
+
+pub struct GpuSpectral {
+    ctx: Arc<GpuContext>,
+    params: SpectralParamsGpu,
+    params_buf: wgpu::Buffer,
+    window: wgpu::Buffer,
+    count: wgpu::Buffer,
+    /// Series the state buffers hold room for.
+    capacity: u64,
+    points: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Points the chunk buffers hold room for.
+    chunk_capacity: u64,
+    bind_group: Option<wgpu::BindGroup>,
+    /// Series added so far.
+    series: usize,
+    upload: Vec<PointGpu>,
+    /// Points per dispatch, at most: bounded by the device's largest binding.
+    max_chunk: usize,
+}
+
+impl GpuSpectral {
+    pub fn new(ctx: Arc<GpuContext>, p: &SpectralParams) -> Self {
+        let params = SpectralParamsGpu::new(p.extend, p.look, p.mag_window, p.score_window, twiddles());
+        let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let params_buf = ctx.buffer("spectral params", size_of::<SpectralParamsGpu>() as u64, uniform);
+        let max_chunk = (ctx.max_binding / size_of::<PointGpu>() as u64).min(1 << 26) as usize;
+        let (window, count) = Self::state_buffers(&ctx, 0);
+        let (points, scores, readback) = Self::chunk_buffers(&ctx, 0);
+        Self {
+            ctx,
+            params,
+            params_buf,
+            window,
+            count,
+            capacity: 0,
+            points,
+            scores,
+            readback,
+            chunk_capacity: 0,
+            bind_group: None,
+            series: 0,
+            upload: Vec::new(),
+            max_chunk,
+        }
+    }
+
+    fn state_buffers(ctx: &GpuContext, series: u64) -> (wgpu::Buffer, wgpu::Buffer) {
+        (
+            ctx.buffer("spectral window", series * WINDOW as u64 * 4, STATE_USAGE),
+            ctx.buffer("spectral count", series * 4, STATE_USAGE),
+        )
+    }
+
+    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        use wgpu::BufferUsages as U;
+        (
+            ctx.buffer("spectral points", n * 8, U::STORAGE | U::COPY_DST),
+            ctx.buffer("spectral scores", n * 4, U::STORAGE | U::COPY_SRC),
+            ctx.buffer("spectral readback", n * 4, U::MAP_READ | U::COPY_DST),
+        )
+    }
+
+    /// Adds a fresh series and returns its slot. Device memory grows lazily, at the next chunk.
+    pub fn push(&mut self) -> u32 {
+        self.series += 1;
+        (self.series - 1) as u32
+    }
+
+    pub fn len(&self) -> usize {
+        self.series
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series == 0
+    }
+
+    fn reserve_state(&mut self) -> Result<(), GpuError> {
+        let need = self.series as u64;
+        if need <= self.capacity {
+            return Ok(());
+        }
+        let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / (WINDOW as u64 * 4));
+        if cap < need {
+            return Err(GpuError(format!(
+                "{need} spectral windows exceed the device's largest binding ({} B)",
+                self.ctx.max_binding
+            )));
+        }
+        let (window, count) = Self::state_buffers(&self.ctx, cap);
+        if self.capacity > 0 {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&self.window, 0, &window, 0, self.capacity * WINDOW as u64 * 4);
+            enc.copy_buffer_to_buffer(&self.count, 0, &count, 0, self.capacity * 4);
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        (self.window, self.count, self.capacity) = (window, count, cap);
+        self.bind_group = None;
+        Ok(())
+    }
+
+    fn reserve_chunk(&mut self, n: u64) {
+        if n <= self.chunk_capacity {
+            return;
+        }
+        let cap = n.max(self.chunk_capacity * 2).max(1024).min(self.max_chunk as u64);
+        (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
+        self.chunk_capacity = cap;
+        self.bind_group = None;
+    }
+
+    fn bind_group(&mut self) -> wgpu::BindGroup {
+        if let Some(bg) = &self.bind_group {
+            return bg.clone();
+        }
+        let buffers = [&self.params_buf, &self.window, &self.count, &self.points, &self.scores];
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("spectral_update"),
+            layout: &self.ctx.spectral_layout,
+            entries: &entries,
+        });
+        self.bind_group = Some(bg.clone());
+        bg
+    }
+
+    /// Scores one chunk, as `faultline_kernels::spectral::spectral_update_gather` does: `scores[i]` for `x[i]` of
+    /// series `slots[i]`. No slot may repeat within `slots`.
+    pub fn update(&mut self, slots: &[u32], x: &[f32], scores: &mut [f32]) -> Result<(), GpuError> {
+        assert!(slots.len() == x.len() && x.len() == scores.len(), "one entry per point");
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.reserve_state()?;
+        let mut start = 0;
+        while start < slots.len() {
+            let end = slots.len().min(start + self.max_chunk);
+            self.dispatch(&slots[start..end], &x[start..end], &mut scores[start..end])?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, slots: &[u32], x: &[f32], out: &mut [f32]) -> Result<(), GpuError> {
+        let n = slots.len();
+        self.reserve_chunk(n as u64);
+        self.upload.clear();
+        self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| PointGpu { slot, x }));
+        self.params.n = n as u32;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.spectral_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n as u32, SPECTRAL_WORKGROUP_SIZE);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        let bytes = (n * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.ctx.map_read(&self.readback, bytes)?;
+        out.copy_from_slice(bytemuck::cast_slice(&view));
+        drop(view);
+        self.readback.unmap();
+        Ok(())
+    }
+
+    /// Re-runs the update over the points of the last chunk `reps` times in one submission, with no upload or
+    /// read-back, and returns the seconds it took: the kernel's own throughput on resident state (benchmarks only).
+    pub fn dispatch_resident(&mut self, reps: u32) -> Result<f64, GpuError> {
+        let n = self.params.n;
+        if n == 0 {
+            return Err(GpuError("no chunk uploaded yet".into()));
+        }
+        let bg = self.bind_group();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.spectral_pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = dispatch_size(n, SPECTRAL_WORKGROUP_SIZE);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        let t = std::time::Instant::now();
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Replaces the device state with `st` (one window and count per series added so far): the inverse of
+    /// [`GpuSpectral::download`], for benchmarks that start from full windows.
+    pub fn load(&mut self, st: &SpectralState) -> Result<(), GpuError> {
+        assert_eq!(st.len(), self.series, "one window per series");
+        self.reserve_state()?;
+        self.ctx.queue.write_buffer(&self.window, 0, bytemuck::cast_slice(&st.window));
+        self.ctx.queue.write_buffer(&self.count, 0, bytemuck::cast_slice(&st.count));
+        Ok(())
+    }
+
+    /// Copies the device state back to the host: for tests, and for moving a shard to the CPU if the device fails.
+    pub fn download(&mut self) -> Result<SpectralState, GpuError> {
+        self.reserve_state()?;
+        let n = self.series as u64;
+        let mut st = SpectralState::default();
+        if n == 0 {
+            return Ok(st);
+        }
+        let bytes = n * STATE_BYTES;
+        let staging =
+            self.ctx.buffer("spectral download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let ring = n * WINDOW as u64 * 4;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.window, 0, &staging, 0, ring);
+        enc.copy_buffer_to_buffer(&self.count, 0, &staging, ring, n * 4);
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.ctx.map_read(&staging, bytes)?;
+        st.window = bytemuck::cast_slice(&view[..ring as usize]).to_vec();
+        st.count = bytemuck::cast_slice(&view[ring as usize..]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(st)
+    }
+}

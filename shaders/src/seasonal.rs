@@ -1,0 +1,178 @@
+//! Host mirrors of `seasonal_update.wgsl`'s uniform block and point struct, and the shader's CPU twin. The reference
+//! is `SeasonalBank::update` in `engine/src/detect/seasonal.rs`; `tests/it/gpu.rs` checks the twin against it (bit for
+//! bit) and the shader against the twin (within a tolerance: `exp` is the driver's).
+
+use bytemuck::{Pod, Zeroable};
+
+/// `@workgroup_size` of `seasonal_update.wgsl`'s entry point.
+pub const SEASONAL_WORKGROUP_SIZE: u32 = 64;
+
+/// Most candidate periods the shader handles (the engine's `MAX_PERIODS`).
+pub const SEASONAL_MAX_PERIODS: usize = 4;
+
+/// Floats per series and candidate in the `cand` buffer: sum, base, spread, fast, err.
+pub const CAND_FIELDS: usize = 5;
+const SUM: usize = 0;
+const BASE: usize = 1;
+const SPREAD: usize = 2;
+const FAST: usize = 3;
+const ERR: usize = 4;
+
+/// Kept in sync with `struct Params` in `wgsl/seasonal_update.wgsl` (48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct SeasonalParamsGpu {
+    pub n: u32,
+    pub cands: u32,
+    pub bins: u32,
+    pub rate: f32,
+    pub alpha: f32,
+    pub min_periods: f32,
+    pub min_gain: f32,
+    /// The shortest candidate period, in ms.
+    pub shortest: f32,
+    /// Candidate periods in ms; unused entries 0.
+    pub periods: [f32; SEASONAL_MAX_PERIODS],
+}
+
+const _: () = assert!(std::mem::size_of::<SeasonalParamsGpu>() == 48);
+
+/// Kept in sync with `struct Point` in `wgsl/seasonal_update.wgsl` (80 bytes): one point of one series, with what
+/// the host computes from event time (WGSL has no i64 or f64).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Pod, Zeroable)]
+pub struct SeasonalPointGpu {
+    pub slot: u32,
+    pub x: f32,
+    pub weight: f32,
+    /// Time since the series' previous point, ms (0 for its first).
+    pub dt: f32,
+    /// Time since the series' first point, ms.
+    pub elapsed: f32,
+    /// 1 for the series' first point.
+    pub first: u32,
+    pub _pad: [u32; 2],
+    /// Per candidate: the bins around the point's phase and the interpolation fraction (`phase()` in the engine).
+    pub b0: [u32; SEASONAL_MAX_PERIODS],
+    pub b1: [u32; SEASONAL_MAX_PERIODS],
+    pub frac: [f32; SEASONAL_MAX_PERIODS],
+}
+
+const _: () = assert!(std::mem::size_of::<SeasonalPointGpu>() == 80);
+
+/// The seasonal state of every series as the shader lays it out (struct-of-arrays; see the WGSL's bindings).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeasonalBuffers {
+    /// `bins` per candidate per series.
+    pub profile: Vec<f32>,
+    /// [`CAND_FIELDS`] per candidate per series.
+    pub cand: Vec<f32>,
+    /// Per series: plain fast level and its error.
+    pub plain: Vec<f32>,
+    /// Per series: points seen, active candidate + 1.
+    pub info: Vec<u32>,
+}
+
+impl SeasonalBuffers {
+    /// Adds a fresh (all-zero) series.
+    pub fn push(&mut self, cands: usize, bins: usize) {
+        self.profile.extend(std::iter::repeat_n(0.0, cands * bins));
+        self.cand.extend(std::iter::repeat_n(0.0, cands * CAND_FIELDS));
+        self.plain.extend([0.0, 0.0]);
+        self.info.extend([0, 0]);
+    }
+}
+
+#[inline]
+fn clipped_abs(v: f32, scale: f32) -> f32 {
+    if scale > 0.0 { v.abs().min(4.0 * scale) } else { v.abs() }
+}
+
+#[inline]
+fn clipped(v: f32, scale: f32) -> f32 {
+    if scale > 0.0 { v.clamp(-(4.0 * scale), 4.0 * scale) } else { v }
+}
+
+fn gain(b: &SeasonalBuffers, s: usize, k: usize) -> f32 {
+    let f = b.plain[s * 2 + 1];
+    if f <= 0.0 { 0.0 } else { 1.0 - b.cand[k * CAND_FIELDS + ERR] / f }
+}
+
+/// CPU twin of the shader: invocation `i` learns `points[i]` and writes `switches[i]` (0 unchanged, `c + 1`
+/// candidate `c` activated, −1 deactivated), as the WGSL does. No slot may repeat within one call.
+pub fn seasonal_update_twin(
+    p: &SeasonalParamsGpu,
+    b: &mut SeasonalBuffers,
+    points: &[SeasonalPointGpu],
+    switches: &mut [i32],
+) {
+    let cands = p.cands as usize;
+    let bins = p.bins as usize;
+    for i in 0..p.n as usize {
+        let pt = points[i];
+        let s = pt.slot as usize;
+        let x = pt.x;
+        b.info[s * 2] = b.info[s * 2].min(u32::MAX - 1) + 1;
+        if pt.first == 1 {
+            b.plain[s * 2] = x;
+            for c in 0..cands {
+                b.cand[(s * cands + c) * CAND_FIELDS + BASE] = x;
+                b.cand[(s * cands + c) * CAND_FIELDS + FAST] = x;
+            }
+            switches[i] = 0;
+            continue;
+        }
+        let running = 1.0 / b.info[s * 2] as f32;
+        let a = p.alpha.max(running);
+        let dt = pt.dt;
+        let ew = (1.0 - (-dt / (2.0 * p.shortest)).exp()).max(running);
+        let flat_scale = b.plain[s * 2 + 1];
+        let flat_e = clipped_abs(x - b.plain[s * 2], flat_scale);
+        b.plain[s * 2 + 1] += ew * (flat_e - b.plain[s * 2 + 1]);
+        b.plain[s * 2] += a * clipped(x - b.plain[s * 2], flat_scale);
+        let (mut best, mut best_gain) = (-1i32, 0.0f32);
+        for c in 0..cands {
+            let k = s * cands + c;
+            let kc = k * CAND_FIELDS;
+            let period = p.periods[c];
+            let (b0, b1, frac) = (pt.b0[c] as usize, pt.b1[c] as usize, pt.frac[c]);
+            let pb = k * bins;
+            let season = (1.0 - frac) * b.profile[pb + b0] + frac * b.profile[pb + b1] - b.cand[kc + SUM] / bins as f32;
+            let y = x - season;
+            let e = clipped_abs(y - b.cand[kc + FAST], flat_scale);
+            b.cand[kc + ERR] += ew * (e - b.cand[kc + ERR]);
+            b.cand[kc + FAST] += a * clipped(y - b.cand[kc + FAST], flat_scale);
+            let spread_scale = b.cand[kc + SPREAD];
+            let raw = y - b.cand[kc + BASE];
+            let w = (1.0 - (-dt / period).exp()).max(running);
+            b.cand[kc + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
+            let r = clipped(raw, spread_scale);
+            b.cand[kc + BASE] += w * r;
+            let step = p.rate * pt.weight * r;
+            b.profile[pb + b0] += step * (1.0 - frac);
+            b.profile[pb + b1] += step * frac;
+            b.cand[kc + SUM] += step;
+            if pt.elapsed >= p.min_periods * period {
+                let g = gain(b, s, k);
+                if best < 0 || g > best_gain {
+                    (best, best_gain) = (c as i32, g);
+                }
+            }
+        }
+        let active = b.info[s * 2 + 1];
+        let current_gain = if active > 0 { gain(b, s, s * cands + active as usize - 1) } else { 0.0 };
+        let mut sw = 0;
+        if best >= 0
+            && best_gain >= p.min_gain
+            && active != best as u32 + 1
+            && (active == 0 || best_gain > current_gain + 0.1)
+        {
+            b.info[s * 2 + 1] = best as u32 + 1;
+            sw = best + 1;
+        } else if active > 0 && current_gain < 0.5 * p.min_gain {
+            b.info[s * 2 + 1] = 0;
+            sw = -1;
+        }
+        switches[i] = sw;
+    }
+}

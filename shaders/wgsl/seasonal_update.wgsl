@@ -1,0 +1,157 @@
+// Seasonal baseline update, one invocation per point of a chunk in which no series repeats: the per-candidate phase
+// profiles, slow bases, fast trackers and their one-step errors of engine/src/detect/seasonal.rs
+// (SeasonalBank::update), resident on the device. Invocation i learns points[i] for series points[i].slot and writes
+// what changed about the series' season into switches[i]: 0 unchanged, c + 1 candidate c activated, -1 deactivated.
+// WGSL has neither i64 nor f64, so the host computes what needs event time: the point's phase bins and fraction per
+// candidate (in f64, as the CPU does), the time since the series' previous point and since its first.
+// Mirrors SeasonalBank::update operation by operation; the CPU twin is shaders/src/seasonal.rs. Layouts are kept in
+// sync with shaders/src/seasonal.rs: Params = SeasonalParamsGpu (48 bytes), Point = SeasonalPointGpu (80 bytes).
+
+struct Params {
+    n: u32,
+    cands: u32,
+    bins: u32,
+    rate: f32,
+    alpha: f32,
+    min_periods: f32,
+    min_gain: f32,
+    shortest: f32,
+    // Candidate periods in ms (as f32), up to 4.
+    periods: vec4<f32>,
+};
+
+struct Point {
+    slot: u32,
+    x: f32,
+    weight: f32,
+    // Time since the series' previous point and since its first, in ms.
+    dt: f32,
+    elapsed: f32,
+    // 1 for the series' first point.
+    first: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // Per candidate: the two bins around the phase and the interpolation fraction.
+    b0: vec4<u32>,
+    b1: vec4<u32>,
+    frac: vec4<f32>,
+};
+
+@group(0) @binding(0) var<uniform> params: Params;
+// bins per candidate per series: profile[(s * cands + c) * bins + b].
+@group(0) @binding(1) var<storage, read_write> profile: array<f32>;
+// Per series and candidate, interleaved: [sum, base, spread, fast, err] at (s * cands + c) * 5.
+@group(0) @binding(2) var<storage, read_write> cand: array<f32>;
+// Per series, interleaved: [flat_fast, flat_err] at s * 2.
+@group(0) @binding(3) var<storage, read_write> plain: array<f32>;
+// Per series, interleaved: [points seen, active candidate + 1] at s * 2.
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(5) var<storage, read> points: array<Point>;
+@group(0) @binding(6) var<storage, read_write> switches: array<i32>;
+
+const SUM: u32 = 0u;
+const BASE: u32 = 1u;
+const SPREAD: u32 = 2u;
+const FAST: u32 = 3u;
+const ERR: u32 = 4u;
+
+// |v| clipped at 4 scales (none while the scale is unknown).
+fn clipped_abs(v: f32, scale: f32) -> f32 {
+    if (scale > 0.0) {
+        return min(abs(v), 4.0 * scale);
+    }
+    return abs(v);
+}
+
+fn clipped(v: f32, scale: f32) -> f32 {
+    if (scale > 0.0) {
+        return clamp(v, -(4.0 * scale), 4.0 * scale);
+    }
+    return v;
+}
+
+fn gain(s: u32, k: u32) -> f32 {
+    let f = plain[s * 2u + 1u];
+    if (f <= 0.0) {
+        return 0.0;
+    }
+    return 1.0 - cand[k * 5u + ERR] / f;
+}
+
+// 64 invocations per workgroup (SEASONAL_WORKGROUP_SIZE), 2-D dispatch.
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= params.n) {
+        return;
+    }
+    let pt = points[i];
+    let s = pt.slot;
+    let x = pt.x;
+    let cands = params.cands;
+    info[s * 2u] = min(info[s * 2u], 4294967294u) + 1u;
+    if (pt.first == 1u) {
+        plain[s * 2u] = x;
+        for (var c = 0u; c < cands; c = c + 1u) {
+            cand[(s * cands + c) * 5u + BASE] = x;
+            cand[(s * cands + c) * 5u + FAST] = x;
+        }
+        switches[i] = 0;
+        return;
+    }
+    let running = 1.0 / f32(info[s * 2u]);
+    let a = max(params.alpha, running);
+    let dt = pt.dt;
+    let ew = max(1.0 - exp(-dt / (2.0 * params.shortest)), running);
+    let flat_scale = plain[s * 2u + 1u];
+    let flat_e = clipped_abs(x - plain[s * 2u], flat_scale);
+    plain[s * 2u + 1u] = plain[s * 2u + 1u] + ew * (flat_e - plain[s * 2u + 1u]);
+    plain[s * 2u] = plain[s * 2u] + a * clipped(x - plain[s * 2u], flat_scale);
+    var best = -1;
+    var best_gain = 0.0;
+    for (var c = 0u; c < cands; c = c + 1u) {
+        let k = s * cands + c;
+        let period = params.periods[c];
+        let b0 = pt.b0[c];
+        let b1 = pt.b1[c];
+        let frac = pt.frac[c];
+        let pb = k * params.bins;
+        let season = (1.0 - frac) * profile[pb + b0] + frac * profile[pb + b1] - cand[k * 5u + SUM] / f32(params.bins);
+        let y = x - season;
+        let e = clipped_abs(y - cand[k * 5u + FAST], flat_scale);
+        cand[k * 5u + ERR] = cand[k * 5u + ERR] + ew * (e - cand[k * 5u + ERR]);
+        cand[k * 5u + FAST] = cand[k * 5u + FAST] + a * clipped(y - cand[k * 5u + FAST], flat_scale);
+        let spread_scale = cand[k * 5u + SPREAD];
+        let raw = y - cand[k * 5u + BASE];
+        let w = max(1.0 - exp(-dt / period), running);
+        cand[k * 5u + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
+        let r = clipped(raw, spread_scale);
+        cand[k * 5u + BASE] = cand[k * 5u + BASE] + w * r;
+        let step = params.rate * pt.weight * r;
+        profile[pb + b0] = profile[pb + b0] + step * (1.0 - frac);
+        profile[pb + b1] = profile[pb + b1] + step * frac;
+        cand[k * 5u + SUM] = cand[k * 5u + SUM] + step;
+        if (pt.elapsed >= params.min_periods * period) {
+            let g = gain(s, k);
+            if (best < 0 || g > best_gain) {
+                best = i32(c);
+                best_gain = g;
+            }
+        }
+    }
+    let season_now = info[s * 2u + 1u];
+    var current_gain = 0.0;
+    if (season_now > 0u) {
+        current_gain = gain(s, s * cands + season_now - 1u);
+    }
+    var sw = 0;
+    if (best >= 0 && best_gain >= params.min_gain && season_now != u32(best) + 1u
+        && (season_now == 0u || best_gain > current_gain + 0.1)) {
+        info[s * 2u + 1u] = u32(best) + 1u;
+        sw = best + 1;
+    } else if (season_now > 0u && current_gain < 0.5 * params.min_gain) {
+        info[s * 2u + 1u] = 0u;
+        sw = -1;
+    }
+    switches[i] = sw;
+}
