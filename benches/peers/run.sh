@@ -7,7 +7,7 @@
 #
 # Environment: PEERS_VENV (default target/peers-venv), PEERS_OUT (default target/peers-out, results files),
 # PEERS_CPU (default 0, the core everything is pinned to), PYTHON (default python3, used to create the venv).
-# Needs Python >= 3.10 with venv, pip access to PyPI (first run only), cargo and taskset.
+# Needs Python >= 3.11 (river 0.26 requires it) with venv, pip access to PyPI (first run only), cargo and taskset.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
