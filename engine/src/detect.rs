@@ -643,6 +643,8 @@ impl ShardDetector {
         let residual = p.z * p.sigma;
         let sigma = p.sigma.max(self.spread[s] * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
         let z = if sigma > 0.0 { residual / sigma } else { 0.0 };
+        // |z| compressed, read by the calibration, the young residual channel and the normal band (computed once).
+        let z_c = compress(z.abs());
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         let expected = f64::from(p.offset) + f64::from(p.y) - f64::from(residual);
 
@@ -695,9 +697,8 @@ impl ShardDetector {
             }
             // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
             let spot = &mut self.spot_point[s];
-            let a = compress(z.abs());
-            let beyond = spot.calibrated(&self.spot_params) && spot.surprise(a, &self.spot_params) >= alarm;
-            spot.update(a, !beyond, &self.spot_params);
+            let beyond = spot.calibrated(&self.spot_params) && spot.surprise(z_c, &self.spot_params) >= alarm;
+            spot.update(z_c, !beyond, &self.spot_params);
         }
 
         // The channels' surprises (−log10 p). Value and residual: rarity under the series' own history, read before
@@ -710,7 +711,7 @@ impl ShardDetector {
         let resid_s = if !scoring {
             0.0
         } else if young {
-            let r = f64::from(compress(z.abs())) / f64::from(prof.threshold);
+            let r = f64::from(z_c) / f64::from(prof.threshold);
             alarm * r * r
         } else {
             self.resid[s].surprise(z, &self.sketch_params) - de.residual_discount
@@ -803,7 +804,7 @@ impl ShardDetector {
             DirectionFilter::Down => direction_if_model == Direction::Down,
             DirectionFilter::Both => true,
         };
-        let outside_band = level_shift.is_none() && (held || compress(z.abs()) >= threshold_z);
+        let outside_band = level_shift.is_none() && (held || z_c >= threshold_z);
         // The scale floor learns from the series' normal behaviour, sporadic spikes included, but not from an
         // incident: one residual counts at most SPREAD_CAP means (a single outlier cannot inflate the floor for long,
         // and a series whose normal includes regular spikes, 2 % of points say, keeps them in it instead of

@@ -189,7 +189,11 @@ impl SeasonalBank {
         for c in 0..cands {
             let k = s * cands + c;
             let period = p.periods[c] as f32;
-            let season = self.profile_at(s, c, t, p);
+            // The phase serves both the prediction and the gradient step (computed once: it costs a division and a
+            // floor); `season` is `profile_at(s, c, t, p)`, term for term.
+            let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
+            let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
+            let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - self.sum[k] / p.bins as f32;
             let y = x - season;
             let e = (y - self.fast[k]).abs().min(clip);
             self.err[k] += ew * (e - self.err[k]);
@@ -197,13 +201,12 @@ impl SeasonalBank {
             // Slow base (time constant one period) and the profile learn the residual, clipped at its own scale.
             let spread_clip = clip_at(self.spread[k]);
             let raw = y - self.base[k];
-            self.spread[k] += (1.0 - (-dt / period).exp()).max(running) * (raw.abs().min(spread_clip) - self.spread[k]);
+            let slow = (1.0 - (-dt / period).exp()).max(running);
+            self.spread[k] += slow * (raw.abs().min(spread_clip) - self.spread[k]);
             let r = raw.clamp(-spread_clip, spread_clip);
-            self.base[k] += (1.0 - (-dt / period).exp()).max(running) * r;
+            self.base[k] += slow * r;
             // Gradient step on the two bins the point's phase lies between.
-            let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
             let step = p.rate * weight * r;
-            let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
             bins[b0] += step * (1.0 - frac);
             bins[b1] += step * frac;
             self.sum[k] += step;
@@ -242,7 +245,10 @@ fn clip_at(scale: f32) -> f32 {
 #[inline]
 pub fn phase(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
     let pos = t.rem_euclid(period) as f64 / period as f64 * bins as f64 - 0.5;
-    let lo = pos.floor();
+    // `pos.floor()`, without the libm call the x86-64 baseline (no SSE4.1 `roundsd`) makes of it: `pos` is small
+    // and at least −0.5, so truncating and stepping down below zero is exact (and a NaN stays a NaN in `frac`).
+    let whole = pos as i64;
+    let lo = (whole - i64::from(whole as f64 > pos)) as f64;
     let frac = (pos - lo) as f32;
     let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
     (b0, (b0 + 1) % bins, frac)
@@ -335,5 +341,37 @@ mod tests {
         assert_eq!((b0, b1), (3, 0));
         assert!((frac - 0.46).abs() < 1e-6);
         assert_eq!(phase(-75, 100, 4), phase(25, 100, 4));
+    }
+
+    /// `phase` as it was written first, with `f64::floor`: the oracle of the floor-free version.
+    fn phase_with_floor(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
+        let pos = t.rem_euclid(period) as f64 / period as f64 * bins as f64 - 0.5;
+        let lo = pos.floor();
+        let frac = (pos - lo) as f32;
+        let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
+        (b0, (b0 + 1) % bins, frac)
+    }
+
+    #[test]
+    fn phase_without_floor_is_bit_identical_to_floor() {
+        let mut checked = 0;
+        for (period, bins) in [(DAY, 48), (7 * DAY, 48), (100, 4), (3_600_000, 7), (DAY, 1), (1, 1), (DAY, 1000)] {
+            // Every bin edge and centre and their neighbours, then a spread of times (negative ones included).
+            let edges = (0..=2 * bins as i64).flat_map(|k| {
+                let at = k * period / (2 * bins as i64);
+                [at - 1, at, at + 1]
+            });
+            let spread = (-500..500).map(|i: i64| i.wrapping_mul(7_919_000_003) / 1000 + i);
+            for t in edges.chain(spread) {
+                let (want, got) = (phase_with_floor(t, period, bins), phase(t, period, bins));
+                assert_eq!(
+                    (want.0, want.1, want.2.to_bits()),
+                    (got.0, got.1, got.2.to_bits()),
+                    "t {t} period {period}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 7_000, "{checked}");
     }
 }
