@@ -320,6 +320,9 @@ pub struct RcaConfig {
     pub min_anomalies: usize,
     pub onset_tolerance: HumanDuration,
     pub max_candidates: usize,
+    /// An anomaly joins an open incident only if its service is within this many call-graph hops (either
+    /// direction) of one of the incident's services; services the graph does not know are grouped by time alone.
+    pub group_hops: usize,
     /// While an incident is open, a new report version at most this often (event time); 0s = only when it closes.
     pub update_interval: HumanDuration,
     /// A change on a candidate this long before its onset raises its rank.
@@ -556,6 +559,12 @@ impl Config {
         }
         if r.max_candidates == 0 {
             p.push("rca.max-candidates must be at least 1".into());
+        }
+        if r.group_hops == 0 || r.group_hops > 16 {
+            p.push(format!(
+                "rca.group-hops must be in 1..=16 (call-graph hops between services of one incident), got {}",
+                r.group_hops
+            ));
         }
         for (i, v) in r.confidence_calibration.iter().enumerate() {
             if !v.is_finite() {

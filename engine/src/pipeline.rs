@@ -377,14 +377,14 @@ fn collect(
                 for s in sinks.iter_mut() {
                     s.anomaly(ev)?;
                 }
-                if let Some(r) = tracker.ingest(ev) {
+                for r in tracker.ingest(ev) {
                     incidents += u64::from(r.status == "closed");
                     for s in sinks.iter_mut() {
                         s.report(&r)?;
                     }
                 }
             }
-            if let Some(r) = tracker.advance(p.watermark) {
+            for r in tracker.advance(p.watermark) {
                 incidents += u64::from(r.status == "closed");
                 for s in sinks.iter_mut() {
                     s.report(&r)?;
@@ -404,7 +404,7 @@ fn collect(
     if !pending.is_empty() {
         return Err(Error::Internal(format!("{} batches never completed", pending.len())));
     }
-    if let Some(r) = tracker.finish() {
+    for r in tracker.finish() {
         incidents += 1;
         for s in sinks.iter_mut() {
             s.report(&r)?;
