@@ -299,6 +299,9 @@ impl Incident {
     }
 }
 
+/// The latest event time a change may carry: 9999-12-31T23:59:59.999Z (what RFC 3339 text can express).
+const MAX_TIME_MS: TimeMs = 253_402_300_799_999;
+
 /// A deploy or configuration change, joined with incidents by service and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,13 +323,30 @@ fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TimeMs
     }
 }
 
+impl ChangeEvent {
+    /// Parses one change event from JSON text (a line of a changes file, or a record of a change topic); the error
+    /// names the field at fault.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let c: ChangeEvent = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if c.service.trim().is_empty() {
+            return Err("field `service`: must name a service".into());
+        }
+        if !(0..=MAX_TIME_MS).contains(&c.time) {
+            return Err(format!("field `time`: {} ms is outside 1970-01-01 .. 9999-12-31", c.time));
+        }
+        if c.kind.trim().is_empty() {
+            return Err("field `kind`: must not be empty (e.g. \"deploy\", \"config\")".into());
+        }
+        Ok(c)
+    }
+}
+
 /// Reads change events, one JSON object per line (`{"time", "service", "kind", "description"}`).
 pub fn load_changes(path: &std::path::Path) -> Result<Vec<ChangeEvent>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let c: ChangeEvent = serde_json::from_str(line)
-            .map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e.to_string()))?;
+        let c = ChangeEvent::parse(line).map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e))?;
         out.push(c);
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
@@ -402,11 +422,14 @@ impl IncidentTracker {
 
     /// Adds change events that arrived while running (e.g. from a Kafka topic). They are joined exactly like the
     /// ones known at the start: a report made at event time `t` sees the changes with `time <= t` known by then.
+    /// A change read twice (at-least-once delivery, e.g. after a rebalance) is kept once.
     pub fn add_changes(&mut self, new: impl IntoIterator<Item = ChangeEvent>) {
-        let before = self.changes.len();
-        self.changes.extend(new);
-        if self.changes.len() > before {
-            self.changes.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
+        for c in new {
+            let at = self.changes.partition_point(|x| (x.time, &x.service) <= (c.time, &c.service));
+            let same_key = self.changes[..at].iter().rev().take_while(|x| x.time == c.time && x.service == c.service);
+            if !same_key.clone().any(|x| *x == c) {
+                self.changes.insert(at, c);
+            }
         }
     }
 
@@ -1047,5 +1070,25 @@ mod tests {
         let last = t.finish();
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].candidates[0].service, "cart");
+    }
+
+    #[test]
+    fn changes_added_while_running_are_joined_once_even_if_read_twice() {
+        let cfg = rca_config();
+        let mut t = IncidentTracker::new(&cfg, ServiceGraph::from_edges([("web", "db")]));
+        let t0 = 1_767_571_200_000;
+        let deploy =
+            ChangeEvent { time: t0 - 60_000, service: "db".into(), kind: "deploy".into(), description: "v2".into() };
+        t.add_changes([deploy.clone()]);
+        t.add_changes([deploy.clone(), ChangeEvent { description: "v3".into(), ..deploy }]);
+        for e in &fault(&["web", "db"], t0) {
+            t.ingest(e);
+        }
+        let r = t.finish().pop().expect("a report");
+        let top = &r.candidates[0];
+        assert_eq!(top.service, "db");
+        let seen: Vec<&str> = top.evidence.changes.iter().map(|c| c.description.as_str()).collect();
+        assert_eq!(seen, ["v2", "v3"]);
+        assert!(r.suggestion.is_some_and(|s| s.contains("deploy of db (v3")));
     }
 }
