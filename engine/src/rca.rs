@@ -543,7 +543,7 @@ impl IncidentTracker {
         let t = crate::clock::now();
         // Only changes already known at this event time are joined: the same input gives the same reports.
         let known = self.changes.partition_point(|c| c.time <= at);
-        let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known]);
+        let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known], &BTreeSet::new());
         inc.versions += 1;
         inc.reported_at = at;
         r.report_version = inc.versions;
@@ -587,14 +587,50 @@ pub fn rank_events<'a>(
     events: impl IntoIterator<Item = &'a AnomalyEvent>,
     symptom: Option<&str>,
 ) -> Option<RootCauseReport> {
+    let events: Vec<&AnomalyEvent> = events.into_iter().collect();
     let mut inc: Option<Incident> = None;
-    for ev in events {
+    for ev in &events {
         match &mut inc {
             Some(i) => i.add(ev, graph),
             None => inc = Some(Incident::open(ev, graph)),
         }
     }
-    inc.map(|i| rank(cfg, graph, &i, symptom, &[]))
+    let steady = symptom.map(|s| steady_services(&events, s)).unwrap_or_default();
+    inc.map(|i| rank(cfg, graph, &i, symptom, &[], &steady))
+}
+
+/// Steady conditions in a focused investigation: services whose anomaly began first, alone or with a minority of
+/// the others, before the named symptom's, and whose deviation did not grow when the symptom's began (peak |z| after
+/// the symptom's onset below 1.5 × the peak up to it). That is a condition that was there before (a level shift, a
+/// change of regime in a datastore) rather than the change that degraded the symptom: it explains no one and its
+/// score is halved. When most services began together, nothing singles one out and no one is steady. Only a
+/// focused investigation names its symptom, so only it uses this; the incident tracker does not.
+fn steady_services(events: &[&AnomalyEvent], symptom: &str) -> BTreeSet<Arc<str>> {
+    let Some(onset) = events.iter().filter(|e| &*e.key.service == symptom).map(|e| e.started_at).min() else {
+        return BTreeSet::new();
+    };
+    // Per service: its onset, peak |z| up to the symptom's onset, and after it.
+    let mut peak: BTreeMap<&Arc<str>, (TimeMs, f64, f64)> = BTreeMap::new();
+    for e in events {
+        let p = peak.entry(&e.key.service).or_insert((e.started_at, 0.0, 0.0));
+        p.0 = p.0.min(e.started_at);
+        if e.time <= onset {
+            p.1 = p.1.max(e.z.abs());
+        } else {
+            p.2 = p.2.max(e.z.abs());
+        }
+    }
+    let first = peak.values().map(|p| p.0).min().unwrap_or(onset);
+    // When most services began together there is nothing to tell them apart by: no one is singled out.
+    if 2 * peak.values().filter(|p| p.0 == first).count() > peak.len() {
+        return BTreeSet::new();
+    }
+    peak.into_iter()
+        .filter(|(s, (start, before, after))| {
+            &***s != symptom && *start == first && *start < onset && *before > 0.0 && *after < 1.5 * before
+        })
+        .map(|(s, _)| Arc::clone(s))
+        .collect()
 }
 
 fn rank(
@@ -603,6 +639,7 @@ fn rank(
     inc: &Incident,
     symptom_hint: Option<&str>,
     changes: &[ChangeEvent],
+    steady: &BTreeSet<Arc<str>>,
 ) -> RootCauseReport {
     let sus: Vec<Suspect> = inc.suspects.values().cloned().collect();
     let n = sus.len();
@@ -644,6 +681,10 @@ fn rank(
                 continue;
             }
             let (sa, sb) = (&sus[a], &sus[b]);
+            // A steady condition (see `steady_services`) did not change when the others did: it explains no one.
+            if steady.contains(&sa.name) {
+                continue;
+            }
             let (Some(na), Some(nb)) = (sa.node, sb.node) else { continue };
             // A cause begins no later than its effect, is still present when the effect begins, and lasts.
             if sa.onset > sb.onset + tol || sa.last + tol < sb.onset || 2 * duration(sa) < duration(sb) {
@@ -700,6 +741,7 @@ fn rank(
             // A change made on it shortly before its anomaly began raises its rank.
             let score = score + if changes_of(a).is_empty() { 0.0 } else { 0.75 };
             let score = if active_at_symptom(a) { score } else { score * 0.25 };
+            let score = if steady.contains(&s.name) { score * 0.5 } else { score };
             (a, score)
         })
         .collect();
@@ -1090,5 +1132,34 @@ mod tests {
         let seen: Vec<&str> = top.evidence.changes.iter().map(|c| c.description.as_str()).collect();
         assert_eq!(seen, ["v2", "v3"]);
         assert!(r.suggestion.is_some_and(|s| s.contains("deploy of db (v3")));
+    }
+
+    #[test]
+    fn a_focused_investigation_does_not_blame_a_lone_steady_condition_that_predates_the_symptom() {
+        // site -> pay -> db, plus web -> site and a healthy cache. db's latency has been up (z 8) since before the
+        // fault; pay's latency jumps two minutes later and site's with it.
+        let graph = ServiceGraph::from_edges([("web", "site"), ("site", "pay"), ("pay", "db"), ("site", "cache")]);
+        let t0 = 1_767_571_200_000;
+        let mut events = Vec::new();
+        let mut push = |svc: &str, start: i64, z: &dyn Fn(i64) -> f64| {
+            for p in 0..6 {
+                let mut e = event(svc, "latency_p50_ms", Role::Latency, t0 + (start + p) * 60_000, t0 + start * 60_000);
+                e.z = z(start + p);
+                events.push(e);
+            }
+        };
+        push("db", 0, &|_| 8.0);
+        push("pay", 2, &|m| if m >= 2 { 20.0 } else { 0.0 });
+        push("site", 2, &|_| 12.0);
+        events.sort_by_key(|e| e.time);
+        let cfg = rca_config();
+        let r = rank_events(&cfg, &graph, &events, Some("site")).unwrap();
+        assert_eq!(r.candidates[0].service, "pay", "{r:#?}");
+        // The same db that grows when the symptom begins is a cause, and ranks first as before.
+        for e in events.iter_mut().filter(|e| &*e.key.service == "db" && e.time >= t0 + 3 * 60_000) {
+            e.z = 30.0;
+        }
+        let r = rank_events(&cfg, &graph, &events, Some("site")).unwrap();
+        assert_eq!(r.candidates[0].service, "db", "{r:#?}");
     }
 }
