@@ -91,6 +91,9 @@ pub enum KafkaFormat {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KafkaSourceConfig {
     pub topics: Vec<String>,
+    /// Topics of change events (deploys, config changes: `{"time","service","kind","description"}` JSON, one per
+    /// record or newline-delimited), read by the same consumer and joined with incidents like `rca.changes`.
+    pub change_topics: Vec<String>,
     pub group_id: String,
     pub format: KafkaFormat,
     /// A batch is handed to the shards when it is full or its first record has waited this long.
@@ -371,6 +374,9 @@ pub struct RcaConfig {
     pub min_anomalies: usize,
     pub onset_tolerance: HumanDuration,
     pub max_candidates: usize,
+    /// An anomaly joins an open incident only if its service is within this many call-graph hops (either
+    /// direction) of one of the incident's services; services the graph does not know are grouped by time alone.
+    pub group_hops: usize,
     /// While an incident is open, a new report version at most this often (event time); 0s = only when it closes.
     pub update_interval: HumanDuration,
     /// A change on a candidate this long before its onset raises its rank.
@@ -623,6 +629,12 @@ impl Config {
         if r.max_candidates == 0 {
             p.push("rca.max-candidates must be at least 1".into());
         }
+        if r.group_hops == 0 || r.group_hops > 16 {
+            p.push(format!(
+                "rca.group-hops must be in 1..=16 (call-graph hops between services of one incident), got {}",
+                r.group_hops
+            ));
+        }
         for (i, v) in r.confidence_calibration.iter().enumerate() {
             if !v.is_finite() {
                 p.push(format!("rca.confidence-calibration[{i}] must be a finite number, got {v}"));
@@ -683,7 +695,23 @@ impl Config {
             if k.group_id.trim().is_empty() {
                 p.push("source.kafka.group-id must not be empty".into());
             }
-        } else if !self.dead_letter.topic.is_empty() {
+            if k.change_topics.iter().any(|t| t.trim().is_empty()) {
+                p.push("source.kafka.change-topics must not contain an empty topic name".into());
+            }
+            for t in k.change_topics.iter().filter(|t| k.topics.contains(t)) {
+                p.push(format!(
+                    "source.kafka.change-topics lists {t:?}, which is also in source.kafka.topics (a topic holds \
+                     either telemetry or change events)"
+                ));
+            }
+        } else if !k.change_topics.is_empty() {
+            p.push(
+                "source.kafka.change-topics needs source.kind = \"kafka\" (other sources read changes from \
+                 rca.changes)"
+                    .into(),
+            );
+        }
+        if self.source.kind != SourceKind::Kafka && !self.dead_letter.topic.is_empty() {
             p.push(
                 "dead-letter.topic needs source.kind = \"kafka\" (other sources dead-letter to dead-letter.path)"
                     .into(),
@@ -855,6 +883,20 @@ mod tests {
         assert!(err.contains("detector.spectral.discount is NaN"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector.spectral]\nlook = 58\n")), []).unwrap_err();
         assert!(err.to_string().contains("look must be in 1..58"), "{err}");
+    }
+
+    #[test]
+    fn group_hops_and_change_topics_are_validated() {
+        let err = Config::from_layers(Some(("x.toml", "[rca]\ngroup-hops = 0\n")), []).unwrap_err().to_string();
+        assert!(err.contains("rca.group-hops must be in 1..=16"), "{err}");
+        let user = "[source.kafka]\nchange-topics = [\"deploys\"]\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("source.kafka.change-topics needs source.kind = \"kafka\""), "{err}");
+        let user = "[source]\nkind = \"kafka\"\n[source.kafka]\ntopics = [\"t\"]\nchange-topics = [\"t\", \"\"]\n\
+                    [kafka]\nbrokers = \"b:9092\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("\"t\", which is also in source.kafka.topics"), "{err}");
+        assert!(err.contains("change-topics must not contain an empty topic name"), "{err}");
     }
 
     #[test]

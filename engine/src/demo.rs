@@ -53,11 +53,13 @@ pub fn match_faults(faults: &[InjectedFault], reports: &[RootCauseReport]) -> (V
     let outcomes = faults
         .iter()
         .map(|f| {
-            let best = reports
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| overlaps(r, f))
-                .max_by_key(|(i, r)| (r.anomaly_count, usize::MAX - i));
+            // With another fault at the same time (the simulator's `concurrent` mode), the fault's incident is the
+            // one that includes its service; otherwise the one overlapping it that absorbed the most anomalies.
+            let concurrent = faults.iter().any(|g| g.id != f.id && g.start_ms < f.end_ms && f.start_ms < g.end_ms);
+            let best = reports.iter().enumerate().filter(|(_, r)| overlaps(r, f)).max_by_key(|(i, r)| {
+                let has = concurrent && r.affected_services.contains(&f.service);
+                (has, r.anomaly_count, usize::MAX - i)
+            });
             let (incident_id, rank, report) = match best {
                 Some((i, r)) => {
                     used[i] = true;

@@ -117,6 +117,9 @@ enum RcaEvalCmd {
         runs: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Every fault gets a simultaneous twin far away in the call graph (`simulator.concurrent`).
+        #[arg(long)]
+        concurrent: bool,
     },
     /// The PetShop dataset layout: DIR holds graph.csv, noissue/, train/ and test/.
     Petshop {
@@ -228,7 +231,9 @@ fn eval_rca(on: RcaEvalCmd, config: Option<&std::path::Path>, json: bool) -> any
     use faultline::eval::rca;
     let cfg = Config::load(config)?;
     match on {
-        RcaEvalCmd::Sim { sizes, runs, seed } => {
+        RcaEvalCmd::Sim { sizes, runs, seed, concurrent } => {
+            let mut cfg = cfg;
+            cfg.simulator.concurrent |= concurrent;
             let r = rca::eval_sim(&cfg, &rca::SimEvalOptions { sizes, runs_per_size: runs, first_seed: seed })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs};
-use crate::rca::{EdgeSeen, IncidentTracker, RcaInputs};
+use crate::rca::{ChangeEvent, EdgeSeen, IncidentTracker, RcaInputs};
 use crate::sink::Sink;
 use crate::source::{DeadLetters, Source};
 
@@ -41,6 +41,8 @@ struct ShardBatch {
     seq: u64,
     /// Call-graph edges seen in this batch (only in shard 0's part), passed through to the collector in order.
     edges: Vec<EdgeSeen>,
+    /// Change events the source read with this batch (only in shard 0's part), likewise.
+    changes: Vec<ChangeEvent>,
     watermark: TimeMs,
     dispatched: Instant,
     ids: Vec<SeriesId>,
@@ -52,6 +54,7 @@ struct ShardBatch {
 struct ShardDone {
     seq: u64,
     edges: Vec<EdgeSeen>,
+    changes: Vec<ChangeEvent>,
     watermark: TimeMs,
     dispatched: Instant,
     events: Vec<AnomalyEvent>,
@@ -203,9 +206,11 @@ pub fn run(
                 break;
             }
         };
-        if !batch.is_empty() {
+        // Change events (e.g. from a Kafka topic) travel with the batch, so they reach the incident tracker in order.
+        let changes = source.take_changes();
+        if !batch.is_empty() || !changes.is_empty() {
             watermark = watermark.max(batch.max_time().unwrap_or(TimeMs::MIN));
-            if !route(&batch, seq, watermark, &shard_txs, &tap) {
+            if !route(&batch, seq, watermark, &shard_txs, &tap, changes) {
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
@@ -279,7 +284,14 @@ impl EdgeTap {
 }
 
 /// Splits a batch by owning shard and sends every shard its part (empty parts too). False if a receiver is gone.
-fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>], tap: &EdgeTap) -> bool {
+fn route(
+    batch: &Batch,
+    seq: u64,
+    watermark: TimeMs,
+    txs: &[Sender<ShardBatch>],
+    tap: &EdgeTap,
+    changes: Vec<ChangeEvent>,
+) -> bool {
     let n = txs.len();
     let dispatched = clock::now();
     let cap = batch.len() / n + batch.len() / (4 * n) + 16;
@@ -287,6 +299,7 @@ fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>],
         .map(|_| ShardBatch {
             seq,
             edges: Vec::new(),
+            changes: Vec::new(),
             watermark,
             dispatched,
             ids: Vec::with_capacity(cap),
@@ -295,6 +308,7 @@ fn route(batch: &Batch, seq: u64, watermark: TimeMs, txs: &[Sender<ShardBatch>],
             values: Vec::with_capacity(cap),
         })
         .collect();
+    parts[0].changes = changes;
     for i in 0..batch.len() {
         if let Some(e) = tap.edge(&batch.keys[i], batch.times[i]) {
             parts[0].edges.push(e);
@@ -324,8 +338,14 @@ fn shard_loop(
         counters.add(&counters.anomalies, stats.anomalies);
         counters.add(&counters.low_volume, stats.low_volume);
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
-        let done_msg =
-            ShardDone { seq: b.seq, edges: b.edges, watermark: b.watermark, dispatched: b.dispatched, events };
+        let done_msg = ShardDone {
+            seq: b.seq,
+            edges: b.edges,
+            changes: b.changes,
+            watermark: b.watermark,
+            dispatched: b.dispatched,
+            events,
+        };
         if done.send(done_msg).is_err() {
             debug!(shard, "Collector gone; shard stopping.");
             return;
@@ -343,6 +363,7 @@ struct Collected {
 struct Pending {
     remaining: usize,
     edges: Vec<EdgeSeen>,
+    changes: Vec<ChangeEvent>,
     watermark: TimeMs,
     dispatched: Instant,
     events: Vec<AnomalyEvent>,
@@ -363,6 +384,7 @@ fn collect(
         let p = pending.entry(d.seq).or_insert_with(|| Pending {
             remaining: shards,
             edges: Vec::new(),
+            changes: Vec::new(),
             watermark: d.watermark,
             dispatched: d.dispatched,
             events: Vec::new(),
@@ -370,24 +392,28 @@ fn collect(
         p.remaining -= 1;
         p.events.extend(d.events);
         p.edges.extend(d.edges);
+        p.changes.extend(d.changes);
         while pending.get(&next).is_some_and(|p| p.remaining == 0) {
             let mut p = pending.remove(&next).expect("checked above");
             if !p.edges.is_empty() || next.is_multiple_of(64) {
                 tracker.learn_edges(&p.edges, p.watermark);
+            }
+            if !p.changes.is_empty() {
+                tracker.add_changes(std::mem::take(&mut p.changes));
             }
             p.events.sort_by(|a, b| a.time.cmp(&b.time).then(a.key.id.cmp(&b.key.id)));
             for ev in &p.events {
                 for s in sinks.iter_mut() {
                     s.anomaly(ev)?;
                 }
-                if let Some(r) = tracker.ingest(ev) {
+                for r in tracker.ingest(ev) {
                     incidents += u64::from(r.status == "closed");
                     for s in sinks.iter_mut() {
                         s.report(&r)?;
                     }
                 }
             }
-            if let Some(r) = tracker.advance(p.watermark) {
+            for r in tracker.advance(p.watermark) {
                 incidents += u64::from(r.status == "closed");
                 for s in sinks.iter_mut() {
                     s.report(&r)?;
@@ -407,7 +433,7 @@ fn collect(
     if !pending.is_empty() {
         return Err(Error::Internal(format!("{} batches never completed", pending.len())));
     }
-    if let Some(r) = tracker.finish() {
+    for r in tracker.finish() {
         incidents += 1;
         for s in sinks.iter_mut() {
             s.report(&r)?;

@@ -1,8 +1,12 @@
 //! Incidents and root-cause ranking across services.
 //!
-//! Anomaly events arrive in event-time order. An incident opens with the first anomaly, absorbs every anomaly that
-//! comes within `rca.incident-gap` of its last one, and closes when the event-time watermark passes its last anomaly
-//! by `rca.close-after`; then its report is ranked and emitted.
+//! Anomaly events arrive in event-time order. Several incidents can be open at once. An anomaly joins an open
+//! incident when it comes within `rca.incident-gap` of that incident's last anomaly *and* its service is near one of
+//! the incident's services: the same service, or within `rca.group-hops` call-graph hops of it (configured and learned
+//! edges, followed in either direction). Two services the graph knows nothing about are grouped by time alone. An
+//! anomaly near no open incident opens a new one, so simultaneous faults in unrelated parts of the graph become
+//! separate incidents, each with its own root cause. An incident closes when the event-time watermark passes its
+//! last anomaly by `rca.close-after`; then its report is ranked and emitted.
 //!
 //! Ranking reasons over the call graph. A service's failure (latency, errors, saturation) travels from callee to
 //! callers; a traffic increase travels from caller to callees. Service A *explains* service B when A sits where B's
@@ -121,6 +125,35 @@ impl ServiceGraph {
 
     pub fn callees_of(&self, i: usize) -> &[usize] {
         &self.callees[i]
+    }
+
+    /// Whether the graph knows anything about a service: it has at least one edge (a learned edge that aged out
+    /// leaves its services unknown again).
+    pub fn knows(&self, name: &str) -> bool {
+        self.id(name).is_some_and(|i| !self.callees[i].is_empty() || !self.callers[i].is_empty())
+    }
+
+    /// Every node within `hops` edges of `from`, following edges in either direction, with its distance (`from`
+    /// itself at 0).
+    pub fn neighbourhood(&self, from: usize, hops: usize) -> BTreeMap<usize, usize> {
+        let mut dist = BTreeMap::from([(from, 0)]);
+        let mut frontier = vec![from];
+        for d in 1..=hops {
+            let mut next = Vec::new();
+            for &u in &frontier {
+                for &v in self.callees[u].iter().chain(&self.callers[u]) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = dist.entry(v) {
+                        e.insert(d);
+                        next.push(v);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        dist
     }
 
     /// Shortest path from `from` to `to` following edges forwards (`down = true`, caller to callee) or backwards,
@@ -266,6 +299,9 @@ impl Incident {
     }
 }
 
+/// The latest event time a change may carry: 9999-12-31T23:59:59.999Z (what RFC 3339 text can express).
+const MAX_TIME_MS: TimeMs = 253_402_300_799_999;
+
 /// A deploy or configuration change, joined with incidents by service and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,13 +323,30 @@ fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TimeMs
     }
 }
 
+impl ChangeEvent {
+    /// Parses one change event from JSON text (a line of a changes file, or a record of a change topic); the error
+    /// names the field at fault.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let c: ChangeEvent = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if c.service.trim().is_empty() {
+            return Err("field `service`: must name a service".into());
+        }
+        if !(0..=MAX_TIME_MS).contains(&c.time) {
+            return Err(format!("field `time`: {} ms is outside 1970-01-01 .. 9999-12-31", c.time));
+        }
+        if c.kind.trim().is_empty() {
+            return Err("field `kind`: must not be empty (e.g. \"deploy\", \"config\")".into());
+        }
+        Ok(c)
+    }
+}
+
 /// Reads change events, one JSON object per line (`{"time", "service", "kind", "description"}`).
 pub fn load_changes(path: &std::path::Path) -> Result<Vec<ChangeEvent>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let c: ChangeEvent = serde_json::from_str(line)
-            .map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e.to_string()))?;
+        let c = ChangeEvent::parse(line).map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e))?;
         out.push(c);
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
@@ -322,13 +375,15 @@ impl From<ServiceGraph> for RcaInputs {
     }
 }
 
-/// Groups anomalies into incidents; while one is open, a new version of its report every `update-interval` of event
-/// time when new evidence arrived; the final version when it closes.
+/// Groups anomalies into incidents by time and call-graph proximity (see the module docs); while an incident is
+/// open, a new version of its report every `update-interval` of event time when new evidence arrived; the final
+/// version when it closes.
 pub struct IncidentTracker {
     cfg: RcaConfig,
     graph: ServiceGraph,
     changes: Vec<ChangeEvent>,
-    open: Option<Incident>,
+    /// Open incidents, in the order they opened.
+    open: Vec<Incident>,
     pub dropped_small: u64,
     /// Wall time of each ranking (one report version), in µs.
     pub update_cost: hdrhistogram::Histogram<u64>,
@@ -342,7 +397,7 @@ impl IncidentTracker {
             cfg: cfg.clone(),
             graph,
             changes,
-            open: None,
+            open: Vec::new(),
             dropped_small: 0,
             update_cost: crate::metrics::latency_histogram(),
         }
@@ -350,6 +405,11 @@ impl IncidentTracker {
 
     pub fn graph(&self) -> &ServiceGraph {
         &self.graph
+    }
+
+    /// Incidents open now.
+    pub fn open_incidents(&self) -> usize {
+        self.open.len()
     }
 
     /// Applies call-graph edges learned from telemetry, then ages out learned edges older than `rca.edge-ttl`.
@@ -360,70 +420,136 @@ impl IncidentTracker {
         self.graph.age(watermark, self.cfg.edge_ttl.as_millis_i64());
     }
 
-    /// Takes one anomaly (in event-time order). Returns the final report of an incident it closed, or a new version
-    /// of the open incident's report when `update-interval` of event time has passed since the last one. Updates
-    /// depend only on the anomalies' event times, never on how the input was batched.
-    pub fn ingest(&mut self, ev: &AnomalyEvent) -> Option<RootCauseReport> {
-        let gap = self.cfg.incident_gap.as_millis_i64();
-        if let Some(inc) = &self.open
-            && ev.time > inc.last + gap
-        {
-            let closed = self.close();
-            self.open = Some(Incident::open(ev, &self.graph));
-            return closed;
+    /// Adds change events that arrived while running (e.g. from a Kafka topic). They are joined exactly like the
+    /// ones known at the start: a report made at event time `t` sees the changes with `time <= t` known by then.
+    /// A change read twice (at-least-once delivery, e.g. after a rebalance) is kept once.
+    pub fn add_changes(&mut self, new: impl IntoIterator<Item = ChangeEvent>) {
+        for c in new {
+            let at = self.changes.partition_point(|x| (x.time, &x.service) <= (c.time, &c.service));
+            let same_key = self.changes[..at].iter().rev().take_while(|x| x.time == c.time && x.service == c.service);
+            if !same_key.clone().any(|x| *x == c) {
+                self.changes.insert(at, c);
+            }
         }
-        match &mut self.open {
-            Some(inc) => inc.add(ev, &self.graph),
-            None => self.open = Some(Incident::open(ev, &self.graph)),
-        }
-        let every = self.cfg.update_interval.as_millis_i64();
-        let inc = self.open.as_ref()?;
-        if every > 0 && inc.count >= self.cfg.min_anomalies && ev.time >= inc.reported_at + every {
-            return self.report("open", ev.time);
-        }
-        None
     }
 
-    /// At a batch boundary: closes the open incident once the watermark has passed its last anomaly by
-    /// `close-after` (this decides only when the final report appears, not what it says).
-    pub fn advance(&mut self, watermark: TimeMs) -> Option<RootCauseReport> {
-        let inc = self.open.as_ref()?;
-        if watermark >= inc.last + self.cfg.close_after.as_millis_i64() {
-            return self.close();
+    /// Takes one anomaly (in event-time order). Returns the final reports of incidents it closed (those it came
+    /// more than `incident-gap` after), then a new version of the report of the incident it joined when
+    /// `update-interval` of event time has passed since that incident's last one. Updates depend only on the
+    /// anomalies' event times, never on how the input was batched.
+    pub fn ingest(&mut self, ev: &AnomalyEvent) -> Vec<RootCauseReport> {
+        let gap = self.cfg.incident_gap.as_millis_i64();
+        let mut out = Vec::new();
+        // Incidents this anomaly comes too late for can absorb nothing more.
+        let mut i = 0;
+        while i < self.open.len() {
+            if ev.time > self.open[i].last + gap {
+                let inc = self.open.remove(i);
+                out.extend(self.close(inc));
+            } else {
+                i += 1;
+            }
         }
-        None
+        let at = match self.join(&ev.key.service) {
+            Some(i) => {
+                self.open[i].add(ev, &self.graph);
+                i
+            }
+            None => {
+                self.open.push(Incident::open(ev, &self.graph));
+                self.open.len() - 1
+            }
+        };
+        let every = self.cfg.update_interval.as_millis_i64();
+        let inc = &self.open[at];
+        if every > 0 && inc.count >= self.cfg.min_anomalies && ev.time >= inc.reported_at + every {
+            out.push(self.report(at, "open", ev.time));
+        }
+        out
+    }
+
+    /// The open incident an anomaly of `service` joins, if any: among the incidents with a service near it (the
+    /// same service; within `group-hops` in the graph; or, when the graph knows neither, any), the nearest, then
+    /// the most recently active, then the earliest opened.
+    fn join(&self, service: &str) -> Option<usize> {
+        let hops = self.cfg.group_hops;
+        let known = self.graph.knows(service);
+        let near = if known { self.graph.id(service).map(|n| self.graph.neighbourhood(n, hops)) } else { None };
+        let distance = |inc: &Incident| -> Option<usize> {
+            if inc.suspects.contains_key(service) {
+                return Some(0);
+            }
+            inc.suspects
+                .keys()
+                .filter_map(|other| match &near {
+                    Some(near) => self.graph.id(other).and_then(|o| near.get(&o).copied()),
+                    // Neither service is in the graph: time alone groups them (the graph cannot tell).
+                    None => (!self.graph.knows(other)).then_some(hops + 1),
+                })
+                .min()
+        };
+        self.open
+            .iter()
+            .enumerate()
+            .filter_map(|(i, inc)| distance(inc).map(|d| (d, std::cmp::Reverse(inc.last), i)))
+            .min()
+            .map(|(_, _, i)| i)
+    }
+
+    /// At a batch boundary: closes the open incidents the watermark has passed by `close-after` since their last
+    /// anomaly (this decides only when the final report appears, not what it says).
+    pub fn advance(&mut self, watermark: TimeMs) -> Vec<RootCauseReport> {
+        let after = self.cfg.close_after.as_millis_i64();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.open.len() {
+            if watermark >= self.open[i].last + after {
+                let inc = self.open.remove(i);
+                out.extend(self.close(inc));
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 
     /// Closes whatever is open (end of input).
-    pub fn finish(&mut self) -> Option<RootCauseReport> {
-        self.close()
+    pub fn finish(&mut self) -> Vec<RootCauseReport> {
+        let open = std::mem::take(&mut self.open);
+        open.into_iter().filter_map(|inc| self.close(inc)).collect()
     }
 
-    fn close(&mut self) -> Option<RootCauseReport> {
-        let inc = self.open.as_ref()?;
+    fn close(&mut self, mut inc: Incident) -> Option<RootCauseReport> {
         if inc.count < self.cfg.min_anomalies {
-            self.open = None;
             self.dropped_small += 1;
             return None;
         }
         let last = inc.last;
-        let r = self.report("closed", last);
-        self.open = None;
+        Some(self.version(&mut inc, "closed", last))
+    }
+
+    fn report(&mut self, i: usize, status: &'static str, at: TimeMs) -> RootCauseReport {
+        let mut inc = self.open.swap_remove(i);
+        let r = self.version(&mut inc, status, at);
+        // Back in its place: the order of `open` is the order incidents opened.
+        self.open.push(inc);
+        let last = self.open.len() - 1;
+        self.open.swap(i, last);
         r
     }
 
-    fn report(&mut self, status: &'static str, at: TimeMs) -> Option<RootCauseReport> {
-        let inc = self.open.as_mut()?;
+    /// Ranks an incident (not in `open` while it is ranked) as its next report version, made at event time `at`.
+    fn version(&mut self, inc: &mut Incident, status: &'static str, at: TimeMs) -> RootCauseReport {
         let t = crate::clock::now();
         // Only changes already known at this event time are joined: the same input gives the same reports.
         let known = self.changes.partition_point(|c| c.time <= at);
-        let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known]);
+        let mut r = rank(&self.cfg, &self.graph, inc, None, &self.changes[..known], &BTreeSet::new());
         inc.versions += 1;
         inc.reported_at = at;
         r.report_version = inc.versions;
         r.status = status;
         let _ = self.update_cost.record(crate::clock::elapsed_ns(t) / 1000);
-        Some(r)
+        r
     }
 }
 
@@ -461,14 +587,50 @@ pub fn rank_events<'a>(
     events: impl IntoIterator<Item = &'a AnomalyEvent>,
     symptom: Option<&str>,
 ) -> Option<RootCauseReport> {
+    let events: Vec<&AnomalyEvent> = events.into_iter().collect();
     let mut inc: Option<Incident> = None;
-    for ev in events {
+    for ev in &events {
         match &mut inc {
             Some(i) => i.add(ev, graph),
             None => inc = Some(Incident::open(ev, graph)),
         }
     }
-    inc.map(|i| rank(cfg, graph, &i, symptom, &[]))
+    let steady = symptom.map(|s| steady_services(&events, s)).unwrap_or_default();
+    inc.map(|i| rank(cfg, graph, &i, symptom, &[], &steady))
+}
+
+/// Steady conditions in a focused investigation: services whose anomaly began first, alone or with a minority of
+/// the others, before the named symptom's, and whose deviation did not grow when the symptom's began (peak |z| after
+/// the symptom's onset below 1.5 × the peak up to it). That is a condition that was there before (a level shift, a
+/// change of regime in a datastore) rather than the change that degraded the symptom: it explains no one and its
+/// score is halved. When most services began together, nothing singles one out and no one is steady. Only a
+/// focused investigation names its symptom, so only it uses this; the incident tracker does not.
+fn steady_services(events: &[&AnomalyEvent], symptom: &str) -> BTreeSet<Arc<str>> {
+    let Some(onset) = events.iter().filter(|e| &*e.key.service == symptom).map(|e| e.started_at).min() else {
+        return BTreeSet::new();
+    };
+    // Per service: its onset, peak |z| up to the symptom's onset, and after it.
+    let mut peak: BTreeMap<&Arc<str>, (TimeMs, f64, f64)> = BTreeMap::new();
+    for e in events {
+        let p = peak.entry(&e.key.service).or_insert((e.started_at, 0.0, 0.0));
+        p.0 = p.0.min(e.started_at);
+        if e.time <= onset {
+            p.1 = p.1.max(e.z.abs());
+        } else {
+            p.2 = p.2.max(e.z.abs());
+        }
+    }
+    let first = peak.values().map(|p| p.0).min().unwrap_or(onset);
+    // When most services began together there is nothing to tell them apart by: no one is singled out.
+    if 2 * peak.values().filter(|p| p.0 == first).count() > peak.len() {
+        return BTreeSet::new();
+    }
+    peak.into_iter()
+        .filter(|(s, (start, before, after))| {
+            &***s != symptom && *start == first && *start < onset && *before > 0.0 && *after < 1.5 * before
+        })
+        .map(|(s, _)| Arc::clone(s))
+        .collect()
 }
 
 fn rank(
@@ -477,6 +639,7 @@ fn rank(
     inc: &Incident,
     symptom_hint: Option<&str>,
     changes: &[ChangeEvent],
+    steady: &BTreeSet<Arc<str>>,
 ) -> RootCauseReport {
     let sus: Vec<Suspect> = inc.suspects.values().cloned().collect();
     let n = sus.len();
@@ -518,6 +681,10 @@ fn rank(
                 continue;
             }
             let (sa, sb) = (&sus[a], &sus[b]);
+            // A steady condition (see `steady_services`) did not change when the others did: it explains no one.
+            if steady.contains(&sa.name) {
+                continue;
+            }
             let (Some(na), Some(nb)) = (sa.node, sb.node) else { continue };
             // A cause begins no later than its effect, is still present when the effect begins, and lasts.
             if sa.onset > sb.onset + tol || sa.last + tol < sb.onset || 2 * duration(sa) < duration(sb) {
@@ -574,6 +741,7 @@ fn rank(
             // A change made on it shortly before its anomaly began raises its rank.
             let score = score + if changes_of(a).is_empty() { 0.0 } else { 0.75 };
             let score = if active_at_symptom(a) { score } else { score * 0.25 };
+            let score = if steady.contains(&s.name) { score * 0.5 } else { score };
             (a, score)
         })
         .collect();
@@ -801,5 +969,205 @@ mod tests {
         assert_eq!(g.edges(), vec![("web".to_string(), "api".to_string())], "the configured edge stays");
         let api = g.id("api").unwrap();
         assert!(g.callees_of(api).is_empty());
+    }
+
+    fn event(service: &str, metric: &str, role: Role, time: TimeMs, started_at: TimeMs) -> AnomalyEvent {
+        use crate::event::{Channels, Stage};
+        AnomalyEvent {
+            key: Arc::new(crate::model::SeriesKey::new(service, metric, [] as [(&str, &str); 0])),
+            role,
+            time,
+            started_at,
+            observed: 10.0,
+            expected: 5.0,
+            lower: 4.0,
+            upper: 6.0,
+            z: 8.0,
+            score: 0.9,
+            direction: Direction::Up,
+            stage: Stage::Robust,
+            model_fired: true,
+            channels: Channels {
+                value: 0.9,
+                residual: 0.9,
+                shift: 0.0,
+                service: 0.9,
+                residual_name: "residual",
+                fatigue: 0.0,
+            },
+            level_shift: None,
+            attribution: Vec::new(),
+            rule: None,
+            anomalous_in_window: 3,
+            window: 3,
+            points_seen: 1000,
+        }
+    }
+
+    /// A fault at the bottom of `chain` (callers first) reaching each caller one minute later, ten points each.
+    fn fault(chain: &[&str], t0: TimeMs) -> Vec<AnomalyEvent> {
+        let mut out = Vec::new();
+        for (depth, svc) in chain.iter().rev().enumerate() {
+            let onset = t0 + depth as i64 * 60_000;
+            for p in 0..10 {
+                out.push(event(svc, "latency_p50_ms", Role::Latency, onset + p * 60_000, onset));
+            }
+        }
+        out
+    }
+
+    fn track(cfg: &RcaConfig, graph: ServiceGraph, mut events: Vec<AnomalyEvent>) -> Vec<RootCauseReport> {
+        events.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.key.service.cmp(&b.key.service)));
+        let mut t = IncidentTracker::new(cfg, graph);
+        let mut out = Vec::new();
+        for e in &events {
+            out.extend(t.ingest(e));
+        }
+        out.extend(t.finish());
+        out.retain(|r| r.status == "closed");
+        out
+    }
+
+    fn rca_config() -> RcaConfig {
+        crate::config::Config::default_config().expect("defaults load").rca
+    }
+
+    #[test]
+    fn simultaneous_faults_in_unrelated_parts_of_the_graph_give_two_incidents_with_their_own_roots() {
+        let graph = ServiceGraph::from_edges([
+            ("web", "api"),
+            ("api", "db"),
+            ("shop", "cart"),
+            ("cart", "redis"),
+            ("admin", "reports"),
+        ]);
+        let mut events = fault(&["web", "api", "db"], 0);
+        events.extend(fault(&["shop", "cart", "redis"], 30_000));
+        let reports = track(&rca_config(), graph, events);
+        assert_eq!(reports.len(), 2, "{reports:#?}");
+        let mut roots: Vec<(&str, Vec<String>)> =
+            reports.iter().map(|r| (r.candidates[0].service.as_str(), r.affected_services.clone())).collect();
+        roots.sort();
+        assert_eq!(roots[0], ("db", vec!["api".to_string(), "db".to_string(), "web".to_string()]));
+        assert_eq!(roots[1], ("redis", vec!["cart".to_string(), "redis".to_string(), "shop".to_string()]));
+    }
+
+    #[test]
+    fn group_hops_bounds_how_far_apart_services_of_one_incident_may_be() {
+        // db and redis are 5 hops apart through the shared frontend: db - api - web - shop - cart - redis.
+        let graph = ServiceGraph::from_edges([
+            ("web", "api"),
+            ("api", "db"),
+            ("web", "shop"),
+            ("shop", "cart"),
+            ("cart", "redis"),
+        ]);
+        let events = || {
+            let mut e = fault(&["api", "db"], 0);
+            e.extend(fault(&["cart", "redis"], 0));
+            e
+        };
+        let mut cfg = rca_config();
+        cfg.group_hops = 3;
+        // api is 3 hops from cart but 1 from db, whose incident it joins; cart likewise joins redis's.
+        assert_eq!(track(&cfg, graph.clone(), events()).len(), 2);
+        cfg.group_hops = 4;
+        assert_eq!(track(&cfg, graph.clone(), events()).len(), 2);
+        cfg.group_hops = 5;
+        let one = track(&cfg, graph, events());
+        assert_eq!(one.len(), 1, "within 5 hops: one incident");
+        assert_eq!(one[0].affected_services.len(), 4);
+    }
+
+    #[test]
+    fn services_the_graph_does_not_know_are_grouped_by_time_alone() {
+        let mut events = fault(&["web", "api", "db"], 0);
+        events.extend(fault(&["shop", "cart", "redis"], 30_000));
+        let reports = track(&rca_config(), ServiceGraph::default(), events.clone());
+        assert_eq!(reports.len(), 1, "no graph: one incident, as before proximity grouping");
+        assert_eq!(reports[0].affected_services.len(), 6);
+        // A known service does not join an incident of services the graph does not know, and vice versa.
+        let reports = track(&rca_config(), ServiceGraph::from_edges([("web", "api"), ("api", "db")]), events);
+        assert_eq!(reports.len(), 2);
+    }
+
+    #[test]
+    fn an_incident_closes_on_its_own_gap_while_another_stays_open() {
+        let graph = ServiceGraph::from_edges([("web", "api"), ("shop", "cart")]);
+        let mut events = fault(&["web", "api"], 0);
+        // The second fault starts while the first is open and lasts an hour (an anomaly every minute).
+        for p in 0..60 {
+            events.push(event("cart", "error_rate", Role::Errors, 5 * 60_000 + p * 60_000, 5 * 60_000));
+        }
+        events.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.key.service.cmp(&b.key.service)));
+        let cfg = rca_config();
+        let mut t = IncidentTracker::new(&cfg, graph);
+        let mut closed_at = Vec::new();
+        for e in &events {
+            for r in t.ingest(e) {
+                if r.status == "closed" {
+                    closed_at.push((e.time, r.candidates[0].service.clone()));
+                }
+            }
+            for r in t.advance(e.time) {
+                closed_at.push((e.time, r.candidates[0].service.clone()));
+            }
+        }
+        // web/api's last anomaly is at 11 min; the first anomaly more than incident-gap (10 min) later, cart's at
+        // 21 min, closes it, while cart's incident goes on.
+        assert_eq!(closed_at, vec![(21 * 60_000, "api".to_string())]);
+        assert_eq!(t.open_incidents(), 1);
+        let last = t.finish();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].candidates[0].service, "cart");
+    }
+
+    #[test]
+    fn changes_added_while_running_are_joined_once_even_if_read_twice() {
+        let cfg = rca_config();
+        let mut t = IncidentTracker::new(&cfg, ServiceGraph::from_edges([("web", "db")]));
+        let t0 = 1_767_571_200_000;
+        let deploy =
+            ChangeEvent { time: t0 - 60_000, service: "db".into(), kind: "deploy".into(), description: "v2".into() };
+        t.add_changes([deploy.clone()]);
+        t.add_changes([deploy.clone(), ChangeEvent { description: "v3".into(), ..deploy }]);
+        for e in &fault(&["web", "db"], t0) {
+            t.ingest(e);
+        }
+        let r = t.finish().pop().expect("a report");
+        let top = &r.candidates[0];
+        assert_eq!(top.service, "db");
+        let seen: Vec<&str> = top.evidence.changes.iter().map(|c| c.description.as_str()).collect();
+        assert_eq!(seen, ["v2", "v3"]);
+        assert!(r.suggestion.is_some_and(|s| s.contains("deploy of db (v3")));
+    }
+
+    #[test]
+    fn a_focused_investigation_does_not_blame_a_lone_steady_condition_that_predates_the_symptom() {
+        // site -> pay -> db, plus web -> site and a healthy cache. db's latency has been up (z 8) since before the
+        // fault; pay's latency jumps two minutes later and site's with it.
+        let graph = ServiceGraph::from_edges([("web", "site"), ("site", "pay"), ("pay", "db"), ("site", "cache")]);
+        let t0 = 1_767_571_200_000;
+        let mut events = Vec::new();
+        let mut push = |svc: &str, start: i64, z: &dyn Fn(i64) -> f64| {
+            for p in 0..6 {
+                let mut e = event(svc, "latency_p50_ms", Role::Latency, t0 + (start + p) * 60_000, t0 + start * 60_000);
+                e.z = z(start + p);
+                events.push(e);
+            }
+        };
+        push("db", 0, &|_| 8.0);
+        push("pay", 2, &|m| if m >= 2 { 20.0 } else { 0.0 });
+        push("site", 2, &|_| 12.0);
+        events.sort_by_key(|e| e.time);
+        let cfg = rca_config();
+        let r = rank_events(&cfg, &graph, &events, Some("site")).unwrap();
+        assert_eq!(r.candidates[0].service, "pay", "{r:#?}");
+        // The same db that grows when the symptom begins is a cause, and ranks first as before.
+        for e in events.iter_mut().filter(|e| &*e.key.service == "db" && e.time >= t0 + 3 * 60_000) {
+            e.z = 30.0;
+        }
+        let r = rank_events(&cfg, &graph, &events, Some("site")).unwrap();
+        assert_eq!(r.candidates[0].service, "db", "{r:#?}");
     }
 }

@@ -24,7 +24,10 @@
 //!   scaled by `noise`; slow process noise on traffic, own latency and errors propagates to callers, measurement
 //!   noise does not.
 //! * **Faults.** After `fault-free`, one fault every `fault-spacing` (±10 % jitter, aligned to the tick grid),
-//!   lasting 20–45 minutes and never overlapping the next; see [`FaultKind`] for each kind's effect.
+//!   lasting 20–45 minutes and never overlapping the next; see [`FaultKind`] for each kind's effect. With
+//!   `concurrent`, every fault gets a twin of the next kind in the cycle that starts and ends with it, at the eligible
+//!   service farthest from the first one in the call graph (two simultaneous faults, in as unrelated parts of the
+//!   graph as the topology has).
 //! * **Distractors.** Benign spikes (1–3 points, 4–10× the metric's noise) at a Poisson rate per service, and during
 //!   every fault 1–2 extra spikes or short local traffic swings on services off the fault's propagation path.
 //!
@@ -107,6 +110,8 @@ pub struct SimConfig {
     pub noise: f64,
     /// Expected benign spikes per service per day.
     pub benign_spikes: f64,
+    /// Every fault gets a simultaneous twin far away in the call graph (see the module docs).
+    pub concurrent: bool,
 }
 
 impl Default for SimConfig {
@@ -123,6 +128,7 @@ impl Default for SimConfig {
             fault_kinds: FaultKind::ALL.to_vec(),
             noise: 1.0,
             benign_spikes: 2.0,
+            concurrent: false,
         }
     }
 }
@@ -1043,18 +1049,18 @@ impl Simulator {
         let prev2 = ((self.steps + RING as u64 - 2) % RING as u64) as usize * n;
         self.steps += 1;
 
-        // The active fault, if any.
+        // The active faults: none, one, or a concurrent pair (twins start and end together, so plans stay sorted
+        // by start and by end).
         while self.fault_cursor < self.plans.len() && self.plans[self.fault_cursor].end_ms <= t {
             self.fault_cursor += 1;
         }
-        let fault = self.plans.get(self.fault_cursor).filter(|p| p.start_ms <= t).cloned();
+        let faults: Vec<FaultPlan> =
+            self.plans[self.fault_cursor..].iter().take_while(|p| p.start_ms <= t).cloned().collect();
         // Intensity ramps in over 1–2 intervals; progress runs 0 → 1 over the fault.
-        let (intensity, progress) = match &fault {
-            Some(p) => {
-                let j = (t - p.start_ms) as f64 / self.interval_ms as f64;
-                (((j + p.phase) / p.ramp).min(1.0), j / ((p.end_ms - p.start_ms) as f64 / self.interval_ms as f64))
-            }
-            None => (0.0, 0.0),
+        let interval_ms = self.interval_ms as f64;
+        let shape = |p: &FaultPlan| {
+            let j = (t - p.start_ms) as f64 / interval_ms;
+            (((j + p.phase) / p.ramp).min(1.0), j / ((p.end_ms - p.start_ms) as f64 / interval_ms))
         };
 
         // Distractors for this tick.
@@ -1102,7 +1108,8 @@ impl Simulator {
             st.err = ou_err.step(st.err, ze);
 
             // The active fault's plan, at its target only.
-            let fx = fault.as_ref().filter(|f| f.target == s);
+            let fx = faults.iter().find(|f| f.target == s);
+            let (intensity, progress) = fx.map_or((0.0, 0.0), shape);
 
             // Traffic.
             let mut rate = if p.entry {
@@ -1252,6 +1259,8 @@ fn schedule_faults(
     interval_ms: TimeMs,
 ) -> (Vec<FaultPlan>, Vec<InjectedFault>) {
     let mut rng = stream(cfg.seed, 3);
+    // Twins (`concurrent`) draw from their own stream, so the first faults are the same with and without them.
+    let mut twin_rng = stream(cfg.seed, 8);
     let mut kinds = cfg.fault_kinds.clone();
     kinds.shuffle(&mut rng);
     if kinds.is_empty() {
@@ -1283,6 +1292,8 @@ fn schedule_faults(
     let mut plans = Vec::new();
     let mut faults = Vec::new();
     let mut last_target = usize::MAX;
+    // Faults scheduled one per start (not counting concurrent twins): the kind cycle follows them.
+    let mut primaries = 0usize;
     for (i, &s) in starts.iter().enumerate() {
         let mut len = rng.gen_range(20 * MINUTE_MS..=45 * MINUTE_MS).max(3 * interval_ms);
         len = (len + interval_ms - 1) / interval_ms * interval_ms;
@@ -1293,7 +1304,7 @@ fn schedule_faults(
         if len < 2 * interval_ms {
             continue;
         }
-        let kind = kinds[faults.len() % kinds.len()];
+        let kind = kinds[primaries % kinds.len()];
         let cands = match kind {
             FaultKind::LatencyRegression | FaultKind::ErrorBurst => &non_entry,
             FaultKind::CpuSaturation | FaultKind::MemoryLeak => &all,
@@ -1361,8 +1372,62 @@ fn schedule_faults(
             c,
         });
         faults.push(InjectedFault { id, kind, service: name.clone(), start_ms: s, end_ms: s + len, description });
+        primaries += 1;
+        if cfg.concurrent {
+            let twin_kind = kinds[primaries % kinds.len()];
+            let twin_cands = match twin_kind {
+                FaultKind::LatencyRegression | FaultKind::ErrorBurst => &non_entry,
+                FaultKind::CpuSaturation | FaultKind::MemoryLeak => &all,
+                FaultKind::FailingDependency => &leaves,
+                FaultKind::TrafficSurge => &entries,
+            };
+            let dist = undirected_distances(topo, target);
+            let far = twin_cands.iter().copied().filter(|&c| c != target).max_by_key(|&c| (dist[c], usize::MAX - c));
+            if let Some(twin) = far {
+                // Same shape as the first fault, the twin kind's typical magnitude, from a stream of its own.
+                let (a, b, c) = twin_magnitudes(twin_kind, &mut twin_rng);
+                let tname = &topo.services[twin];
+                plans.push(FaultPlan { kind: twin_kind, target: twin, a, b, c, ..plans[plans.len() - 1].clone() });
+                faults.push(InjectedFault {
+                    id: faults.len(),
+                    kind: twin_kind,
+                    service: tname.clone(),
+                    start_ms: s,
+                    end_ms: s + len,
+                    description: format!("{twin_kind} in {tname}, concurrent with fault {id}"),
+                });
+            }
+        }
     }
     (plans, faults)
+}
+
+/// Hops from `from` to every service, following edges in either direction (`usize::MAX`: unreachable).
+fn undirected_distances(topo: &Topology, from: usize) -> Vec<usize> {
+    let mut dist = vec![usize::MAX; topo.services.len()];
+    dist[from] = 0;
+    let mut queue = std::collections::VecDeque::from([from]);
+    while let Some(u) = queue.pop_front() {
+        for v in topo.callers(u).chain(topo.callees(u)) {
+            if dist[v] == usize::MAX {
+                dist[v] = dist[u] + 1;
+                queue.push_back(v);
+            }
+        }
+    }
+    dist
+}
+
+/// Magnitudes of a concurrent twin fault, in the ranges of `schedule_faults`.
+fn twin_magnitudes(kind: FaultKind, rng: &mut ChaCha8Rng) -> (f64, f64, f64) {
+    match kind {
+        FaultKind::LatencyRegression => (rng.gen_range(1.6..3.0), 0.0, 0.0),
+        FaultKind::ErrorBurst => (rng.gen_range(0.05..0.30), 0.0, 0.0),
+        FaultKind::CpuSaturation => (rng.gen_range(0.93..1.0), rng.gen_range(2.0..4.0), 0.0),
+        FaultKind::MemoryLeak => (rng.gen_range(0.95..0.985), rng.gen_range(0.55..0.75), rng.gen_range(0.005..0.03)),
+        FaultKind::FailingDependency => (rng.gen_range(0.2..0.6), rng.gen_range(3.0..6.0), 0.0),
+        FaultKind::TrafficSurge => (rng.gen_range(2.0..4.0), 0.0, 0.0),
+    }
 }
 
 /// Change events for a run, from their own seeded stream (so they do not move the telemetry): a deploy of the
@@ -1780,6 +1845,28 @@ mod tests {
         assert!(names.iter().any(|s| s == "postgres-main"));
         let big = Simulator::new(&SimConfig { services: 200, ..SimConfig::default() }).unwrap();
         assert!(big.topology().services.iter().any(|s| s == "checkout-2"));
+    }
+
+    #[test]
+    fn concurrent_mode_adds_a_far_twin_to_every_fault_and_keeps_the_first_ones() {
+        let one = Simulator::new(&SimConfig { seed: 3, ..SimConfig::default() }).unwrap();
+        let two = Simulator::new(&SimConfig { seed: 3, concurrent: true, ..SimConfig::default() }).unwrap();
+        let (a, b) = (one.faults(), two.faults());
+        assert_eq!(b.len(), 2 * a.len(), "{b:#?}");
+        for (i, f) in a.iter().enumerate() {
+            let (first, twin) = (&b[2 * i], &b[2 * i + 1]);
+            assert_eq!(
+                (first.kind, &first.service, first.start_ms, first.end_ms),
+                (f.kind, &f.service, f.start_ms, f.end_ms)
+            );
+            assert_eq!((twin.start_ms, twin.end_ms), (f.start_ms, f.end_ms));
+            assert_ne!(twin.service, f.service);
+            assert_ne!(twin.kind, f.kind);
+            let topo = two.topology();
+            let idx = |n: &str| topo.services.iter().position(|s| s == n).unwrap();
+            let d = undirected_distances(topo, idx(&f.service));
+            assert!(d[idx(&twin.service)] >= 2, "the twin is not next to the first fault: {twin:?}");
+        }
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub trait Source: Send {
     fn finish(&mut self, _clean: bool) -> Result<()> {
         Ok(())
     }
+    /// Change events (deploys, config changes) read since the last call, for sources that carry them (a Kafka
+    /// source's change topics). Called after every `next_batch`; they travel to the incident tracker with that batch.
+    fn take_changes(&mut self) -> Vec<crate::rca::ChangeEvent> {
+        Vec::new()
+    }
     /// Ingest-to-output latency, for sources that measure it (µs).
     fn ingest_latency(&self) -> Option<LatencySummary> {
         None

@@ -1,6 +1,6 @@
 //! Kafka in and out against librdkafka's in-process mock cluster: produce telemetry, run the engine, consume its
 //! outputs and compare them exactly with a replay of the same points from a file; dead letters; commit and resume;
-//! two instances in one group; injected broker errors.
+//! two instances in one group; injected broker errors; change events from a change topic.
 //!
 //! Every wait has a deadline. The engine is stopped through its stop flag (what SIGTERM sets in the binary) once
 //! the group's committed offsets reach the end of the input: that also proves that everything was committed.
@@ -236,8 +236,13 @@ fn fixture_records() -> Vec<(String, Vec<u8>)> {
 
 /// The engine's events for the fixture replayed from the file: (anomaly lines, report lines).
 fn file_replay() -> (Vec<String>, Vec<String>) {
+    file_replay_with("")
+}
+
+/// As [`file_replay`], with `extra` TOML lines (e.g. `rca.changes`) appended to the config.
+fn file_replay_with(extra: &str) -> (Vec<String>, Vec<String>) {
     let text = format!(
-        "[engine]\nshards = 2\n[source]\nkind = \"jsonl\"\npath = {:?}\n[graph]\n{GRAPH}\n",
+        "[engine]\nshards = 2\n[source]\nkind = \"jsonl\"\npath = {:?}\n[graph]\n{GRAPH}\n{extra}\n",
         fixture("points.jsonl").display().to_string()
     );
     let cfg = Config::from_layers(Some(("replay.toml", &text)), []).unwrap();
@@ -535,4 +540,69 @@ fn injected_broker_errors_are_survived() {
         sorted(want_a),
         "with retries by the idempotent producer: every event, none twice"
     );
+}
+
+/// The final (closed) report among report lines.
+fn closed_report(lines: &[String]) -> serde_json::Value {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r["status"] == "closed")
+        .expect("a closed report")
+}
+
+#[test]
+fn change_events_from_a_change_topic_are_joined_like_the_changes_file_and_bad_ones_dead_lettered() {
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 1), ("changes", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    // The fixture's changes (payments is deployed two minutes before its latency regresses), with two bad records
+    // between them: one that is not JSON and one without a `kind`.
+    let good: Vec<String> =
+        std::fs::read_to_string(fixture("changes.jsonl")).unwrap().lines().map(String::from).collect();
+    let changes: Vec<(String, Vec<u8>)> = vec![
+        ("cart".into(), good[0].clone().into_bytes()),
+        ("x".into(), b"deploy payments now".to_vec()),
+        ("cart".into(), br#"{"time": "2026-01-05T02:00:00Z", "service": "cart", "description": "?"}"#.to_vec()),
+        ("payments".into(), good[1].clone().into_bytes()),
+    ];
+    mock.produce("changes", &changes);
+    mock.produce("telemetry", &fixture_records());
+    let mut cfg = engine_config(&mock.servers, "g-changes", "json", "");
+    cfg.source.kafka.change_topics = vec!["changes".into()];
+    let engine = start(cfg);
+    mock.wait_committed("g-changes", "telemetry", 1);
+    mock.wait_committed("g-changes", "changes", 1);
+    let summary = engine.stop();
+    assert_eq!(summary.points, 1600);
+    assert_eq!(summary.dead_letters, 4, "two bad telemetry lines and two bad change records");
+
+    // The final report is exactly the one a file replay with `rca.changes` gives.
+    let path = fixture("changes.jsonl").display().to_string();
+    let (_, with_file) = file_replay_with(&format!("[rca]\nchanges = {path:?}"));
+    let want = closed_report(&with_file);
+    let reports = payloads(&mock.consume("reports", 1, with_file.len(), Duration::from_millis(500)));
+    let got = closed_report(&reports);
+    assert_eq!(got, want, "the change topic's report differs from the changes file's");
+    // The deploy raised payments' score and the report suggests rolling it back.
+    let (_, without) = file_replay();
+    let before = closed_report(&without);
+    assert_eq!(got["candidates"][0]["service"], "payments", "{got:#}");
+    let score = |r: &serde_json::Value| r["candidates"][0]["score"].as_f64().unwrap();
+    assert!(score(&got) > score(&before), "the change should raise payments: {} vs {}", score(&got), score(&before));
+    assert_eq!(got["candidates"][0]["evidence"]["changes"][0]["description"], "payments v2.14.0");
+    let suggestion = got["suggestion"].as_str().expect("a rollback suggestion");
+    assert!(suggestion.starts_with("Consider rolling back the deploy of payments (payments v2.14.0"), "{suggestion}");
+    assert!(before["suggestion"].is_null());
+
+    // The bad change records are on the dead-letter topic, unchanged, with the reason.
+    let dead = mock.consume("dead", 1, 4, Duration::from_millis(300));
+    let from_changes: Vec<&OwnedMessage> =
+        dead.iter().filter(|m| header(m, "faultline.source.topic") == Some("changes")).collect();
+    assert_eq!(from_changes.len(), 2);
+    assert_eq!(header(from_changes[0], "faultline.source.offset"), Some("1"));
+    assert_eq!(from_changes[0].payload().unwrap(), changes[1].1.as_slice());
+    assert!(header(from_changes[0], "faultline.reason").unwrap().starts_with("change event:"));
+    assert_eq!(header(from_changes[1], "faultline.source.offset"), Some("2"));
+    let why = header(from_changes[1], "faultline.reason").unwrap();
+    assert!(why.contains("missing field `kind`"), "{why}");
 }

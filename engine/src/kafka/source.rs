@@ -13,6 +13,12 @@
 //! and the records of the half-built batch that belong to revoked partitions are removed from it afterwards (and
 //! their offsets not committed), so the partition's next owner starts exactly where this instance stopped.
 //!
+//! Change topics. Records of `change-topics` are change events (deploys, config changes), not telemetry: they are
+//! decoded into [`ChangeEvent`]s and handed to the pipeline with the batch they were read with
+//! ([`Source::take_changes`]), so the incident tracker joins them like the changes of a file. A change record in
+//! the open batch counts as that batch's record for commits and revokes (an empty run), so its offset is committed
+//! only once the batch it travels with is complete. Malformed change records are dead-lettered with the reason.
+//!
 //! Shutdown. A stop flag (SIGTERM/SIGINT) or `stop-when-idle` makes `next_batch` return its last batch and report
 //! the end of input; the pipeline drains the shards and the collector, the sinks flush the producer, and
 //! [`Source::finish`] commits the final positions and closes the consumer (leaving the group).
@@ -37,6 +43,7 @@ use crate::error::Result;
 use crate::metrics::{LatencySummary, latency_histogram};
 use crate::model::Batch;
 use crate::otlp::OtlpDecoder;
+use crate::rca::ChangeEvent;
 use crate::source::{DeadLetters, PointDecoder, Source};
 
 /// Poll timeout while no batch is open (bounds how late a stop flag or idle commit is noticed).
@@ -284,6 +291,9 @@ pub struct KafkaSource {
     open_since: Option<Instant>,
     latency: Histogram<u64>,
     transient_errors: u64,
+    /// Change events read since the pipeline last took them.
+    changes: Vec<ChangeEvent>,
+    change_records: u64,
 }
 
 impl KafkaSource {
@@ -316,7 +326,7 @@ impl KafkaSource {
         );
         let consumer: BaseConsumer<GroupContext> =
             client.create_with_context(ctx).map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?;
-        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = cfg.topics.iter().chain(&cfg.change_topics).map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| kafka_error(&format!("cannot subscribe to {topics:?}"), &e))?;
         info!(topics = ?topics, group = %cfg.group_id, "Subscribed.");
         Ok(Self {
@@ -334,6 +344,8 @@ impl KafkaSource {
             open_since: None,
             latency: latency_histogram(),
             transient_errors: 0,
+            changes: Vec::new(),
+            change_records: 0,
         })
     }
 
@@ -380,6 +392,25 @@ fn decode(
         KafkaFormat::OtlpProto => otlp.decode_proto(payload, batch),
         KafkaFormat::OtlpJson | KafkaFormat::Auto => otlp.decode_json(payload, batch),
     }
+}
+
+/// Decodes a change-topic record: one JSON change event, or several newline-delimited (all or nothing).
+fn decode_changes(payload: &[u8]) -> std::result::Result<Vec<ChangeEvent>, String> {
+    let text = std::str::from_utf8(payload).map_err(|e| format!("change event: record is not UTF-8 JSON: {e}"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err("change event: empty record".into());
+    }
+    let many = lines.len() > 1;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            ChangeEvent::parse(l).map_err(|e| {
+                if many { format!("change event on line {}: {e}", i + 1) } else { format!("change event: {e}") }
+            })
+        })
+        .collect()
 }
 
 /// Cuts the records of partitions revoked during `poll` out of the open batch.
@@ -481,8 +512,20 @@ impl Source for KafkaSource {
                     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
                     let payload = msg.payload().unwrap_or(&[]);
                     let start = batch.len();
-                    let decoded = decode(self.cfg.format, &mut self.json, &mut self.otlp, payload, batch);
                     let part = lock(&self.book).part_index(topic, partition);
+                    let is_change =
+                        !self.cfg.change_topics.is_empty() && self.cfg.change_topics.iter().any(|t| t == topic);
+                    let decoded = if is_change {
+                        decode_changes(payload).map(|c| {
+                            self.change_records += 1;
+                            self.changes.extend(c);
+                            // An empty run: the record belongs to the open batch for commits and revokes.
+                            lock(&self.book).runs.push(Run { part, offset, start, end: start });
+                            0
+                        })
+                    } else {
+                        decode(self.cfg.format, &mut self.json, &mut self.otlp, payload, batch)
+                    };
                     match decoded {
                         Ok(_) if batch.len() > start => {
                             if self.open_since.is_none() {
@@ -504,7 +547,7 @@ impl Source for KafkaSource {
                     if let Some(p) = &self.progress
                         && self.pending_latency.front().is_some_and(|(seq, _)| *seq < p.done())
                     {
-                        self.progress_tick(batch.is_empty(), dead, false);
+                        self.progress_tick(batch.is_empty() && self.changes.is_empty(), dead, false);
                     }
                 }
                 Some(Err(e)) => {
@@ -566,10 +609,20 @@ impl Source for KafkaSource {
             self.pending_latency.pop_front();
         }
         let stats = self.otlp.stats;
-        info!(records = self.records, otlp_points = stats.points, otlp_skipped = stats.skipped, "Kafka source closed.");
+        info!(
+            records = self.records,
+            otlp_points = stats.points,
+            otlp_skipped = stats.skipped,
+            change_records = self.change_records,
+            "Kafka source closed."
+        );
         self.consumer.context().closed.store(true, Ordering::Relaxed);
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    fn take_changes(&mut self) -> Vec<ChangeEvent> {
+        std::mem::take(&mut self.changes)
     }
 
     fn ingest_latency(&self) -> Option<LatencySummary> {
@@ -577,7 +630,16 @@ impl Source for KafkaSource {
     }
 
     fn describe(&self) -> String {
-        format!("kafka {} (group {})", self.cfg.topics.join(","), self.cfg.group_id)
+        if self.cfg.change_topics.is_empty() {
+            format!("kafka {} (group {})", self.cfg.topics.join(","), self.cfg.group_id)
+        } else {
+            format!(
+                "kafka {} and changes {} (group {})",
+                self.cfg.topics.join(","),
+                self.cfg.change_topics.join(","),
+                self.cfg.group_id
+            )
+        }
     }
 }
 
@@ -591,6 +653,25 @@ mod tests {
         assert_eq!(sniff(b"[{\"time\":1}]"), KafkaFormat::Json);
         assert_eq!(sniff(b"{ \"resourceMetrics\": []}"), KafkaFormat::OtlpJson);
         assert_eq!(sniff(&[0x0a, 0x02, 0x0a, 0x00]), KafkaFormat::OtlpProto);
+    }
+
+    #[test]
+    fn change_records_decode_or_name_what_is_wrong() {
+        let one = br#"{"time": 1767580080000, "service": "payments", "kind": "deploy", "description": "v2"}"#;
+        let c = decode_changes(one).unwrap();
+        assert_eq!((c.len(), c[0].time, c[0].service.as_str()), (1, 1_767_580_080_000, "payments"));
+        let two = b"{\"time\": \"2026-01-05T02:48:00Z\", \"service\": \"a\", \"kind\": \"config\", \"description\": \"\"}\n\n\
+                    {\"time\": 1, \"service\": \"b\", \"kind\": \"deploy\", \"description\": \"x\"}\n";
+        assert_eq!(decode_changes(two).unwrap().len(), 2);
+        let bad = |p: &[u8]| decode_changes(p).unwrap_err();
+        assert!(bad(b"").contains("empty record"));
+        assert!(bad(&[0xff, 0xfe]).contains("not UTF-8"));
+        assert!(bad(br#"{"time": 1, "service": "a", "description": "x"}"#).contains("missing field `kind`"));
+        assert!(bad(br#"{"time": true, "service": "a", "kind": "k", "description": "x"}"#).contains("time"));
+        assert!(bad(br#"{"time": -1, "service": "a", "kind": "k", "description": "x"}"#).contains("field `time`"));
+        assert!(bad(br#"{"time": 1, "service": " ", "kind": "k", "description": "x"}"#).contains("field `service`"));
+        let mixed = [&one[..], b"\nnot json"].concat();
+        assert!(bad(&mixed).starts_with("change event on line 2:"), "{}", bad(&mixed));
     }
 
     #[test]
