@@ -19,13 +19,22 @@ pub fn elapsed_ns(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Formats event time as RFC 3339 UTC with milliseconds, e.g. `2026-01-05T10:02:00.000Z`.
-pub fn fmt_time(ms: TimeMs) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
+/// The latest event time accepted: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 text can express.
+pub const MAX_TIME_MS: TimeMs = 253_402_300_799_999;
+
+/// Event times must lie in 1970-01-01 ..= 9999-12-31 (Unix milliseconds `0..=MAX_TIME_MS`): sources reject others.
+pub fn check_time(ms: TimeMs) -> Result<(), String> {
+    if (0..=MAX_TIME_MS).contains(&ms) {
+        Ok(())
     } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
+        Err(format!("{ms} ms is outside 1970-01-01 .. 9999-12-31"))
+    }
+}
+
+/// Formats event time as RFC 3339 UTC with milliseconds, e.g. `2026-01-05T10:02:00.000Z`. Sources only admit
+/// times that [`check_time`] accepts; anything else is clamped into that range rather than panicking.
+pub fn fmt_time(ms: TimeMs) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_TIME_MS) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -63,5 +72,14 @@ mod tests {
         assert_eq!(parse_time("2026-01-05 10:02:00").unwrap(), ms);
         assert_eq!(fmt_hhmm(ms), "10:02");
         assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+    }
+
+    #[test]
+    fn out_of_range_times_are_rejected_and_never_panic() {
+        assert!(check_time(0).is_ok() && check_time(MAX_TIME_MS).is_ok());
+        assert!(check_time(-1).unwrap_err().contains("outside 1970-01-01"));
+        assert!(check_time(MAX_TIME_MS + 1).is_err());
+        assert_eq!(fmt_time(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(fmt_time(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -299,9 +299,6 @@ impl Incident {
     }
 }
 
-/// The latest event time a change may carry: 9999-12-31T23:59:59.999Z (what RFC 3339 text can express).
-const MAX_TIME_MS: TimeMs = 253_402_300_799_999;
-
 /// A deploy or configuration change, joined with incidents by service and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,9 +328,7 @@ impl ChangeEvent {
         if c.service.trim().is_empty() {
             return Err("field `service`: must name a service".into());
         }
-        if !(0..=MAX_TIME_MS).contains(&c.time) {
-            return Err(format!("field `time`: {} ms is outside 1970-01-01 .. 9999-12-31", c.time));
-        }
+        crate::clock::check_time(c.time).map_err(|e| format!("field `time`: {e}"))?;
         if c.kind.trim().is_empty() {
             return Err("field `kind`: must not be empty (e.g. \"deploy\", \"config\")".into());
         }

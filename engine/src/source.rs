@@ -251,6 +251,7 @@ impl PointDecoder {
             Value::String(s) => parse_time(s).map_err(|e| format!("field `time`: {e}"))?,
             other => return Err(format!("field `time`: expected RFC 3339 text or integer milliseconds, got {other}")),
         };
+        crate::clock::check_time(time).map_err(|e| format!("field `time`: {e}"))?;
         let value = match &p.value {
             Value::Number(n) => n.as_f64().filter(|v| v.is_finite()),
             _ => None,
@@ -373,6 +374,8 @@ mod tests {
             r#"{"time":1767571320000,"service":"a","metric":"m","labels":{"pod":"p1"},"value":2}"#,
             "\n",
             r#"{"time":"noon","service":"a","metric":"m","value":2}"#,
+            "\n",
+            r#"{"time":-86400000,"service":"a","metric":"m","value":2}"#,
             "\n"
         );
         let mut src = JsonlSource::from_reader("test", Box::new(std::io::Cursor::new(input.as_bytes().to_vec())));
@@ -383,12 +386,14 @@ mod tests {
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.values, vec![1.5, 2.0]);
         assert_ne!(batch.ids[0], batch.ids[1], "labels are part of the identity");
-        assert_eq!(dead.count(), 3);
+        assert_eq!(dead.count(), 4);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["at"], "line 2");
         assert!(lines[1]["reason"].as_str().unwrap().contains("field `value`"), "{}", lines[1]);
         assert_eq!(lines[2]["at"], "line 6");
         assert!(lines[2]["reason"].as_str().unwrap().contains("field `time`"));
+        assert_eq!(lines[3]["at"], "line 7");
+        assert!(lines[3]["reason"].as_str().unwrap().contains("outside 1970-01-01"), "{}", lines[3]);
     }
 }
