@@ -24,11 +24,7 @@ pub const MAX_TIME_MS: TimeMs = 253_402_300_799_999;
 
 /// Event times must lie in 1970-01-01 ..= 9999-12-31 (Unix milliseconds `0..=MAX_TIME_MS`): sources reject others.
 pub fn check_time(ms: TimeMs) -> Result<(), String> {
-    if (0..=MAX_TIME_MS).contains(&ms) {
-        Ok(())
-    } else {
-        Err(format!("{ms} ms is outside 1970-01-01 .. 9999-12-31"))
-    }
+    if (0..=MAX_TIME_MS).contains(&ms) { Ok(()) } else { Err(format!("{ms} ms is outside 1970-01-01 .. 9999-12-31")) }
 }
 
 /// Formats event time as RFC 3339 UTC with milliseconds, e.g. `2026-01-05T10:02:00.000Z`. Sources only admit
