@@ -723,7 +723,11 @@ impl ShardDetector {
         let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, seen));
         let raw = value_s.max(resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
-        let fatigue = (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10();
+        let fatigue = if self.alarms[s] > 0.0 {
+            (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10()
+        } else {
+            0.0
+        };
         let surprise = (raw - fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
         let anomalous = surprise >= alarm || level_shift.is_some();
@@ -786,8 +790,9 @@ impl ShardDetector {
             }
         }
         // The service's multivariate score: this series' deviation from the normal the event path judges by.
+        // A service with a single series has no multivariate information: its score would repeat the series' own.
         let mut service = None;
-        if learned {
+        if learned && self.service.multivariate(s) {
             let score = self.service.update(s, p.t, ev_z, &self.service_params);
             // Its surprise is computed only when it could reach the alarm level (and for events, below).
             let quiet = self.service.surely_below(s, score, alarm, &self.spot_params)

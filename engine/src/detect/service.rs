@@ -105,6 +105,12 @@ impl ServiceBank {
         self.last_volume.push(f32::NAN);
     }
 
+    /// Whether `s`'s service has more than one series (else it has no multivariate score).
+    #[inline]
+    pub fn multivariate(&self, s: usize) -> bool {
+        self.members[self.of[s] as usize].len() > 1
+    }
+
     /// Records the value of traffic series `s` in its service's volume (non-finite values are ignored).
     pub fn record_volume(&mut self, s: usize, x: f64) {
         if !x.is_finite() {
