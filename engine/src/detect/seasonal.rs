@@ -65,6 +65,23 @@ pub struct SeasonalBank {
     n: Vec<u32>,
     first_time: Vec<TimeMs>,
     active: Vec<u8>,
+    /// The decay factors of the last time step seen (series that report at one rate share them).
+    memo: DecayMemo,
+}
+
+/// `1 − exp(−dt / τ)` for the error test's and each candidate's time constant, at time step `dt`: two or three `exp`s
+/// a point saved when consecutive points have the same step, with the same bits as computing them afresh.
+#[derive(Debug, Clone, Copy)]
+struct DecayMemo {
+    dt: f32,
+    ew: f32,
+    slow: [f32; MAX_PERIODS],
+}
+
+impl Default for DecayMemo {
+    fn default() -> Self {
+        Self { dt: f32::NAN, ew: 0.0, slow: [0.0; MAX_PERIODS] }
+    }
 }
 
 impl SeasonalBank {
@@ -177,9 +194,16 @@ impl SeasonalBank {
         let running = 1.0 / self.n[s] as f32;
         let a = p.alpha.max(running);
         let dt = dt.max(0) as f32;
-        let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
-        // The test averages errors over about two of the shortest periods.
-        let ew = (1.0 - (-dt / (2.0 * shortest)).exp()).max(running);
+        if self.memo.dt.to_bits() != dt.to_bits() {
+            let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
+            // The test averages errors over about two of the shortest periods.
+            self.memo.ew = 1.0 - (-dt / (2.0 * shortest)).exp();
+            for (c, &period) in p.periods.iter().enumerate() {
+                self.memo.slow[c] = 1.0 - (-dt / period as f32).exp();
+            }
+            self.memo.dt = dt;
+        }
+        let ew = self.memo.ew.max(running);
         let clip = clip_at(self.flat_err[s]);
         let flat_e = (x - self.flat_fast[s]).abs().min(clip);
         self.flat_err[s] += ew * (flat_e - self.flat_err[s]);
@@ -201,7 +225,7 @@ impl SeasonalBank {
             // Slow base (time constant one period) and the profile learn the residual, clipped at its own scale.
             let spread_clip = clip_at(self.spread[k]);
             let raw = y - self.base[k];
-            let slow = (1.0 - (-dt / period).exp()).max(running);
+            let slow = self.memo.slow[c].max(running);
             self.spread[k] += slow * (raw.abs().min(spread_clip) - self.spread[k]);
             let r = raw.clamp(-spread_clip, spread_clip);
             self.base[k] += slow * r;
