@@ -376,13 +376,13 @@ impl ShardDetector {
             persistence: ls.persistence as f32,
         };
         let ca = &cfg.calibration;
-        let spot_params = SpotParams {
-            quantile: ca.quantile as f32,
-            step: ca.step as f32,
-            min_peaks: ca.min_peaks,
-            memory: ca.memory as f32,
-            max_shape: ca.max_shape as f32,
-        };
+        let spot_params = SpotParams::new(
+            ca.quantile as f32,
+            ca.step as f32,
+            ca.min_peaks,
+            ca.memory as f32,
+            ca.max_shape as f32,
+        );
         let de = &cfg.density;
         let sketch_params = SketchParams {
             decay: 0.5f32.powf(1.0 / de.half_life as f32),

@@ -24,11 +24,20 @@ pub struct SpotParams {
     pub memory: f32,
     /// Largest shape parameter accepted (heavier tails are clamped to it).
     pub max_shape: f32,
+    /// `ln(1 − quantile)`, the log of the peaks' rate: every surprise and quantile needs it.
+    ln_rate: f64,
+}
+
+impl SpotParams {
+    pub fn new(quantile: f32, step: f32, min_peaks: u32, memory: f32, max_shape: f32) -> Self {
+        let ln_rate = f64::from(1.0 - quantile).ln();
+        Self { quantile, step, min_peaks, memory, max_shape, ln_rate }
+    }
 }
 
 impl Default for SpotParams {
     fn default() -> Self {
-        Self { quantile: 0.98, step: 0.02, min_peaks: 16, memory: 256.0, max_shape: 0.5 }
+        Self::new(0.98, 0.02, 16, 256.0, 0.5)
     }
 }
 
@@ -73,19 +82,17 @@ impl Spot {
     #[inline]
     pub fn surprise(&self, x: f32, p: &SpotParams) -> f64 {
         let (shape, scale) = self.gpd(p);
-        let rate = f64::from(1.0 - p.quantile);
         let y = f64::from(x - self.t) / f64::from(scale);
         let tail_ln = if y <= 0.0 || shape < 1e-4 { -y } else { -(1.0 + f64::from(shape) * y).ln() / f64::from(shape) };
-        (-(rate.ln() + tail_ln) / std::f64::consts::LN_10).max(0.0)
+        (-(p.ln_rate + tail_ln) / std::f64::consts::LN_10).max(0.0)
     }
 
     /// The value whose surprise is `s` (the inverse of [`Spot::surprise`] above `t`): the calibrated threshold for a
     /// risk of `10^−s`.
     pub fn quantile_at(&self, s: f64, p: &SpotParams) -> f32 {
         let (shape, scale) = self.gpd(p);
-        let rate = f64::from(1.0 - p.quantile);
         // ln of the tail probability beyond t that gives surprise s.
-        let tail_ln = -s * std::f64::consts::LN_10 - rate.ln();
+        let tail_ln = -s * std::f64::consts::LN_10 - p.ln_rate;
         let y = if shape < 1e-4 { -tail_ln } else { ((-f64::from(shape) * tail_ln).exp() - 1.0) / f64::from(shape) };
         self.t + (y * f64::from(scale)) as f32
     }
