@@ -376,13 +376,8 @@ impl ShardDetector {
             persistence: ls.persistence as f32,
         };
         let ca = &cfg.calibration;
-        let spot_params = SpotParams::new(
-            ca.quantile as f32,
-            ca.step as f32,
-            ca.min_peaks,
-            ca.memory as f32,
-            ca.max_shape as f32,
-        );
+        let spot_params =
+            SpotParams::new(ca.quantile as f32, ca.step as f32, ca.min_peaks, ca.memory as f32, ca.max_shape as f32);
         let de = &cfg.density;
         let sketch_params = SketchParams {
             decay: 0.5f32.powf(1.0 / de.half_life as f32),
@@ -391,8 +386,12 @@ impl ShardDetector {
             unseen: de.unseen as f32,
         };
         let mv = &cfg.multivariate;
-        let service_params =
-            ServiceParams { horizon_ms: mv.horizon.as_millis_i64() as f64, top: mv.top, min_share: mv.min_share };
+        let service_params = ServiceParams {
+            horizon_ms: mv.horizon.as_millis_i64() as f64,
+            top: mv.top,
+            min_share: mv.min_share,
+            alarm: -cfg.risk.log10(),
+        };
         let scoring = backend(&params);
         Self {
             spectral: SpectralChannel::configured(cfg, sketch_params, &scoring),
@@ -723,11 +722,8 @@ impl ShardDetector {
         let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, seen));
         let raw = value_s.max(resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
-        let fatigue = if self.alarms[s] > 0.0 {
-            (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10()
-        } else {
-            0.0
-        };
+        let fatigue =
+            if self.alarms[s] > 0.0 { (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10() } else { 0.0 };
         let surprise = (raw - fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
         let anomalous = surprise >= alarm || level_shift.is_some();
@@ -793,12 +789,8 @@ impl ShardDetector {
         // A service with a single series has no multivariate information: its score would repeat the series' own.
         let mut service = None;
         if learned && self.service.multivariate(s) {
-            let score = self.service.update(s, p.t, ev_z, &self.service_params);
-            // Its surprise is computed only when it could reach the alarm level (and for events, below).
-            let quiet = self.service.surely_below(s, score, alarm, &self.spot_params)
-                || self.service.surprise(s, score, &self.spot_params) < alarm;
-            self.service.learn(s, score, !anomalous && quiet, &self.spot_params);
-            service = Some(score);
+            // Its surprise is computed for events only (below); learning needs it only near the alarm level.
+            service = Some(self.service.observe(s, p.t, ev_z, anomalous, &self.spot_params, &self.service_params));
         }
         let dev = x - ev_expected;
         // A reported level shift is judged by how far the level moved, a point by its own deviation.

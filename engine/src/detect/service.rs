@@ -44,6 +44,8 @@ pub struct ServiceParams {
     pub top: usize,
     /// Smallest share listed.
     pub min_share: f64,
+    /// The alarm level, as a surprise (`−log10 risk`): statistics beyond it do not teach the calibration.
+    pub alarm: f64,
 }
 
 /// The multivariate state of every service one shard owns, and each series' part in it.
@@ -60,6 +62,8 @@ pub struct ServiceBank {
     /// Sum of the latest values of the service's traffic series, and how many of them have reported.
     volume: Vec<f64>,
     volume_series: Vec<u32>,
+    /// The deviate at which the uncalibrated (normal) reading reaches the alarm level, and that level.
+    u_alarm: Option<(f64, f64)>,
     // Per series slot.
     of: Vec<u32>,
     /// The latest value of a traffic series (NaN before its first, and for other roles).
@@ -72,10 +76,33 @@ pub struct ServiceBank {
 /// The service's statistic at one point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceScore {
-    /// Wilson–Hilferty normal deviate of the service's weighted sum of squares.
-    pub u: f64,
-    /// Effective number of series in it.
+    /// The weighted mean of the squared residuals, `S / W`.
+    pub mean_sq: f64,
+    /// Effective number of series in it, `W`.
     pub series: f64,
+}
+
+impl ServiceScore {
+    /// The Wilson–Hilferty normal deviate of `S` read as χ² with `W` degrees of freedom (0 below the mean).
+    pub fn u(&self) -> f64 {
+        if self.series < 0.5 {
+            return 0.0;
+        }
+        let a = 2.0 / (9.0 * self.series);
+        ((cbrt(self.mean_sq) - (1.0 - a)) / a.sqrt()).max(0.0)
+    }
+
+    /// Whether `u() ≤ x`, without the cube root: `mean_sq ≤ ((1 − a) + x √a)³`.
+    fn u_at_most(&self, x: f64) -> bool {
+        // u is never negative; with half a series or less it is 0.
+        if x < 0.0 || self.series < 0.5 {
+            return x >= 0.0;
+        }
+        // a ≤ 4/9, so the edge is positive.
+        let a = 2.0 / (9.0 * self.series);
+        let edge = (1.0 - a) + x * a.sqrt();
+        self.mean_sq <= edge * edge * edge
+    }
 }
 
 impl ServiceBank {
@@ -162,11 +189,7 @@ impl ServiceBank {
 
     fn score_scaled(&self, v: usize, scale: f64) -> ServiceScore {
         let (sum, k) = ((self.sum[v] * scale).max(0.0), (self.weight[v] * scale).max(0.0));
-        if k < 0.5 {
-            return ServiceScore { u: 0.0, series: k };
-        }
-        let a = 2.0 / (9.0 * k);
-        ServiceScore { u: ((cbrt(sum / k) - (1.0 - a)) / a.sqrt()).max(0.0), series: k }
+        ServiceScore { mean_sq: if k > 0.0 { sum / k } else { 0.0 }, series: k }
     }
 
     /// Moves service `v`'s base time to its latest point, rescaling its members' terms.
@@ -187,29 +210,50 @@ impl ServiceBank {
     /// Surprise (`−log10 p`) of the statistic under its service's calibration (the normal tail until calibrated).
     pub fn surprise(&self, s: usize, score: ServiceScore, p: &SpotParams) -> f64 {
         let spot = &self.spot[self.of[s] as usize];
-        if spot.calibrated(p) { spot.surprise(score.u as f32, p) } else { self.normal_surprise(score) }
+        if spot.calibrated(p) { spot.surprise(score.u() as f32, p) } else { normal_surprise(score.u()) }
     }
 
-    /// One-sided normal tail of the statistic, `−log10 P(Z ≥ u)`: the χ² reading, right for independent Gaussian
-    /// residuals only.
-    fn normal_surprise(&self, score: ServiceScore) -> f64 {
-        let ln_p = ln_erfc(score.u * std::f64::consts::FRAC_1_SQRT_2) - std::f64::consts::LN_2;
-        (-ln_p / std::f64::consts::LN_10).max(0.0)
-    }
-
-    /// Feeds the statistic to its service's calibration; anomalous points do not teach it.
-    pub fn learn(&mut self, s: usize, score: ServiceScore, learn: bool, p: &SpotParams) {
+    /// Records series `s`'s residual `z` at time `t` (see [`ServiceBank::update`]) and teaches the service's
+    /// calibration the statistic, unless `anomalous` (the point's own verdict) or the statistic is itself beyond the
+    /// alarm level. Most points lie under the calibration's peaks threshold, which is decided
+    /// without the cube root or a logarithm.
+    pub fn observe(
+        &mut self,
+        s: usize,
+        t: TimeMs,
+        z: f32,
+        anomalous: bool,
+        sp: &SpotParams,
+        p: &ServiceParams,
+    ) -> ServiceScore {
+        let alarm = p.alarm;
+        let score = self.update(s, t, z, p);
         let v = self.of[s] as usize;
-        self.spot[v].update(score.u as f32, learn, p);
-    }
-
-    /// Whether the statistic is surely below the alarm level `alarm` (a surprise), without computing its surprise:
-    /// under the calibrated peaks threshold (whose surprise is at most `−log10(1 − quantile)`), or at the mean.
-    #[inline]
-    pub fn surely_below(&self, s: usize, score: ServiceScore, alarm: f64, p: &SpotParams) -> bool {
-        let spot = &self.spot[self.of[s] as usize];
-        score.u <= 0.0
-            || spot.calibrated(p) && score.u as f32 <= spot.t && -(1.0 - f64::from(p.quantile)).log10() < alarm
+        let spot = self.spot[v];
+        if spot.calibrated(sp) {
+            if score.u_at_most(f64::from(spot.t)) {
+                // Under the peaks threshold: the surprise is at most the peaks' own, −log10(1 − quantile).
+                let quiet = -sp.ln_rate() / std::f64::consts::LN_10 < alarm;
+                self.spot[v].update(spot.t, !anomalous && quiet, sp);
+            } else {
+                let u = score.u();
+                let quiet = spot.surprise(u as f32, sp) < alarm;
+                self.spot[v].update(u as f32, !anomalous && quiet, sp);
+            }
+        } else {
+            let u_alarm = match self.u_alarm {
+                Some((u, a)) if a == alarm => u,
+                _ => {
+                    let u = normal_quantile_of_surprise(alarm);
+                    self.u_alarm = Some((u, alarm));
+                    u
+                }
+            };
+            let quiet = score.u_at_most(u_alarm) && normal_surprise(score.u()) < alarm;
+            let x = if score.u_at_most(f64::from(spot.t)) { spot.t } else { score.u() as f32 };
+            self.spot[v].update(x, !anomalous && quiet, sp);
+        }
+        score
     }
 
     /// The series of `s`'s service that contribute most to its statistic now, largest share first.
@@ -241,6 +285,23 @@ impl ServiceBank {
     }
 }
 
+/// One-sided normal tail, `−log10 P(Z ≥ u)`: the χ² reading of the statistic, right for independent Gaussian
+/// residuals only (the stand-in until the service's calibration has its peaks).
+fn normal_surprise(u: f64) -> f64 {
+    let ln_p = ln_erfc(u * std::f64::consts::FRAC_1_SQRT_2) - std::f64::consts::LN_2;
+    (-ln_p / std::f64::consts::LN_10).max(0.0)
+}
+
+/// The deviate whose one-sided normal surprise is `s` (bisection; once per detector).
+fn normal_quantile_of_surprise(s: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if normal_surprise(mid) < s { lo = mid } else { hi = mid }
+    }
+    hi
+}
+
 /// Cube root of `x ≥ 0` to about 1e-12 relative, with plain arithmetic (a bit-level first guess, then Halley steps):
 /// several times cheaper than `f64::cbrt`, and the same on every platform.
 #[inline]
@@ -262,7 +323,7 @@ fn cbrt(x: f64) -> f64 {
 mod tests {
     use super::*;
 
-    const P: ServiceParams = ServiceParams { horizon_ms: 300_000.0, top: 5, min_share: 0.01 };
+    const P: ServiceParams = ServiceParams { horizon_ms: 300_000.0, top: 5, min_share: 0.01, alarm: 3.4 };
 
     fn bank(series: usize) -> (ServiceBank, Vec<Arc<SeriesKey>>) {
         let mut b = ServiceBank::default();
@@ -272,6 +333,26 @@ mod tests {
             b.push(k.service_id);
         }
         (b, keys)
+    }
+
+    #[test]
+    fn the_threshold_test_without_cube_root_agrees_with_the_deviate() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut unit = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for _ in 0..100_000 {
+            let score = ServiceScore { mean_sq: 10.0 * unit() * unit(), series: 0.4 + 30.0 * unit() };
+            let x = 8.0 * unit() - 1.0;
+            let u = score.u();
+            if (u - x).abs() > 1e-9 {
+                assert_eq!(score.u_at_most(x), u <= x, "{score:?} at {x}: u = {u}");
+            }
+        }
+        assert!((normal_surprise(normal_quantile_of_surprise(3.4)) - 3.4).abs() < 1e-9);
     }
 
     #[test]
@@ -307,11 +388,12 @@ mod tests {
         let (mut all, _) = bank(6);
         let (mut u_one, mut u_all) = (0.0, 0.0);
         for s in 0..6 {
-            u_one = one.update(s, 0, if s == 0 { 2.5 } else { 0.0 }, &P).u;
-            u_all = all.update(s, 0, 2.5, &P).u;
+            u_one = one.update(s, 0, if s == 0 { 2.5 } else { 0.0 }, &P).u();
+            u_all = all.update(s, 0, 2.5, &P).u();
         }
         assert!(u_all > u_one + 2.0, "six metrics 2.5 sigma off ({u_all}) beat one ({u_one})");
-        assert!(one.surprise(0, ServiceScore { u: u_all, series: 6.0 }, &SpotParams::default()) > 3.0);
+        let joint = all.update(0, 0, 2.5, &P);
+        assert!(one.surprise(0, joint, &SpotParams::default()) > 3.0);
     }
 
     #[test]
@@ -334,19 +416,17 @@ mod tests {
             (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
         };
         let (mut alarms, mut n, mut normal_tail) = (0u32, 0u32, 0u32);
-        let uncalibrated = ServiceBank::default();
         for t in 0..40_000i64 {
             let common = gauss();
             let scale = if gauss().abs() > 2.0 { 3.0 } else { 1.0 };
             for s in 0..5 {
                 let z = (0.6 * common + 0.8 * gauss()) * scale;
-                let score = b.update(s, t * 60_000, z as f32, &P);
+                let score = b.observe(s, t * 60_000, z as f32, false, &sp, &ServiceParams { alarm, ..P });
                 let surprise = b.surprise(s, score, &sp);
-                b.learn(s, score, surprise < alarm, &sp);
                 if t >= 10_000 {
                     n += 1;
                     alarms += u32::from(surprise >= alarm);
-                    normal_tail += u32::from(uncalibrated.normal_surprise(score) >= alarm);
+                    normal_tail += u32::from(normal_surprise(score.u()) >= alarm);
                 }
             }
         }
@@ -360,7 +440,7 @@ mod tests {
         let (mut b, keys) = bank(2);
         b.update(0, 0, 10.0, &P);
         // Series 1 keeps reporting normal values for a day: series 0's old deviation fades out.
-        let mut last = ServiceScore { u: 0.0, series: 0.0 };
+        let mut last = ServiceScore { mean_sq: 0.0, series: 0.0 };
         for t in 1..=1440 {
             last = b.update(1, t * 60_000, 0.3, &P);
         }

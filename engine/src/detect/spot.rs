@@ -33,6 +33,12 @@ impl SpotParams {
         let ln_rate = f64::from(1.0 - quantile).ln();
         Self { quantile, step, min_peaks, memory, max_shape, ln_rate }
     }
+
+    /// `ln(1 − quantile)`.
+    #[inline]
+    pub fn ln_rate(&self) -> f64 {
+        self.ln_rate
+    }
 }
 
 impl Default for SpotParams {
