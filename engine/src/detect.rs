@@ -646,6 +646,19 @@ impl ShardDetector {
         let z_c = compress(z.abs());
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         let expected = f64::from(p.offset) + f64::from(p.y) - f64::from(residual);
+        // During warm-up the kernel already down-weights points on its own young scale. Where the floored scale calls
+        // such a point normal, the level takes the full update the kernel withheld: a series that starts inside an
+        // incident (availability at 97 % for its first points, then 100 %) would otherwise keep the incident's level
+        // for good, since the kernel judges every normal point after it anomalous, while the scale floor absorbs
+        // the stale residual and hides it from the level-shift CUSUM. After warm-up the kernel's gate stands (the
+        // floor is a bound on the scale, not a vote on what is anomalous).
+        if !learned && seen > KERNEL_GATE_AFTER && p.z.abs() >= self.params.threshold && z.abs() < self.params.threshold
+        {
+            let rp = &self.params;
+            let a = rp.alpha.max(1.0 / seen as f32);
+            let level = p.y - residual;
+            self.scoring.set_level(s, level + a * residual.clamp(-rp.huber * sigma, rp.huber * sigma));
+        }
 
         // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
         // the excursion, and extreme for this series (calibrated by SPOT) or far past the threshold; the new level is
@@ -952,6 +965,9 @@ pub const COMPRESS_KNEE: f32 = 50.0;
 // The per-series state stays within a kibibyte.
 const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
 
+/// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
+const KERNEL_GATE_AFTER: u32 = 8;
+
 /// Cap of one residual in the scale floor's mean, in multiples of that mean.
 pub const SPREAD_CAP: f32 = 100.0;
 
@@ -1196,6 +1212,29 @@ mod tests {
         let after: Vec<_> =
             ev.iter().filter(|x| x.time > e.time + (settle + 2) * 60_000).map(|x| x.time / 60_000).collect();
         assert!(after.is_empty(), "events after the new level settled at {after:?}");
+    }
+
+    /// PetShop (low-traffic) availability issues: PetSearch's normal period opens with ten points at about 97 %
+    /// availability, then holds 100 %. The young kernel judged every 100 % point anomalous and kept the level near
+    /// 97, the scale floor absorbed the 3-point residual, and the later drops to 97 % raised nothing.
+    #[test]
+    fn petshop_a_series_that_starts_inside_an_incident_learns_its_normal_level() {
+        let mut det = detector();
+        let k = key("availability_average");
+        let mut xs = vec![97.125, 97.281, 97.085, 96.727, 96.978, 97.034, 97.047, 97.462, 96.886, 98.768];
+        xs.extend(std::iter::repeat_n(100.0, 580));
+        let n = xs.len() as i64;
+        xs.extend([100.0, 97.2, 96.7, 99.6, 100.0]);
+        let ev = run(&mut det, &k, &xs, 0);
+        let normal: Vec<_> = ev.iter().filter(|e| e.time < n * 60_000 && e.time >= 100 * 60_000).collect();
+        assert!(
+            normal.is_empty(),
+            "no events on the steady 100 %: {:?}",
+            normal.iter().map(|e| e.time).collect::<Vec<_>>()
+        );
+        let drop: Vec<_> = ev.iter().filter(|e| e.time >= n * 60_000).collect();
+        assert!(!drop.is_empty(), "the drop to 97 % is an anomaly");
+        assert!(drop.iter().all(|e| (e.expected - 100.0).abs() < 0.5 && e.direction == Direction::Down), "{drop:?}");
     }
 
     #[test]

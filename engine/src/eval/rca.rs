@@ -291,17 +291,35 @@ pub fn run_points_all(
 /// names a target role, that incident's anomalies of the role are ranked again as a focused investigation of the
 /// target.
 pub fn run_case(cfg: &Config, case: &Case) -> Result<CaseOutcome> {
-    let got = run_points_all(cfg, &case.points, &case.edges)?;
-    let reports = final_versions(got.reports);
-    let mut report = pick_report(&reports, case.fault_start, case.target.as_deref()).cloned();
-    if let (Some(role), Some(r)) = (case.target_role, &report) {
-        let graph = ServiceGraph::from_edges(case.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-        let (from, to) = (r.window.start_ms, r.window.end_ms);
-        let focused = got.anomalies.iter().filter(|a| a.role == role && a.time >= from && a.time <= to);
-        let mut rc = cfg.rca.clone();
-        rc.max_candidates = rc.max_candidates.max(5);
-        report = crate::rca::rank_events(&rc, &graph, focused, case.target.as_deref()).or(report);
-    }
+    let report = match case.target_role {
+        None => {
+            let got = run_points_all(cfg, &case.points, &case.edges)?;
+            pick_report(&final_versions(got.reports), case.fault_start, case.target.as_deref()).cloned()
+        }
+        Some(role) => {
+            let graph = ServiceGraph::from_edges(case.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+            let mut rc = cfg.rca.clone();
+            rc.max_candidates = rc.max_candidates.max(5);
+            // The engine's settings first; only if they confirm no anomaly of the named metric's role in the incident,
+            // single points outside the normal band (see `investigation_configs`). With none at all, the incident's
+            // own report answers.
+            let mut fallback = None;
+            let mut focused_report = None;
+            for c in investigation_configs(cfg) {
+                let got = run_points_all(&c, &case.points, &case.edges)?;
+                let reports = final_versions(got.reports);
+                let Some(r) = pick_report(&reports, case.fault_start, case.target.as_deref()) else { continue };
+                let (from, to) = (r.window.start_ms, r.window.end_ms);
+                let focused = got.anomalies.iter().filter(|a| a.role == role && a.time >= from && a.time <= to);
+                focused_report = crate::rca::rank_events(&rc, &graph, focused, case.target.as_deref());
+                if focused_report.is_some() {
+                    break;
+                }
+                fallback = fallback.or_else(|| Some(r.clone()));
+            }
+            focused_report.or(fallback)
+        }
+    };
     let report = report.as_ref();
     let rank = report.and_then(|r| r.candidates.iter().find(|c| c.service == case.root_cause).map(|c| c.rank));
     Ok(CaseOutcome {
@@ -314,6 +332,26 @@ pub fn run_case(cfg: &Config, case: &Case) -> Result<CaseOutcome> {
             .unwrap_or_default(),
         incident_reported: report.is_some(),
     })
+}
+
+/// The configurations a focused investigation reads the data with, in order. Someone named the symptom, its metric
+/// and its time, so the incident is not in doubt: the paging noise floor (`rca.min-anomalies`, which drops incidents
+/// of few anomaly events as noise) does not apply. The first reading keeps every detection setting of the engine;
+/// the second, used only when the first confirms no anomaly of the named metric's role in the incident, drops the
+/// M-of-N confirmation (every point outside its normal band that passes the direction and minimum-deviation
+/// filters is an event): a short or intermittent degradation of the metric someone asked about is still evidence,
+/// where a pager would wait for a second point.
+pub fn investigation_configs(cfg: &Config) -> [Config; 2] {
+    let mut first = cfg.clone();
+    first.rca.min_anomalies = 1;
+    let mut single = first.clone();
+    single.detector.m_of_n = [1, 1];
+    for o in &mut single.detector.overrides {
+        if o.m_of_n.is_some() {
+            o.m_of_n = Some([1, 1]);
+        }
+    }
+    [first, single]
 }
 
 /// The incident active at or after `fault_start` that absorbed the most anomalies, preferring those that include
@@ -654,22 +692,29 @@ pub fn petshop_specificity(
             continue;
         };
         let points: Vec<CasePoint> = ps.normal.iter().filter(|p| p.time <= stop).cloned().collect();
-        let got = run_points_all(cfg, &points, &ps.edges)?;
-        let reports = final_versions(got.reports);
-        for metric in ["latency", "availability"] {
-            let role = target_role(metric);
-            let reported = reports
-                .iter()
-                .filter(|r| r.window.end_ms >= start && r.affected_services.iter().any(|s| s == target))
-                .any(|r| {
-                    got.anomalies.iter().any(|a| {
-                        &*a.key.service == target
-                            && a.role == role
-                            && a.time >= start.max(r.window.start_ms)
-                            && a.time <= r.window.end_ms
-                    })
-                });
-            *clean.entry(metric.to_string()).or_default() += usize::from(!reported);
+        // Judged with every reading the issues are investigated with: reported if any of them reports.
+        let mut reported: BTreeMap<&str, bool> = BTreeMap::new();
+        for c in investigation_configs(cfg) {
+            let got = run_points_all(&c, &points, &ps.edges)?;
+            let reports = final_versions(got.reports);
+            for metric in ["latency", "availability"] {
+                let role = target_role(metric);
+                let hit = reports
+                    .iter()
+                    .filter(|r| r.window.end_ms >= start && r.affected_services.iter().any(|s| s == target))
+                    .any(|r| {
+                        got.anomalies.iter().any(|a| {
+                            &*a.key.service == target
+                                && a.role == role
+                                && a.time >= start.max(r.window.start_ms)
+                                && a.time <= r.window.end_ms
+                        })
+                    });
+                *reported.entry(metric).or_default() |= hit;
+            }
+        }
+        for (metric, hit) in reported {
+            *clean.entry(metric.to_string()).or_default() += usize::from(!hit);
         }
     }
     Ok(clean.into_iter().map(|(k, v)| (k, v as f64 / splits.len().max(1) as f64)).collect())
@@ -724,6 +769,42 @@ mod tests {
         let (stats, outcomes) = eval_cases(&cfg, &cases).unwrap();
         assert_eq!(outcomes[0].rank, Some(1), "{outcomes:?}");
         assert_eq!(stats.overall().top(1), 1.0);
+    }
+
+    /// PetShop (low-traffic) test issue 13: the root's availability fell below the normal band for one point only
+    /// and the symptom's stayed within its minimum deviation, so under the engine's paging settings (M-of-N 2 of 3,
+    /// incidents of at least 3 events) there was nothing to investigate and the answer came from another metric.
+    #[test]
+    fn petshop_a_single_point_drop_of_the_named_metric_is_still_investigated() {
+        let cfg = Config::default_config().unwrap();
+        let mut keys = Keys::default();
+        let mut points = Vec::new();
+        let t0 = 1_767_571_200_000;
+        for m in 0..300i64 {
+            let (store, front) = match m {
+                280 => (97.5, 99.6),
+                281 => (99.4, 99.8),
+                _ => (100.0, 100.0),
+            };
+            for (svc, v) in [("front", front), ("mid", 100.0), ("store", store)] {
+                points.push(CasePoint { time: t0 + m * 60_000, key: keys.get(svc, "availability_average"), value: v });
+            }
+        }
+        let case = Case {
+            name: "single".into(),
+            points,
+            edges: vec![("front".into(), "mid".into()), ("mid".into(), "store".into())],
+            root_cause: "store".into(),
+            fault_start: t0 + 280 * 60_000,
+            kind: "availability".into(),
+            target: Some("front".into()),
+            target_role: Some(Role::Errors),
+        };
+        // The engine's own settings raise no event here.
+        let got = run_points_all(&cfg, &case.points, &case.edges).unwrap();
+        assert!(got.anomalies.iter().all(|a| a.time < case.fault_start), "{:?}", got.anomalies);
+        let o = run_case(&cfg, &case).unwrap();
+        assert_eq!(o.rank, Some(1), "{o:?}");
     }
 
     #[test]
