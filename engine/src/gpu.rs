@@ -159,6 +159,50 @@ impl GpuContext {
         Ok(2.0 * bytes as f64 * f64::from(reps) / secs)
     }
 
+    /// An encoder holding `reps` dispatches of `pipeline` over `n` invocations in workgroups of `workgroup` (2-D, as
+    /// every shader here indexes `gid.x + gid.y * nwg.x * size`).
+    fn encode_dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        n: u32,
+        workgroup: u32,
+        reps: u32,
+    ) -> wgpu::CommandEncoder {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            let (gx, gy) = dispatch_size(n, workgroup);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        enc
+    }
+
+    /// Submits `enc` after copying the first `bytes` of `src` into `readback`, and maps them (unmap `readback` after).
+    fn submit_and_read(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        readback: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<wgpu::BufferView, GpuError> {
+        enc.copy_buffer_to_buffer(src, 0, readback, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        self.map_read(readback, bytes)
+    }
+
+    /// Submits `enc` and waits for the device; returns the seconds that took (benchmarks).
+    fn submit_timed(&self, enc: wgpu::CommandEncoder) -> Result<f64, GpuError> {
+        let t = std::time::Instant::now();
+        self.queue.submit([enc.finish()]);
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
     /// Maps the first `bytes` of a `MAP_READ` buffer, waiting for the queue.
     fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<wgpu::BufferView, GpuError> {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -452,18 +496,9 @@ impl GpuRobust {
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
         queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.robust_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(n as u32, ROBUST_WORKGROUP_SIZE);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        let enc = self.ctx.encode_dispatch(&self.ctx.robust_pipeline, &bg, n as u32, ROBUST_WORKGROUP_SIZE, 1);
         let bytes = (n * size_of::<ScoreGpu>()) as u64;
-        enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.scores, &self.readback, bytes)?;
         let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
         for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
             (*zi, *si) = (s.z, s.sigma);
@@ -481,20 +516,8 @@ impl GpuRobust {
             return Err(GpuError("no chunk uploaded yet".into()));
         }
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.robust_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(n, ROBUST_WORKGROUP_SIZE);
-            for _ in 0..reps {
-                pass.dispatch_workgroups(gx, gy, 1);
-            }
-        }
-        let t = std::time::Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
-        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
-        let secs = t.elapsed().as_secs_f64();
+        let enc = self.ctx.encode_dispatch(&self.ctx.robust_pipeline, &bg, n, ROBUST_WORKGROUP_SIZE, reps);
+        let secs = self.ctx.submit_timed(enc)?;
         for p in &self.upload {
             let c = &mut self.count[p.slot as usize];
             *c = c.saturating_add(reps);

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use faultline_shaders::robust::dispatch_size;
 use faultline_shaders::seasonal::{
     CAND_FIELDS, SEASONAL_MAX_PERIODS, SEASONAL_WORKGROUP_SIZE, SeasonalBuffers, SeasonalParamsGpu, SeasonalPointGpu,
 };
@@ -238,18 +237,9 @@ impl GpuSeasonal {
         self.ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.gpu_params));
         self.ctx.queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.seasonal_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(m as u32, SEASONAL_WORKGROUP_SIZE);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        let enc = self.ctx.encode_dispatch(&self.ctx.seasonal_pipeline, &bg, m as u32, SEASONAL_WORKGROUP_SIZE, 1);
         let bytes = (m * 4) as u64;
-        enc.copy_buffer_to_buffer(&self.switches, 0, &self.readback, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.switches, &self.readback, bytes)?;
         self.codes.clear();
         self.codes.extend_from_slice(bytemuck::cast_slice(&view));
         drop(view);

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use faultline_kernels::spectral::{SpectralParams, SpectralState, WINDOW, twiddles};
 use faultline_shaders::PointGpu;
-use faultline_shaders::robust::dispatch_size;
 use faultline_shaders::spectral::{SPECTRAL_WORKGROUP_SIZE, SpectralParamsGpu};
 
 use super::{GpuContext, GpuError, STATE_USAGE};
@@ -174,18 +173,9 @@ impl GpuSpectral {
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
         queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.spectral_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(n as u32, SPECTRAL_WORKGROUP_SIZE);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        let enc = self.ctx.encode_dispatch(&self.ctx.spectral_pipeline, &bg, n as u32, SPECTRAL_WORKGROUP_SIZE, 1);
         let bytes = (n * 4) as u64;
-        enc.copy_buffer_to_buffer(&self.scores, 0, &self.readback, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.scores, &self.readback, bytes)?;
         out.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);
         self.readback.unmap();
@@ -200,20 +190,8 @@ impl GpuSpectral {
             return Err(GpuError("no chunk uploaded yet".into()));
         }
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.spectral_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(n, SPECTRAL_WORKGROUP_SIZE);
-            for _ in 0..reps {
-                pass.dispatch_workgroups(gx, gy, 1);
-            }
-        }
-        let t = std::time::Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
-        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
-        Ok(t.elapsed().as_secs_f64())
+        let enc = self.ctx.encode_dispatch(&self.ctx.spectral_pipeline, &bg, n, SPECTRAL_WORKGROUP_SIZE, reps);
+        self.ctx.submit_timed(enc)
     }
 
     /// Replaces the device state with `st` (one window and count per series added so far): the inverse of

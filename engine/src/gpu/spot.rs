@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use faultline_shaders::robust::dispatch_size;
 use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
 use faultline_shaders::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
@@ -135,18 +134,9 @@ impl GpuSpot {
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
         queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.spot_pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            let (gx, gy) = dispatch_size(n as u32, SPOT_WORKGROUP_SIZE);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        let enc = self.ctx.encode_dispatch(&self.ctx.spot_pipeline, &bg, n as u32, SPOT_WORKGROUP_SIZE, 1);
         let bytes = n * size_of::<SpotOutGpu>() as u64;
-        enc.copy_buffer_to_buffer(&self.outs, 0, &self.readback, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.outs, &self.readback, bytes)?;
         outs.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);
         self.readback.unmap();
