@@ -52,7 +52,7 @@ use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
 use crate::event::{AnomalyEvent, Channels, Direction, LevelShift, RuleHit, Stage, rule_score};
 #[cfg(feature = "gpu")]
-use crate::gpu::GpuRobust;
+use crate::gpu::{GpuError, GpuRobust, GpuSeasonal, spot::GpuSpot};
 use crate::model::{SeriesId, SeriesKey, TimeMs};
 
 /// Series ids are already well-mixed hashes; hashing them again is wasted work.
@@ -132,10 +132,12 @@ pub struct BatchStats {
     pub low_volume: u64,
 }
 
-/// One point on its way through the models, after the robust kernel.
+/// One point on its way through the models: what the robust kernel gave, then what each phase of its round adds (see
+/// [`ShardDetector::process_scored`]).
 #[derive(Debug, Clone, Copy)]
 struct Scored {
-    /// Series slot.
+    /// Index of the point in its batch, and series slot.
+    i: usize,
     s: usize,
     t: TimeMs,
     /// Time since the series' previous point (0 for its first).
@@ -149,23 +151,132 @@ struct Scored {
     sigma: f32,
     /// The spectral-residual score of the series' window with this point (0 without the channel).
     spectral: f32,
+    // Set by `models`.
+    /// Points the series has seen, this one included, and whether the model had warmed up before it.
+    seen: u32,
+    learned: bool,
+    /// Whether the residual history is still too short to certify the risk (the robust z-score stands in).
+    young: bool,
+    /// The kernel's residual, the scale floored by the slow mean absolute residual, z against it and |z| compressed.
+    residual: f32,
+    scale: f32,
+    zf: f32,
+    z_c: f32,
+    /// The model's expected value before this point.
+    expected: f64,
+    /// The CUSUM statistic after this point, and whether it is half-way to a change point.
+    stat: f32,
+    excursion: bool,
+    // Set by `calibrate`.
+    /// Surprise of the CUSUM statistic under its calibration, and the calibrated band of |z| (NaN: none).
+    shift_s: f64,
+    band: f32,
+    // Set by `channels`.
+    level_shift: Option<LevelShift>,
+    value_s: f64,
+    resid_s: f64,
+    fatigue: f64,
+    surprise: f64,
+    anomalous: bool,
+    // Set by `learn_seasons`.
+    switch: Switch,
+    /// The season's tracker (level, mean absolute error) the robust model restarts from after a switch.
+    restart: (f32, f32),
 }
 
-/// Where a shard's robust models live and are updated. The CPU is the reference and the default; the GPU keeps the
-/// state resident on the device and must give the same answers (see `tests/it/gpu.rs`). Further kernels (seasonal
-/// baseline, calibrated threshold) would add their state and update calls here, on both variants.
+impl Scored {
+    #[allow(clippy::too_many_arguments)]
+    fn new(i: usize, s: usize, t: TimeMs, dt: TimeMs, x: f64, offset: f32, y: f32, z: f32, sigma: f32) -> Self {
+        Self {
+            i,
+            s,
+            t,
+            dt,
+            x,
+            offset,
+            y,
+            z,
+            sigma,
+            spectral: 0.0,
+            seen: 0,
+            learned: false,
+            young: false,
+            residual: 0.0,
+            scale: 0.0,
+            zf: 0.0,
+            z_c: 0.0,
+            expected: 0.0,
+            stat: 0.0,
+            excursion: false,
+            shift_s: 0.0,
+            band: f32::NAN,
+            level_shift: None,
+            value_s: 0.0,
+            resid_s: 0.0,
+            fatigue: 0.0,
+            surprise: 0.0,
+            anomalous: false,
+            switch: Switch::Unchanged,
+            restart: (0.0, 0.0),
+        }
+    }
+}
+
+/// Where a shard's per-series models live and are updated. The CPU is the reference and the default. The GPU keeps
+/// the robust state, the seasonal baselines and both calibrations (the normal band and level shifts) resident on
+/// the device and must give the same answers (see `tests/it/gpu.rs`); the rest of the ensemble (CUSUM, rarity
+/// sketches, the service score, noise controls, events) runs on the host between the device's passes.
 pub enum ScoringBackend {
     Cpu {
         kernels: Kernels,
         state: RobustState,
     },
     #[cfg(feature = "gpu")]
-    Gpu(Box<GpuRobust>),
+    Gpu(Box<GpuModels>),
+}
+
+/// The device-resident models of one shard. The seasonal bank and the calibrators need the detector's settings: the
+/// detector attaches them when it is built on this backend.
+#[cfg(feature = "gpu")]
+pub struct GpuModels {
+    pub robust: GpuRobust,
+    seasonal: Option<GpuSeasonal>,
+    /// Two calibrators per series: slot `2s` calibrates |z| (the normal band), `2s + 1` the CUSUM statistic.
+    spot: Option<GpuSpot>,
+    /// Scratch of the calibration pass.
+    spot_points: Vec<faultline_shaders::SpotPointGpu>,
+    spot_outs: Vec<faultline_shaders::SpotOutGpu>,
+    spot_at: Vec<u32>,
+    /// Scratch of the seasonal pass: time steps, learning weights, switches, and the trackers fetched for switched
+    /// series.
+    dts: Vec<TimeMs>,
+    weights: Vec<f32>,
+    switches: Vec<Switch>,
+    restarts: Vec<(u32, Option<usize>)>,
+    trackers: Vec<(f32, f32)>,
 }
 
 impl ScoringBackend {
     pub fn cpu(kernels: Kernels) -> Self {
         ScoringBackend::Cpu { kernels, state: RobustState::default() }
+    }
+
+    /// The GPU backend around `robust` (the detector adds the seasonal and calibration state on the same device).
+    #[cfg(feature = "gpu")]
+    pub fn gpu(robust: GpuRobust) -> Self {
+        ScoringBackend::Gpu(Box::new(GpuModels {
+            robust,
+            seasonal: None,
+            spot: None,
+            spot_points: Vec::new(),
+            spot_outs: Vec::new(),
+            spot_at: Vec::new(),
+            dts: Vec::new(),
+            weights: Vec::new(),
+            switches: Vec::new(),
+            restarts: Vec::new(),
+            trackers: Vec::new(),
+        }))
     }
 
     pub fn name(&self) -> &'static str {
@@ -176,11 +287,26 @@ impl ScoringBackend {
         }
     }
 
+    /// Whether the models live on the host (the CPU backend).
+    #[inline]
+    fn on_host(&self) -> bool {
+        matches!(self, ScoringBackend::Cpu { .. })
+    }
+
     fn push(&mut self) -> u32 {
         match self {
             ScoringBackend::Cpu { state, .. } => state.push(),
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => g.push(),
+            ScoringBackend::Gpu(g) => {
+                if let Some(se) = &mut g.seasonal {
+                    se.push();
+                }
+                if let Some(sp) = &mut g.spot {
+                    sp.push();
+                    sp.push();
+                }
+                g.robust.push()
+            }
         }
     }
 
@@ -190,7 +316,7 @@ impl ScoringBackend {
         match self {
             ScoringBackend::Cpu { state, .. } => state.count[s],
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => g.count[s],
+            ScoringBackend::Gpu(g) => g.robust.count[s],
         }
     }
 
@@ -199,7 +325,7 @@ impl ScoringBackend {
         match self {
             ScoringBackend::Cpu { state, .. } => state.level[s] = level,
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => g.set_level(s as u32, level),
+            ScoringBackend::Gpu(g) => g.robust.set_level(s as u32, level),
         }
     }
 
@@ -208,27 +334,7 @@ impl ScoringBackend {
         match self {
             ScoringBackend::Cpu { state, .. } => state.mad[s] = mad,
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => g.set_mad(s as u32, mad),
-        }
-    }
-
-    /// Scores a chunk in which no series repeats (see `Kernels::robust_update_gather`).
-    fn update(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32], p: &RobustParams) {
-        match self {
-            ScoringBackend::Cpu { kernels, state } => kernels.robust_update_gather(state, slots, x, z, sigma, p),
-            #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => {
-                if let Err(e) = g.update(slots, x, z, sigma) {
-                    // The GPU is an optimisation: move this shard's state to the CPU and score the chunk there.
-                    tracing::error!(error = %e.0, "GPU scoring failed; this shard continues on the CPU.");
-                    let state = match g.download() {
-                        Ok(state) => state,
-                        Err(e2) => panic!("GPU failed ({}) and its state cannot be recovered ({})", e.0, e2.0),
-                    };
-                    *self = ScoringBackend::Cpu { kernels: Kernels::detect(), state };
-                    self.update(slots, x, z, sigma, p);
-                }
-            }
+            ScoringBackend::Gpu(g) => g.robust.set_mad(s as u32, mad),
         }
     }
 
@@ -237,7 +343,9 @@ impl ScoringBackend {
         match self {
             ScoringBackend::Cpu { state, .. } => state.clone(),
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(g) => g.download().unwrap_or_else(|e| panic!("cannot download GPU state: {}", e.0)),
+            ScoringBackend::Gpu(g) => {
+                g.robust.download().unwrap_or_else(|e| panic!("cannot download GPU state: {}", e.0))
+            }
         }
     }
 }
@@ -315,6 +423,10 @@ pub struct ShardDetector {
     offsets: Vec<f32>,
     zs: Vec<f32>,
     sigmas: Vec<f32>,
+    /// The round's event times.
+    round_times: Vec<TimeMs>,
+    /// The round's points between phases.
+    pts: Vec<Scored>,
 }
 
 impl ShardDetector {
@@ -392,7 +504,14 @@ impl ShardDetector {
             min_share: mv.min_share,
             alarm: -cfg.risk.log10(),
         };
-        let scoring = backend(&params);
+        #[allow(unused_mut)]
+        let mut scoring = backend(&params);
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut scoring {
+            let ctx = g.robust.context();
+            g.seasonal = Some(GpuSeasonal::new(Arc::clone(ctx), &seasonal_params));
+            g.spot = Some(GpuSpot::new(Arc::clone(ctx), &spot_params, -cfg.risk.log10(), 1.0));
+        }
         Self {
             spectral: SpectralChannel::configured(cfg, sketch_params, &scoring),
             scoring,
@@ -444,11 +563,19 @@ impl ShardDetector {
             offsets: Vec::new(),
             zs: Vec::new(),
             sigmas: Vec::new(),
+            round_times: Vec::new(),
+            pts: Vec::new(),
         }
     }
 
     pub fn series_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Series whose seasonal baselines and calibrations are kept on the host: every series on the CPU backend, none
+    /// on the GPU's (they are resident on the device), all again after a device failure moved the shard to the CPU.
+    pub fn host_model_series(&self) -> usize {
+        self.spot_point.len()
     }
 
     /// The backend scoring this shard (it may have moved from the GPU to the CPU after a device failure).
@@ -480,7 +607,13 @@ impl ShardDetector {
         };
         self.index.insert(id, s);
         self.keys.push(Arc::clone(key));
-        self.seasonal.push(&self.seasonal_params);
+        // The seasonal bank and the calibrators live on the device with the GPU backend.
+        if self.scoring.on_host() {
+            self.seasonal.push(&self.seasonal_params);
+            // The peaks threshold starts at 1 sigma (or 1 CUSUM unit) and climbs to its quantile.
+            self.spot_point.push(Spot::new(1.0));
+            self.spot_shift.push(Spot::new(1.0));
+        }
         self.service.push(key.service_id);
         self.cusum.push(Cusum::default());
         self.anchor.push(f32::NAN);
@@ -488,9 +621,6 @@ impl ShardDetector {
         self.hold_sigma.push(0.0);
         self.hold_n.push(0);
         self.hold_sum.push(0.0);
-        // The peaks threshold starts at 1 sigma (or 1 CUSUM unit) and climbs to its quantile.
-        self.spot_point.push(Spot::new(1.0));
-        self.spot_shift.push(Spot::new(1.0));
         self.spread.push(0.0);
         self.value.push(Sketch::default());
         self.resid.push(Sketch::default());
@@ -583,103 +713,249 @@ impl ShardDetector {
             let range = self.round_start[r] as usize..self.round_start[r + 1] as usize;
             self.slots.clear();
             self.xs.clear();
-            self.offsets.clear();
+            self.round_times.clear();
             if let Some(sp) = &mut self.spectral {
                 sp.clear();
             }
             for &j in &self.order[range.clone()] {
                 let (s, i) = (self.kept_slots[j as usize], self.keep[j as usize] as usize);
-                let offset = self.seasonal.offset(s as usize, times[i], &self.seasonal_params);
                 self.slots.push(s);
-                self.offsets.push(offset);
-                self.xs.push(values[i] as f32 - offset);
+                self.round_times.push(times[i]);
                 if let Some(sp) = &mut self.spectral {
                     sp.add(values[i] as f32);
                 }
             }
             let n = self.slots.len();
+            self.seasonal_offsets();
+            for (k, &j) in self.order[range.clone()].iter().enumerate() {
+                self.xs.push(values[self.keep[j as usize] as usize] as f32 - self.offsets[k]);
+            }
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
-            self.scoring.update(&self.slots, &self.xs, &mut self.zs, &mut self.sigmas, &self.params);
+            self.robust_update();
             if let Some(sp) = &mut self.spectral {
                 sp.update(&self.slots);
             }
+            // The round's points go through the ensemble in phases, each over the whole round: the models and
+            // change-point statistics (`models`), the calibrations (`calibrate`), the channels and the verdict
+            // (`channels`), seasonal learning (`learn_seasons`), then the score stream and events (`finish_point`).
+            // No series repeats within a round, and state shared between series (the service score, the output) is
+            // touched in one phase only, in round order, so this gives what point-by-point processing gives; the
+            // device's passes (calibration, seasons) batch the round.
+            self.pts.clear();
             for k in 0..n {
                 let j = self.order[range.start + k] as usize;
                 let i = self.keep[j] as usize;
-                let p = Scored {
-                    s: self.kept_slots[j] as usize,
-                    t: times[i],
-                    dt: self.dts[j],
-                    x: values[i],
-                    offset: self.offsets[k],
-                    y: self.xs[k],
-                    z: self.zs[k],
-                    sigma: self.sigmas[k],
-                    spectral: self.spectral.as_ref().map_or(0.0, |sp| sp.score(k)),
-                };
+                let mut p = Scored::new(
+                    i,
+                    self.kept_slots[j] as usize,
+                    times[i],
+                    self.dts[j],
+                    values[i],
+                    self.offsets[k],
+                    self.xs[k],
+                    self.zs[k],
+                    self.sigmas[k],
+                );
+                p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
+                self.models(&mut p);
+                self.pts.push(p);
+            }
+            self.calibrate();
+            for k in 0..n {
+                let mut p = self.pts[k];
+                self.channels(&mut p);
+                self.pts[k] = p;
+            }
+            self.learn_seasons();
+            for k in 0..n {
+                let p = self.pts[k];
                 let score = self.finish_point(p, out, &mut stats);
                 if let Some(sc) = scores.as_deref_mut() {
-                    sc[i] = score;
+                    sc[p.i] = score;
                 }
             }
         }
         stats
     }
 
-    /// Everything after the robust kernel for one point: scale floor, level shifts, the channels' surprises,
-    /// learning, the score stream and events. Returns the point's score-stream value.
-    fn finish_point(&mut self, p: Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
-        let s = p.s;
-        let prof = self.profiles[self.profile[s] as usize];
-        let seen = self.scoring.count(s);
-        // `seen` counts this point; the model was usable if it had warmed up before it.
-        let learned = seen > self.warmup;
-        let alarm = self.alarm;
+    /// The seasonal offset of each point of the round (`self.slots`, `self.round_times`) into `self.offsets`.
+    fn seasonal_offsets(&mut self) {
+        let n = self.slots.len();
+        self.offsets.clear();
+        self.offsets.resize(n, 0.0);
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            let se = g.seasonal.as_mut().expect("attached by the detector");
+            match se.offsets(&self.slots, &self.round_times, &mut self.offsets) {
+                Ok(()) => return,
+                Err(e) => self.fall_back(e),
+            }
+        }
+        for k in 0..n {
+            self.offsets[k] = self.seasonal.offset(self.slots[k] as usize, self.round_times[k], &self.seasonal_params);
+        }
+    }
 
+    /// The robust kernel over the round (see `Kernels::robust_update_gather`).
+    fn robust_update(&mut self) {
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            match g.robust.update(&self.slots, &self.xs, &mut self.zs, &mut self.sigmas) {
+                Ok(()) => return,
+                Err(e) => self.fall_back(e),
+            }
+        }
+        match &mut self.scoring {
+            ScoringBackend::Cpu { kernels, state } => {
+                kernels.robust_update_gather(state, &self.slots, &self.xs, &mut self.zs, &mut self.sigmas, &self.params)
+            }
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(_) => unreachable!("a failed device pass moves the shard to the CPU"),
+        }
+    }
+
+    /// Moves this shard's models from the device to the host after a device failure, and carries on on the CPU (the
+    /// GPU is an optimisation). The pass that failed is then run on the host.
+    #[cfg(feature = "gpu")]
+    fn fall_back(&mut self, e: GpuError) {
+        tracing::error!(error = %e.0, "GPU scoring failed; this shard continues on the CPU.");
+        let ScoringBackend::Gpu(g) = &mut self.scoring else { return };
+        let lost = |what: &str, e2: GpuError| -> ! {
+            panic!("GPU failed ({}) and its {what} cannot be recovered ({})", e.0, e2.0)
+        };
+        let state = g.robust.download().unwrap_or_else(|e2| lost("robust state", e2));
+        if let Some(se) = &mut g.seasonal {
+            let buffers = se.download().unwrap_or_else(|e2| lost("seasonal state", e2));
+            self.seasonal = SeasonalBank::from_buffers(&buffers, se.first_times());
+        }
+        if let Some(sp) = &mut g.spot {
+            let states = sp.download().unwrap_or_else(|e2| lost("calibrations", e2));
+            let spot =
+                |st: &faultline_shaders::SpotStateGpu| Spot { t: st.t, m1: st.m1, m2: st.m2, n: st.n, peaks: st.peaks };
+            self.spot_point = states.iter().step_by(2).map(spot).collect();
+            self.spot_shift = states.iter().skip(1).step_by(2).map(spot).collect();
+        }
+        self.scoring = ScoringBackend::Cpu { kernels: Kernels::detect(), state };
+    }
+
+    /// Phase one of a point: the scale floor, the warm-up level fix and the level-shift statistic.
+    fn models(&mut self, p: &mut Scored) {
+        let s = p.s;
+        p.seen = self.scoring.count(s);
+        // `seen` counts this point; the model was usable if it had warmed up before it.
+        p.learned = p.seen > self.warmup;
+        p.young = p.learned && self.resid[s].total < self.mature;
         // The kernel's scale can collapse on sparse or quantised data (most deviations 0, the rest judged anomalous
         // and kept out of it); a slow, ungated mean absolute residual floors it.
-        let residual = p.z * p.sigma;
-        let sigma = p.sigma.max(self.spread[s] * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
-        let z = if sigma > 0.0 { residual / sigma } else { 0.0 };
+        p.residual = p.z * p.sigma;
+        p.scale = p.sigma.max(self.spread[s] * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
+        p.zf = if p.scale > 0.0 { p.residual / p.scale } else { 0.0 };
         // |z| compressed, read by the calibration, the young residual channel and the normal band (computed once).
-        let z_c = compress(z.abs());
+        p.z_c = compress(p.zf.abs());
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
-        let expected = f64::from(p.offset) + f64::from(p.y) - f64::from(residual);
+        p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
         // During warm-up the kernel already down-weights points on its own young scale. Where the floored scale calls
         // such a point normal, the level takes the full update the kernel withheld: a series that starts inside an
         // incident (availability at 97 % for its first points, then 100 %) would otherwise keep the incident's level
         // for good, since the kernel judges every normal point after it anomalous, while the scale floor absorbs
         // the stale residual and hides it from the level-shift CUSUM. After warm-up the kernel's gate stands (the
         // floor is a bound on the scale, not a vote on what is anomalous).
-        if !learned && seen > KERNEL_GATE_AFTER && p.z.abs() >= self.params.threshold && z.abs() < self.params.threshold
+        if !p.learned
+            && p.seen > KERNEL_GATE_AFTER
+            && p.z.abs() >= self.params.threshold
+            && p.zf.abs() < self.params.threshold
         {
             let rp = &self.params;
-            let a = rp.alpha.max(1.0 / seen as f32);
-            let level = p.y - residual;
-            self.scoring.set_level(s, level + a * residual.clamp(-rp.huber * sigma, rp.huber * sigma));
+            let a = rp.alpha.max(1.0 / p.seen as f32);
+            let level = p.y - p.residual;
+            self.scoring.set_level(s, level + a * p.residual.clamp(-rp.huber * p.scale, rp.huber * p.scale));
         }
+        if p.learned {
+            let (stat, _) = self.cusum[s].update(p.zf, p.y, &self.cusum_params);
+            p.stat = stat;
+            p.excursion = stat >= 0.5 * self.cusum_params.threshold;
+        }
+    }
 
+    /// Phase two, over the round: the calibrations. Each warmed-up point's CUSUM statistic is scored and learned by
+    /// its SPOT calibration (unless it is extreme), and so is its |z|, whose calibrated quantile at the configured risk
+    /// is the normal band (`band`; NaN while uncalibrated or while the residual history is young).
+    fn calibrate(&mut self) {
+        let (alarm, cusum_threshold) = (self.alarm, self.cusum_params.threshold);
+        // While the CUSUM statistic's calibration has too few peaks, its surprise is its ratio to the CUSUM threshold,
+        // scaled to the alarm level.
+        let uncalibrated_shift = |stat: f32| alarm * f64::from(stat) / f64::from(cusum_threshold);
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            let GpuModels { spot, spot_points, spot_outs, spot_at, .. } = &mut **g;
+            spot_points.clear();
+            spot_at.clear();
+            for (k, p) in self.pts.iter().enumerate().filter(|(_, p)| p.learned) {
+                let slot = 2 * p.s as u32;
+                let shift_learns = uncalibrated_shift(p.stat) < alarm;
+                spot_points.push(faultline_shaders::SpotPointGpu { slot, x: p.z_c, learn: 1 });
+                let stat_c = compress(p.stat);
+                spot_points.push(faultline_shaders::SpotPointGpu {
+                    slot: slot + 1,
+                    x: stat_c,
+                    learn: shift_learns.into(),
+                });
+                spot_at.push(k as u32);
+            }
+            spot_outs.clear();
+            spot_outs.resize(spot_points.len(), Default::default());
+            let spot = spot.as_mut().expect("attached by the detector");
+            match spot.update_points(spot_points, spot_outs) {
+                Ok(()) => {
+                    for (&k, out) in spot_at.iter().zip(spot_outs.chunks_exact(2)) {
+                        let p = &mut self.pts[k as usize];
+                        let (band, shift) = (out[0].band, out[1].surprise);
+                        p.band = if band >= 0.0 && !p.young { band } else { f32::NAN };
+                        p.shift_s = if shift >= 0.0 { f64::from(shift) } else { uncalibrated_shift(p.stat) };
+                    }
+                    return;
+                }
+                Err(e) => self.fall_back(e),
+            }
+        }
+        for p in &mut self.pts {
+            let s = p.s;
+            if p.learned {
+                let spot = &mut self.spot_shift[s];
+                let stat_c = compress(p.stat);
+                p.shift_s = if spot.calibrated(&self.spot_params) {
+                    spot.surprise(stat_c, &self.spot_params)
+                } else {
+                    uncalibrated_shift(p.stat)
+                };
+                spot.update(stat_c, p.shift_s < alarm, &self.spot_params);
+                // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
+                let spot = &mut self.spot_point[s];
+                let beyond = spot.calibrated(&self.spot_params) && spot.surprise(p.z_c, &self.spot_params) >= alarm;
+                spot.update(p.z_c, !beyond, &self.spot_params);
+            }
+            let spot = &self.spot_point[s];
+            if !p.young && spot.calibrated(&self.spot_params) {
+                p.band = spot.quantile_at(alarm, &self.spot_params);
+            }
+        }
+    }
+
+    /// Phase three of a point: change points (re-baselining), the channels' surprises, fatigue and the verdict.
+    fn channels(&mut self, p: &mut Scored) {
+        let s = p.s;
+        let prof = self.profiles[self.profile[s] as usize];
+        let alarm = self.alarm;
         // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
         // the excursion, and extreme for this series (calibrated by SPOT) or far past the threshold; the new level is
         // then the new normal and the model is re-baselined to it. The shift is reported once the level stands the
         // minimum deviation and `threshold` sigmas from the last reported one (the anchor): a staircase of small
         // re-baselines is reported as it adds up.
-        let (mut shift_s, mut level_shift, mut excursion) = (0.0, None, false);
-        if learned {
+        if p.learned {
             let cusum = &mut self.cusum[s];
-            let (stat, _) = cusum.update(z, p.y, &self.cusum_params);
-            excursion = stat >= 0.5 * self.cusum_params.threshold;
-            let spot = &mut self.spot_shift[s];
-            let stat_c = compress(stat);
-            shift_s = if spot.calibrated(&self.spot_params) {
-                spot.surprise(stat_c, &self.spot_params)
-            } else {
-                alarm * f64::from(stat) / f64::from(self.cusum_params.threshold)
-            };
-            spot.update(stat_c, shift_s < alarm, &self.spot_params);
             if cusum.changed(&self.cusum_params)
-                && (shift_s >= alarm || stat >= FORCE_SHIFT * self.cusum_params.threshold)
+                && (p.shift_s >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
                 && let Some(new_level) = cusum.new_level()
             {
                 cusum.reset();
@@ -687,67 +963,131 @@ impl ShardDetector {
                 // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
                 if self.cfg.level_shift.settle_after > 0 {
                     if self.hold_level[s].is_nan() {
-                        (self.hold_level[s], self.hold_sigma[s]) = (p.y - residual, sigma);
+                        (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
                     }
                     self.hold_n[s] = 0;
                     self.hold_sum[s] = 0.0;
                 }
                 let anchor = &mut self.anchor[s];
                 if anchor.is_nan() {
-                    *anchor = p.y - residual;
+                    *anchor = p.y - p.residual;
                 }
                 self.scoring.set_level(s, new_level);
                 let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
                 let moved = (to - from).abs();
                 if moved >= prof.min_abs
                     && moved >= prof.min_rel * from.abs()
-                    && moved >= f64::from(prof.threshold) * f64::from(sigma)
+                    && moved >= f64::from(prof.threshold) * f64::from(p.scale)
                 {
                     *anchor = new_level;
-                    level_shift = Some(LevelShift { from, to });
+                    p.level_shift = Some(LevelShift { from, to });
                 }
             }
-            // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
-            let spot = &mut self.spot_point[s];
-            let beyond = spot.calibrated(&self.spot_params) && spot.surprise(z_c, &self.spot_params) >= alarm;
-            spot.update(z_c, !beyond, &self.spot_params);
         }
 
         // The channels' surprises (−log10 p). Value and residual: rarity under the series' own history, read before
         // this point is counted. A young series, whose history cannot yet certify the risk, uses the robust z-score
         // thresholded at `threshold` instead of its residual history.
         let de = &self.cfg.density;
-        let scoring = seen > de.warmup_points;
-        let value_s = if scoring { self.value[s].surprise(p.x as f32, &self.sketch_params) } else { 0.0 };
-        let young = learned && self.resid[s].total < self.mature;
-        let resid_s = if !scoring {
+        let scoring = p.seen > de.warmup_points;
+        p.value_s = if scoring { self.value[s].surprise(p.x as f32, &self.sketch_params) } else { 0.0 };
+        p.resid_s = if !scoring {
             0.0
-        } else if young {
-            let r = f64::from(z_c) / f64::from(prof.threshold);
+        } else if p.young {
+            let r = f64::from(p.z_c) / f64::from(prof.threshold);
             alarm * r * r
         } else {
-            self.resid[s].surprise(z, &self.sketch_params) - de.residual_discount
+            self.resid[s].surprise(p.zf, &self.sketch_params) - de.residual_discount
         };
         self.value[s].update(p.x as f32, &self.sketch_params);
-        if learned {
-            self.resid[s].update(z, &self.sketch_params);
+        if p.learned {
+            self.resid[s].update(p.zf, &self.sketch_params);
         }
-        let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, seen));
-        let raw = value_s.max(resid_s).max(spectral_s).max(0.0);
+        let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
+        let raw = p.value_s.max(p.resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
-        let fatigue =
+        p.fatigue =
             if self.alarms[s] > 0.0 { (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale).log10() } else { 0.0 };
-        let surprise = (raw - fatigue).max(0.0);
+        p.surprise = (raw - p.fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
-        let anomalous = surprise >= alarm || level_shift.is_some();
+        p.anomalous = p.surprise >= alarm || p.level_shift.is_some();
+    }
 
-        // Seasonal learning; anomalous points pull the profile with the robust model's anomaly weight.
-        let weight = if anomalous { self.params.anomaly_weight } else { 1.0 };
-        let switch = self.seasonal.update(s, p.t, p.dt, p.x as f32, weight, &self.seasonal_params);
-        if switch != Switch::Unchanged {
+    /// Phase four, over the round: seasonal learning; anomalous points pull the profile with the robust model's
+    /// anomaly weight. A switch of season also fetches the tracker the robust model restarts from.
+    fn learn_seasons(&mut self) {
+        let anomaly_weight = self.params.anomaly_weight;
+        let weight = |p: &Scored| if p.anomalous { anomaly_weight } else { 1.0 };
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            let GpuModels { seasonal, dts, weights, switches, restarts, trackers, .. } = &mut **g;
+            let se = seasonal.as_mut().expect("attached by the detector");
+            self.xs.clear();
+            weights.clear();
+            dts.clear();
+            for p in &self.pts {
+                self.xs.push(p.x as f32);
+                weights.push(weight(p));
+                dts.push(p.dt);
+            }
+            switches.clear();
+            switches.resize(self.pts.len(), Switch::Unchanged);
+            let done = se.update(&self.slots, &self.round_times, dts, &self.xs, weights, switches).and_then(|()| {
+                restarts.clear();
+                for (p, &sw) in self.pts.iter().zip(switches.iter()) {
+                    if sw != Switch::Unchanged {
+                        let active = if let Switch::Activated(c) = sw { Some(c) } else { None };
+                        restarts.push((p.s as u32, active));
+                    }
+                }
+                se.trackers(restarts, trackers)
+            });
+            match done {
+                Ok(()) => {
+                    let mut restarts = trackers.iter();
+                    for (p, &sw) in self.pts.iter_mut().zip(switches.iter()) {
+                        p.switch = sw;
+                        if sw != Switch::Unchanged {
+                            p.restart = *restarts.next().expect("one tracker per switch");
+                        }
+                    }
+                    return;
+                }
+                Err(e) => self.fall_back(e),
+            }
+        }
+        for p in &mut self.pts {
+            p.switch = self.seasonal.update(p.s, p.t, p.dt, p.x as f32, weight(p), &self.seasonal_params);
+            if p.switch != Switch::Unchanged {
+                let active = if let Switch::Activated(c) = p.switch { Some(c) } else { None };
+                p.restart = self.seasonal.tracker(p.s, active, &self.seasonal_params);
+            }
+        }
+    }
+
+    /// The active season of series `s`, wherever its seasonal model lives.
+    #[inline]
+    fn season(&self, s: usize) -> Option<usize> {
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &self.scoring {
+            return g.seasonal.as_ref().and_then(|se| se.active(s));
+        }
+        self.seasonal.active(s)
+    }
+
+    /// The last phase of a point: a season's switch, the score stream, the event path's hold through a level shift,
+    /// the service score, the scale floor's learning, noise controls and the event. Returns the point's score.
+    fn finish_point(&mut self, p: Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
+        let s = p.s;
+        let prof = self.profiles[self.profile[s] as usize];
+        let (seen, learned, young, alarm) = (p.seen, p.learned, p.young, self.alarm);
+        let (residual, sigma, z, z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
+        let (level_shift, excursion, surprise, fatigue, anomalous) =
+            (p.level_shift, p.excursion, p.surprise, p.fatigue, p.anomalous);
+        let (value_s, resid_s, shift_s) = (p.value_s, p.resid_s, p.shift_s);
+        if p.switch != Switch::Unchanged {
             // The robust model now sees x − profile (or x again): restart it where the season's tracker stands.
-            let active = if let Switch::Activated(c) = switch { Some(c) } else { None };
-            let (level, err) = self.seasonal.tracker(s, active, &self.seasonal_params);
+            let (level, err) = p.restart;
             self.scoring.set_level(s, level);
             self.scoring.set_mad(s, err);
             self.cusum[s].reset();
@@ -765,12 +1105,7 @@ impl ShardDetector {
         // The normal band: |z| past the calibrated residual quantile at the configured risk (`threshold` sigmas
         // while young or uncalibrated). A point outside it is anomalous for the event path even when it is no longer
         // rare (the second point of a short outage), so M-of-N sees the whole incident.
-        let spot = &self.spot_point[s];
-        let threshold_z = if !young && spot.calibrated(&self.spot_params) {
-            spot.quantile_at(alarm, &self.spot_params).max(prof.threshold)
-        } else {
-            prof.threshold
-        };
+        let threshold_z = if p.band.is_nan() { prof.threshold } else { p.band.max(prof.threshold) };
         // Through a level shift the event path judges points against the level and scale from before it, until the
         // new level has held `settle-after` points (then it is the new normal). A level back inside the old band
         // ends the hold: the excursion is over and the model returns to the level it held before.
@@ -878,7 +1213,7 @@ impl ShardDetector {
         let band = f64::from(threshold_z) * f64::from(ev_sigma);
         let stage = if !learned {
             Stage::ColdStartRule
-        } else if self.seasonal.active(s).is_some() {
+        } else if self.season(s).is_some() {
             Stage::Seasonal
         } else {
             Stage::Robust

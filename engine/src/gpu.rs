@@ -37,6 +37,8 @@ pub struct GpuContext {
     spectral_layout: wgpu::BindGroupLayout,
     seasonal_pipeline: wgpu::ComputePipeline,
     seasonal_layout: wgpu::BindGroupLayout,
+    offset_pipeline: wgpu::ComputePipeline,
+    offset_layout: wgpu::BindGroupLayout,
     spot_pipeline: wgpu::ComputePipeline,
     spot_layout: wgpu::BindGroupLayout,
     /// Largest storage binding, in bytes: bounds series per shard and points per dispatch.
@@ -111,6 +113,12 @@ impl GpuContext {
             faultline_shaders::SEASONAL_UPDATE_WGSL,
             &[Uniform, Write, Write, Write, Write, Read, Write],
         );
+        let (offset_pipeline, offset_layout) = compute_pipeline(
+            &device,
+            "seasonal_offset",
+            faultline_shaders::SEASONAL_OFFSET_WGSL,
+            &[Uniform, Read, Read, Read, Read, Write],
+        );
         let (spot_pipeline, spot_layout) = compute_pipeline(
             &device,
             "spot_update",
@@ -126,6 +134,8 @@ impl GpuContext {
             spectral_layout,
             seasonal_pipeline,
             seasonal_layout,
+            offset_pipeline,
+            offset_layout,
             spot_pipeline,
             spot_layout,
             max_binding,
@@ -212,6 +222,16 @@ impl GpuContext {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError(format!("poll: {e}")))?;
         rx.recv().map_err(|_| GpuError("map callback dropped".into()))?.map_err(|e| GpuError(format!("map: {e}")))?;
         buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
+    }
+
+    /// A bind group holding `buffers` whole at bindings 0, 1, … in order (how every shader here binds its buffers).
+    fn bind_buffers(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
     }
 
     fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -438,17 +458,8 @@ impl GpuRobust {
         if let Some(bg) = &self.bind_group {
             return bg.clone();
         }
-        let entries: Vec<wgpu::BindGroupEntry<'_>> =
-            [&self.params_buf, &self.level, &self.mad, &self.count_buf, &self.points, &self.scores]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-                .collect();
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("robust_update"),
-            layout: &self.ctx.robust_layout,
-            entries: &entries,
-        });
+        let buffers = [&self.params_buf, &self.level, &self.mad, &self.count_buf, &self.points, &self.scores];
+        let bg = self.ctx.bind_buffers("robust_update", &self.ctx.robust_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
     }

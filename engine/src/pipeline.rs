@@ -95,7 +95,7 @@ impl ResolvedBackend {
         move |p| {
             #[cfg(feature = "gpu")]
             if let Some(ctx) = gpu {
-                return ScoringBackend::Gpu(Box::new(crate::gpu::GpuRobust::new(ctx, p)));
+                return ScoringBackend::gpu(crate::gpu::GpuRobust::new(ctx, p));
             }
             let _ = p;
             ScoringBackend::cpu(kernels)

@@ -7,7 +7,7 @@ pub mod spectral;
 pub mod spot;
 
 pub use robust::{PointGpu, RobustParamsGpu, ScoreGpu};
-pub use seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
+pub use seasonal::{SeasonalParamsGpu, SeasonalPointGpu, SeasonalQueryGpu};
 pub use spectral::SpectralParamsGpu;
 pub use spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
@@ -23,12 +23,16 @@ pub const SPECTRAL_UPDATE_WGSL: &str = include_str!("../wgsl/spectral_update.wgs
 /// The seasonal baseline shader's source.
 pub const SEASONAL_UPDATE_WGSL: &str = include_str!("../wgsl/seasonal_update.wgsl");
 
+/// The seasonal offset shader's source (reads the state `seasonal_update.wgsl` keeps).
+pub const SEASONAL_OFFSET_WGSL: &str = include_str!("../wgsl/seasonal_offset.wgsl");
+
 /// Every shader, by name, for validation.
 pub const ALL: &[(&str, &str)] = &[
     ("robust_update.wgsl", ROBUST_UPDATE_WGSL),
     ("spot_update.wgsl", SPOT_UPDATE_WGSL),
     ("spectral_update.wgsl", SPECTRAL_UPDATE_WGSL),
     ("seasonal_update.wgsl", SEASONAL_UPDATE_WGSL),
+    ("seasonal_offset.wgsl", SEASONAL_OFFSET_WGSL),
 ];
 
 #[cfg(test)]
@@ -48,7 +52,7 @@ mod tests {
     #[test]
     fn host_mirrors_match_the_wgsl_layouts() {
         use crate::robust::{PointGpu, RobustParamsGpu, ScoreGpu};
-        use crate::seasonal::{SeasonalParamsGpu, SeasonalPointGpu};
+        use crate::seasonal::{SeasonalParamsGpu, SeasonalPointGpu, SeasonalQueryGpu};
         use crate::spectral::SpectralParamsGpu;
         use crate::spot::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
         let mirrors: &[(&str, &str, usize, usize)] = &[
@@ -63,6 +67,8 @@ mod tests {
             (super::SPECTRAL_UPDATE_WGSL, "Point", size_of::<PointGpu>(), align_of::<PointGpu>()),
             (super::SEASONAL_UPDATE_WGSL, "Params", size_of::<SeasonalParamsGpu>(), align_of::<SeasonalParamsGpu>()),
             (super::SEASONAL_UPDATE_WGSL, "Point", size_of::<SeasonalPointGpu>(), align_of::<SeasonalPointGpu>()),
+            (super::SEASONAL_OFFSET_WGSL, "Params", size_of::<SeasonalParamsGpu>(), align_of::<SeasonalParamsGpu>()),
+            (super::SEASONAL_OFFSET_WGSL, "Query", size_of::<SeasonalQueryGpu>(), align_of::<SeasonalQueryGpu>()),
         ];
         for &(src, name, size, align) in mirrors {
             let module = naga::front::wgsl::parse_str(src).expect("validated above");

@@ -60,6 +60,19 @@ pub struct SeasonalPointGpu {
 
 const _: () = assert!(std::mem::size_of::<SeasonalPointGpu>() == 80);
 
+/// Kept in sync with `struct Query` in `wgsl/seasonal_offset.wgsl` (16 bytes): where a point of series `slot` lies in
+/// its active candidate's period (`phase()` in the engine).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Pod, Zeroable)]
+pub struct SeasonalQueryGpu {
+    pub slot: u32,
+    pub b0: u32,
+    pub b1: u32,
+    pub frac: f32,
+}
+
+const _: () = assert!(std::mem::size_of::<SeasonalQueryGpu>() == 16);
+
 /// The seasonal state of every series as the shader lays it out (struct-of-arrays; see the WGSL's bindings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeasonalBuffers {
@@ -96,6 +109,30 @@ fn clipped(v: f32, scale: f32) -> f32 {
 fn gain(b: &SeasonalBuffers, s: usize, k: usize) -> f32 {
     let f = b.plain[s * 2 + 1];
     if f <= 0.0 { 0.0 } else { 1.0 - b.cand[k * CAND_FIELDS + ERR] / f }
+}
+
+/// CPU twin of `seasonal_offset.wgsl`: `offsets[i]` is the active profile of series `queries[i].slot` at the queried
+/// phase (0 without an active season), as `SeasonalBank::offset` computes it.
+pub fn seasonal_offset_twin(
+    p: &SeasonalParamsGpu,
+    b: &SeasonalBuffers,
+    queries: &[SeasonalQueryGpu],
+    offsets: &mut [f32],
+) {
+    let (cands, bins) = (p.cands as usize, p.bins as usize);
+    for (q, out) in queries.iter().zip(offsets.iter_mut()).take(p.n as usize) {
+        let s = q.slot as usize;
+        let active = b.info[s * 2 + 1] as usize;
+        if active == 0 {
+            *out = 0.0;
+            continue;
+        }
+        let k = s * cands + active - 1;
+        let pb = k * bins;
+        let (b0, b1) = (q.b0 as usize, q.b1 as usize);
+        *out = (1.0 - q.frac) * b.profile[pb + b0] + q.frac * b.profile[pb + b1]
+            - b.cand[k * CAND_FIELDS + SUM] / bins as f32;
+    }
 }
 
 /// CPU twin of the shader: invocation `i` learns `points[i]` and writes `switches[i]` (0 unchanged, `c + 1`

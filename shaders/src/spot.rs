@@ -34,15 +34,17 @@ pub struct SpotStateGpu {
 
 const _: () = assert!(std::mem::size_of::<SpotStateGpu>() == 20);
 
-/// Kept in sync with `struct Point` in `wgsl/spot_update.wgsl` (8 bytes): the statistic of one point of one series.
+/// Kept in sync with `struct Point` in `wgsl/spot_update.wgsl` (12 bytes): the statistic of one point of one series,
+/// and whether it may join the peaks while the calibrator is too young to judge it (1) or not (0).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 pub struct SpotPointGpu {
     pub slot: u32,
     pub x: f32,
+    pub learn: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<SpotPointGpu>() == 8);
+const _: () = assert!(std::mem::size_of::<SpotPointGpu>() == 12);
 
 /// Kept in sync with `struct Out` in `wgsl/spot_update.wgsl` (8 bytes): the point's surprise before the update and
 /// the calibrated band after it, each −1 while the calibrator has fewer than `min_peaks` peaks.
@@ -58,8 +60,8 @@ const _: () = assert!(std::mem::size_of::<SpotOutGpu>() == 8);
 /// `@workgroup_size` of `spot_update.wgsl`'s entry point.
 pub const SPOT_WORKGROUP_SIZE: u32 = 256;
 
-/// Traffic of one SPOT update, in bytes: the state read and written (20 + 20), one point in (8), one result out (8).
-pub const SPOT_BYTES_PER_UPDATE: u64 = 20 + 20 + 8 + 8;
+/// Traffic of one SPOT update, in bytes: the state read and written (20 + 20), one point in (12), one result out (8).
+pub const SPOT_BYTES_PER_UPDATE: u64 = 20 + 20 + 12 + 8;
 
 const LN_10: f32 = std::f32::consts::LN_10;
 
@@ -94,10 +96,10 @@ pub fn spot_update_twin(
     outs: &mut [SpotOutGpu],
 ) {
     for i in 0..p.n as usize {
-        let SpotPointGpu { slot, x } = points[i];
+        let SpotPointGpu { slot, x, learn } = points[i];
         let st = &mut state[slot as usize];
         let mut out = SpotOutGpu { surprise: -1.0, band: -1.0 };
-        let mut learn = true;
+        let mut learn = learn != 0;
         if st.peaks >= p.min_peaks {
             out.surprise = surprise(p, st, x);
             learn = out.surprise < p.alarm;

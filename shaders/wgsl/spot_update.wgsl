@@ -7,7 +7,7 @@
 // CPU twin is shaders/src/spot.rs. WGSL has no f64: the surprise and band are computed in f32, so they agree with
 // the CPU reference within a tolerance (see the parity test), while the state update is the same f32 arithmetic.
 // Layouts are kept in sync with shaders/src/spot.rs: Params = SpotParamsGpu (32 bytes), State = SpotStateGpu
-// (20 bytes), Point = SpotPointGpu (8 bytes), Out = SpotOutGpu (8 bytes).
+// (20 bytes), Point = SpotPointGpu (12 bytes), Out = SpotOutGpu (8 bytes).
 
 struct Params {
     quantile: f32,
@@ -31,6 +31,9 @@ struct State {
 struct Point {
     slot: u32,
     x: f32,
+    // Whether x may join the peaks while the calibrator has too few of them to judge it (1) or not (0): the caller's
+    // own verdict until the fit can give one (the engine's level-shift calibration uses its CUSUM threshold).
+    learn: u32,
 };
 
 struct Out {
@@ -88,7 +91,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let x = points[i].x;
     var st = state[s];
     var out = Out(-1.0, -1.0);
-    var learn = true;
+    var learn = points[i].learn != 0u;
     if (st.peaks >= params.min_peaks) {
         out.surprise = surprise(st, x);
         learn = out.surprise < params.alarm;

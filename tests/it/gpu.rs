@@ -129,7 +129,7 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
     let cfg = faultline::config::Config::default_config().unwrap();
     let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
     let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
-        ScoringBackend::Gpu(Box::new(GpuRobust::new(Arc::clone(&ctx), p)))
+        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
     });
     // Two series, every point of both in one batch: the batch is scored in chunks, and the level shift of the first
     // series is re-baselined mid-batch, which later chunks must see.
@@ -164,13 +164,70 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
     assert!(s1.level.iter().zip(&s2.level).all(|(x, y)| close(*x, *y, *x)), "{:?} vs {:?}", s1.level, s2.level);
 }
 
+/// The whole ensemble with its seasonal baselines and calibrations on the device: daily seasons found, points
+/// judged against them, a spike, a dip and a level shift reported, with the same events as on the CPU (numbers within
+/// `CALIBRATION_TOLERANCE`) and no seasonal or calibration state on the host.
+#[test]
+fn gpu_detector_learns_seasons_and_calibrates_on_the_device_like_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let cfg = faultline::config::Config::default_config().unwrap();
+    let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
+    });
+    const DAY: i64 = 86_400_000;
+    const STEP: i64 = 300_000;
+    let metrics = ["request_rate", "latency_p99_ms", "cpu_utilization", "error_rate"];
+    let keys: Vec<_> = (0..12)
+        .map(|i| {
+            let (svc, metric) = (format!("svc{}", i / 4), metrics[i % 4]);
+            Arc::new(faultline::model::SeriesKey::new(&svc, metric, [] as [(&str, &str); 0]))
+        })
+        .collect();
+    let (mut ids, mut ks, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+    let mut rng = Rng(13);
+    for step in 0..5 * DAY / STEP {
+        let t = step * STEP;
+        for (i, k) in keys.iter().enumerate() {
+            let day = (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin();
+            let base = 100.0 + 10.0 * i as f64 + if i % 3 == 2 { 0.0 } else { 40.0 * day };
+            let late = t - 4 * DAY;
+            let spike = if i == 1 && (600_000..1_500_000).contains(&late) { 120.0 } else { 0.0 };
+            let dip = if i == 4 && (7_200_000..7_800_000).contains(&late) { -90.0 } else { 0.0 };
+            let shift = if i == 8 && late > 10 * 3_600_000 { 60.0 } else { 0.0 };
+            ids.push(k.id);
+            ks.push(Arc::clone(k));
+            times.push(t);
+            vals.push(base + 2.0 * f64::from(rng.unit()) + spike + dip + shift);
+        }
+    }
+    let (mut e1, mut e2) = (Vec::new(), Vec::new());
+    let (mut sc1, mut sc2) = (vec![0.0; vals.len()], vec![0.0; vals.len()]);
+    for start in (0..vals.len()).step_by(499) {
+        let r = start..(start + 499).min(vals.len());
+        let (ids, ks, ts, xs) = (&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r.clone()]);
+        cpu.process_scored(ids, ks, ts, xs, &mut e1, Some(&mut sc1[r.clone()]));
+        gpu.process_scored(ids, ks, ts, xs, &mut e2, Some(&mut sc2[r]));
+    }
+    assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
+    assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (12, 0), "seasons and calibrations on the device");
+    let seasonal = e1.iter().filter(|e| e.stage == faultline::event::Stage::Seasonal).count();
+    assert!(seasonal >= 3, "the faults are judged against the daily seasons: {seasonal} seasonal events");
+    assert!(e1.iter().any(|e| &*e.key.metric == "request_rate" && &*e.key.service == "svc2"), "the shift is reported");
+    let render = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>().join("\n")
+    };
+    eprintln!("{} events, {seasonal} at the seasonal stage", e1.len());
+    assert_same_anomalies(&render(&e1), &render(&e2));
+    for (i, (a, b)) in sc1.iter().zip(&sc2).enumerate() {
+        assert!((a - b).abs() <= CALIBRATION_TOLERANCE, "point {i}: score cpu {a} gpu {b}");
+    }
+}
+
 /// Anomaly lines of a run, with the numbers that may differ under contraction rounded away in tolerant mode.
 fn events(out: &str) -> Vec<String> {
     out.lines()
         .map(|l| {
-            if !tolerant() {
-                return l.to_string();
-            }
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             format!(
                 "{} {} {} {} {}",
@@ -178,6 +235,41 @@ fn events(out: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Whether two JSON values are the same but for numbers within `CALIBRATION_TOLERANCE` (relative, or absolute below 1).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= CALIBRATION_TOLERANCE * x.abs().max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The device computes the calibrations' surprises and bands in f32 (WGSL has no f64), the CPU in f64 from the same
+/// f32 state: event numbers read from them (a detector's score, the band) may differ in the sixth digit.
+const CALIBRATION_TOLERANCE: f64 = 1e-5;
+
+/// The same anomaly events from both backends: the same events (series, time, stage, direction, points seen) in the
+/// same order and, unless the device contracts multiply-adds, every field equal but for numbers within
+/// `CALIBRATION_TOLERANCE`.
+fn assert_same_anomalies(cpu: &str, gpu: &str) {
+    assert_eq!(events(cpu), events(gpu), "anomalies differ between the CPU and GPU backends");
+    if tolerant() {
+        return;
+    }
+    for (i, (a, b)) in cpu.lines().zip(gpu.lines()).enumerate() {
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(a).unwrap(), serde_json::from_str(b).unwrap());
+        assert!(same_json(&a, &b), "anomaly {i} differs beyond the tolerance:\ncpu {a}\ngpu {b}");
+    }
 }
 
 #[test]
@@ -193,7 +285,7 @@ fn simulator_scenario_gives_the_same_anomalies_on_gpu_and_cpu() {
         ],
     ));
     assert!(cpu.anomalies.lines().count() > 50, "the scenario should raise anomalies");
-    assert_eq!(events(&cpu.anomalies), events(&gpu.anomalies), "anomalies differ between the CPU and GPU backends");
+    assert_same_anomalies(&cpu.anomalies, &gpu.anomalies);
     if !tolerant() {
         assert!(cpu.reports == gpu.reports, "root-cause reports differ between the CPU and GPU backends");
     }
@@ -335,7 +427,7 @@ fn gpu_detector_with_the_spectral_channel_raises_the_same_events_as_the_cpu() {
     cfg.detector.spectral.warmup_points = 300;
     let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
     let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
-        ScoringBackend::Gpu(Box::new(GpuRobust::new(Arc::clone(&ctx), p)))
+        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
     });
     // Forty series, interleaved, in batches of 997 points: a regular cycle each, with a broken rhythm (inside the
     // normal range: only the spectral channel sees it), a 3-point spike and, on every fourth, a level shift.
@@ -440,7 +532,9 @@ fn seasonal_params() -> faultline::detect::seasonal::SeasonalParams {
 fn seasonal_twin_matches_the_seasonal_bank() {
     use faultline::detect::seasonal::{SeasonalBank, Switch};
     use faultline::gpu::seasonal::{seasonal_params_gpu, seasonal_point};
-    use faultline_shaders::seasonal::{SeasonalBuffers, seasonal_update_twin};
+    use faultline_shaders::seasonal::{
+        SeasonalBuffers, SeasonalParamsGpu, SeasonalQueryGpu, seasonal_offset_twin, seasonal_update_twin,
+    };
     let p = seasonal_params();
     let series = 30;
     let (mut bank, mut twin) = (SeasonalBank::default(), SeasonalBuffers::default());
@@ -451,7 +545,24 @@ fn seasonal_twin_matches_the_seasonal_bank() {
     let mut gp = seasonal_params_gpu(&p);
     let mut first = vec![i64::MIN; series as usize];
     let (mut activations, mut deactivations) = (0, 0);
+    let mut offsets = 0;
     seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
+        // The offset pass's twin reads the same state the bank does, bit for bit.
+        let queries: Vec<SeasonalQueryGpu> = (0..slots.len())
+            .map(|i| {
+                let s = slots[i] as usize;
+                let c = bank.active(s).unwrap_or(0);
+                let (b0, b1, frac) = faultline::detect::seasonal::phase(times[i], p.periods[c], p.bins);
+                SeasonalQueryGpu { slot: slots[i], b0: b0 as u32, b1: b1 as u32, frac }
+            })
+            .collect();
+        let mut got = vec![f32::NAN; queries.len()];
+        seasonal_offset_twin(&SeasonalParamsGpu { n: queries.len() as u32, ..gp }, &twin, &queries, &mut got);
+        for i in 0..slots.len() {
+            let want = bank.offset(slots[i] as usize, times[i], &p);
+            assert_eq!(got[i].to_bits(), want.to_bits(), "offset of series {} at {}", slots[i], times[i]);
+            offsets += usize::from(want != 0.0);
+        }
         let mut points = Vec::new();
         let mut expect = Vec::new();
         for i in 0..slots.len() {
@@ -478,6 +589,7 @@ fn seasonal_twin_matches_the_seasonal_bank() {
         deactivations += expect.iter().filter(|&&c| c < 0).count();
     });
     assert!(activations >= 10, "the scenario should find the daily seasons: {activations}");
+    assert!(offsets > 1000, "most points of seasonal series should have an offset: {offsets}");
     eprintln!("seasonal twin: {activations} activations, {deactivations} deactivations");
     assert!(bank.to_buffers() == twin, "the twin's state differs from the bank's");
 }
@@ -498,7 +610,7 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
     let series = 30;
     let mut bank = SeasonalBank::default();
     let mut gpu = GpuSeasonal::new(Arc::clone(&ctx), &p);
-    let mut switched = 0;
+    let (mut switched, mut offsets) = (0, 0);
     seasonal_scenario(series, 9, |slots, times, dts, xs, ws| {
         // Series arrive over time: the device state grows mid-run.
         while gpu.len() < series as usize && (gpu.len() < 10 || times[0] > 86_400_000) {
@@ -511,6 +623,15 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
         let pickf = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
         let sl: Vec<u32> = keep.iter().map(|&i| slots[i]).collect();
         let (ts, ds, x, w) = (pick(times), pick(dts), pickf(xs), pickf(ws));
+        // The offsets the robust model's input removes, read from the device's resident state before the update.
+        let mut o2 = vec![0.0; sl.len()];
+        gpu.offsets(&sl, &ts, &mut o2).unwrap();
+        for i in 0..sl.len() {
+            let o1 = bank.offset(sl[i] as usize, ts[i], &p);
+            let excess = (o1 - o2[i]).abs() / (SEASONAL_TOLERANCE * (130.0 + o1.abs()));
+            assert!(excess <= 1.0, "offset of series {} at {}: cpu {o1} gpu {}", sl[i], ts[i], o2[i]);
+            offsets += usize::from(o1 != 0.0);
+        }
         let s1: Vec<Switch> =
             (0..sl.len()).map(|i| bank.update(sl[i] as usize, ts[i], ds[i], x[i], w[i], &p)).collect();
         s2.resize(sl.len(), Switch::Unchanged);
@@ -519,6 +640,19 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
         switched += s1.iter().filter(|s| **s != Switch::Unchanged).count();
     });
     assert!(switched >= 10, "the scenario should switch seasons: {switched}");
+    assert!(offsets > 1000, "most points of seasonal series should have an offset: {offsets}");
+    // The trackers a switch restarts the robust model from: every candidate's and the plain level's.
+    let which: Vec<(u32, Option<usize>)> = (0..series).flat_map(|s| [(s, None), (s, Some(0)), (s, Some(1))]).collect();
+    let mut trackers = Vec::new();
+    gpu.trackers(&which, &mut trackers).unwrap();
+    for (&(s, c), &(level, err)) in which.iter().zip(&trackers) {
+        let (l1, e1) = bank.tracker(s as usize, c, &p);
+        assert!((l1 - level).abs() <= SEASONAL_TOLERANCE * (130.0 + l1.abs()), "tracker {s} {c:?}: {l1} vs {level}");
+        assert!((e1 - err).abs() <= SEASONAL_TOLERANCE * (130.0 + e1.abs()), "tracker {s} {c:?}: {e1} vs {err}");
+    }
+    for s in 0..series as usize {
+        assert_eq!(bank.active(s), gpu.active(s), "the host's mirror of series {s}'s season");
+    }
     let (cpu, dev) = (bank.to_buffers(), gpu.download().unwrap());
     assert_eq!(cpu.info, dev.info, "points seen and active seasons");
     // Errors are partly absolute at the scale of the series: an accumulator such as the profile's sum can cancel to

@@ -118,7 +118,8 @@ fn spot_twin_matches_the_engine_calibrator() {
     let p = SpotParams::default();
     let mut state = vec![SpotStateGpu { t: 1.0, ..Default::default() }; SERIES];
     let engine = compare("twin", |slots, x, outs| {
-        let points: Vec<SpotPointGpu> = slots.iter().zip(x).map(|(&slot, &x)| SpotPointGpu { slot, x }).collect();
+        let points: Vec<SpotPointGpu> =
+            slots.iter().zip(x).map(|(&slot, &x)| SpotPointGpu { slot, x, learn: 1 }).collect();
         spot_update_twin(&params(&p, slots.len() as u32), &mut state, &points, outs);
     });
     assert_same_states("twin", &engine, &state);

@@ -172,6 +172,28 @@ impl SeasonalBank {
         b
     }
 
+    /// The bank whose state is `b` (in the layout of `seasonal_update.wgsl`) with first event times `first_time`: a
+    /// shard moving its seasonal models from the device to the CPU.
+    pub fn from_buffers(b: &faultline_shaders::seasonal::SeasonalBuffers, first_time: &[TimeMs]) -> Self {
+        use faultline_shaders::seasonal::CAND_FIELDS;
+        let field = |f: usize| b.cand.iter().skip(f).step_by(CAND_FIELDS).copied().collect::<Vec<f32>>();
+        let info = |f: usize| b.info.iter().skip(f).step_by(2);
+        Self {
+            profile: b.profile.clone(),
+            sum: field(0),
+            base: field(1),
+            spread: field(2),
+            fast: field(3),
+            err: field(4),
+            flat_fast: b.plain.iter().step_by(2).copied().collect(),
+            flat_err: b.plain.iter().skip(1).step_by(2).copied().collect(),
+            n: info(0).copied().collect(),
+            first_time: first_time.to_vec(),
+            active: info(1).map(|&a| a as u8).collect(),
+            memo: DecayMemo::default(),
+        }
+    }
+
     /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
     /// and `weight` scales the profile's step (the caller lowers it for anomalous points). Residuals are clipped at a
     /// few times the scales the bank tracks itself. Returns whether the series' season changed.

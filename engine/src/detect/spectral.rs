@@ -101,7 +101,7 @@ impl SpectralChannel {
             ScoringBackend::Cpu { .. } => SpectralBackend::Cpu(SpectralState::default()),
             #[cfg(feature = "gpu")]
             ScoringBackend::Gpu(g) => {
-                SpectralBackend::Gpu(Box::new(GpuSpectral::new(std::sync::Arc::clone(g.context()), &params)))
+                SpectralBackend::Gpu(Box::new(GpuSpectral::new(std::sync::Arc::clone(g.robust.context()), &params)))
             }
         };
         Some(Self {

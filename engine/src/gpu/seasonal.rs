@@ -2,14 +2,18 @@
 //! trackers and errors resident there, as [`super::GpuRobust`] does for the robust model. The host keeps each series'
 //! first event time (WGSL has no i64) and computes what needs event time per point (phase bins and fraction per
 //! candidate, in f64 as the CPU does; time since the previous and the first point), so a point is 80 bytes up and a
-//! 4-byte switch code down. The shader and its twin are checked against `SeasonalBank::update` in `tests/it/gpu.rs`;
-//! the detector does not use this path yet (the CPU `SeasonalBank` stays its seasonal model on both backends).
+//! 4-byte switch code down. Before the robust update, `seasonal_offset.wgsl` reads the active profile at each point's
+//! phase from the same resident state (16 bytes up and 4 down per point of a series with a season; none for the
+//! others, which the host knows from its mirror of the switch codes). When a season switches, the few bytes of its
+//! tracker are copied back, to restart the robust model there. The shaders and their twins are checked against
+//! `SeasonalBank` in `tests/it/gpu.rs`; on the `gpu` backend the detector's seasonal model lives here.
 // Hot path: no IO, no logging, no allocation per point (scratch and device buffers grow geometrically and are reused).
 
 use std::sync::Arc;
 
 use faultline_shaders::seasonal::{
     CAND_FIELDS, SEASONAL_MAX_PERIODS, SEASONAL_WORKGROUP_SIZE, SeasonalBuffers, SeasonalParamsGpu, SeasonalPointGpu,
+    SeasonalQueryGpu,
 };
 
 use super::{GpuContext, GpuError, STATE_USAGE};
@@ -79,8 +83,19 @@ pub struct GpuSeasonal {
     bind_group: Option<wgpu::BindGroup>,
     /// Host mirror: each series' first event time (`TimeMs::MIN` before its first point).
     first_time: Vec<TimeMs>,
+    /// Host mirror of each series' active candidate + 1 (0: none), kept from the switch codes.
+    active: Vec<u8>,
     upload: Vec<SeasonalPointGpu>,
     codes: Vec<i32>,
+    /// The offset pass: its uniform block, queries in, offsets out (and their read-back), and scratch.
+    offset_params: wgpu::Buffer,
+    queries: wgpu::Buffer,
+    offsets: wgpu::Buffer,
+    offsets_readback: wgpu::Buffer,
+    query_capacity: u64,
+    offset_bind_group: Option<wgpu::BindGroup>,
+    query_upload: Vec<SeasonalQueryGpu>,
+    query_at: Vec<u32>,
 }
 
 impl GpuSeasonal {
@@ -90,6 +105,8 @@ impl GpuSeasonal {
         let params_buf = ctx.buffer("seasonal params", size_of::<SeasonalParamsGpu>() as u64, uniform);
         let state = Self::state_buffers(&ctx, p, 0);
         let (points, switches, readback) = Self::chunk_buffers(&ctx, 0);
+        let offset_params = ctx.buffer("seasonal offset params", size_of::<SeasonalParamsGpu>() as u64, uniform);
+        let (queries, offsets, offsets_readback) = Self::query_buffers(&ctx, 0);
         Self {
             ctx,
             params: p.clone(),
@@ -103,9 +120,27 @@ impl GpuSeasonal {
             chunk_capacity: 0,
             bind_group: None,
             first_time: Vec::new(),
+            active: Vec::new(),
             upload: Vec::new(),
             codes: Vec::new(),
+            offset_params,
+            queries,
+            offsets,
+            offsets_readback,
+            query_capacity: 0,
+            offset_bind_group: None,
+            query_upload: Vec::new(),
+            query_at: Vec::new(),
         }
+    }
+
+    fn query_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+        use wgpu::BufferUsages as U;
+        (
+            ctx.buffer("seasonal queries", n * size_of::<SeasonalQueryGpu>() as u64, U::STORAGE | U::COPY_DST),
+            ctx.buffer("seasonal offsets", n * 4, U::STORAGE | U::COPY_SRC),
+            ctx.buffer("seasonal offsets readback", n * 4, U::MAP_READ | U::COPY_DST),
+        )
     }
 
     /// Bytes of each state buffer per series.
@@ -132,6 +167,7 @@ impl GpuSeasonal {
     /// Adds a fresh series and returns its slot.
     pub fn push(&mut self) -> u32 {
         self.first_time.push(TimeMs::MIN);
+        self.active.push(0);
         (self.first_time.len() - 1) as u32
     }
 
@@ -162,6 +198,7 @@ impl GpuSeasonal {
             }
             (self.state, self.capacity) = (state, cap);
             self.bind_group = None;
+            self.offset_bind_group = None;
         }
         if n > self.chunk_capacity {
             let max = self.ctx.max_binding / size_of::<SeasonalPointGpu>() as u64;
@@ -182,16 +219,7 @@ impl GpuSeasonal {
         }
         let [a, b, c, d] = &self.state;
         let buffers = [&self.params_buf, a, b, c, d, &self.points, &self.switches];
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("seasonal_update"),
-            layout: &self.ctx.seasonal_layout,
-            entries: &entries,
-        });
+        let bg = self.ctx.bind_buffers("seasonal_update", &self.ctx.seasonal_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
     }
@@ -254,8 +282,109 @@ impl GpuSeasonal {
                 -1 => Switch::Deactivated,
                 c => Switch::Activated(c as usize - 1),
             };
+            match out[i] {
+                Switch::Unchanged => {}
+                Switch::Deactivated => self.active[slots[i] as usize] = 0,
+                Switch::Activated(c) => self.active[slots[i] as usize] = c as u8 + 1,
+            }
             k += 1;
         }
+        Ok(())
+    }
+
+    /// The active candidate of series `slot`, if it has a season (the host's mirror of the device state).
+    #[inline]
+    pub fn active(&self, slot: usize) -> Option<usize> {
+        self.active[slot].checked_sub(1).map(usize::from)
+    }
+
+    /// Each series' first event time (`TimeMs::MIN` before its first point): the part of the state the host keeps.
+    pub fn first_times(&self) -> &[TimeMs] {
+        &self.first_time
+    }
+
+    /// `out[i]`: the seasonal offset of series `slots[i]` at `times[i]` under its active season, 0 without one, as
+    /// `SeasonalBank::offset` computes it. Only series with a season are sent to the device.
+    pub fn offsets(&mut self, slots: &[u32], times: &[TimeMs], out: &mut [f32]) -> Result<(), GpuError> {
+        assert!(slots.len() == times.len() && times.len() == out.len(), "one entry per point");
+        out.fill(0.0);
+        self.query_upload.clear();
+        self.query_at.clear();
+        for (i, (&slot, &t)) in slots.iter().zip(times).enumerate() {
+            if let Some(c) = self.active(slot as usize) {
+                let (b0, b1, frac) = phase(t, self.params.periods[c], self.params.bins);
+                self.query_upload.push(SeasonalQueryGpu { slot, b0: b0 as u32, b1: b1 as u32, frac });
+                self.query_at.push(i as u32);
+            }
+        }
+        let m = self.query_upload.len() as u64;
+        if m == 0 {
+            return Ok(());
+        }
+        self.reserve(0)?;
+        if m > self.query_capacity {
+            let max = self.ctx.max_binding / size_of::<SeasonalQueryGpu>() as u64;
+            let cap = m.max(self.query_capacity * 2).max(1024).min(max);
+            if cap < m {
+                return Err(GpuError(format!("a chunk of {m} seasonal queries exceeds the device's largest binding")));
+            }
+            (self.queries, self.offsets, self.offsets_readback) = Self::query_buffers(&self.ctx, cap);
+            (self.query_capacity, self.offset_bind_group) = (cap, None);
+        }
+        let params = SeasonalParamsGpu { n: m as u32, ..self.gpu_params };
+        self.ctx.queue.write_buffer(&self.offset_params, 0, bytemuck::bytes_of(&params));
+        self.ctx.queue.write_buffer(&self.queries, 0, bytemuck::cast_slice(&self.query_upload));
+        let bg = self.offset_bind_group();
+        let enc = self.ctx.encode_dispatch(&self.ctx.offset_pipeline, &bg, m as u32, SEASONAL_WORKGROUP_SIZE, 1);
+        let view = self.ctx.submit_and_read(enc, &self.offsets, &self.offsets_readback, m * 4)?;
+        let values: &[f32] = bytemuck::cast_slice(&view);
+        for (&i, &v) in self.query_at.iter().zip(values) {
+            out[i as usize] = v;
+        }
+        drop(view);
+        self.offsets_readback.unmap();
+        Ok(())
+    }
+
+    fn offset_bind_group(&mut self) -> wgpu::BindGroup {
+        if let Some(bg) = &self.offset_bind_group {
+            return bg.clone();
+        }
+        let [profile, cand, _, info] = &self.state;
+        let buffers = [&self.offset_params, profile, cand, info, &self.queries, &self.offsets];
+        let bg = self.ctx.bind_buffers("seasonal_offset", &self.ctx.offset_layout, &buffers);
+        self.offset_bind_group = Some(bg.clone());
+        bg
+    }
+
+    /// The fast level tracker and its mean absolute error of each `(slot, candidate)` in `which` (the plain level's
+    /// for `None`), copied back from the device: where the robust model restarts when a season switches
+    /// (`SeasonalBank::tracker`). Switches are rare, so this moves a few bytes now and then.
+    pub fn trackers(&mut self, which: &[(u32, Option<usize>)], out: &mut Vec<(f32, f32)>) -> Result<(), GpuError> {
+        out.clear();
+        if which.is_empty() {
+            return Ok(());
+        }
+        self.reserve(0)?;
+        let bytes = which.len() as u64 * 8;
+        let staging =
+            self.ctx.buffer("seasonal trackers", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let cands = self.params.periods.len() as u64;
+        for (j, &(slot, c)) in which.iter().enumerate() {
+            // [fast, err] are adjacent in a candidate's fields, as [flat_fast, flat_err] are in `plain`.
+            let (buf, at) = match c {
+                Some(c) => (&self.state[1], ((u64::from(slot) * cands + c as u64) * CAND_FIELDS as u64 + 3) * 4),
+                None => (&self.state[2], u64::from(slot) * 8),
+            };
+            enc.copy_buffer_to_buffer(buf, at, &staging, j as u64 * 8, 8);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        let view = self.ctx.map_read(&staging, bytes)?;
+        let values: &[f32] = bytemuck::cast_slice(&view);
+        out.extend(values.chunks_exact(2).map(|p| (p[0], p[1])));
+        drop(view);
+        staging.unmap();
         Ok(())
     }
 

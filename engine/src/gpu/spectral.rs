@@ -132,16 +132,7 @@ impl GpuSpectral {
             return bg.clone();
         }
         let buffers = [&self.params_buf, &self.window, &self.count, &self.points, &self.scores];
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("spectral_update"),
-            layout: &self.ctx.spectral_layout,
-            entries: &entries,
-        });
+        let bg = self.ctx.bind_buffers("spectral_update", &self.ctx.spectral_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
     }

@@ -1,5 +1,5 @@
 //! The calibrated threshold on the device: each series' SPOT calibrator (`spot_update.wgsl`) resident in GPU memory.
-//! Per chunk the host uploads the statistic of each point (8 bytes) and reads back its surprise and the calibrated
+//! Per chunk the host uploads the statistic of each point (12 bytes) and reads back its surprise and the calibrated
 //! band (8 bytes); the calibrators never cross the bus. New series are initialised on the device from the host in
 //! one contiguous write, as the engine's `Spot::new(t0)`.
 // Hot path: no IO, no logging, no allocation per point (buffers grow geometrically and are reused).
@@ -71,7 +71,7 @@ impl GpuSpot {
     fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
         use wgpu::BufferUsages as U;
         (
-            ctx.buffer("spot points", n * 8, U::STORAGE | U::COPY_DST),
+            ctx.buffer("spot points", n * size_of::<SpotPointGpu>() as u64, U::STORAGE | U::COPY_DST),
             ctx.buffer("spot outs", n * 8, U::STORAGE | U::COPY_SRC),
             ctx.buffer("spot readback", n * 8, U::MAP_READ | U::COPY_DST),
         )
@@ -111,28 +111,39 @@ impl GpuSpot {
         Ok(())
     }
 
-    /// Scores and learns one chunk: `outs[i]` for statistic `x[i]` of calibrator `slots[i]` (no slot repeats).
+    /// Scores and learns one chunk: `outs[i]` for statistic `x[i]` of calibrator `slots[i]` (no slot repeats), each
+    /// point learnable while its calibrator is young.
     pub fn update(&mut self, slots: &[u32], x: &[f32], outs: &mut [SpotOutGpu]) -> Result<(), GpuError> {
         assert!(slots.len() == x.len() && x.len() == outs.len(), "one entry per point");
-        if slots.is_empty() {
+        let mut points = std::mem::take(&mut self.upload);
+        points.clear();
+        points.extend(slots.iter().zip(x).map(|(&slot, &x)| SpotPointGpu { slot, x, learn: 1 }));
+        let done = self.update_points(&points, outs);
+        self.upload = points;
+        done
+    }
+
+    /// Scores and learns one chunk of points (no slot repeats): `outs[i]` for `points[i]`.
+    pub fn update_points(&mut self, points: &[SpotPointGpu], outs: &mut [SpotOutGpu]) -> Result<(), GpuError> {
+        assert_eq!(points.len(), outs.len(), "one entry per point");
+        if points.is_empty() {
             return Ok(());
         }
         self.reserve_state()?;
-        let n = slots.len() as u64;
+        let n = points.len() as u64;
+        let stride = size_of::<SpotPointGpu>() as u64;
         if n > self.chunk_capacity {
             let cap = n.max(self.chunk_capacity * 2).max(1024);
-            if cap * 8 > self.ctx.max_binding {
+            if cap * stride > self.ctx.max_binding {
                 return Err(GpuError(format!("a chunk of {n} points exceeds the device's largest binding")));
             }
             (self.points, self.outs, self.readback) = Self::chunk_buffers(&self.ctx, cap);
             (self.chunk_capacity, self.bind_group) = (cap, None);
         }
-        self.upload.clear();
-        self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| SpotPointGpu { slot, x }));
         self.params.n = n as u32;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
-        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(points));
         let bg = self.bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.spot_pipeline, &bg, n as u32, SPOT_WORKGROUP_SIZE, 1);
         let bytes = n * size_of::<SpotOutGpu>() as u64;
@@ -147,16 +158,11 @@ impl GpuSpot {
         if let Some(bg) = &self.bind_group {
             return bg.clone();
         }
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = [&self.params_buf, &self.state, &self.points, &self.outs]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("spot_update"),
-            layout: &self.ctx.spot_layout,
-            entries: &entries,
-        });
+        let bg = self.ctx.bind_buffers(
+            "spot_update",
+            &self.ctx.spot_layout,
+            &[&self.params_buf, &self.state, &self.points, &self.outs],
+        );
         self.bind_group = Some(bg.clone());
         bg
     }

@@ -1,0 +1,55 @@
+// Seasonal offsets, one invocation per query: the value of a series' active seasonal profile at a point's phase, which
+// the robust model's input has removed (SeasonalBank::offset in engine/src/detect/seasonal.rs). It reads the state
+// seasonal_update.wgsl keeps resident (same buffers, same layout) and writes offsets[i] for queries[i]: 0 for a series
+// without an active season. The host computes the phase of the point under the series' active candidate (it mirrors
+// which one is active from the update's switch codes); the shader reads the active candidate from the device's own
+// state. The CPU twin is shaders/src/seasonal.rs (seasonal_offset_twin). Layouts are kept in sync with
+// shaders/src/seasonal.rs: Params = SeasonalParamsGpu (48 bytes), Query = SeasonalQueryGpu (16 bytes).
+
+struct Params {
+    n: u32,
+    cands: u32,
+    bins: u32,
+    rate: f32,
+    alpha: f32,
+    min_periods: f32,
+    min_gain: f32,
+    shortest: f32,
+    periods: vec4<f32>,
+};
+
+struct Query {
+    slot: u32,
+    // The bins around the point's phase under the series' active candidate, and the interpolation fraction.
+    b0: u32,
+    b1: u32,
+    frac: f32,
+};
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> profile: array<f32>;
+@group(0) @binding(2) var<storage, read> cand: array<f32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
+@group(0) @binding(4) var<storage, read> queries: array<Query>;
+@group(0) @binding(5) var<storage, read_write> offsets: array<f32>;
+
+// Index of `sum` in a candidate's [sum, base, spread, fast, err].
+const SUM: u32 = 0u;
+
+// 64 invocations per workgroup (SEASONAL_WORKGROUP_SIZE), 2-D dispatch.
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= params.n) {
+        return;
+    }
+    let q = queries[i];
+    let season = info[q.slot * 2u + 1u];
+    if (season == 0u) {
+        offsets[i] = 0.0;
+        return;
+    }
+    let k = q.slot * params.cands + season - 1u;
+    let pb = k * params.bins;
+    offsets[i] = (1.0 - q.frac) * profile[pb + q.b0] + q.frac * profile[pb + q.b1] - cand[k * 5u + SUM] / f32(params.bins);
+}
