@@ -762,19 +762,21 @@ impl ShardDetector {
                 self.pts.push(p);
             }
             self.calibrate();
-            for k in 0..n {
-                let mut p = self.pts[k];
-                self.channels(&mut p);
-                self.pts[k] = p;
+            // The phases borrow the detector whole: the round's points are lent out meanwhile.
+            let mut pts = std::mem::take(&mut self.pts);
+            for p in &mut pts {
+                self.channels(p);
             }
+            self.pts = pts;
             self.learn_seasons();
-            for k in 0..n {
-                let p = self.pts[k];
+            let pts = std::mem::take(&mut self.pts);
+            for p in &pts {
                 let score = self.finish_point(p, out, &mut stats);
                 if let Some(sc) = scores.as_deref_mut() {
                     sc[p.i] = score;
                 }
             }
+            self.pts = pts;
         }
         stats
     }
@@ -1077,7 +1079,7 @@ impl ShardDetector {
 
     /// The last phase of a point: a season's switch, the score stream, the event path's hold through a level shift,
     /// the service score, the scale floor's learning, noise controls and the event. Returns the point's score.
-    fn finish_point(&mut self, p: Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
+    fn finish_point(&mut self, p: &Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
         let s = p.s;
         let prof = self.profiles[self.profile[s] as usize];
         let (seen, learned, young, alarm) = (p.seen, p.learned, p.young, self.alarm);
