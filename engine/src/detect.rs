@@ -254,6 +254,8 @@ pub struct GpuModels {
     switches: Vec<Switch>,
     restarts: Vec<(u32, Option<usize>)>,
     trackers: Vec<(f32, f32)>,
+    /// Fail the next round's first device pass (tests of the move to the CPU).
+    fail_next: bool,
 }
 
 impl ScoringBackend {
@@ -276,6 +278,7 @@ impl ScoringBackend {
             switches: Vec::new(),
             restarts: Vec::new(),
             trackers: Vec::new(),
+            fail_next: false,
         }))
     }
 
@@ -284,6 +287,16 @@ impl ScoringBackend {
             ScoringBackend::Cpu { .. } => "cpu",
             #[cfg(feature = "gpu")]
             ScoringBackend::Gpu(_) => "gpu",
+        }
+    }
+
+    /// Makes the next round's first device pass fail, as a lost device would: the shard must move its models to the
+    /// CPU and carry on. For tests of that path; no effect on the CPU backend.
+    #[doc(hidden)]
+    pub fn inject_device_failure(&mut self) {
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = self {
+            g.fail_next = true;
         }
     }
 
@@ -789,7 +802,12 @@ impl ShardDetector {
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut self.scoring {
             let se = g.seasonal.as_mut().expect("attached by the detector");
-            match se.offsets(&self.slots, &self.round_times, &mut self.offsets) {
+            let done = if std::mem::take(&mut g.fail_next) {
+                Err(GpuError("failure injected for a test".into()))
+            } else {
+                se.offsets(&self.slots, &self.round_times, &mut self.offsets)
+            };
+            match done {
                 Ok(()) => return,
                 Err(e) => self.fall_back(e),
             }

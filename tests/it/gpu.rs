@@ -169,6 +169,18 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
 /// `CALIBRATION_TOLERANCE`) and no seasonal or calibration state on the host.
 #[test]
 fn gpu_detector_learns_seasons_and_calibrates_on_the_device_like_the_cpu() {
+    seasons_and_calibrations_on_both_backends(None);
+}
+
+/// As above, but the device is lost on day 3 (seasons found, calibrations warm): the shard downloads its models and
+/// finishes on the CPU with the same events.
+#[test]
+fn a_shard_that_loses_its_device_carries_on_on_the_cpu_with_the_same_events() {
+    seasons_and_calibrations_on_both_backends(Some(3 * 288 * 12));
+}
+
+/// Runs the seasonal scenario through a CPU and a GPU detector; `lose_device_at` (a point index) fails the GPU there.
+fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>) {
     let Some(ctx) = context() else { return };
     let cfg = faultline::config::Config::default_config().unwrap();
     let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
@@ -208,9 +220,19 @@ fn gpu_detector_learns_seasons_and_calibrates_on_the_device_like_the_cpu() {
         let (ids, ks, ts, xs) = (&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r.clone()]);
         cpu.process_scored(ids, ks, ts, xs, &mut e1, Some(&mut sc1[r.clone()]));
         gpu.process_scored(ids, ks, ts, xs, &mut e2, Some(&mut sc2[r]));
+        if let Some(lost) = lose_device_at
+            && start >= lost
+            && gpu.scoring().name() == "gpu"
+        {
+            // The device is lost mid-run: the shard must take every model back to the host and carry on there.
+            assert_eq!(gpu.host_model_series(), 0);
+            gpu.scoring().inject_device_failure();
+        }
     }
-    assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
-    assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (12, 0), "seasons and calibrations on the device");
+    let name = if lose_device_at.is_some() { "cpu" } else { "gpu" };
+    assert_eq!(gpu.scoring().name(), name, "the backend at the end of the run");
+    let host = if lose_device_at.is_some() { 12 } else { 0 };
+    assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (12, host), "where seasons and calibrations live");
     let seasonal = e1.iter().filter(|e| e.stage == faultline::event::Stage::Seasonal).count();
     assert!(seasonal >= 3, "the faults are judged against the daily seasons: {seasonal} seasonal events");
     assert!(e1.iter().any(|e| &*e.key.metric == "request_rate" && &*e.key.service == "svc2"), "the shift is reported");
