@@ -87,6 +87,10 @@ pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
 /// The files `files` of `corpus` through `det`, each its own series (and service), interleaved row by row so a batch
 /// holds many series and the detector's rounds vectorise; each file's points stay in order, so every score is what
 /// the file alone would give. Events are discarded, the score stream is kept.
+///
+/// The stream is cut into *segments* of rows in which the same files are active (a file drops out after its last
+/// row). Within a segment the series repeat with a fixed period, so every batch's ids and keys are a window of one
+/// cyclic pattern built once per segment (no `Arc` clone per row), and a point's file and row follow from its place.
 fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], batch: usize) -> Vec<(usize, Vec<f64>)> {
     let keys: Vec<Arc<SeriesKey>> = files
         .iter()
@@ -94,44 +98,65 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
         .collect();
     let mut scores: Vec<Vec<f64>> = files.iter().map(|&k| vec![0.0; corpus[k].times.len()]).collect();
     let longest = files.iter().map(|&k| corpus[k].times.len()).max().unwrap_or(0);
-    let (mut ids, mut ks, mut times, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut origin, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new());
-    let mut flush = |ids: &mut Vec<u64>,
-                     ks: &mut Vec<Arc<SeriesKey>>,
-                     times: &mut Vec<i64>,
-                     values: &mut Vec<f64>,
-                     origin: &mut Vec<(u32, u32)>| {
-        out.clear();
-        out.resize(ids.len(), 0.0);
-        events.clear();
-        det.process_scored(ids, ks, times, values, &mut events, Some(&mut out));
-        for (&(f, row), &score) in origin.iter().zip(&out) {
-            scores[f as usize][row as usize] = score;
+    let (mut pattern_ids, mut pattern_keys) = (Vec::new(), Vec::new());
+    let (mut times, mut values, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut active = Vec::new();
+    let mut row = 0;
+    while row < longest {
+        // The files with rows left, in `files` order, and the row where the first of them runs out.
+        active.clear();
+        active.extend((0..files.len()).filter(|&f| corpus[files[f]].times.len() > row));
+        let end = active.iter().map(|&f| corpus[files[f]].times.len()).min().unwrap_or(longest);
+        let width = active.len();
+        let points = (end - row) * width;
+        // A batch starts anywhere in a row: the pattern covers `batch` points from any offset into it.
+        let span = batch.min(points) + width - 1;
+        pattern_ids.clear();
+        pattern_keys.clear();
+        for q in 0..span {
+            let f = active[q % width];
+            pattern_ids.push(keys[f].id);
+            pattern_keys.push(Arc::clone(&keys[f]));
         }
-        ids.clear();
-        ks.clear();
-        times.clear();
-        values.clear();
-        origin.clear();
-    };
-    for row in 0..longest {
-        for (f, &k) in files.iter().enumerate() {
-            let file = &corpus[k];
-            if row >= file.times.len() {
-                continue;
+        let mut done = 0;
+        while done < points {
+            let n = batch.min(points - done);
+            let offset = done % width;
+            let (mut r, mut a) = (row + done / width, offset);
+            times.clear();
+            values.clear();
+            for _ in 0..n {
+                let file = &corpus[files[active[a]]];
+                times.push(file.times[r]);
+                values.push(file.values[r]);
+                a += 1;
+                if a == width {
+                    (a, r) = (0, r + 1);
+                }
             }
-            ids.push(keys[f].id);
-            ks.push(Arc::clone(&keys[f]));
-            times.push(file.times[row]);
-            values.push(file.values[row]);
-            origin.push((f as u32, row as u32));
-            if ids.len() == batch {
-                flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
+            out.clear();
+            out.resize(n, 0.0);
+            events.clear();
+            let window = offset..offset + n;
+            det.process_scored(
+                &pattern_ids[window.clone()],
+                &pattern_keys[window],
+                &times,
+                &values,
+                &mut events,
+                Some(&mut out),
+            );
+            let (mut r, mut a) = (row + done / width, offset);
+            for &score in &out {
+                scores[active[a]][r] = score;
+                a += 1;
+                if a == width {
+                    (a, r) = (0, r + 1);
+                }
             }
+            done += n;
         }
-    }
-    if !ids.is_empty() {
-        flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
+        row = end;
     }
     files.iter().copied().zip(scores).collect()
 }
