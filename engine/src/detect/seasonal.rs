@@ -12,7 +12,8 @@
 //! `min-gain`; it is dropped again when its gain falls under half of that. While a season is active the robust model
 //! sees `x − profile(phase)` (the ladder's *seasonal* stage).
 //!
-//! State is struct-of-arrays: one array per field, indexed by series slot (profiles `bins` floats per candidate).
+//! State is one array of profiles (`bins` floats per candidate), one of per-candidate records and one of per-series
+//! records, indexed by series slot: a point touches one record of each.
 // Hot path: no IO, no allocation per point (only `push` allocates, once per new series), no logging.
 
 use crate::model::TimeMs;
@@ -52,21 +53,49 @@ pub enum Switch {
 pub struct SeasonalBank {
     /// `bins` per candidate per series: `profile[(s * C + c) * bins + b]`.
     profile: Vec<f32>,
-    /// Per series and candidate (`s * C + c`): sum of the profile (to centre it), slow base and the mean absolute
-    /// residual around base plus profile, fast level of `x − profile` and its mean absolute one-step error.
-    sum: Vec<f32>,
-    base: Vec<f32>,
-    spread: Vec<f32>,
-    fast: Vec<f32>,
-    err: Vec<f32>,
-    /// Per series: fast level of `x`, its error, points seen, first event time, active candidate + 1 (0: none).
-    flat_fast: Vec<f32>,
-    flat_err: Vec<f32>,
-    n: Vec<u32>,
-    first_time: Vec<TimeMs>,
-    active: Vec<u8>,
+    /// Per series and candidate (`s * C + c`), together so a point touches one cache line.
+    cand: Vec<Cand>,
+    /// Per series.
+    series: Vec<SeriesState>,
     /// The decay factors of the last time step seen (series that report at one rate share them).
     memo: DecayMemo,
+}
+
+/// One candidate period's test and profile bookkeeping for one series.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cand {
+    /// Sum of the profile (to centre it), slow base and the mean absolute residual around base plus profile, fast
+    /// level of `x − profile` and its mean absolute one-step error.
+    sum: f32,
+    base: f32,
+    spread: f32,
+    fast: f32,
+    err: f32,
+    /// `phase_t.rem_euclid(period)` of the series' [`SeriesState::phase_t`]: the next point's remainder follows from
+    /// it by an addition (see [`SeasonalBank::rem`]) instead of a 64-bit division.
+    rem: TimeMs,
+}
+
+/// One series' plain level test and bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct SeriesState {
+    /// Fast level of `x` and its mean absolute one-step error.
+    flat_fast: f32,
+    flat_err: f32,
+    /// Points seen.
+    n: u32,
+    /// Active candidate + 1 (0: none).
+    active: u8,
+    /// First event time (`TimeMs::MIN` before it).
+    first_time: TimeMs,
+    /// The time the candidates' `rem` belong to (`TimeMs::MIN`: none yet).
+    phase_t: TimeMs,
+}
+
+impl Default for SeriesState {
+    fn default() -> Self {
+        Self { flat_fast: 0.0, flat_err: 0.0, n: 0, active: 0, first_time: TimeMs::MIN, phase_t: TimeMs::MIN }
+    }
 }
 
 /// `1 − exp(−dt / τ)` for the error test's and each candidate's time constant, at time step `dt`: two or three `exp`s
@@ -87,27 +116,21 @@ impl Default for DecayMemo {
 impl SeasonalBank {
     /// Bytes of state per series for `candidates` periods of `bins` bins.
     pub const fn bytes_per_series(candidates: usize, bins: usize) -> usize {
-        candidates * (bins + 5) * 4 + 4 + 4 + 4 + 8 + 1
+        candidates * (bins * size_of::<f32>() + size_of::<Cand>()) + size_of::<SeriesState>()
     }
 
     /// Adds a fresh series.
     pub fn push(&mut self, p: &SeasonalParams) {
         let c = p.periods.len();
         self.profile.extend(std::iter::repeat_n(0.0, c * p.bins));
-        for v in [&mut self.sum, &mut self.base, &mut self.spread, &mut self.fast, &mut self.err] {
-            v.extend(std::iter::repeat_n(0.0, c));
-        }
-        self.flat_fast.push(0.0);
-        self.flat_err.push(0.0);
-        self.n.push(0);
-        self.first_time.push(TimeMs::MIN);
-        self.active.push(0);
+        self.cand.extend(std::iter::repeat_n(Cand::default(), c));
+        self.series.push(SeriesState::default());
     }
 
     /// The active candidate of series `s`, if it has a season.
     #[inline]
     pub fn active(&self, s: usize) -> Option<usize> {
-        self.active[s].checked_sub(1).map(usize::from)
+        self.series[s].active.checked_sub(1).map(usize::from)
     }
 
     /// Seasonal offset of series `s` at time `t` under its active season (0 without one).
@@ -122,28 +145,44 @@ impl SeasonalBank {
     /// Slow base level of series `s` under candidate `c` (what the robust level is re-seeded with on activation).
     #[inline]
     pub fn base(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
-        self.base[s * p.periods.len() + c]
+        self.cand[s * p.periods.len() + c].base
     }
 
     /// Weighted absolute one-step error of candidate `c` (a scale estimate once it is active).
     #[inline]
     pub fn error(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
-        self.err[s * p.periods.len() + c]
+        self.cand[s * p.periods.len() + c].err
     }
 
     /// Fraction of the plain level's one-step error that candidate `c` removes.
     #[inline]
     pub fn gain(&self, s: usize, c: usize, p: &SeasonalParams) -> f32 {
-        let flat = self.flat_err[s];
-        if flat <= 0.0 { 0.0 } else { 1.0 - self.err[s * p.periods.len() + c] / flat }
+        gain(self.series[s].flat_err, self.cand[s * p.periods.len() + c].err)
+    }
+
+    /// `t.rem_euclid(period)` for candidate `k` of series `s`: from the remainder kept for the series' last phase
+    /// time when `t` is less than a period after it (exact integer arithmetic, so the same value), else afresh.
+    #[inline]
+    fn rem(&self, s: usize, k: usize, t: TimeMs, period: TimeMs) -> TimeMs {
+        let last = self.series[s].phase_t;
+        if last != TimeMs::MIN
+            && let Some(d) = t.checked_sub(last)
+            && (0..period).contains(&d)
+        {
+            // rem + d without overflow: both lie in [0, period).
+            let rem = self.cand[k].rem;
+            let left = period - rem;
+            return if d < left { rem + d } else { d - left };
+        }
+        t.rem_euclid(period)
     }
 
     #[inline]
     fn profile_at(&self, s: usize, c: usize, t: TimeMs, p: &SeasonalParams) -> f32 {
         let k = s * p.periods.len() + c;
-        let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
+        let (b0, b1, frac) = phase_of_rem(self.rem(s, k, t, p.periods[c]), p.periods[c], p.bins);
         let bins = &self.profile[k * p.bins..(k + 1) * p.bins];
-        (1.0 - frac) * bins[b0] + frac * bins[b1] - self.sum[k] / p.bins as f32
+        (1.0 - frac) * bins[b0] + frac * bins[b1] - self.cand[k].sum / p.bins as f32
     }
 
     /// The fast level tracker and its mean absolute error for candidate `c` (of `x − profile`), or for the plain
@@ -151,10 +190,10 @@ impl SeasonalBank {
     pub fn tracker(&self, s: usize, c: Option<usize>, p: &SeasonalParams) -> (f32, f32) {
         match c {
             Some(c) => {
-                let k = s * p.periods.len() + c;
-                (self.fast[k], self.err[k])
+                let k = &self.cand[s * p.periods.len() + c];
+                (k.fast, k.err)
             }
-            None => (self.flat_fast[s], self.flat_err[s]),
+            None => (self.series[s].flat_fast, self.series[s].flat_err),
         }
     }
 
@@ -162,12 +201,12 @@ impl SeasonalBank {
     pub fn to_buffers(&self) -> faultline_shaders::seasonal::SeasonalBuffers {
         let mut b =
             faultline_shaders::seasonal::SeasonalBuffers { profile: self.profile.clone(), ..Default::default() };
-        for k in 0..self.sum.len() {
-            b.cand.extend([self.sum[k], self.base[k], self.spread[k], self.fast[k], self.err[k]]);
+        for k in &self.cand {
+            b.cand.extend([k.sum, k.base, k.spread, k.fast, k.err]);
         }
-        for s in 0..self.n.len() {
-            b.plain.extend([self.flat_fast[s], self.flat_err[s]]);
-            b.info.extend([self.n[s], u32::from(self.active[s])]);
+        for s in &self.series {
+            b.plain.extend([s.flat_fast, s.flat_err]);
+            b.info.extend([s.n, u32::from(s.active)]);
         }
         b
     }
@@ -202,18 +241,19 @@ impl SeasonalBank {
         if cands == 0 || !x.is_finite() {
             return Switch::Unchanged;
         }
-        self.n[s] = self.n[s].saturating_add(1);
-        if self.first_time[s] == TimeMs::MIN {
-            self.first_time[s] = t;
-            self.flat_fast[s] = x;
-            for k in s * cands..(s + 1) * cands {
-                self.base[k] = x;
-                self.fast[k] = x;
+        let se = &mut self.series[s];
+        se.n = se.n.saturating_add(1);
+        if se.first_time == TimeMs::MIN {
+            se.first_time = t;
+            se.flat_fast = x;
+            for k in &mut self.cand[s * cands..(s + 1) * cands] {
+                k.base = x;
+                k.fast = x;
             }
             return Switch::Unchanged;
         }
         // Running means at first, then exponential forgetting.
-        let running = 1.0 / self.n[s] as f32;
+        let running = 1.0 / se.n as f32;
         let a = p.alpha.max(running);
         let dt = dt.max(0) as f32;
         if self.memo.dt.to_bits() != dt.to_bits() {
@@ -226,58 +266,78 @@ impl SeasonalBank {
             self.memo.dt = dt;
         }
         let ew = self.memo.ew.max(running);
-        let clip = clip_at(self.flat_err[s]);
-        let flat_e = (x - self.flat_fast[s]).abs().min(clip);
-        self.flat_err[s] += ew * (flat_e - self.flat_err[s]);
-        self.flat_fast[s] += a * (x - self.flat_fast[s]).clamp(-clip, clip);
-        let elapsed = (t - self.first_time[s]) as f32;
+        let clip = clip_at(se.flat_err);
+        let flat_e = (x - se.flat_fast).abs().min(clip);
+        se.flat_err += ew * (flat_e - se.flat_err);
+        se.flat_fast += a * (x - se.flat_fast).clamp(-clip, clip);
+        let flat_err = se.flat_err;
+        let elapsed = (t - se.first_time) as f32;
+        // Each candidate's remainder of `t`, from the last point's (the point moves the phase time to `t` below).
+        let mut rems = [0; MAX_PERIODS];
+        for (c, rem) in rems.iter_mut().enumerate().take(cands) {
+            *rem = self.rem(s, s * cands + c, t, p.periods[c]);
+        }
+        self.series[s].phase_t = t;
         let mut best: Option<(usize, f32)> = None;
+        // The gains the loop computes, for the active candidate's below (the same value: nothing it reads changes).
+        let mut gains = [f32::NAN; MAX_PERIODS];
         for c in 0..cands {
             let k = s * cands + c;
             let period = p.periods[c] as f32;
             // The phase serves both the prediction and the gradient step (computed once: it costs a division and a
             // floor); `season` is `profile_at(s, c, t, p)`, term for term.
-            let (b0, b1, frac) = phase(t, p.periods[c], p.bins);
+            let (b0, b1, frac) = phase_of_rem(rems[c], p.periods[c], p.bins);
             let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
-            let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - self.sum[k] / p.bins as f32;
+            let ks = &mut self.cand[k];
+            ks.rem = rems[c];
+            let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - ks.sum / p.bins as f32;
             let y = x - season;
-            let e = (y - self.fast[k]).abs().min(clip);
-            self.err[k] += ew * (e - self.err[k]);
-            self.fast[k] += a * (y - self.fast[k]).clamp(-clip, clip);
+            let e = (y - ks.fast).abs().min(clip);
+            ks.err += ew * (e - ks.err);
+            ks.fast += a * (y - ks.fast).clamp(-clip, clip);
             // Slow base (time constant one period) and the profile learn the residual, clipped at its own scale.
-            let spread_clip = clip_at(self.spread[k]);
-            let raw = y - self.base[k];
+            let spread_clip = clip_at(ks.spread);
+            let raw = y - ks.base;
             let slow = self.memo.slow[c].max(running);
-            self.spread[k] += slow * (raw.abs().min(spread_clip) - self.spread[k]);
+            ks.spread += slow * (raw.abs().min(spread_clip) - ks.spread);
             let r = raw.clamp(-spread_clip, spread_clip);
-            self.base[k] += slow * r;
+            ks.base += slow * r;
             // Gradient step on the two bins the point's phase lies between.
             let step = p.rate * weight * r;
             bins[b0] += step * (1.0 - frac);
             bins[b1] += step * frac;
-            self.sum[k] += step;
+            ks.sum += step;
             if elapsed >= p.min_periods * period {
-                let g = self.gain(s, c, p);
+                let g = gain(flat_err, ks.err);
+                gains[c] = g;
                 if best.is_none_or(|(_, bg)| g > bg) {
                     best = Some((c, g));
                 }
             }
         }
         let current = self.active(s);
-        let current_gain = current.map_or(f32::NEG_INFINITY, |c| self.gain(s, c, p));
+        let current_gain = current.map_or(f32::NEG_INFINITY, |c| {
+            if c < cands && elapsed >= p.min_periods * p.periods[c] as f32 { gains[c] } else { self.gain(s, c, p) }
+        });
         match best {
             // A candidate takes over from another only by a clear margin (hysteresis).
             Some((c, g)) if g >= p.min_gain && current != Some(c) && g > current_gain + 0.1 => {
-                self.active[s] = c as u8 + 1;
+                self.series[s].active = c as u8 + 1;
                 Switch::Activated(c)
             }
             _ if current.is_some() && current_gain < 0.5 * p.min_gain => {
-                self.active[s] = 0;
+                self.series[s].active = 0;
                 Switch::Deactivated
             }
             _ => Switch::Unchanged,
         }
     }
+}
+
+/// Fraction of the plain level's one-step error `flat` that a candidate with error `err` removes.
+#[inline]
+fn gain(flat: f32, err: f32) -> f32 {
+    if flat <= 0.0 { 0.0 } else { 1.0 - err / flat }
 }
 
 /// Residual clip for a mean absolute error `scale`: 4 scales (about 5 sigmas), none while the scale is unknown.
@@ -290,14 +350,28 @@ fn clip_at(scale: f32) -> f32 {
 /// `(1 − frac)·bin[b0] + frac·bin[b1]` (linear interpolation between bin centres, wrapping around the period).
 #[inline]
 pub fn phase(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
-    let pos = t.rem_euclid(period) as f64 / period as f64 * bins as f64 - 0.5;
+    phase_of_rem(t.rem_euclid(period), period, bins)
+}
+
+/// [`phase`] of a time whose remainder in the period, `t.rem_euclid(period)`, is `rem`.
+#[inline]
+fn phase_of_rem(rem: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
+    let pos = rem as f64 / period as f64 * bins as f64 - 0.5;
     // `pos.floor()`, without the libm call the x86-64 baseline (no SSE4.1 `roundsd`) makes of it: `pos` is small
     // and at least −0.5, so truncating and stepping down below zero is exact (and a NaN stays a NaN in `frac`).
     let whole = pos as i64;
-    let lo = (whole - i64::from(whole as f64 > pos)) as f64;
-    let frac = (pos - lo) as f32;
-    let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
-    (b0, (b0 + 1) % bins, frac)
+    let lo = whole - i64::from(whole as f64 > pos);
+    let frac = (pos - lo as f64) as f32;
+    // `lo.rem_euclid(bins)` and `(b0 + 1) % bins` without the divisions: `lo` lies in [−1, bins).
+    let n = bins as i64;
+    let b0 = if (0..n).contains(&lo) {
+        lo
+    } else if lo == -1 && n > 0 {
+        n - 1
+    } else {
+        lo.rem_euclid(n)
+    } as usize;
+    (b0, if b0 + 1 == bins { 0 } else { b0 + 1 }, frac)
 }
 
 #[cfg(test)]

@@ -63,6 +63,31 @@ impl Sketch {
         -freq.log10()
     }
 
+    /// `surprise(x)` when `score` (else 0), then `update(x)`: the same values, with the bin of a value inside the
+    /// range found once.
+    #[inline]
+    pub fn observe(&mut self, x: f32, score: bool, p: &SketchParams) -> f64 {
+        if !(x >= self.lo && x <= self.hi) {
+            // Outside the range (or the first value, or not finite): the two steps share nothing.
+            let s = if score { self.surprise(x, p) } else { 0.0 };
+            self.update(x, p);
+            return s;
+        }
+        let b = self.bin(x);
+        let s = if score {
+            let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
+            -((f64::from(self.counts[b]) + f64::from(p.prior)) / norm).log10()
+        } else {
+            0.0
+        };
+        for c in &mut self.counts {
+            *c *= p.decay;
+        }
+        self.total = self.total * p.decay + 1.0;
+        self.counts[b] += 1.0;
+        s
+    }
+
     /// Counts `x` (after decaying every count), widening the range first if `x` lies outside it.
     #[inline]
     pub fn update(&mut self, x: f32, p: &SketchParams) {
@@ -84,12 +109,7 @@ impl Sketch {
 
     #[inline]
     fn bin(&self, x: f32) -> usize {
-        if self.hi > self.lo {
-            let pos = (x - self.lo) / (self.hi - self.lo) * BINS as f32;
-            (pos as usize).min(BINS - 1)
-        } else {
-            0
-        }
+        if self.hi > self.lo { bin_at((x - self.lo) / (self.hi - self.lo) * BINS as f32) } else { 0 }
     }
 
     /// Re-bins onto `[lo, hi]`: each old bin's count moves to the new bin holding its centre.
@@ -106,6 +126,14 @@ impl Sketch {
         }
         (self.lo, self.hi) = (lo, hi);
     }
+}
+
+/// The bin of position `pos` (in bin widths from `lo`): `(pos as usize).min(BINS - 1)`, through the cheaper i32
+/// conversion; both saturate (NaN and negatives to 0, large values to the top), so the clamp gives the same bin for
+/// every f32 (checked for all of them once, and on a spread in the tests).
+#[inline]
+fn bin_at(pos: f32) -> usize {
+    (pos as i32).clamp(0, BINS as i32 - 1) as usize
 }
 
 #[cfg(test)]
@@ -130,6 +158,35 @@ mod tests {
         let just_out = s.surprise(16.5, &P);
         let far_out = s.surprise(30.0, &P);
         assert!(just_out > 3.9 && far_out > just_out + 5.0, "{just_out} {far_out}");
+    }
+
+    #[test]
+    fn bin_at_is_the_saturating_usize_cast() {
+        for bits in (0..=u32::MAX).step_by(4093).chain([0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000]) {
+            let pos = f32::from_bits(bits);
+            assert_eq!(bin_at(pos), (pos as usize).min(BINS - 1), "{pos:e}");
+        }
+    }
+
+    #[test]
+    fn observe_is_surprise_then_update() {
+        let p = SketchParams { decay: 0.5f32.powf(1.0 / 50.0), ..P };
+        let (mut a, mut b) = (Sketch::default(), Sketch::default());
+        for i in 0..5000u32 {
+            let h = i.wrapping_mul(2_654_435_761);
+            // Mostly inside the range, with new extremes, constant stretches and the odd NaN.
+            let x = match i % 97 {
+                0 => f32::NAN,
+                1..=5 => 7.0,
+                _ => (h >> 8) as f32 / (1u32 << 24) as f32 * (1.0 + i as f32 / 1000.0),
+            };
+            let score = i % 3 != 0;
+            let want = if score { a.surprise(x, &p) } else { 0.0 };
+            a.update(x, &p);
+            let got = b.observe(x, score, &p);
+            // Debug output, so the NaN range before the first finite value compares equal.
+            assert_eq!((got.to_bits(), format!("{a:?}")), (want.to_bits(), format!("{b:?}")), "point {i}");
+        }
     }
 
     #[test]

@@ -26,12 +26,16 @@ pub struct SpotParams {
     pub max_shape: f32,
     /// `ln(1 − quantile)`, the log of the peaks' rate: every surprise and quantile needs it.
     ln_rate: f64,
+    /// The largest surprise of a value at or below the peaks threshold, `max(0, −log10(1 − quantile))` as
+    /// [`Spot::surprise`] rounds it (see [`Spot::exceeds`]).
+    peak_surprise: f64,
 }
 
 impl SpotParams {
     pub fn new(quantile: f32, step: f32, min_peaks: u32, memory: f32, max_shape: f32) -> Self {
         let ln_rate = f64::from(1.0 - quantile).ln();
-        Self { quantile, step, min_peaks, memory, max_shape, ln_rate }
+        let peak_surprise = (-ln_rate / std::f64::consts::LN_10).max(0.0);
+        Self { quantile, step, min_peaks, memory, max_shape, ln_rate, peak_surprise }
     }
 
     /// `ln(1 − quantile)`.
@@ -91,6 +95,18 @@ impl Spot {
         let y = f64::from(x - self.t) / f64::from(scale);
         let tail_ln = if y <= 0.0 || shape < 1e-4 { -y } else { -(1.0 + f64::from(shape) * y).ln() / f64::from(shape) };
         (-(p.ln_rate + tail_ln) / std::f64::consts::LN_10).max(0.0)
+    }
+
+    /// Whether `self.surprise(x, p) >= level`, the same answer without the divisions and the logarithm for the
+    /// values at or below the peaks threshold (most of them) when `level` is above what those can reach: their
+    /// surprise is `max(0, −(ln_rate + tail)/ln 10)` with a tail term `−y ≥ 0`, which rounding keeps at or below
+    /// `max(0, −ln_rate/ln 10)`, the [`SpotParams`]' peak surprise.
+    #[inline]
+    pub fn exceeds(&self, x: f32, level: f64, p: &SpotParams) -> bool {
+        if x <= self.t && p.peak_surprise < level {
+            return false;
+        }
+        self.surprise(x, p) >= level
     }
 
     /// The value whose surprise is `s` (the inverse of [`Spot::surprise`] above `t`): the calibrated threshold for a
@@ -258,6 +274,37 @@ mod tests {
         assert!(spot.surprise(1e30, &p).is_finite());
         assert!(surprise_to_unit(1e12, 4.0) < 1.0);
         assert!(surprise_to_unit(5.0, 4.0) < surprise_to_unit(5.1, 4.0));
+    }
+
+    #[test]
+    fn exceeds_is_the_surprise_compared_with_the_level() {
+        let mut u = Uniform(13);
+        let mut checked = 0;
+        for quantile in [0.98f32, 0.9, 0.5, 0.999] {
+            let p = SpotParams::new(quantile, 0.02, 16, 256.0, 0.5);
+            let mut spot = Spot::new(1.0);
+            for k in 0..20_000 {
+                // Exponential, heavy-tailed and constant stretches, so shapes from 0 to the clamp occur.
+                let v = match (k / 2000) % 3 {
+                    0 => -u.next().ln(),
+                    1 => (1.0 / u.next()).powf(0.4) - 1.0,
+                    _ => 0.5,
+                };
+                spot.update(v as f32, true, &p);
+                let x = (spot.t + (u.next() as f32 - 0.7) * 6.0).max(0.0);
+                let near_t = [spot.t, f32::from_bits(spot.t.to_bits() + 1), f32::from_bits(spot.t.to_bits() - 1)];
+                for x in [x, 0.0, f32::NAN, f32::INFINITY].into_iter().chain(near_t) {
+                    for level in [0.0, 0.5, 1.0, 1.7, 3.4, 4.0, 40.0, f64::NAN, p.peak_surprise] {
+                        let level = if level.is_nan() { level } else { level + (u.next() - 0.5) * 1e-3 };
+                        assert_eq!(spot.exceeds(x, level, &p), spot.surprise(x, &p) >= level, "{spot:?} {x} {level}");
+                        checked += 1;
+                    }
+                    let at = p.peak_surprise;
+                    assert_eq!(spot.exceeds(x, at, &p), spot.surprise(x, &p) >= at, "{spot:?} {x} at the peaks'");
+                }
+            }
+        }
+        assert!(checked > 1_000_000, "{checked}");
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! Every data file is one series (service: the file's name, metric `value`, label `file`), fed to a [`ShardDetector`]
 //! built from the same `[detector]` configuration the engine runs, point by point in file order. The files a thread
-//! runs are interleaved row by row into batches of `engine.batch-size` (so the detector's rounds hold many series),
-//! which does not change any score: the detector processes each series' points in order whatever the batching. Each row's anomaly score is the detector's per-point score stream. Detection is causal (a row's
-//! score depends only on the rows before it and itself) and uses no labels; the labels only enter the scoring. Files
-//! run in parallel on `engine.shards` threads; each series is independent, so the scores do not depend on that.
+//! runs are interleaved into batches of `engine.batch-size` (so the detector's rounds hold many series), which does
+//! not change any score: the detector processes each series' points in order whatever the batching. Each row's
+//! anomaly score is the detector's per-point score stream. Detection is causal (a row's score depends only on the rows
+//! before it and itself) and uses no labels; the labels only enter the scoring. Files run in parallel on
+//! `engine.shards` threads; each series is independent, so the scores do not depend on that.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -84,9 +85,15 @@ pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
     scores
 }
 
-/// The files `files` of `corpus` through `det`, each its own series (and service), interleaved row by row so a batch
-/// holds many series and the detector's rounds vectorise; each file's points stay in order, so every score is what
-/// the file alone would give. Events are discarded, the score stream is kept.
+/// The files `files` of `corpus` through `det`, each its own series (and service), interleaved so a batch holds many
+/// series and the detector's rounds vectorise; each file's points stay in order, so every score is what the file
+/// alone would give. Events are discarded, the score stream is kept.
+///
+/// A batch is a block of consecutive rows of every file that still has rows (at most `batch` points, at least one
+/// row), laid out file by file: its values are copied a file's slice at a time, its scores go back the same way, and
+/// the detector's `k`-th round holds each file's `k`-th row of the block, as if the rows were interleaved one by one.
+/// Blocks end where a file runs out, so within a run of blocks of one shape the ids and keys are the same: they are
+/// built once per shape (no `Arc` clone per row).
 fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], batch: usize) -> Vec<(usize, Vec<f64>)> {
     let keys: Vec<Arc<SeriesKey>> = files
         .iter()
@@ -94,44 +101,47 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
         .collect();
     let mut scores: Vec<Vec<f64>> = files.iter().map(|&k| vec![0.0; corpus[k].times.len()]).collect();
     let longest = files.iter().map(|&k| corpus[k].times.len()).max().unwrap_or(0);
-    let (mut ids, mut ks, mut times, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut origin, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new());
-    let mut flush = |ids: &mut Vec<u64>,
-                     ks: &mut Vec<Arc<SeriesKey>>,
-                     times: &mut Vec<i64>,
-                     values: &mut Vec<f64>,
-                     origin: &mut Vec<(u32, u32)>| {
-        out.clear();
-        out.resize(ids.len(), 0.0);
-        events.clear();
-        det.process_scored(ids, ks, times, values, &mut events, Some(&mut out));
-        for (&(f, row), &score) in origin.iter().zip(&out) {
-            scores[f as usize][row as usize] = score;
-        }
-        ids.clear();
-        ks.clear();
-        times.clear();
-        values.clear();
-        origin.clear();
-    };
-    for row in 0..longest {
-        for (f, &k) in files.iter().enumerate() {
-            let file = &corpus[k];
-            if row >= file.times.len() {
-                continue;
+    let (mut block_ids, mut block_keys) = (Vec::new(), Vec::new());
+    let (mut times, mut values, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut active, mut shape) = (Vec::new(), (Vec::new(), 0));
+    let mut row = 0;
+    while row < longest {
+        // The files with rows left, in `files` order, and the row where the first of them runs out.
+        active.clear();
+        active.extend((0..files.len()).filter(|&f| corpus[files[f]].times.len() > row));
+        let end = active.iter().map(|&f| corpus[files[f]].times.len()).min().unwrap_or(longest);
+        // More files than a batch holds: each batch is one row of a group of them.
+        let group = active.len().min(batch);
+        let rows = (batch / group).max(1);
+        while row < end {
+            let k = rows.min(end - row);
+            for part in active.chunks(group) {
+                if shape.0 != part || shape.1 != k {
+                    block_ids.clear();
+                    block_keys.clear();
+                    for &f in part {
+                        block_ids.extend(std::iter::repeat_n(keys[f].id, k));
+                        block_keys.extend(std::iter::repeat_n(&keys[f], k).cloned());
+                    }
+                    shape = (part.to_vec(), k);
+                }
+                times.clear();
+                values.clear();
+                for &f in part {
+                    let file = &corpus[files[f]];
+                    times.extend_from_slice(&file.times[row..row + k]);
+                    values.extend_from_slice(&file.values[row..row + k]);
+                }
+                out.clear();
+                out.resize(times.len(), 0.0);
+                events.clear();
+                det.process_scored(&block_ids, &block_keys, &times, &values, &mut events, Some(&mut out));
+                for (&f, got) in part.iter().zip(out.chunks_exact(k)) {
+                    scores[f][row..row + k].copy_from_slice(got);
+                }
             }
-            ids.push(keys[f].id);
-            ks.push(Arc::clone(&keys[f]));
-            times.push(file.times[row]);
-            values.push(file.values[row]);
-            origin.push((f as u32, row as u32));
-            if ids.len() == batch {
-                flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
-            }
+            row += k;
         }
-    }
-    if !ids.is_empty() {
-        flush(&mut ids, &mut ks, &mut times, &mut values, &mut origin);
     }
     files.iter().copied().zip(scores).collect()
 }
