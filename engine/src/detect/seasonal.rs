@@ -215,22 +215,27 @@ impl SeasonalBank {
     /// shard moving its seasonal models from the device to the CPU.
     pub fn from_buffers(b: &faultline_shaders::seasonal::SeasonalBuffers, first_time: &[TimeMs]) -> Self {
         use faultline_shaders::seasonal::CAND_FIELDS;
-        let field = |f: usize| b.cand.iter().skip(f).step_by(CAND_FIELDS).copied().collect::<Vec<f32>>();
-        let info = |f: usize| b.info.iter().skip(f).step_by(2);
-        Self {
-            profile: b.profile.clone(),
-            sum: field(0),
-            base: field(1),
-            spread: field(2),
-            fast: field(3),
-            err: field(4),
-            flat_fast: b.plain.iter().step_by(2).copied().collect(),
-            flat_err: b.plain.iter().skip(1).step_by(2).copied().collect(),
-            n: info(0).copied().collect(),
-            first_time: first_time.to_vec(),
-            active: info(1).map(|&a| a as u8).collect(),
-            memo: DecayMemo::default(),
-        }
+        let cand = b
+            .cand
+            .chunks_exact(CAND_FIELDS)
+            .map(|f| Cand { sum: f[0], base: f[1], spread: f[2], fast: f[3], err: f[4], rem: 0 })
+            .collect();
+        let series = b
+            .plain
+            .chunks_exact(2)
+            .zip(b.info.chunks_exact(2))
+            .zip(first_time)
+            .map(|((plain, info), &first_time)| SeriesState {
+                flat_fast: plain[0],
+                flat_err: plain[1],
+                n: info[0],
+                active: info[1] as u8,
+                first_time,
+                // No remainder carried over: the next point computes its phase afresh.
+                phase_t: TimeMs::MIN,
+            })
+            .collect();
+        Self { profile: b.profile.clone(), cand, series, memo: DecayMemo::default() }
     }
 
     /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
