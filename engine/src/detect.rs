@@ -168,8 +168,11 @@ struct Scored {
     stat: f32,
     excursion: bool,
     // Set by `calibrate`.
-    /// Surprise of the CUSUM statistic under its calibration, and the calibrated band of |z| (NaN: none).
+    /// Surprise of the CUSUM statistic under its calibration (NaN: not computed yet; then `shift_spot`, the
+    /// calibration as it stood before this point, gives it when a change point or an event needs it), and the
+    /// calibrated band of |z| (NaN: none).
     shift_s: f64,
+    shift_spot: Spot,
     band: f32,
     // Set by `channels`.
     level_shift: Option<LevelShift>,
@@ -209,6 +212,7 @@ impl Scored {
             stat: 0.0,
             excursion: false,
             shift_s: 0.0,
+            shift_spot: Spot::new(0.0),
             band: f32::NAN,
             level_shift: None,
             value_s: 0.0,
@@ -944,15 +948,20 @@ impl ShardDetector {
             if p.learned {
                 let spot = &mut self.spot_shift[s];
                 let stat_c = compress(p.stat);
-                p.shift_s = if spot.calibrated(&self.spot_params) {
-                    spot.surprise(stat_c, &self.spot_params)
+                // Learning needs only whether the surprise is under the alarm level (usually clear without computing
+                // it); its value is computed from the calibration as it stood when a change point or an event needs
+                // it (`shift_surprise`).
+                let learn = if spot.calibrated(&self.spot_params) {
+                    (p.shift_s, p.shift_spot) = (f64::NAN, *spot);
+                    !spot.exceeds(stat_c, alarm, &self.spot_params)
                 } else {
-                    uncalibrated_shift(p.stat)
+                    p.shift_s = uncalibrated_shift(p.stat);
+                    p.shift_s < alarm
                 };
-                spot.update(stat_c, p.shift_s < alarm, &self.spot_params);
+                spot.update(stat_c, learn, &self.spot_params);
                 // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
                 let spot = &mut self.spot_point[s];
-                let beyond = spot.calibrated(&self.spot_params) && spot.surprise(p.z_c, &self.spot_params) >= alarm;
+                let beyond = spot.calibrated(&self.spot_params) && spot.exceeds(p.z_c, alarm, &self.spot_params);
                 spot.update(p.z_c, !beyond, &self.spot_params);
             }
             let spot = &self.spot_point[s];
@@ -960,6 +969,11 @@ impl ShardDetector {
                 p.band = spot.quantile_at(alarm, &self.spot_params);
             }
         }
+    }
+
+    /// The surprise of point `p`'s CUSUM statistic under its calibration before the point (see `Scored::shift_s`).
+    fn shift_surprise(&self, p: &Scored) -> f64 {
+        if p.shift_s.is_nan() { p.shift_spot.surprise(compress(p.stat), &self.spot_params) } else { p.shift_s }
     }
 
     /// Phase three of a point: change points (re-baselining), the channels' surprises, fatigue and the verdict.
@@ -973,11 +987,11 @@ impl ShardDetector {
         // minimum deviation and `threshold` sigmas from the last reported one (the anchor): a staircase of small
         // re-baselines is reported as it adds up.
         if p.learned {
-            let cusum = &mut self.cusum[s];
-            if cusum.changed(&self.cusum_params)
-                && (p.shift_s >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
-                && let Some(new_level) = cusum.new_level()
+            if self.cusum[s].changed(&self.cusum_params)
+                && (self.shift_surprise(p) >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
+                && let Some(new_level) = self.cusum[s].new_level()
             {
+                let cusum = &mut self.cusum[s];
                 cusum.reset();
                 // The event path holds the level and scale from before the shift (the first change point of a run
                 // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
@@ -1010,19 +1024,23 @@ impl ShardDetector {
         // thresholded at `threshold` instead of its residual history.
         let de = &self.cfg.density;
         let scoring = p.seen > de.warmup_points;
-        p.value_s = if scoring { self.value[s].surprise(p.x as f32, &self.sketch_params) } else { 0.0 };
+        p.value_s = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
+        let from_history = scoring && !p.young;
+        let resid_s = if p.learned {
+            self.resid[s].observe(p.zf, from_history, &self.sketch_params)
+        } else if from_history {
+            self.resid[s].surprise(p.zf, &self.sketch_params)
+        } else {
+            0.0
+        };
         p.resid_s = if !scoring {
             0.0
         } else if p.young {
             let r = f64::from(p.z_c) / f64::from(prof.threshold);
             alarm * r * r
         } else {
-            self.resid[s].surprise(p.zf, &self.sketch_params) - de.residual_discount
+            resid_s - de.residual_discount
         };
-        self.value[s].update(p.x as f32, &self.sketch_params);
-        if p.learned {
-            self.resid[s].update(p.zf, &self.sketch_params);
-        }
         let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
         let raw = p.value_s.max(p.resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
@@ -1104,7 +1122,7 @@ impl ShardDetector {
         let (residual, sigma, z, z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
         let (level_shift, excursion, surprise, fatigue, anomalous) =
             (p.level_shift, p.excursion, p.surprise, p.fatigue, p.anomalous);
-        let (value_s, resid_s, shift_s) = (p.value_s, p.resid_s, p.shift_s);
+        let (value_s, resid_s) = (p.value_s, p.resid_s);
         if p.switch != Switch::Unchanged {
             // The robust model now sees x − profile (or x again): restart it where the season's tracker stands.
             let (level, err) = p.restart;
@@ -1242,7 +1260,7 @@ impl ShardDetector {
         let channels = Channels {
             value: unit(value_s),
             residual: unit(resid_s),
-            shift: unit(shift_s),
+            shift: unit(self.shift_surprise(p)),
             service: service
                 .map_or(0.0, |score| surprise_to_unit(self.service.surprise(s, score, &self.spot_params), alarm)),
             residual_name: if young {
