@@ -986,36 +986,35 @@ impl ShardDetector {
         // then the new normal and the model is re-baselined to it. The shift is reported once the level stands the
         // minimum deviation and `threshold` sigmas from the last reported one (the anchor): a staircase of small
         // re-baselines is reported as it adds up.
-        if p.learned {
-            if self.cusum[s].changed(&self.cusum_params)
-                && (self.shift_surprise(p) >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
-                && let Some(new_level) = self.cusum[s].new_level()
+        if p.learned
+            && self.cusum[s].changed(&self.cusum_params)
+            && (self.shift_surprise(p) >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
+            && let Some(new_level) = self.cusum[s].new_level()
+        {
+            let cusum = &mut self.cusum[s];
+            cusum.reset();
+            // The event path holds the level and scale from before the shift (the first change point of a run
+            // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
+            if self.cfg.level_shift.settle_after > 0 {
+                if self.hold_level[s].is_nan() {
+                    (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
+                }
+                self.hold_n[s] = 0;
+                self.hold_sum[s] = 0.0;
+            }
+            let anchor = &mut self.anchor[s];
+            if anchor.is_nan() {
+                *anchor = p.y - p.residual;
+            }
+            self.scoring.set_level(s, new_level);
+            let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
+            let moved = (to - from).abs();
+            if moved >= prof.min_abs
+                && moved >= prof.min_rel * from.abs()
+                && moved >= f64::from(prof.threshold) * f64::from(p.scale)
             {
-                let cusum = &mut self.cusum[s];
-                cusum.reset();
-                // The event path holds the level and scale from before the shift (the first change point of a run
-                // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
-                if self.cfg.level_shift.settle_after > 0 {
-                    if self.hold_level[s].is_nan() {
-                        (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
-                    }
-                    self.hold_n[s] = 0;
-                    self.hold_sum[s] = 0.0;
-                }
-                let anchor = &mut self.anchor[s];
-                if anchor.is_nan() {
-                    *anchor = p.y - p.residual;
-                }
-                self.scoring.set_level(s, new_level);
-                let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
-                let moved = (to - from).abs();
-                if moved >= prof.min_abs
-                    && moved >= prof.min_rel * from.abs()
-                    && moved >= f64::from(prof.threshold) * f64::from(p.scale)
-                {
-                    *anchor = new_level;
-                    p.level_shift = Some(LevelShift { from, to });
-                }
+                *anchor = new_level;
+                p.level_shift = Some(LevelShift { from, to });
             }
         }
 
