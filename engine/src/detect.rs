@@ -448,9 +448,9 @@ pub struct ShardDetector {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (2 periods of 48 bins), not counting the
-    /// series' key and index entry (756): robust level/scale 12, seasonal profiles and test 480, scale floor 4,
+    /// series' key and index entry (784): robust level/scale 12, seasonal profiles and test 480, scale floor 4,
     /// CUSUM 32 and its anchor 4, two SPOT calibrations 40, two sketches 152, fatigue and novelty 8, profile index,
-    /// M-of-N flags, run start and last time 20, batch scratch 4, its part in the service's multivariate score 24.
+    /// M-of-N flags, run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(2, 48)
