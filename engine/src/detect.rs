@@ -521,7 +521,7 @@ impl ShardDetector {
             min_share: mv.min_share,
             alarm: -cfg.risk.log10(),
         };
-        #[allow(unused_mut)]
+        #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
         let mut scoring = backend(&params);
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut scoring {
