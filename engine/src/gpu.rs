@@ -224,6 +224,47 @@ impl GpuContext {
         buf.get_mapped_range(0..bytes).map_err(|e| GpuError(format!("mapped range: {e:?}")))
     }
 
+    /// Copies the first `bytes` of each `src` to the start of its `dst`, in one submission: the state a wrapper keeps
+    /// when it replaces its buffers with larger ones.
+    fn copy_over(&self, copies: &[(&wgpu::Buffer, &wgpu::Buffer, u64)]) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for &(src, dst, bytes) in copies {
+            enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Reads `bytes` at `offset` of each piece's buffer back to the host through one staging buffer and one
+    /// submission; `read` gets each piece's bytes, in order (4-byte aligned, as every piece is a multiple of 4).
+    fn read_pieces<R>(
+        &self,
+        label: &str,
+        pieces: &[(&wgpu::Buffer, u64, u64)],
+        read: impl FnOnce(&[&[u8]]) -> R,
+    ) -> Result<R, GpuError> {
+        let total: u64 = pieces.iter().map(|p| p.2).sum();
+        let staging = self.buffer(label, total, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for &(buf, offset, bytes) in pieces {
+            enc.copy_buffer_to_buffer(buf, offset, &staging, at, bytes);
+            at += bytes;
+        }
+        self.queue.submit([enc.finish()]);
+        let view = self.map_read(&staging, total)?;
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut at = 0;
+        for &(_, _, bytes) in pieces {
+            parts.push(&view[at..at + bytes as usize]);
+            at += bytes as usize;
+        }
+        let out = read(&parts);
+        drop(parts);
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
     /// A bind group holding `buffers` whole at bindings 0, 1, … in order (how every shader here binds its buffers).
     fn bind_buffers(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
@@ -296,6 +337,12 @@ fn compute_pipeline(
         cache: None,
     });
     (pipeline, layout)
+}
+
+/// The capacity a growing buffer moves to when it must hold `need` entries: at least double the `current` one (and
+/// 1024), at most `limit`. The caller checks that it reaches `need`.
+fn grown(need: u64, current: u64, limit: u64) -> u64 {
+    need.max(current * 2).max(1024).min(limit)
 }
 
 /// Why the GPU backend could not score a chunk. The detector then moves the state to the CPU and carries on.
@@ -423,7 +470,7 @@ impl GpuRobust {
         if need <= self.capacity {
             return Ok(());
         }
-        let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / 4);
+        let cap = grown(need, self.capacity, self.ctx.max_binding / 4);
         if cap < need {
             return Err(GpuError(format!(
                 "{need} series exceed the device's largest binding ({} B)",
@@ -432,12 +479,12 @@ impl GpuRobust {
         }
         let (level, mad, count) = Self::state_buffers(&self.ctx, cap);
         if self.capacity > 0 {
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             let bytes = self.capacity * 4;
-            enc.copy_buffer_to_buffer(&self.level, 0, &level, 0, bytes);
-            enc.copy_buffer_to_buffer(&self.mad, 0, &mad, 0, bytes);
-            enc.copy_buffer_to_buffer(&self.count_buf, 0, &count, 0, bytes);
-            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.copy_over(&[
+                (&self.level, &level, bytes),
+                (&self.mad, &mad, bytes),
+                (&self.count_buf, &count, bytes),
+            ]);
         }
         (self.level, self.mad, self.count_buf, self.capacity) = (level, mad, count, cap);
         self.bind_group = None;
@@ -448,7 +495,7 @@ impl GpuRobust {
         if n <= self.chunk_capacity {
             return;
         }
-        let cap = n.max(self.chunk_capacity * 2).max(1024).min(self.max_chunk as u64);
+        let cap = grown(n, self.chunk_capacity, self.max_chunk as u64);
         (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
         self.chunk_capacity = cap;
         self.bind_group = None;
@@ -542,24 +589,14 @@ impl GpuRobust {
         self.reserve_state()?;
         self.flush_levels();
         let n = self.count.len() as u64;
-        let mut st = RobustState::default();
         if n == 0 {
-            return Ok(st);
+            return Ok(RobustState::default());
         }
-        let staging =
-            self.ctx.buffer("robust download", n * 12, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.level, 0, &staging, 0, n * 4);
-        enc.copy_buffer_to_buffer(&self.mad, 0, &staging, n * 4, n * 4);
-        enc.copy_buffer_to_buffer(&self.count_buf, 0, &staging, n * 8, n * 4);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&staging, n * 12)?;
-        let n = n as usize;
-        st.level = bytemuck::cast_slice(&view[..n * 4]).to_vec();
-        st.mad = bytemuck::cast_slice(&view[n * 4..n * 8]).to_vec();
-        st.count = bytemuck::cast_slice(&view[n * 8..]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(st)
+        let pieces = [(&self.level, 0, n * 4), (&self.mad, 0, n * 4), (&self.count_buf, 0, n * 4)];
+        self.ctx.read_pieces("robust download", &pieces, |p| RobustState {
+            level: bytemuck::cast_slice(p[0]).to_vec(),
+            mad: bytemuck::cast_slice(p[1]).to_vec(),
+            count: bytemuck::cast_slice(p[2]).to_vec(),
+        })
     }
 }

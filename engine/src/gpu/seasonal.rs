@@ -16,7 +16,7 @@ use faultline_shaders::seasonal::{
     SeasonalQueryGpu,
 };
 
-use super::{GpuContext, GpuError, STATE_USAGE};
+use super::{GpuContext, GpuError, STATE_USAGE, grown};
 use crate::detect::seasonal::{SeasonalParams, Switch, phase};
 use crate::model::TimeMs;
 
@@ -184,17 +184,20 @@ impl GpuSeasonal {
         if need > self.capacity {
             let strides = Self::strides(&self.params);
             let widest = strides.iter().copied().max().unwrap_or(8).max(1);
-            let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / widest);
+            let cap = grown(need, self.capacity, self.ctx.max_binding / widest);
             if cap < need {
                 return Err(GpuError(format!("{need} seasonal series exceed the device's largest binding")));
             }
             let state = Self::state_buffers(&self.ctx, &self.params, cap);
             if self.capacity > 0 {
-                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                for ((old, new), stride) in self.state.iter().zip(&state).zip(strides) {
-                    enc.copy_buffer_to_buffer(old, 0, new, 0, self.capacity * stride);
-                }
-                self.ctx.queue.submit([enc.finish()]);
+                let copies: Vec<_> = self
+                    .state
+                    .iter()
+                    .zip(&state)
+                    .zip(strides)
+                    .map(|((old, new), s)| (old, new, self.capacity * s))
+                    .collect();
+                self.ctx.copy_over(&copies);
             }
             (self.state, self.capacity) = (state, cap);
             self.bind_group = None;
@@ -202,7 +205,7 @@ impl GpuSeasonal {
         }
         if n > self.chunk_capacity {
             let max = self.ctx.max_binding / size_of::<SeasonalPointGpu>() as u64;
-            let cap = n.max(self.chunk_capacity * 2).max(1024).min(max);
+            let cap = grown(n, self.chunk_capacity, max);
             if cap < n {
                 return Err(GpuError(format!("a chunk of {n} seasonal points exceeds the device's largest binding")));
             }
@@ -324,7 +327,7 @@ impl GpuSeasonal {
         self.reserve(0)?;
         if m > self.query_capacity {
             let max = self.ctx.max_binding / size_of::<SeasonalQueryGpu>() as u64;
-            let cap = m.max(self.query_capacity * 2).max(1024).min(max);
+            let cap = grown(m, self.query_capacity, max);
             if cap < m {
                 return Err(GpuError(format!("a chunk of {m} seasonal queries exceeds the device's largest binding")));
             }
@@ -366,26 +369,21 @@ impl GpuSeasonal {
             return Ok(());
         }
         self.reserve(0)?;
-        let bytes = which.len() as u64 * 8;
-        let staging =
-            self.ctx.buffer("seasonal trackers", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         let cands = self.params.periods.len() as u64;
-        for (j, &(slot, c)) in which.iter().enumerate() {
-            // [fast, err] are adjacent in a candidate's fields, as [flat_fast, flat_err] are in `plain`.
-            let (buf, at) = match c {
-                Some(c) => (&self.state[1], ((u64::from(slot) * cands + c as u64) * CAND_FIELDS as u64 + 3) * 4),
-                None => (&self.state[2], u64::from(slot) * 8),
-            };
-            enc.copy_buffer_to_buffer(buf, at, &staging, j as u64 * 8, 8);
-        }
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&staging, bytes)?;
-        let values: &[f32] = bytemuck::cast_slice(&view);
-        out.extend(values.chunks_exact(2).map(|p| (p[0], p[1])));
-        drop(view);
-        staging.unmap();
-        Ok(())
+        // [fast, err] are adjacent in a candidate's fields, as [flat_fast, flat_err] are in `plain`.
+        let pieces: Vec<_> = which
+            .iter()
+            .map(|&(slot, c)| match c {
+                Some(c) => (&self.state[1], ((u64::from(slot) * cands + c as u64) * CAND_FIELDS as u64 + 3) * 4, 8),
+                None => (&self.state[2], u64::from(slot) * 8, 8),
+            })
+            .collect();
+        self.ctx.read_pieces("seasonal trackers", &pieces, |p| {
+            out.extend(p.iter().map(|b| {
+                let v: &[f32] = bytemuck::cast_slice(b);
+                (v[0], v[1])
+            }));
+        })
     }
 
     /// Copies the device state back to the host, in the shader's layout (for tests).
@@ -394,30 +392,15 @@ impl GpuSeasonal {
         let n = self.first_time.len() as u64;
         let strides = Self::strides(&self.params);
         let total: u64 = strides.iter().map(|s| s * n).sum();
-        let mut out = SeasonalBuffers::default();
         if n == 0 || total == 0 {
-            return Ok(out);
+            return Ok(SeasonalBuffers::default());
         }
-        let staging =
-            self.ctx.buffer("seasonal download", total, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        let mut at = 0;
-        for (buf, stride) in self.state.iter().zip(strides) {
-            enc.copy_buffer_to_buffer(buf, 0, &staging, at, stride * n);
-            at += stride * n;
-        }
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&staging, total)?;
-        let cut = |i: usize| {
-            let start: u64 = strides[..i].iter().map(|s| s * n).sum();
-            (start as usize)..((start + strides[i] * n) as usize)
-        };
-        out.profile = bytemuck::cast_slice(&view[cut(0)]).to_vec();
-        out.cand = bytemuck::cast_slice(&view[cut(1)]).to_vec();
-        out.plain = bytemuck::cast_slice(&view[cut(2)]).to_vec();
-        out.info = bytemuck::cast_slice(&view[cut(3)]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        let pieces: Vec<_> = self.state.iter().zip(strides).map(|(buf, stride)| (buf, 0, stride * n)).collect();
+        self.ctx.read_pieces("seasonal download", &pieces, |p| SeasonalBuffers {
+            profile: bytemuck::cast_slice(p[0]).to_vec(),
+            cand: bytemuck::cast_slice(p[1]).to_vec(),
+            plain: bytemuck::cast_slice(p[2]).to_vec(),
+            info: bytemuck::cast_slice(p[3]).to_vec(),
+        })
     }
 }

@@ -11,10 +11,7 @@ use faultline_kernels::spectral::{SpectralParams, SpectralState, WINDOW, twiddle
 use faultline_shaders::PointGpu;
 use faultline_shaders::spectral::{SPECTRAL_WORKGROUP_SIZE, SpectralParamsGpu};
 
-use super::{GpuContext, GpuError, STATE_USAGE};
-
-/// Bytes of device state per series: the window ring and the count.
-const STATE_BYTES: u64 = WINDOW as u64 * 4 + 4;
+use super::{GpuContext, GpuError, STATE_USAGE, grown};
 
 pub struct GpuSpectral {
     ctx: Arc<GpuContext>,
@@ -98,7 +95,7 @@ impl GpuSpectral {
         if need <= self.capacity {
             return Ok(());
         }
-        let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / (WINDOW as u64 * 4));
+        let cap = grown(need, self.capacity, self.ctx.max_binding / (WINDOW as u64 * 4));
         if cap < need {
             return Err(GpuError(format!(
                 "{need} spectral windows exceed the device's largest binding ({} B)",
@@ -107,10 +104,8 @@ impl GpuSpectral {
         }
         let (window, count) = Self::state_buffers(&self.ctx, cap);
         if self.capacity > 0 {
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.window, 0, &window, 0, self.capacity * WINDOW as u64 * 4);
-            enc.copy_buffer_to_buffer(&self.count, 0, &count, 0, self.capacity * 4);
-            self.ctx.queue.submit([enc.finish()]);
+            let ring = self.capacity * WINDOW as u64 * 4;
+            self.ctx.copy_over(&[(&self.window, &window, ring), (&self.count, &count, self.capacity * 4)]);
         }
         (self.window, self.count, self.capacity) = (window, count, cap);
         self.bind_group = None;
@@ -121,7 +116,7 @@ impl GpuSpectral {
         if n <= self.chunk_capacity {
             return;
         }
-        let cap = n.max(self.chunk_capacity * 2).max(1024).min(self.max_chunk as u64);
+        let cap = grown(n, self.chunk_capacity, self.max_chunk as u64);
         (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
         self.chunk_capacity = cap;
         self.bind_group = None;
@@ -199,23 +194,13 @@ impl GpuSpectral {
     pub fn download(&mut self) -> Result<SpectralState, GpuError> {
         self.reserve_state()?;
         let n = self.series as u64;
-        let mut st = SpectralState::default();
         if n == 0 {
-            return Ok(st);
+            return Ok(SpectralState::default());
         }
-        let bytes = n * STATE_BYTES;
-        let staging =
-            self.ctx.buffer("spectral download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let ring = n * WINDOW as u64 * 4;
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.window, 0, &staging, 0, ring);
-        enc.copy_buffer_to_buffer(&self.count, 0, &staging, ring, n * 4);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&staging, bytes)?;
-        st.window = bytemuck::cast_slice(&view[..ring as usize]).to_vec();
-        st.count = bytemuck::cast_slice(&view[ring as usize..]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(st)
+        let pieces = [(&self.window, 0, n * WINDOW as u64 * 4), (&self.count, 0, n * 4)];
+        self.ctx.read_pieces("spectral download", &pieces, |p| SpectralState {
+            window: bytemuck::cast_slice(p[0]).to_vec(),
+            count: bytemuck::cast_slice(p[1]).to_vec(),
+        })
     }
 }

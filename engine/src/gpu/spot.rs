@@ -9,7 +9,7 @@ use std::sync::Arc;
 use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
 use faultline_shaders::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
-use super::{GpuContext, GpuError, STATE_USAGE};
+use super::{GpuContext, GpuError, STATE_USAGE, grown};
 use crate::detect::spot::{Spot, SpotParams};
 
 /// One set of SPOT calibrators, resident on the device.
@@ -87,15 +87,13 @@ impl GpuSpot {
         let bytes = size_of::<SpotStateGpu>() as u64;
         let need = u64::from(self.len);
         if need > self.capacity {
-            let cap = need.max(self.capacity * 2).max(1024).min(self.ctx.max_binding / bytes);
+            let cap = grown(need, self.capacity, self.ctx.max_binding / bytes);
             if cap < need {
                 return Err(GpuError(format!("{need} calibrators exceed the device's largest binding")));
             }
             let state = self.ctx.buffer("spot state", cap * bytes, STATE_USAGE);
             if self.capacity > 0 {
-                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                enc.copy_buffer_to_buffer(&self.state, 0, &state, 0, u64::from(self.initialised) * bytes);
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.copy_over(&[(&self.state, &state, u64::from(self.initialised) * bytes)]);
             }
             (self.state, self.capacity, self.bind_group) = (state, cap, None);
         }
@@ -133,7 +131,7 @@ impl GpuSpot {
         let n = points.len() as u64;
         let stride = size_of::<SpotPointGpu>() as u64;
         if n > self.chunk_capacity {
-            let cap = n.max(self.chunk_capacity * 2).max(1024);
+            let cap = grown(n, self.chunk_capacity, u64::MAX);
             if cap * stride > self.ctx.max_binding {
                 return Err(GpuError(format!("a chunk of {n} points exceeds the device's largest binding")));
             }
@@ -174,15 +172,6 @@ impl GpuSpot {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging =
-            self.ctx.buffer("spot download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.state, 0, &staging, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        let view = self.ctx.map_read(&staging, bytes)?;
-        let states = bytemuck::cast_slice(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(states)
+        self.ctx.read_pieces("spot download", &[(&self.state, 0, bytes)], |p| bytemuck::cast_slice(p[0]).to_vec())
     }
 }
