@@ -754,8 +754,9 @@ impl ShardDetector {
                 sp.update(&self.slots);
             }
             // The round's points go through the ensemble in phases, each over the whole round: the models and
-            // change-point statistics (`models`), the calibrations (`calibrate`), the channels and the verdict
-            // (`channels`), seasonal learning (`learn_seasons`), then the score stream and events (`finish_point`).
+            // change-point statistics (`models`), the calibrations (`calibrate`), the rarity sketches (`rarity`), the
+            // channels and the verdict (`channels`), seasonal learning (`learn_seasons`), then the score stream and
+            // events (`finish_point`).
             // No series repeats within a round, and state shared between series (the service score, the output) is
             // touched in one phase only, in round order, so this gives what point-by-point processing gives; the
             // device's passes (calibration, seasons) batch the round.
@@ -779,6 +780,7 @@ impl ShardDetector {
                 self.pts.push(p);
             }
             self.calibrate();
+            self.rarity();
             // The phases borrow the detector whole: the round's points are lent out meanwhile.
             let mut pts = std::mem::take(&mut self.pts);
             for p in &mut pts {
@@ -976,7 +978,37 @@ impl ShardDetector {
         if p.shift_s.is_nan() { p.shift_spot.surprise(compress(p.stat), &self.spot_params) } else { p.shift_s }
     }
 
-    /// Phase three of a point: change points (re-baselining), the channels' surprises, fatigue and the verdict.
+    /// Phase three, over the round: the value's and the residual's rarity under the series' own history (−log10 p),
+    /// read before this point is counted. A young series, whose history cannot yet certify the risk, uses the robust
+    /// z-score thresholded at `threshold` instead of its residual history. Its own loop: the sketches are touched
+    /// nowhere else, and a loop of only this work lets the processor overlap the points' logarithms.
+    fn rarity(&mut self) {
+        let de = &self.cfg.density;
+        for p in &mut self.pts {
+            let s = p.s;
+            let scoring = p.seen > de.warmup_points;
+            p.value_s = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
+            let from_history = scoring && !p.young;
+            let resid_s = if p.learned {
+                self.resid[s].observe(p.zf, from_history, &self.sketch_params)
+            } else if from_history {
+                self.resid[s].surprise(p.zf, &self.sketch_params)
+            } else {
+                0.0
+            };
+            p.resid_s = if !scoring {
+                0.0
+            } else if p.young {
+                let threshold = self.profiles[self.profile[s] as usize].threshold;
+                let r = f64::from(p.z_c) / f64::from(threshold);
+                self.alarm * r * r
+            } else {
+                resid_s - de.residual_discount
+            };
+        }
+    }
+
+    /// Phase four of a point: change points (re-baselining), the channels' verdict with fatigue.
     fn channels(&mut self, p: &mut Scored) {
         let s = p.s;
         let prof = self.profiles[self.profile[s] as usize];
@@ -1018,28 +1050,7 @@ impl ShardDetector {
             }
         }
 
-        // The channels' surprises (−log10 p). Value and residual: rarity under the series' own history, read before
-        // this point is counted. A young series, whose history cannot yet certify the risk, uses the robust z-score
-        // thresholded at `threshold` instead of its residual history.
-        let de = &self.cfg.density;
-        let scoring = p.seen > de.warmup_points;
-        p.value_s = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
-        let from_history = scoring && !p.young;
-        let resid_s = if p.learned {
-            self.resid[s].observe(p.zf, from_history, &self.sketch_params)
-        } else if from_history {
-            self.resid[s].surprise(p.zf, &self.sketch_params)
-        } else {
-            0.0
-        };
-        p.resid_s = if !scoring {
-            0.0
-        } else if p.young {
-            let r = f64::from(p.z_c) / f64::from(prof.threshold);
-            alarm * r * r
-        } else {
-            resid_s - de.residual_discount
-        };
+        // The channels' surprises (−log10 p): value and residual from `rarity`, the spectral residual's here.
         let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
         let raw = p.value_s.max(p.resid_s).max(spectral_s).max(0.0);
         // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
@@ -1053,7 +1064,7 @@ impl ShardDetector {
         p.anomalous = p.surprise >= alarm || p.level_shift.is_some();
     }
 
-    /// Phase four, over the round: seasonal learning; anomalous points pull the profile with the robust model's
+    /// Phase five, over the round: seasonal learning; anomalous points pull the profile with the robust model's
     /// anomaly weight. A switch of season also fetches the tracker the robust model restarts from.
     fn learn_seasons(&mut self) {
         let anomaly_weight = self.params.anomaly_weight;
