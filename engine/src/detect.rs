@@ -448,15 +448,18 @@ pub struct ShardDetector {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (2 periods of 48 bins), not counting the
-    /// series' key and index entry (784): robust level/scale 12, seasonal profiles and test 480, scale floor 4,
-    /// CUSUM 32 and its anchor 4, two SPOT calibrations 40, two sketches 152, fatigue and novelty 8, profile index,
-    /// M-of-N flags, run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
+    /// series' key and index entry (798): robust level/scale 12, seasonal profiles and test 480, scale floor 4,
+    /// CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 40, two sketches 152,
+    /// fatigue and novelty 8, profile index, M-of-N flags, run start and last time 20, batch scratch 4, its part in the
+    /// service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(2, 48)
         + size_of::<f32>()
         + size_of::<Cusum>()
         + size_of::<f32>()
+        + 3 * size_of::<f32>()
+        + size_of::<u16>()
         + 2 * size_of::<Spot>()
         + 2 * size_of::<Sketch>()
         + 2 * size_of::<f32>()
@@ -1446,6 +1449,12 @@ mod tests {
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
         let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
         assert_eq!(stats.late, 2);
+    }
+
+    #[test]
+    fn the_state_per_series_is_what_the_docs_say() {
+        // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 798);
     }
 
     #[test]
