@@ -345,6 +345,57 @@ fn grown(need: u64, current: u64, limit: u64) -> u64 {
     need.max(current * 2).max(1024).min(limit)
 }
 
+/// A pass's per-item buffers: the input it uploads, the output the shader writes and the staging buffer it is read
+/// back through, grown together (see [`grown`]) up to what the device's largest binding holds.
+pub(crate) struct ChunkBuffers {
+    pub input: wgpu::Buffer,
+    pub output: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
+    /// Items the buffers hold room for.
+    capacity: u64,
+    /// Most items a chunk may hold.
+    max_items: u64,
+    /// What an item is (buffer labels and errors), and its bytes in the input and in the output.
+    what: &'static str,
+    strides: (u64, u64),
+}
+
+impl ChunkBuffers {
+    pub fn new(ctx: &GpuContext, what: &'static str, input_stride: u64, output_stride: u64) -> Self {
+        let max_items = (ctx.max_binding / input_stride.max(output_stride)).min(1 << 26);
+        let [input, output, readback] = Self::buffers(ctx, what, (input_stride, output_stride), 0);
+        Self { input, output, readback, capacity: 0, max_items, what, strides: (input_stride, output_stride) }
+    }
+
+    /// Most items one chunk may hold: the device's largest binding over the wider stride, and at most 2^26.
+    pub fn max_items(&self) -> usize {
+        self.max_items as usize
+    }
+
+    /// Makes room for `n` items. `Ok(true)` when the buffers were replaced: bind groups over them must be rebuilt.
+    pub fn reserve(&mut self, ctx: &GpuContext, n: u64) -> Result<bool, GpuError> {
+        if n <= self.capacity {
+            return Ok(false);
+        }
+        let cap = grown(n, self.capacity, self.max_items);
+        if cap < n {
+            return Err(GpuError(format!("a chunk of {n} {} exceeds the device's largest binding", self.what)));
+        }
+        [self.input, self.output, self.readback] = Self::buffers(ctx, self.what, self.strides, cap);
+        self.capacity = cap;
+        Ok(true)
+    }
+
+    fn buffers(ctx: &GpuContext, what: &str, (input, output): (u64, u64), n: u64) -> [wgpu::Buffer; 3] {
+        use wgpu::BufferUsages as U;
+        [
+            ctx.buffer(&format!("{what} input"), n * input, U::STORAGE | U::COPY_DST),
+            ctx.buffer(&format!("{what} output"), n * output, U::STORAGE | U::COPY_SRC),
+            ctx.buffer(&format!("{what} readback"), n * output, U::MAP_READ | U::COPY_DST),
+        ]
+    }
+}
+
 /// Why the GPU backend could not score a chunk. The detector then moves the state to the CPU and carries on.
 #[derive(Debug)]
 pub struct GpuError(pub String);
@@ -362,11 +413,8 @@ pub struct GpuRobust {
     count_buf: wgpu::Buffer,
     /// Series the state buffers hold room for.
     capacity: u64,
-    points: wgpu::Buffer,
-    scores: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    /// Points the chunk buffers hold room for.
-    chunk_capacity: u64,
+    /// Points in, z-scores and sigmas out.
+    chunk: ChunkBuffers,
     bind_group: Option<wgpu::BindGroup>,
     /// Host mirror of the device's `count`: points seen per series (the detector's warm-up reads it per point).
     pub count: Vec<u32>,
@@ -375,8 +423,6 @@ pub struct GpuRobust {
     /// Scale writes (a model restarted on a seasonal switch) to apply before the next dispatch.
     pending_mads: Vec<(u32, f32)>,
     upload: Vec<PointGpu>,
-    /// Points per dispatch, at most: bounded by the device's largest binding.
-    max_chunk: usize,
 }
 
 impl GpuRobust {
@@ -394,9 +440,8 @@ impl GpuRobust {
         };
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params_buf = ctx.buffer("robust params", size_of::<RobustParamsGpu>() as u64, uniform);
-        let max_chunk = (ctx.max_binding / size_of::<PointGpu>() as u64).min(1 << 26) as usize;
         let (level, mad, count_buf) = Self::state_buffers(&ctx, 0);
-        let (points, scores, readback) = Self::chunk_buffers(&ctx, 0);
+        let chunk = ChunkBuffers::new(&ctx, "robust points", size_of::<PointGpu>() as u64, 8);
         Self {
             ctx,
             params,
@@ -405,16 +450,12 @@ impl GpuRobust {
             mad,
             count_buf,
             capacity: 0,
-            points,
-            scores,
-            readback,
-            chunk_capacity: 0,
+            chunk,
             bind_group: None,
             count: Vec::new(),
             pending_levels: Vec::new(),
             pending_mads: Vec::new(),
             upload: Vec::new(),
-            max_chunk,
         }
     }
 
@@ -423,15 +464,6 @@ impl GpuRobust {
             ctx.buffer("robust level", series * 4, STATE_USAGE),
             ctx.buffer("robust mad", series * 4, STATE_USAGE),
             ctx.buffer("robust count", series * 4, STATE_USAGE),
-        )
-    }
-
-    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
-        use wgpu::BufferUsages as U;
-        (
-            ctx.buffer("robust points", n * 8, U::STORAGE | U::COPY_DST),
-            ctx.buffer("robust scores", n * 8, U::STORAGE | U::COPY_SRC),
-            ctx.buffer("robust readback", n * 8, U::MAP_READ | U::COPY_DST),
         )
     }
 
@@ -491,21 +523,12 @@ impl GpuRobust {
         Ok(())
     }
 
-    fn reserve_chunk(&mut self, n: u64) {
-        if n <= self.chunk_capacity {
-            return;
-        }
-        let cap = grown(n, self.chunk_capacity, self.max_chunk as u64);
-        (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
-        self.chunk_capacity = cap;
-        self.bind_group = None;
-    }
-
     fn bind_group(&mut self) -> wgpu::BindGroup {
         if let Some(bg) = &self.bind_group {
             return bg.clone();
         }
-        let buffers = [&self.params_buf, &self.level, &self.mad, &self.count_buf, &self.points, &self.scores];
+        let buffers =
+            [&self.params_buf, &self.level, &self.mad, &self.count_buf, &self.chunk.input, &self.chunk.output];
         let bg = self.ctx.bind_buffers("robust_update", &self.ctx.robust_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
@@ -533,7 +556,7 @@ impl GpuRobust {
         self.flush_levels();
         let mut start = 0;
         while start < slots.len() {
-            let end = slots.len().min(start + self.max_chunk);
+            let end = slots.len().min(start + self.chunk.max_items());
             self.dispatch(&slots[start..end], &x[start..end], &mut z[start..end], &mut sigma[start..end])?;
             start = end;
         }
@@ -546,23 +569,26 @@ impl GpuRobust {
 
     fn dispatch(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32]) -> Result<(), GpuError> {
         let n = slots.len();
-        self.reserve_chunk(n as u64);
+        // Chunks never exceed `max_items`, so this cannot fail.
+        if self.chunk.reserve(&self.ctx, n as u64).expect("a chunk within max_items") {
+            self.bind_group = None;
+        }
         self.upload.clear();
         self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| PointGpu { slot, x }));
         self.params.n = n as u32;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
-        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        queue.write_buffer(&self.chunk.input, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.robust_pipeline, &bg, n as u32, ROBUST_WORKGROUP_SIZE, 1);
         let bytes = (n * size_of::<ScoreGpu>()) as u64;
-        let view = self.ctx.submit_and_read(enc, &self.scores, &self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.chunk.output, &self.chunk.readback, bytes)?;
         let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
         for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
             (*zi, *si) = (s.z, s.sigma);
         }
         drop(view);
-        self.readback.unmap();
+        self.chunk.readback.unmap();
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use faultline_shaders::seasonal::{
     SeasonalQueryGpu,
 };
 
-use super::{GpuContext, GpuError, STATE_USAGE, grown};
+use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown};
 use crate::detect::seasonal::{SeasonalParams, Switch, phase};
 use crate::model::TimeMs;
 
@@ -76,10 +76,8 @@ pub struct GpuSeasonal {
     /// profile, cand, plain, info (see the WGSL's bindings).
     state: [wgpu::Buffer; 4],
     capacity: u64,
-    points: wgpu::Buffer,
-    switches: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    chunk_capacity: u64,
+    /// Points in, switch codes out.
+    chunk: ChunkBuffers,
     bind_group: Option<wgpu::BindGroup>,
     /// Host mirror: each series' first event time (`TimeMs::MIN` before its first point).
     first_time: Vec<TimeMs>,
@@ -87,12 +85,9 @@ pub struct GpuSeasonal {
     active: Vec<u8>,
     upload: Vec<SeasonalPointGpu>,
     codes: Vec<i32>,
-    /// The offset pass: its uniform block, queries in, offsets out (and their read-back), and scratch.
+    /// The offset pass: its uniform block, queries in, offsets out, and scratch.
     offset_params: wgpu::Buffer,
-    queries: wgpu::Buffer,
-    offsets: wgpu::Buffer,
-    offsets_readback: wgpu::Buffer,
-    query_capacity: u64,
+    queries: ChunkBuffers,
     offset_bind_group: Option<wgpu::BindGroup>,
     query_upload: Vec<SeasonalQueryGpu>,
     query_at: Vec<u32>,
@@ -104,9 +99,9 @@ impl GpuSeasonal {
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params_buf = ctx.buffer("seasonal params", size_of::<SeasonalParamsGpu>() as u64, uniform);
         let state = Self::state_buffers(&ctx, p, 0);
-        let (points, switches, readback) = Self::chunk_buffers(&ctx, 0);
+        let chunk = ChunkBuffers::new(&ctx, "seasonal points", size_of::<SeasonalPointGpu>() as u64, 4);
         let offset_params = ctx.buffer("seasonal offset params", size_of::<SeasonalParamsGpu>() as u64, uniform);
-        let (queries, offsets, offsets_readback) = Self::query_buffers(&ctx, 0);
+        let queries = ChunkBuffers::new(&ctx, "seasonal queries", size_of::<SeasonalQueryGpu>() as u64, 4);
         Self {
             ctx,
             params: p.clone(),
@@ -114,10 +109,7 @@ impl GpuSeasonal {
             params_buf,
             state,
             capacity: 0,
-            points,
-            switches,
-            readback,
-            chunk_capacity: 0,
+            chunk,
             bind_group: None,
             first_time: Vec::new(),
             active: Vec::new(),
@@ -125,22 +117,10 @@ impl GpuSeasonal {
             codes: Vec::new(),
             offset_params,
             queries,
-            offsets,
-            offsets_readback,
-            query_capacity: 0,
             offset_bind_group: None,
             query_upload: Vec::new(),
             query_at: Vec::new(),
         }
-    }
-
-    fn query_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
-        use wgpu::BufferUsages as U;
-        (
-            ctx.buffer("seasonal queries", n * size_of::<SeasonalQueryGpu>() as u64, U::STORAGE | U::COPY_DST),
-            ctx.buffer("seasonal offsets", n * 4, U::STORAGE | U::COPY_SRC),
-            ctx.buffer("seasonal offsets readback", n * 4, U::MAP_READ | U::COPY_DST),
-        )
     }
 
     /// Bytes of each state buffer per series.
@@ -153,15 +133,6 @@ impl GpuSeasonal {
         let (strides, labels) =
             (Self::strides(p), ["seasonal profile", "seasonal cand", "seasonal plain", "seasonal info"]);
         std::array::from_fn(|i| ctx.buffer(labels[i], series * strides[i], STATE_USAGE))
-    }
-
-    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
-        use wgpu::BufferUsages as U;
-        (
-            ctx.buffer("seasonal points", n * size_of::<SeasonalPointGpu>() as u64, U::STORAGE | U::COPY_DST),
-            ctx.buffer("seasonal switches", n * 4, U::STORAGE | U::COPY_SRC),
-            ctx.buffer("seasonal readback", n * 4, U::MAP_READ | U::COPY_DST),
-        )
     }
 
     /// Adds a fresh series and returns its slot.
@@ -203,14 +174,7 @@ impl GpuSeasonal {
             self.bind_group = None;
             self.offset_bind_group = None;
         }
-        if n > self.chunk_capacity {
-            let max = self.ctx.max_binding / size_of::<SeasonalPointGpu>() as u64;
-            let cap = grown(n, self.chunk_capacity, max);
-            if cap < n {
-                return Err(GpuError(format!("a chunk of {n} seasonal points exceeds the device's largest binding")));
-            }
-            (self.points, self.switches, self.readback) = Self::chunk_buffers(&self.ctx, cap);
-            self.chunk_capacity = cap;
+        if self.chunk.reserve(&self.ctx, n)? {
             self.bind_group = None;
         }
         Ok(())
@@ -221,7 +185,7 @@ impl GpuSeasonal {
             return bg.clone();
         }
         let [a, b, c, d] = &self.state;
-        let buffers = [&self.params_buf, a, b, c, d, &self.points, &self.switches];
+        let buffers = [&self.params_buf, a, b, c, d, &self.chunk.input, &self.chunk.output];
         let bg = self.ctx.bind_buffers("seasonal_update", &self.ctx.seasonal_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
@@ -266,15 +230,15 @@ impl GpuSeasonal {
         self.reserve(m as u64)?;
         self.gpu_params.n = m as u32;
         self.ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.gpu_params));
-        self.ctx.queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        self.ctx.queue.write_buffer(&self.chunk.input, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.seasonal_pipeline, &bg, m as u32, SEASONAL_WORKGROUP_SIZE, 1);
         let bytes = (m * 4) as u64;
-        let view = self.ctx.submit_and_read(enc, &self.switches, &self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.chunk.output, &self.chunk.readback, bytes)?;
         self.codes.clear();
         self.codes.extend_from_slice(bytemuck::cast_slice(&view));
         drop(view);
-        self.readback.unmap();
+        self.chunk.readback.unmap();
         let mut k = 0;
         for i in 0..n {
             if !values[i].is_finite() {
@@ -325,27 +289,21 @@ impl GpuSeasonal {
             return Ok(());
         }
         self.reserve(0)?;
-        if m > self.query_capacity {
-            let max = self.ctx.max_binding / size_of::<SeasonalQueryGpu>() as u64;
-            let cap = grown(m, self.query_capacity, max);
-            if cap < m {
-                return Err(GpuError(format!("a chunk of {m} seasonal queries exceeds the device's largest binding")));
-            }
-            (self.queries, self.offsets, self.offsets_readback) = Self::query_buffers(&self.ctx, cap);
-            (self.query_capacity, self.offset_bind_group) = (cap, None);
+        if self.queries.reserve(&self.ctx, m)? {
+            self.offset_bind_group = None;
         }
         let params = SeasonalParamsGpu { n: m as u32, ..self.gpu_params };
         self.ctx.queue.write_buffer(&self.offset_params, 0, bytemuck::bytes_of(&params));
-        self.ctx.queue.write_buffer(&self.queries, 0, bytemuck::cast_slice(&self.query_upload));
+        self.ctx.queue.write_buffer(&self.queries.input, 0, bytemuck::cast_slice(&self.query_upload));
         let bg = self.offset_bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.offset_pipeline, &bg, m as u32, SEASONAL_WORKGROUP_SIZE, 1);
-        let view = self.ctx.submit_and_read(enc, &self.offsets, &self.offsets_readback, m * 4)?;
+        let view = self.ctx.submit_and_read(enc, &self.queries.output, &self.queries.readback, m * 4)?;
         let values: &[f32] = bytemuck::cast_slice(&view);
         for (&i, &v) in self.query_at.iter().zip(values) {
             out[i as usize] = v;
         }
         drop(view);
-        self.offsets_readback.unmap();
+        self.queries.readback.unmap();
         Ok(())
     }
 
@@ -354,7 +312,7 @@ impl GpuSeasonal {
             return bg.clone();
         }
         let [profile, cand, _, info] = &self.state;
-        let buffers = [&self.offset_params, profile, cand, info, &self.queries, &self.offsets];
+        let buffers = [&self.offset_params, profile, cand, info, &self.queries.input, &self.queries.output];
         let bg = self.ctx.bind_buffers("seasonal_offset", &self.ctx.offset_layout, &buffers);
         self.offset_bind_group = Some(bg.clone());
         bg

@@ -11,7 +11,7 @@ use faultline_kernels::spectral::{SpectralParams, SpectralState, WINDOW, twiddle
 use faultline_shaders::PointGpu;
 use faultline_shaders::spectral::{SPECTRAL_WORKGROUP_SIZE, SpectralParamsGpu};
 
-use super::{GpuContext, GpuError, STATE_USAGE, grown};
+use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown};
 
 pub struct GpuSpectral {
     ctx: Arc<GpuContext>,
@@ -21,17 +21,12 @@ pub struct GpuSpectral {
     count: wgpu::Buffer,
     /// Series the state buffers hold room for.
     capacity: u64,
-    points: wgpu::Buffer,
-    scores: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    /// Points the chunk buffers hold room for.
-    chunk_capacity: u64,
+    /// Points in, scores out.
+    chunk: ChunkBuffers,
     bind_group: Option<wgpu::BindGroup>,
     /// Series added so far.
     series: usize,
     upload: Vec<PointGpu>,
-    /// Points per dispatch, at most: bounded by the device's largest binding.
-    max_chunk: usize,
 }
 
 impl GpuSpectral {
@@ -39,9 +34,8 @@ impl GpuSpectral {
         let params = SpectralParamsGpu::new(p.extend, p.look, p.mag_window, p.score_window, twiddles());
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params_buf = ctx.buffer("spectral params", size_of::<SpectralParamsGpu>() as u64, uniform);
-        let max_chunk = (ctx.max_binding / size_of::<PointGpu>() as u64).min(1 << 26) as usize;
         let (window, count) = Self::state_buffers(&ctx, 0);
-        let (points, scores, readback) = Self::chunk_buffers(&ctx, 0);
+        let chunk = ChunkBuffers::new(&ctx, "spectral points", size_of::<PointGpu>() as u64, 4);
         Self {
             ctx,
             params,
@@ -49,14 +43,10 @@ impl GpuSpectral {
             window,
             count,
             capacity: 0,
-            points,
-            scores,
-            readback,
-            chunk_capacity: 0,
+            chunk,
             bind_group: None,
             series: 0,
             upload: Vec::new(),
-            max_chunk,
         }
     }
 
@@ -64,15 +54,6 @@ impl GpuSpectral {
         (
             ctx.buffer("spectral window", series * WINDOW as u64 * 4, STATE_USAGE),
             ctx.buffer("spectral count", series * 4, STATE_USAGE),
-        )
-    }
-
-    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
-        use wgpu::BufferUsages as U;
-        (
-            ctx.buffer("spectral points", n * 8, U::STORAGE | U::COPY_DST),
-            ctx.buffer("spectral scores", n * 4, U::STORAGE | U::COPY_SRC),
-            ctx.buffer("spectral readback", n * 4, U::MAP_READ | U::COPY_DST),
         )
     }
 
@@ -112,21 +93,11 @@ impl GpuSpectral {
         Ok(())
     }
 
-    fn reserve_chunk(&mut self, n: u64) {
-        if n <= self.chunk_capacity {
-            return;
-        }
-        let cap = grown(n, self.chunk_capacity, self.max_chunk as u64);
-        (self.points, self.scores, self.readback) = Self::chunk_buffers(&self.ctx, cap);
-        self.chunk_capacity = cap;
-        self.bind_group = None;
-    }
-
     fn bind_group(&mut self) -> wgpu::BindGroup {
         if let Some(bg) = &self.bind_group {
             return bg.clone();
         }
-        let buffers = [&self.params_buf, &self.window, &self.count, &self.points, &self.scores];
+        let buffers = [&self.params_buf, &self.window, &self.count, &self.chunk.input, &self.chunk.output];
         let bg = self.ctx.bind_buffers("spectral_update", &self.ctx.spectral_layout, &buffers);
         self.bind_group = Some(bg.clone());
         bg
@@ -142,7 +113,7 @@ impl GpuSpectral {
         self.reserve_state()?;
         let mut start = 0;
         while start < slots.len() {
-            let end = slots.len().min(start + self.max_chunk);
+            let end = slots.len().min(start + self.chunk.max_items());
             self.dispatch(&slots[start..end], &x[start..end], &mut scores[start..end])?;
             start = end;
         }
@@ -151,20 +122,23 @@ impl GpuSpectral {
 
     fn dispatch(&mut self, slots: &[u32], x: &[f32], out: &mut [f32]) -> Result<(), GpuError> {
         let n = slots.len();
-        self.reserve_chunk(n as u64);
+        // Chunks never exceed `max_items`, so this cannot fail.
+        if self.chunk.reserve(&self.ctx, n as u64).expect("a chunk within max_items") {
+            self.bind_group = None;
+        }
         self.upload.clear();
         self.upload.extend(slots.iter().zip(x).map(|(&slot, &x)| PointGpu { slot, x }));
         self.params.n = n as u32;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
-        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(&self.upload));
+        queue.write_buffer(&self.chunk.input, 0, bytemuck::cast_slice(&self.upload));
         let bg = self.bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.spectral_pipeline, &bg, n as u32, SPECTRAL_WORKGROUP_SIZE, 1);
         let bytes = (n * 4) as u64;
-        let view = self.ctx.submit_and_read(enc, &self.scores, &self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.chunk.output, &self.chunk.readback, bytes)?;
         out.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);
-        self.readback.unmap();
+        self.chunk.readback.unmap();
         Ok(())
     }
 

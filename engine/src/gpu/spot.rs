@@ -9,7 +9,7 @@ use std::sync::Arc;
 use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
 use faultline_shaders::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
-use super::{GpuContext, GpuError, STATE_USAGE, grown};
+use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown};
 use crate::detect::spot::{Spot, SpotParams};
 
 /// One set of SPOT calibrators, resident on the device.
@@ -23,10 +23,8 @@ pub struct GpuSpot {
     len: u32,
     initialised: u32,
     t0: f32,
-    points: wgpu::Buffer,
-    outs: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    chunk_capacity: u64,
+    /// Points in, bands and surprises out.
+    chunk: ChunkBuffers,
     bind_group: Option<wgpu::BindGroup>,
     upload: Vec<SpotPointGpu>,
     init: Vec<SpotStateGpu>,
@@ -48,7 +46,8 @@ impl GpuSpot {
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params_buf = ctx.buffer("spot params", size_of::<SpotParamsGpu>() as u64, uniform);
         let state = ctx.buffer("spot state", 0, STATE_USAGE);
-        let (points, outs, readback) = Self::chunk_buffers(&ctx, 0);
+        let chunk =
+            ChunkBuffers::new(&ctx, "spot points", size_of::<SpotPointGpu>() as u64, size_of::<SpotOutGpu>() as u64);
         Self {
             ctx,
             params,
@@ -58,23 +57,11 @@ impl GpuSpot {
             len: 0,
             initialised: 0,
             t0,
-            points,
-            outs,
-            readback,
-            chunk_capacity: 0,
+            chunk,
             bind_group: None,
             upload: Vec::new(),
             init: Vec::new(),
         }
-    }
-
-    fn chunk_buffers(ctx: &GpuContext, n: u64) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
-        use wgpu::BufferUsages as U;
-        (
-            ctx.buffer("spot points", n * size_of::<SpotPointGpu>() as u64, U::STORAGE | U::COPY_DST),
-            ctx.buffer("spot outs", n * 8, U::STORAGE | U::COPY_SRC),
-            ctx.buffer("spot readback", n * 8, U::MAP_READ | U::COPY_DST),
-        )
     }
 
     /// Adds a calibrator and returns its slot.
@@ -129,26 +116,20 @@ impl GpuSpot {
         }
         self.reserve_state()?;
         let n = points.len() as u64;
-        let stride = size_of::<SpotPointGpu>() as u64;
-        if n > self.chunk_capacity {
-            let cap = grown(n, self.chunk_capacity, u64::MAX);
-            if cap * stride > self.ctx.max_binding {
-                return Err(GpuError(format!("a chunk of {n} points exceeds the device's largest binding")));
-            }
-            (self.points, self.outs, self.readback) = Self::chunk_buffers(&self.ctx, cap);
-            (self.chunk_capacity, self.bind_group) = (cap, None);
+        if self.chunk.reserve(&self.ctx, n)? {
+            self.bind_group = None;
         }
         self.params.n = n as u32;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
-        queue.write_buffer(&self.points, 0, bytemuck::cast_slice(points));
+        queue.write_buffer(&self.chunk.input, 0, bytemuck::cast_slice(points));
         let bg = self.bind_group();
         let enc = self.ctx.encode_dispatch(&self.ctx.spot_pipeline, &bg, n as u32, SPOT_WORKGROUP_SIZE, 1);
         let bytes = n * size_of::<SpotOutGpu>() as u64;
-        let view = self.ctx.submit_and_read(enc, &self.outs, &self.readback, bytes)?;
+        let view = self.ctx.submit_and_read(enc, &self.chunk.output, &self.chunk.readback, bytes)?;
         outs.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);
-        self.readback.unmap();
+        self.chunk.readback.unmap();
         Ok(())
     }
 
@@ -159,7 +140,7 @@ impl GpuSpot {
         let bg = self.ctx.bind_buffers(
             "spot_update",
             &self.ctx.spot_layout,
-            &[&self.params_buf, &self.state, &self.points, &self.outs],
+            &[&self.params_buf, &self.state, &self.chunk.input, &self.chunk.output],
         );
         self.bind_group = Some(bg.clone());
         bg
