@@ -9,7 +9,7 @@
 # detector exactly; time them too (A/B, alternating), since fewer instructions are not always less time.
 #
 # Counts only `ShardDetector::process_scored` and what it calls (one shard; loading the corpus and scoring are not
-# counted). Needs valgrind (`apt-get install valgrind`). Takes about a minute.
+# counted). Needs valgrind (`apt-get install valgrind`). The count takes a few seconds after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: detector-instructions.sh DATA_DIR LABELS_FILE [FAULTLINE_BINARY]}
