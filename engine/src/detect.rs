@@ -763,44 +763,68 @@ impl ShardDetector {
             // No series repeats within a round, and state shared between series (the service score, the output) is
             // touched in one phase only, in round order, so this gives what point-by-point processing gives; the
             // device's passes (calibration, seasons) batch the round.
-            self.pts.clear();
-            for k in 0..n {
-                let j = self.order[range.start + k] as usize;
-                let i = self.keep[j] as usize;
-                let mut p = Scored::new(
-                    i,
-                    self.kept_slots[j] as usize,
-                    times[i],
-                    self.dts[j],
-                    values[i],
-                    self.offsets[k],
-                    self.xs[k],
-                    self.zs[k],
-                    self.sigmas[k],
-                );
-                p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
-                self.models(&mut p);
-                self.pts.push(p);
-            }
+            // Each phase is a function of its own, never inlined here: compiled apart, each loop keeps the registers
+            // to itself, and the detector executes about 6 % fewer instructions a point on NAB than with every phase
+            // inlined into this function (`benches/detector-instructions.sh`; BENCHMARKS.md).
+            self.models_round(range.start, times, values);
             self.calibrate();
             self.rarity();
-            // The phases borrow the detector whole: the round's points are lent out meanwhile.
-            let mut pts = std::mem::take(&mut self.pts);
-            for p in &mut pts {
-                self.channels(p);
-            }
-            self.pts = pts;
+            self.channels_round();
             self.learn_seasons();
-            let pts = std::mem::take(&mut self.pts);
-            for p in &pts {
-                let score = self.finish_point(p, out, &mut stats);
-                if let Some(sc) = scores.as_deref_mut() {
-                    sc[p.i] = score;
-                }
-            }
-            self.pts = pts;
+            self.finish_round(out, &mut stats, scores.as_deref_mut());
         }
         stats
+    }
+
+    /// The round's points (`order[start..]`, one per slot in `slots`, with the kernel's output) through phase one
+    /// (see `models`), into `pts`.
+    #[inline(never)]
+    fn models_round(&mut self, start: usize, times: &[TimeMs], values: &[f64]) {
+        // The phases borrow the detector whole: the round's points are lent out meanwhile.
+        let mut pts = std::mem::take(&mut self.pts);
+        pts.clear();
+        for k in 0..self.slots.len() {
+            let j = self.order[start + k] as usize;
+            let i = self.keep[j] as usize;
+            pts.push(Scored::new(
+                i,
+                self.kept_slots[j] as usize,
+                times[i],
+                self.dts[j],
+                values[i],
+                self.offsets[k],
+                self.xs[k],
+                self.zs[k],
+                self.sigmas[k],
+            ));
+            let p = pts.last_mut().expect("just pushed");
+            p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
+            self.models(p);
+        }
+        self.pts = pts;
+    }
+
+    /// Phase four over the round (see `channels`).
+    #[inline(never)]
+    fn channels_round(&mut self) {
+        let mut pts = std::mem::take(&mut self.pts);
+        for p in &mut pts {
+            self.channels(p);
+        }
+        self.pts = pts;
+    }
+
+    /// The last phase over the round (see `finish_point`), writing each point's score into `scores` when given.
+    #[inline(never)]
+    fn finish_round(&mut self, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats, mut scores: Option<&mut [f64]>) {
+        let pts = std::mem::take(&mut self.pts);
+        for p in &pts {
+            let score = self.finish_point(p, out, stats);
+            if let Some(sc) = scores.as_deref_mut() {
+                sc[p.i] = score;
+            }
+        }
+        self.pts = pts;
     }
 
     /// The seasonal offset of each point of the round (`self.slots`, `self.round_times`) into `self.offsets`.
@@ -910,6 +934,7 @@ impl ShardDetector {
     /// Phase two, over the round: the calibrations. Each warmed-up point's CUSUM statistic is scored and learned by
     /// its SPOT calibration (unless it is extreme), and so is its |z|, whose calibrated quantile at the configured risk
     /// is the normal band (`band`; NaN while uncalibrated or while the residual history is young).
+    #[inline(never)]
     fn calibrate(&mut self) {
         let (alarm, cusum_threshold) = (self.alarm, self.cusum_params.threshold);
         // While the CUSUM statistic's calibration has too few peaks, its surprise is its ratio to the CUSUM threshold,
@@ -985,6 +1010,7 @@ impl ShardDetector {
     /// read before this point is counted. A young series, whose history cannot yet certify the risk, uses the robust
     /// z-score thresholded at `threshold` instead of its residual history. Its own loop: the sketches are touched
     /// nowhere else, and a loop of only this work lets the processor overlap the points' logarithms.
+    #[inline(never)]
     fn rarity(&mut self) {
         let de = &self.cfg.density;
         for p in &mut self.pts {
@@ -1014,7 +1040,7 @@ impl ShardDetector {
     /// Phase four of a point: change points (re-baselining), the channels' verdict with fatigue.
     fn channels(&mut self, p: &mut Scored) {
         let s = p.s;
-        let prof = self.profiles[self.profile[s] as usize];
+        let prof = &self.profiles[self.profile[s] as usize];
         let alarm = self.alarm;
         // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
         // the excursion, and extreme for this series (calibrated by SPOT) or far past the threshold; the new level is
@@ -1069,6 +1095,7 @@ impl ShardDetector {
 
     /// Phase five, over the round: seasonal learning; anomalous points pull the profile with the robust model's
     /// anomaly weight. A switch of season also fetches the tracker the robust model restarts from.
+    #[inline(never)]
     fn learn_seasons(&mut self) {
         let anomaly_weight = self.params.anomaly_weight;
         let weight = |p: &Scored| if p.anomalous { anomaly_weight } else { 1.0 };
@@ -1133,7 +1160,7 @@ impl ShardDetector {
     /// the service score, the scale floor's learning, noise controls and the event. Returns the point's score.
     fn finish_point(&mut self, p: &Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
         let s = p.s;
-        let prof = self.profiles[self.profile[s] as usize];
+        let prof = &self.profiles[self.profile[s] as usize];
         let (seen, learned, young, alarm) = (p.seen, p.learned, p.young, self.alarm);
         let (residual, sigma, z, z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
         let (level_shift, excursion, surprise, fatigue, anomalous) =
