@@ -42,6 +42,7 @@ for text in open(sys.argv[2]):
     n = int(m.group(1).replace(",", ""))
     path, func = m.group(2), m.group(3)
     file = path.rsplit("/", 1)[-1]
+    phase = re.search(r"ShardDetector::(\w+)", func)
     if "SeasonalBank::update" in func:
         part = "seasonal learning (SeasonalBank::update)"
     elif "Sketch::" in func:
@@ -52,19 +53,18 @@ for text in open(sys.argv[2]):
         part = "robust kernel (kernels crate)"
     elif "libc" in text or file.startswith(("memmove", "memset", "memcmp", "memcpy")):
         part = "libc (memcpy, memset)"
-    elif file == "detect.rs":
-        part = "detector phases (detect.rs: models, channels, score stream, events)"
-    elif file in ("spot.rs", "cusum.rs", "seasonal.rs", "service.rs", "sketch.rs", "spectral.rs"):
-        part = f"inlined into the phases: {file}"
+    elif phase:
+        part = f"ShardDetector::{phase.group(1)} (with what is inlined into it)"
+        if path.startswith("/rustc/") or "/rust/deps/" in path or "/.cargo/registry/" in path:
+            std["/".join(path.split("/")[-2:])] += n
     else:
-        part = "inlined standard library (Vec, indexing, float helpers, hashing)"
-        std["/".join(path.split("/")[-2:])] += n
+        part = "other"
     parts[part] += n
     total += n
 print(f"detector instructions per NAB point: {total / rows:.0f} ({rows} points, one shard)")
 for part, n in parts.most_common():
     print(f"  {n / rows:7.0f}  {100 * n / total:5.1f} %  {part}")
-print("the inlined standard library by source file:")
+print("standard library code inlined into the detector's phases, by source file:")
 for file, n in std.most_common(8):
     print(f"  {n / rows:7.0f}  {file}")
 EOF
