@@ -84,6 +84,8 @@ pub struct Profile {
     pub min_rel: f64,
     pub m: u32,
     pub n: u32,
+    /// The M-of-N history's mask: the low `n` bits.
+    pub mask: u16,
     /// Low-volume guard: the service's traffic below this silences the series' events.
     pub min_volume: Option<f64>,
     pub above: Option<f64>,
@@ -106,6 +108,7 @@ impl Profile {
             min_rel: o.and_then(|o| o.min_rel_deviation).unwrap_or(d.min_rel_deviation),
             m,
             n,
+            mask: if n >= 16 { u16::MAX } else { (1u16 << n) - 1 },
             min_volume: o.and_then(|o| o.min_volume),
             above: None,
             below: None,
@@ -1272,8 +1275,7 @@ impl ShardDetector {
             flagged = false;
             stats.low_volume += 1;
         }
-        let mask: u16 = if prof.n >= 16 { u16::MAX } else { (1u16 << prof.n) - 1 };
-        let hist = ((self.flags[s] << 1) | u16::from(flagged)) & mask;
+        let hist = ((self.flags[s] << 1) | u16::from(flagged)) & prof.mask;
         self.flags[s] = hist;
         let t = p.t;
         if !flagged {

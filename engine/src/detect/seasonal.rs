@@ -363,13 +363,9 @@ fn greater(a: f32, b: f32) -> f32 {
 /// `v.clamp(-c, c)` for a `c` that is neither NaN nor negative.
 #[inline(always)]
 fn within(v: f32, c: f32) -> f32 {
-    if v < -c {
-        -c
-    } else if v > c {
-        c
-    } else {
-        v
-    }
+    // A `max` then a `min`, each one instruction (`maxss`, `minss` on x86-64), in the order that keeps a NaN `v`.
+    let floor = if -c > v { -c } else { v };
+    if c < floor { c } else { floor }
 }
 
 /// Residual clip for a mean absolute error `scale`: 4 scales (about 5 sigmas), none while the scale is unknown.
