@@ -766,9 +766,10 @@ impl ShardDetector {
             // No series repeats within a round, and state shared between series (the service score, the output) is
             // touched in one phase only, in round order, so this gives what point-by-point processing gives; the
             // device's passes (calibration, seasons) batch the round.
-            // Each phase is a function of its own, never inlined here: compiled apart, each loop keeps the registers
-            // to itself, and the detector executes about 6 % fewer instructions a point on NAB than with every phase
-            // inlined into this function (`benches/detector-instructions.sh`; BENCHMARKS.md).
+            // Each phase is a function of its own, never inlined here: compiled apart, a local change to one phase
+            // changes that phase's code, not the register allocation of one function holding them all (with every
+            // phase inlined, bit-identical trims made the detector execute more instructions, not fewer; see
+            // `benches/detector-instructions.sh` and BENCHMARKS.md).
             self.models_round(range.start, times, values);
             self.calibrate();
             self.rarity();
