@@ -84,8 +84,8 @@ pub struct Profile {
     pub min_rel: f64,
     pub m: u32,
     pub n: u32,
-    /// The M-of-N history's mask: the low `n` bits.
-    pub mask: u16,
+    /// The M-of-N history's mask, the low `n` bits: derived from `n` by `resolve`, the only constructor.
+    mask: u16,
     /// Low-volume guard: the service's traffic below this silences the series' events.
     pub min_volume: Option<f64>,
     pub above: Option<f64>,

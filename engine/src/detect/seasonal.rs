@@ -322,17 +322,17 @@ impl SeasonalBank {
     }
 }
 
-/// `t.rem_euclid(period)` from `rem`, the remainder of the series' last phase time `last`, when `t` is less than a
-/// period after it (exact integer arithmetic, so the same value), else afresh.
+/// `t.rem_euclid(period)` from `last_rem`, the remainder of the series' last phase time `last`, when `t` is less than
+/// a period after it (exact integer arithmetic, so the same value), else afresh.
 #[inline]
-fn rem(last: TimeMs, rem: TimeMs, t: TimeMs, period: TimeMs) -> TimeMs {
+fn rem(last: TimeMs, last_rem: TimeMs, t: TimeMs, period: TimeMs) -> TimeMs {
     if last != TimeMs::MIN
         && let Some(d) = t.checked_sub(last)
         && (0..period).contains(&d)
     {
-        // rem + d without overflow: both lie in [0, period).
-        let left = period - rem;
-        return if d < left { rem + d } else { d - left };
+        // last_rem + d without overflow: both lie in [0, period).
+        let left = period - last_rem;
+        return if d < left { last_rem + d } else { d - left };
     }
     t.rem_euclid(period)
 }
