@@ -46,7 +46,7 @@ use faultline_kernels::{Kernels, RobustParams, RobustState};
 use self::cusum::{Cusum, CusumParams};
 use self::seasonal::{SeasonalBank, SeasonalParams, Switch};
 use self::service::{ServiceBank, ServiceParams};
-use self::sketch::{Sketch, SketchParams};
+use self::sketch::{Odds, Sketch, SketchParams};
 use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
@@ -177,11 +177,12 @@ struct Scored {
     shift_s: f64,
     shift_spot: Spot,
     band: f32,
-    // Set by `channels`.
-    level_shift: Option<LevelShift>,
+    // Set by `rarity`.
     value_s: f64,
     resid_s: f64,
     fatigue: f64,
+    // Set by `channels`.
+    level_shift: Option<LevelShift>,
     surprise: f64,
     anomalous: bool,
     // Set by `learn_seasons`.
@@ -393,6 +394,8 @@ pub struct ShardDetector {
     cfg: DetectorConfig,
     rca: RcaConfig,
     index: IdMap<u32>,
+    /// The series id and slot last seen at each batch position (see `slot_of`).
+    by_position: Vec<(SeriesId, u32)>,
     keys: Vec<Arc<SeriesKey>>,
     seasonal: SeasonalBank,
     /// The per-service multivariate score and each series' part in it.
@@ -447,6 +450,8 @@ pub struct ShardDetector {
     round_times: Vec<TimeMs>,
     /// The round's points between phases.
     pts: Vec<Scored>,
+    /// The round's odds, then their logarithms (`rarity`).
+    logs: Vec<f32>,
 }
 
 impl ShardDetector {
@@ -588,6 +593,8 @@ impl ShardDetector {
             sigmas: Vec::new(),
             round_times: Vec::new(),
             pts: Vec::new(),
+            logs: Vec::new(),
+            by_position: Vec::new(),
         }
     }
 
@@ -611,7 +618,26 @@ impl ShardDetector {
         self.spectral.as_mut()
     }
 
-    fn slot_of(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
+    /// The slot of series `id`, at position `i` of its batch (a new slot for a new series). Sources that emit their
+    /// series in a stable order (scrapes, replays, the simulator) put the same series at the same position batch
+    /// after batch: a cache by position answers those without the hash lookup.
+    #[inline]
+    fn slot_of(&mut self, i: usize, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
+        if let Some(&(cached, s)) = self.by_position.get(i)
+            && cached == id
+            && s != u32::MAX
+        {
+            return s;
+        }
+        let s = self.slot_of_id(id, key, stats);
+        if i >= self.by_position.len() {
+            self.by_position.resize(i + 1, (SeriesId::default(), u32::MAX));
+        }
+        self.by_position[i] = (id, s);
+        s
+    }
+
+    fn slot_of_id(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
         if let Some(&s) = self.index.get(&id) {
             return s;
         }
@@ -691,7 +717,7 @@ impl ShardDetector {
         self.dts.clear();
         let mut rounds = 0;
         for i in 0..ids.len() {
-            let s = self.slot_of(ids[i], &keys[i], &mut stats);
+            let s = self.slot_of(i, ids[i], &keys[i], &mut stats);
             let su = s as usize;
             let t = times[i];
             // Models read event time only: a point not newer than the series' last one is late and skipped.
@@ -1011,32 +1037,51 @@ impl ShardDetector {
     }
 
     /// Phase three, over the round: the value's and the residual's rarity under the series' own history (−log10 p),
-    /// read before this point is counted. A young series, whose history cannot yet certify the risk, uses the robust
-    /// z-score thresholded at `threshold` instead of its residual history. Its own loop: the sketches are touched
-    /// nowhere else, and a loop of only this work lets the processor overlap the points' logarithms.
+    /// read before this point is counted, and fatigue. A young series, whose history cannot yet certify the risk, uses
+    /// the robust z-score thresholded at `threshold` instead of its residual history. The sketches give odds; the
+    /// round's logarithms (two odds and the fatigue term a point) are then taken together, in vector registers
+    /// ([`sketch::ln_slice`]).
     #[inline(never)]
     fn rarity(&mut self) {
         let de = &self.cfg.density;
-        for p in &mut self.pts {
+        let n = self.pts.len();
+        self.logs.clear();
+        self.logs.resize(3 * n, 1.0);
+        let (value_p, rest) = self.logs.split_at_mut(n);
+        let (resid_p, fatigue_p) = rest.split_at_mut(n);
+        for (k, p) in self.pts.iter_mut().enumerate() {
             let s = p.s;
             let scoring = p.seen > de.warmup_points;
-            p.value_s = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
+            let v = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
             let from_history = scoring && !p.young;
-            let resid_s = if p.learned {
+            let r = if p.learned {
                 self.resid[s].observe(p.zf, from_history, &self.sketch_params)
             } else if from_history {
-                self.resid[s].surprise(p.zf, &self.sketch_params)
+                self.resid[s].odds(p.zf, &self.sketch_params)
             } else {
-                0.0
+                Odds::NONE
             };
-            p.resid_s = if !scoring {
+            // The extras wait in the surprises' fields for their logarithms.
+            (value_p[k], p.value_s) = (v.prob, v.extra);
+            (resid_p[k], p.resid_s) = (r.prob, r.extra);
+            // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale) (0 when none:
+            // ln 1 is 0). `channels` counts this point's alarm after reading it; no series repeats within a round.
+            fatigue_p[k] = (1.0 + f64::from(self.alarms[p.s]) / self.cfg.fatigue.scale) as f32;
+        }
+        sketch::ln_slice(&mut self.logs);
+        let (value_ln, rest) = self.logs.split_at(n);
+        let (resid_ln, fatigue_ln) = rest.split_at(n);
+        for (k, p) in self.pts.iter_mut().enumerate() {
+            p.value_s = sketch::surprise_of(p.value_s, value_ln[k]);
+            p.fatigue = f64::from(fatigue_ln[k]) * std::f64::consts::LOG10_E;
+            p.resid_s = if p.seen <= de.warmup_points {
                 0.0
             } else if p.young {
-                let threshold = self.profiles[self.profile[s] as usize].threshold;
+                let threshold = self.profiles[self.profile[p.s] as usize].threshold;
                 let r = f64::from(p.z_c) / f64::from(threshold);
                 self.alarm * r * r
             } else {
-                resid_s - de.residual_discount
+                sketch::surprise_of(p.resid_s, resid_ln[k]) - de.residual_discount
             };
         }
     }
@@ -1086,12 +1131,7 @@ impl ShardDetector {
         // The channels' surprises (−log10 p): value and residual from `rarity`, the spectral residual's here.
         let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
         let raw = p.value_s.max(p.resid_s).max(spectral_s).max(0.0);
-        // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale).
-        p.fatigue = if self.alarms[s] > 0.0 {
-            sketch::log10(1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale)
-        } else {
-            0.0
-        };
+        // Fatigue (from `rarity`) discounts a series that alarmed often lately.
         p.surprise = (raw - p.fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
         p.anomalous = p.surprise >= alarm || p.level_shift.is_some();

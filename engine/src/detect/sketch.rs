@@ -47,8 +47,14 @@ impl Sketch {
     /// Surprise `−log10 p` of `x` under the sketch (0 before the first value).
     #[inline]
     pub fn surprise(&self, x: f32, p: &SketchParams) -> f64 {
+        self.odds(x, p).surprise()
+    }
+
+    /// [`Sketch::surprise`] as odds, the logarithm not yet taken (see [`Odds`]).
+    #[inline]
+    pub fn odds(&self, x: f32, p: &SketchParams) -> Odds {
         if self.lo.is_nan() || !x.is_finite() {
-            return 0.0;
+            return Odds::NONE;
         }
         let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
         if x < self.lo || x > self.hi {
@@ -56,36 +62,34 @@ impl Sketch {
             let width = (self.hi - self.lo) / BINS as f32;
             // A constant series has no bin width yet: any move is one bin beyond.
             let bins = if width > 0.0 { f64::from(beyond / width).min(1e6) } else { 1.0 };
-            let unseen = f64::from(p.unseen) / norm;
-            return -log10(unseen) + f64::from(p.tail) * bins;
+            return Odds { prob: (f64::from(p.unseen) / norm) as f32, extra: f64::from(p.tail) * bins };
         }
-        let freq = (f64::from(self.counts[self.bin(x)]) + f64::from(p.prior)) / norm;
-        -log10(freq)
+        Odds { prob: ((f64::from(self.counts[self.bin(x)]) + f64::from(p.prior)) / norm) as f32, extra: 0.0 }
     }
 
-    /// `surprise(x)` when `score` (else 0), then `update(x)`: the same values, with the bin of a value inside the
-    /// range found once.
+    /// `odds(x)` when `score` (else [`Odds::NONE`]), then `update(x)`: the same values, with the bin of a value inside
+    /// the range found once.
     #[inline]
-    pub fn observe(&mut self, x: f32, score: bool, p: &SketchParams) -> f64 {
+    pub fn observe(&mut self, x: f32, score: bool, p: &SketchParams) -> Odds {
         if !(x >= self.lo && x <= self.hi) {
             // Outside the range (or the first value, or not finite): the two steps share nothing.
-            let s = if score { self.surprise(x, p) } else { 0.0 };
+            let o = if score { self.odds(x, p) } else { Odds::NONE };
             self.update(x, p);
-            return s;
+            return o;
         }
         let b = self.bin(x);
-        let s = if score {
+        let o = if score {
             let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
-            -log10((f64::from(self.counts[b]) + f64::from(p.prior)) / norm)
+            Odds { prob: ((f64::from(self.counts[b]) + f64::from(p.prior)) / norm) as f32, extra: 0.0 }
         } else {
-            0.0
+            Odds::NONE
         };
         for c in &mut self.counts {
             *c *= p.decay;
         }
         self.total = self.total * p.decay + 1.0;
         self.counts[b] += 1.0;
-        s
+        o
     }
 
     /// Counts `x` (after decaying every count), widening the range first if `x` lies outside it.
@@ -136,11 +140,89 @@ fn bin_at(pos: f32) -> usize {
     (pos as i32).clamp(0, BINS as i32 - 1) as usize
 }
 
-/// `x.log10()` as `ln x · log10 e`: the library's `log10` costs about twice its `ln` (it takes the logarithm and then
-/// corrects the product's rounding), and an ulp more or less in a surprise changes nothing it decides.
+/// A value's rarity under a sketch before the logarithm: its surprise is `extra − log10 prob` ([`Odds::surprise`]).
+/// The detector collects a round's odds and takes their logarithms together ([`ln_slice`]), in vector registers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Odds {
+    /// The probability of the value's bin (or of the unseen region), rounded to f32: the counts it comes from are
+    /// f32 already.
+    pub prob: f32,
+    /// Surprise added for how far beyond the range the value lies (0 inside it).
+    pub extra: f64,
+}
+
+impl Odds {
+    /// No evidence: surprise exactly 0.
+    pub const NONE: Odds = Odds { prob: 1.0, extra: 0.0 };
+
+    /// `extra − log10 prob`.
+    #[inline]
+    pub fn surprise(self) -> f64 {
+        surprise_of(self.extra, ln(self.prob))
+    }
+}
+
+/// `extra − log10 p` from `ln_p = ln p` ([`ln`]); exactly 0 for no evidence (`extra` 0, `p` 1).
 #[inline]
-pub fn log10(x: f64) -> f64 {
-    x.ln() * std::f64::consts::LOG10_E
+pub fn surprise_of(extra: f64, ln_p: f32) -> f64 {
+    extra - f64::from(ln_p) * std::f64::consts::LOG10_E
+}
+
+/// Natural logarithm, to about one f32 ulp, for the surprises of the sketches and of fatigue: a probability from f32
+/// counts holds no more. [`ln_slice`] over a slice gives the same bits as this per value.
+#[inline]
+pub fn ln(x: f32) -> f32 {
+    if normal(x) { ln_normal(x) } else { x.ln() }
+}
+
+/// [`ln`] of every value of `xs`, in place. When every value is a positive normal number (always, in the detector's
+/// use), one branch-free pass the compiler runs in vector registers; otherwise value by value.
+pub fn ln_slice(xs: &mut [f32]) {
+    if xs.iter().fold(true, |all, &x| all & normal(x)) {
+        for x in xs.iter_mut() {
+            *x = ln_normal(*x);
+        }
+    } else {
+        for x in xs.iter_mut() {
+            *x = ln(*x);
+        }
+    }
+}
+
+#[inline(always)]
+fn normal(x: f32) -> bool {
+    (f32::MIN_POSITIVE..=f32::MAX).contains(&x)
+}
+
+/// `ln x` for a positive normal `x` (Cephes' `logf`): `x = m · 2^e` with `m` in [√½, √2), then a degree-9 polynomial
+/// in `m − 1`, and `e · ln 2` added in two parts so the sum stays exact.
+// Cephes' coefficients as published, so they can be checked against the source; each parses to the f32 it names.
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+fn ln_normal(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > std::f32::consts::SQRT_2;
+    m = if big { m * 0.5 } else { m };
+    e += i32::from(big);
+    let f = m - 1.0;
+    let e = e as f32;
+    let z = f * f;
+    let mut y = 7.037_683_6e-2;
+    y = y * f - 1.151_461_03e-1;
+    y = y * f + 1.167_699_874e-1;
+    y = y * f - 1.242_014_084_6e-1;
+    y = y * f + 1.424_932_278_7e-1;
+    y = y * f - 1.666_805_766_5e-1;
+    y = y * f + 2.000_071_476_5e-1;
+    y = y * f - 2.499_999_399_3e-1;
+    y = y * f + 3.333_333_117_4e-1;
+    let mut y = y * f * z;
+    y += -2.121_944_4e-4 * e;
+    y += -0.5 * z;
+    let r = f + y;
+    r + 0.693_359_375 * e
 }
 
 #[cfg(test)]
@@ -188,11 +270,47 @@ mod tests {
                 _ => (h >> 8) as f32 / (1u32 << 24) as f32 * (1.0 + i as f32 / 1000.0),
             };
             let score = i % 3 != 0;
-            let want = if score { a.surprise(x, &p) } else { 0.0 };
+            let want = if score { a.odds(x, &p) } else { Odds::NONE };
             a.update(x, &p);
             let got = b.observe(x, score, &p);
             // Debug output, so the NaN range before the first finite value compares equal.
-            assert_eq!((got.to_bits(), format!("{a:?}")), (want.to_bits(), format!("{b:?}")), "point {i}");
+            assert_eq!(
+                (got.prob.to_bits(), got.extra.to_bits(), format!("{a:?}")),
+                (want.prob.to_bits(), want.extra.to_bits(), format!("{b:?}")),
+                "point {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn ln_is_the_library_ln_to_about_an_ulp() {
+        let mut worst = 0.0f64;
+        for bits in (0x0080_0000..0x7f80_0000u32).step_by(997) {
+            let x = f32::from_bits(bits);
+            let (fast, exact) = (f64::from(ln(x)), f64::from(x).ln());
+            // Error in f32 ulps of the result, and one ulp of 1 for results near 0 (where a relative bound is moot).
+            let ulp = f64::from(f32::EPSILON) * exact.abs().max(1.0);
+            worst = worst.max((fast - exact).abs() / ulp);
+        }
+        assert!(worst <= 1.0, "worst error {worst} ulps");
+        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(Odds::NONE.surprise().to_bits(), 0.0f64.to_bits());
+        for x in [0.0, -0.0, -1.0, f32::MIN_POSITIVE / 2.0, f32::INFINITY, f32::NAN] {
+            assert_eq!(ln(x).to_bits(), x.ln().to_bits(), "{x}");
+        }
+    }
+
+    #[test]
+    fn ln_slice_is_ln_value_by_value() {
+        let xs: Vec<f32> = (1..2000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761) >> 2)).collect();
+        for odd in [None, Some(0.0), Some(-2.0), Some(f32::NAN)] {
+            let mut v = xs.clone();
+            if let Some(o) = odd {
+                v[1234] = o;
+            }
+            let want: Vec<u32> = v.iter().map(|&x| ln(x).to_bits()).collect();
+            ln_slice(&mut v);
+            assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "{odd:?}");
         }
     }
 
