@@ -44,7 +44,7 @@ use faultline_kernels::robust::MAD_TO_SIGMA;
 use faultline_kernels::{Kernels, RobustParams, RobustState};
 
 use self::cusum::{Cusum, CusumParams};
-use self::seasonal::{SeasonalBank, SeasonalParams, Switch};
+use self::seasonal::{RoundPoint, SeasonalBank, SeasonalParams, Switch};
 use self::service::{ServiceBank, ServiceParams};
 use self::sketch::{Odds, Sketch, SketchParams};
 use self::spectral::SpectralChannel;
@@ -452,6 +452,9 @@ pub struct ShardDetector {
     pts: Vec<Scored>,
     /// The round's odds, then their logarithms (`rarity`).
     logs: Vec<f32>,
+    /// The round's points for seasonal learning, and their switches of season (`learn_seasons`).
+    season_points: Vec<RoundPoint>,
+    switches: Vec<Switch>,
 }
 
 impl ShardDetector {
@@ -594,6 +597,8 @@ impl ShardDetector {
             round_times: Vec::new(),
             pts: Vec::new(),
             logs: Vec::new(),
+            season_points: Vec::new(),
+            switches: Vec::new(),
             by_position: Vec::new(),
         }
     }
@@ -1181,8 +1186,17 @@ impl ShardDetector {
                 Err(e) => self.fall_back(e),
             }
         }
-        for p in &mut self.pts {
-            p.switch = self.seasonal.update(p.s, p.t, p.dt, p.x as f32, weight(p), &self.seasonal_params);
+        self.season_points.clear();
+        self.season_points.extend(self.pts.iter().map(|p| RoundPoint {
+            s: p.s,
+            t: p.t,
+            dt: p.dt,
+            x: p.x as f32,
+            weight: weight(p),
+        }));
+        self.seasonal.update_round(&self.season_points, &self.seasonal_params, &mut self.switches);
+        for (p, &sw) in self.pts.iter_mut().zip(&self.switches) {
+            p.switch = sw;
             if p.switch != Switch::Unchanged {
                 let active = if let Switch::Activated(c) = p.switch { Some(c) } else { None };
                 p.restart = self.seasonal.tracker(p.s, active, &self.seasonal_params);

@@ -59,6 +59,19 @@ pub struct SeasonalBank {
     series: Vec<SeriesState>,
     /// The decay factors of the last time step seen (series that report at one rate share them).
     memo: DecayMemo,
+    /// [`SeasonalBank::update_round`]'s phases, reused across rounds (not state).
+    phases: Vec<(usize, usize, f32)>,
+}
+
+/// One point of a round for [`SeasonalBank::update_round`]: series slot, event time, time since the series' previous
+/// point, value and profile weight, as [`SeasonalBank::update`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundPoint {
+    pub s: usize,
+    pub t: TimeMs,
+    pub dt: TimeMs,
+    pub x: f32,
+    pub weight: f32,
 }
 
 /// One candidate period's test and profile bookkeeping for one series.
@@ -219,13 +232,62 @@ impl SeasonalBank {
                 phase_t: TimeMs::MIN,
             })
             .collect();
-        Self { profile: b.profile.clone(), cand, series, memo: DecayMemo::default() }
+        Self { profile: b.profile.clone(), cand, series, memo: DecayMemo::default(), phases: Vec::new() }
     }
 
     /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
     /// and `weight` scales the profile's step (the caller lowers it for anomalous points). Residuals are clipped at a
     /// few times the scales the bank tracks itself. Returns whether the series' season changed.
     pub fn update(&mut self, s: usize, t: TimeMs, dt: TimeMs, x: f32, weight: f32, p: &SeasonalParams) -> Switch {
+        let mut phases = [(0, 0, 0.0); MAX_PERIODS];
+        self.phases_of(s, t, x, p, &mut phases[..p.periods.len()]);
+        self.learn(&RoundPoint { s, t, dt, x, weight }, &phases[..p.periods.len()], p)
+    }
+
+    /// [`SeasonalBank::update`] of every point of a round (no series twice), with the same results bit for bit:
+    /// `switches[k]` is point `k`'s. Every point's phases first, in a loop of their own: their 64-bit arithmetic is a
+    /// long chain of dependent steps, and a short loop of only that lets the processor overlap the points' chains.
+    pub fn update_round(&mut self, points: &[RoundPoint], p: &SeasonalParams, switches: &mut Vec<Switch>) {
+        switches.clear();
+        let cands = p.periods.len();
+        if cands == 0 {
+            switches.resize(points.len(), Switch::Unchanged);
+            return;
+        }
+        let mut phases = std::mem::take(&mut self.phases);
+        phases.clear();
+        phases.resize(points.len() * cands, (0, 0, 0.0));
+        for (pt, ph) in points.iter().zip(phases.chunks_exact_mut(cands)) {
+            self.phases_of(pt.s, pt.t, pt.x, p, ph);
+        }
+        switches.extend(points.iter().zip(phases.chunks_exact(cands)).map(|(pt, ph)| self.learn(pt, ph, p)));
+        self.phases = phases;
+    }
+
+    /// The phase of point `(t, x)` of series `s` in each candidate period (nothing for a point [`learn`] skips),
+    /// moving the series' phase time to `t`.
+    ///
+    /// [`learn`]: SeasonalBank::learn
+    #[inline]
+    fn phases_of(&mut self, s: usize, t: TimeMs, x: f32, p: &SeasonalParams, phases: &mut [(usize, usize, f32)]) {
+        let cands = p.periods.len();
+        let se = &mut self.series[s];
+        if cands == 0 || !x.is_finite() || se.first_time == TimeMs::MIN {
+            return;
+        }
+        // Each candidate's remainder of `t` follows from the last point's: the point moves the phase time to `t`.
+        let last = std::mem::replace(&mut se.phase_t, t);
+        for (c, ph) in phases.iter_mut().enumerate() {
+            let ks = &mut self.cand[s * cands + c];
+            ks.rem = rem(last, ks.rem, t, p.periods[c]);
+            *ph = phase_of_rem(ks.rem, p.periods[c], p.bins);
+        }
+    }
+
+    /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`].
+    #[inline]
+    fn learn(&mut self, pt: &RoundPoint, phases: &[(usize, usize, f32)], p: &SeasonalParams) -> Switch {
+        let RoundPoint { s, t, dt, x, weight } = *pt;
         let cands = p.periods.len();
         if cands == 0 || !x.is_finite() {
             return Switch::Unchanged;
@@ -261,8 +323,6 @@ impl SeasonalBank {
         se.flat_fast += a * within(x - se.flat_fast, clip);
         let flat_err = se.flat_err;
         let elapsed = (t - se.first_time) as f32;
-        // Each candidate's remainder of `t` follows from the last point's: the point moves the phase time to `t`.
-        let last = std::mem::replace(&mut se.phase_t, t);
         let mut best: Option<(usize, f32)> = None;
         // The gains the loop computes, for the active candidate's below (the same value: nothing it reads changes).
         let mut gains = [f32::NAN; MAX_PERIODS];
@@ -275,8 +335,7 @@ impl SeasonalBank {
             // The phase serves both the prediction and the gradient step (computed once: it costs a division and a
             // floor); `season` is `profile_at(s, c, t, p)`, term for term.
             let ks = &mut self.cand[k];
-            ks.rem = rem(last, ks.rem, t, period_ms);
-            let (b0, b1, frac) = phase_of_rem(ks.rem, period_ms, p.bins);
+            let (b0, b1, frac) = phases[c];
             let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
             let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - ks.sum / p.bins as f32;
             let y = x - season;
@@ -463,6 +522,52 @@ mod tests {
             let predicted = base + bank.offset(0, t, &p);
             assert!((predicted - daily(t)).abs() < 3.0, "hour {k}: {predicted} vs {}", daily(t));
         }
+    }
+
+    #[test]
+    fn a_round_learns_what_its_points_learn_one_by_one() {
+        let p = params();
+        let (mut one, mut round) = (SeasonalBank::default(), SeasonalBank::default());
+        for _ in 0..5 {
+            one.push(&p);
+            round.push(&p);
+        }
+        let (mut switches, mut want) = (Vec::new(), Vec::new());
+        let mut seen = 0;
+        for i in 0..6 * DAY / STEP {
+            // Five series at their own steps and offsets, the odd one skipped or not finite, in varying order.
+            let points: Vec<RoundPoint> = (0..5i64)
+                .filter(|&s| (i + s) % 11 != 0)
+                .map(|s| {
+                    let step = STEP + s * 17_000;
+                    let t = 1_000 * s + i * step;
+                    let x = if (i * 7 + s) % 101 == 0 {
+                        f32::NAN
+                    } else {
+                        daily(t) * (1.0 + s as f32 * 0.1) + noise(i + s)
+                    };
+                    RoundPoint {
+                        s: ((s + i) % 5) as usize,
+                        t,
+                        dt: step,
+                        x,
+                        weight: if i % 13 == 0 { 0.02 } else { 1.0 },
+                    }
+                })
+                .collect();
+            want.clear();
+            want.extend(points.iter().map(|q| one.update(q.s, q.t, q.dt, q.x, q.weight, &p)));
+            round.update_round(&points, &p, &mut switches);
+            assert_eq!(switches, want, "round {i}");
+            seen += want.iter().filter(|w| **w != Switch::Unchanged).count();
+        }
+        assert!(seen > 0, "some series found a season");
+        let (a, b) = (one.to_buffers(), round.to_buffers());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            (bits(&a.profile), bits(&a.cand), bits(&a.plain), &a.info),
+            (bits(&b.profile), bits(&b.cand), bits(&b.plain), &b.info)
+        );
     }
 
     #[test]
