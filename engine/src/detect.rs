@@ -834,6 +834,11 @@ impl ShardDetector {
             ));
             let p = pts.last_mut().expect("just pushed");
             p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
+            self.scales(p);
+        }
+        // The state updates in a loop of their own: the loop above is a chain of dependent arithmetic per point
+        // (a division and a polynomial), and short loops let the processor overlap the points' chains.
+        for p in &mut pts {
             self.models(p);
         }
         self.pts = pts;
@@ -927,8 +932,9 @@ impl ShardDetector {
         self.scoring = ScoringBackend::Cpu { kernels: Kernels::detect(), state };
     }
 
-    /// Phase one of a point: the scale floor, the warm-up level fix and the level-shift statistic.
-    fn models(&mut self, p: &mut Scored) {
+    /// Phase one of a point, first part (reads state only): the scale floor and the z-score against it.
+    #[inline]
+    fn scales(&self, p: &mut Scored) {
         let s = p.s;
         p.seen = self.scoring.count(s);
         // `seen` counts this point; the model was usable if it had warmed up before it.
@@ -943,6 +949,12 @@ impl ShardDetector {
         p.z_c = compress(p.zf.abs());
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
+    }
+
+    /// Phase one of a point, second part: the warm-up level fix and the level-shift statistic.
+    #[inline]
+    fn models(&mut self, p: &mut Scored) {
+        let s = p.s;
         // During warm-up the kernel already down-weights points on its own young scale. Where the floored scale calls
         // such a point normal, the level takes the full update the kernel withheld: a series that starts inside an
         // incident (availability at 97 % for its first points, then 100 %) would otherwise keep the incident's level
