@@ -43,10 +43,12 @@ for text in open(sys.argv[2]):
     path, func = m.group(2), m.group(3)
     file = path.rsplit("/", 1)[-1]
     phase = re.search(r"ShardDetector::(\w+)", func)
-    if "SeasonalBank::update" in func:
-        part = "seasonal learning (SeasonalBank::update)"
+    if "SeasonalBank::" in func:
+        part = "seasonal learning (SeasonalBank: update_round, phases_of, learn)"
     elif "Sketch::" in func:
         part = "rarity sketches (Sketch::observe, widen)"
+    elif "sketch::ln_slice" in func:
+        part = "the round's logarithms (sketch::ln_slice)"
     elif "libm" in text or file.startswith(("e_", "w_", "s_")):
         part = "libm (ln, exp)"
     elif "faultline_kernels" in func:

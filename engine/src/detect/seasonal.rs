@@ -285,7 +285,7 @@ impl SeasonalBank {
     }
 
     /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`].
-    #[inline]
+    #[inline(always)]
     fn learn(&mut self, pt: &RoundPoint, phases: &[(usize, usize, f32)], p: &SeasonalParams) -> Switch {
         let RoundPoint { s, t, dt, x, weight } = *pt;
         let cands = p.periods.len();
