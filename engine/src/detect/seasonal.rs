@@ -240,7 +240,11 @@ impl SeasonalBank {
     /// few times the scales the bank tracks itself. Returns whether the series' season changed.
     pub fn update(&mut self, s: usize, t: TimeMs, dt: TimeMs, x: f32, weight: f32, p: &SeasonalParams) -> Switch {
         let mut phases = [(0, 0, 0.0); MAX_PERIODS];
-        self.phases_of(s, t, x, p, &mut phases[..p.periods.len()]);
+        let mut scales = [0.0; MAX_PERIODS];
+        for (c, &period) in p.periods.iter().enumerate() {
+            scales[c] = bins_per_ms(period, p.bins);
+        }
+        self.phases_of(s, t, x, p, &scales, &mut phases[..p.periods.len()]);
         self.learn(&RoundPoint { s, t, dt, x, weight }, &phases[..p.periods.len()], p)
     }
 
@@ -257,8 +261,12 @@ impl SeasonalBank {
         let mut phases = std::mem::take(&mut self.phases);
         phases.clear();
         phases.resize(points.len() * cands, (0, 0, 0.0));
+        let mut scales = [0.0; MAX_PERIODS];
+        for (c, &period) in p.periods.iter().enumerate() {
+            scales[c] = bins_per_ms(period, p.bins);
+        }
         for (pt, ph) in points.iter().zip(phases.chunks_exact_mut(cands)) {
-            self.phases_of(pt.s, pt.t, pt.x, p, ph);
+            self.phases_of(pt.s, pt.t, pt.x, p, &scales, ph);
         }
         switches.extend(points.iter().zip(phases.chunks_exact(cands)).map(|(pt, ph)| self.learn(pt, ph, p)));
         self.phases = phases;
@@ -269,7 +277,15 @@ impl SeasonalBank {
     ///
     /// [`learn`]: SeasonalBank::learn
     #[inline]
-    fn phases_of(&mut self, s: usize, t: TimeMs, x: f32, p: &SeasonalParams, phases: &mut [(usize, usize, f32)]) {
+    fn phases_of(
+        &mut self,
+        s: usize,
+        t: TimeMs,
+        x: f32,
+        p: &SeasonalParams,
+        scales: &[f64; MAX_PERIODS],
+        phases: &mut [(usize, usize, f32)],
+    ) {
         let cands = p.periods.len();
         let se = &mut self.series[s];
         if cands == 0 || !x.is_finite() || se.first_time == TimeMs::MIN {
@@ -280,7 +296,7 @@ impl SeasonalBank {
         for (c, ph) in phases.iter_mut().enumerate() {
             let ks = &mut self.cand[s * cands + c];
             ks.rem = rem(last, ks.rem, t, p.periods[c]);
-            *ph = phase_of_rem(ks.rem, p.periods[c], p.bins);
+            *ph = phase_scaled(ks.rem, scales[c], p.bins);
         }
     }
 
@@ -443,7 +459,20 @@ pub fn phase(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
 /// [`phase`] of a time whose remainder in the period, `t.rem_euclid(period)`, is `rem`.
 #[inline]
 fn phase_of_rem(rem: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
-    let pos = rem as f64 / period as f64 * bins as f64 - 0.5;
+    phase_scaled(rem, bins_per_ms(period, bins), bins)
+}
+
+/// Bins per millisecond of a period: what [`phase_scaled`] multiplies a remainder by.
+#[inline]
+fn bins_per_ms(period: TimeMs, bins: usize) -> f64 {
+    bins as f64 / period as f64
+}
+
+/// [`phase_of_rem`] with the period's [`bins_per_ms`] computed once (by the caller, per round): a multiplication
+/// instead of a division on the way from the remainder to the bins.
+#[inline]
+fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f32) {
+    let pos = rem as f64 * bins_per_ms - 0.5;
     // `pos.floor()`, without the libm call the x86-64 baseline (no SSE4.1 `roundsd`) makes of it: `pos` is small
     // and at least −0.5, so truncating and stepping down below zero is exact (and a NaN stays a NaN in `frac`).
     let whole = pos as i64;
@@ -598,7 +627,7 @@ mod tests {
 
     /// `phase` as it was written first, with `f64::floor`: the oracle of the floor-free version.
     fn phase_with_floor(t: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32) {
-        let pos = t.rem_euclid(period) as f64 / period as f64 * bins as f64 - 0.5;
+        let pos = t.rem_euclid(period) as f64 * (bins as f64 / period as f64) - 0.5;
         let lo = pos.floor();
         let frac = (pos - lo) as f32;
         let b0 = (lo as i64).rem_euclid(bins as i64) as usize;
