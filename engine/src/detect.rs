@@ -135,6 +135,16 @@ pub struct BatchStats {
     pub low_volume: u64,
 }
 
+/// A point of the batch that is not late: its index in the batch, its series slot, its round (the k-th point of a
+/// series in the batch goes into round k) and the time since the series' previous point.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    i: u32,
+    s: u32,
+    round: u32,
+    dt: TimeMs,
+}
+
 /// One point on its way through the models: what the robust kernel gave, then what each phase of its round adds (see
 /// [`ShardDetector::process_scored`]).
 #[derive(Debug, Clone, Copy)]
@@ -431,11 +441,8 @@ pub struct ShardDetector {
     // Scratch, reused across batches.
     /// Per slot: points of the series seen so far in this batch (reset after each batch).
     round_of: Vec<u32>,
-    /// Per kept point: batch index, slot, round, time since the series' previous point.
-    keep: Vec<u32>,
-    kept_slots: Vec<u32>,
-    rounds: Vec<u32>,
-    dts: Vec<TimeMs>,
+    /// The batch's points that are not late, in batch order.
+    kept: Vec<Kept>,
     /// Kept points ordered by round, and where each round starts in `order`.
     order: Vec<u32>,
     round_start: Vec<u32>,
@@ -582,10 +589,7 @@ impl ShardDetector {
             last_time: Vec::new(),
             profiles: Vec::new(),
             round_of: Vec::new(),
-            keep: Vec::new(),
-            kept_slots: Vec::new(),
-            rounds: Vec::new(),
-            dts: Vec::new(),
+            kept: Vec::new(),
             order: Vec::new(),
             round_start: Vec::new(),
             round_fill: Vec::new(),
@@ -716,10 +720,7 @@ impl ShardDetector {
             sc.fill(0.0);
         }
         let mut stats = BatchStats { points: ids.len() as u64, ..Default::default() };
-        self.keep.clear();
-        self.kept_slots.clear();
-        self.rounds.clear();
-        self.dts.clear();
+        self.kept.clear();
         let mut rounds = 0;
         for i in 0..ids.len() {
             let s = self.slot_of(i, ids[i], &keys[i], &mut stats);
@@ -736,18 +737,15 @@ impl ShardDetector {
             let r = self.round_of[su];
             self.round_of[su] = r + 1;
             rounds = rounds.max(r + 1);
-            self.keep.push(i as u32);
-            self.kept_slots.push(s);
-            self.rounds.push(r);
-            self.dts.push(dt);
+            self.kept.push(Kept { i: i as u32, s, round: r, dt });
         }
-        for &s in &self.kept_slots {
+        for &Kept { s, .. } in &self.kept {
             self.round_of[s as usize] = 0;
         }
         // Counting sort of the kept points by round; stable, so batch order is kept within a round.
         self.round_start.clear();
         self.round_start.resize(rounds as usize + 1, 0);
-        for &r in &self.rounds {
+        for &Kept { round: r, .. } in &self.kept {
             self.round_start[r as usize + 1] += 1;
         }
         for r in 1..self.round_start.len() {
@@ -756,8 +754,8 @@ impl ShardDetector {
         self.round_fill.clear();
         self.round_fill.extend_from_slice(&self.round_start);
         self.order.clear();
-        self.order.resize(self.keep.len(), 0);
-        for (j, &r) in self.rounds.iter().enumerate() {
+        self.order.resize(self.kept.len(), 0);
+        for (j, &Kept { round: r, .. }) in self.kept.iter().enumerate() {
             let at = &mut self.round_fill[r as usize];
             self.order[*at as usize] = j as u32;
             *at += 1;
@@ -771,19 +769,20 @@ impl ShardDetector {
             if let Some(sp) = &mut self.spectral {
                 sp.clear();
             }
-            for &j in &self.order[range.clone()] {
-                let (s, i) = (self.kept_slots[j as usize], self.keep[j as usize] as usize);
-                self.slots.push(s);
-                self.round_times.push(times[i]);
-                if let Some(sp) = &mut self.spectral {
-                    sp.add(values[i] as f32);
+            let round = &self.order[range.clone()];
+            self.slots.extend(round.iter().map(|&j| self.kept[j as usize].s));
+            self.round_times.extend(round.iter().map(|&j| times[self.kept[j as usize].i as usize]));
+            if let Some(sp) = &mut self.spectral {
+                for &j in round {
+                    sp.add(values[self.kept[j as usize].i as usize] as f32);
                 }
             }
             let n = self.slots.len();
             self.seasonal_offsets();
-            for (k, &j) in self.order[range.clone()].iter().enumerate() {
-                self.xs.push(values[self.keep[j as usize] as usize] as f32 - self.offsets[k]);
-            }
+            let round = &self.order[range.clone()];
+            self.xs.extend(
+                round.iter().zip(&self.offsets).map(|(&j, &offset)| values[self.kept[j as usize].i as usize] as f32 - offset),
+            );
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
             self.robust_update();
@@ -819,13 +818,13 @@ impl ShardDetector {
         let mut pts = std::mem::take(&mut self.pts);
         pts.clear();
         for k in 0..self.slots.len() {
-            let j = self.order[start + k] as usize;
-            let i = self.keep[j] as usize;
+            let kept = self.kept[self.order[start + k] as usize];
+            let i = kept.i as usize;
             pts.push(Scored::new(
                 i,
-                self.kept_slots[j] as usize,
+                kept.s as usize,
                 times[i],
-                self.dts[j],
+                kept.dt,
                 values[i],
                 self.offsets[k],
                 self.xs[k],
