@@ -404,7 +404,8 @@ pub struct ShardDetector {
     cfg: DetectorConfig,
     rca: RcaConfig,
     index: IdMap<u32>,
-    /// The series id and slot last seen at each batch position (see `slot_of`).
+    /// The series id and slot last seen at each batch position, for the first [`POSITION_CACHE`] positions (see
+    /// `slot_of`).
     by_position: Vec<(SeriesId, u32)>,
     keys: Vec<Arc<SeriesKey>>,
     seasonal: SeasonalBank,
@@ -639,10 +640,12 @@ impl ShardDetector {
             return s;
         }
         let s = self.slot_of_id(id, key, stats);
-        if i >= self.by_position.len() {
-            self.by_position.resize(i + 1, (SeriesId::default(), u32::MAX));
+        if i < POSITION_CACHE {
+            if i >= self.by_position.len() {
+                self.by_position.resize(i + 1, (SeriesId::default(), u32::MAX));
+            }
+            self.by_position[i] = (id, s);
         }
-        self.by_position[i] = (id, s);
         s
     }
 
@@ -781,7 +784,10 @@ impl ShardDetector {
             self.seasonal_offsets();
             let round = &self.order[range.clone()];
             self.xs.extend(
-                round.iter().zip(&self.offsets).map(|(&j, &offset)| values[self.kept[j as usize].i as usize] as f32 - offset),
+                round
+                    .iter()
+                    .zip(&self.offsets)
+                    .map(|(&j, &offset)| values[self.kept[j as usize].i as usize] as f32 - offset),
             );
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
@@ -1455,6 +1461,10 @@ const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
 /// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
 const KERNEL_GATE_AFTER: u32 = 8;
 
+/// Batch positions the series lookup caches (16 bytes each, 1 MiB per shard at most): a GPU shard's batches can
+/// hold a million points, and positions past this are looked up by hash.
+const POSITION_CACHE: usize = 1 << 16;
+
 /// Cap of one residual in the scale floor's mean, in multiples of that mean.
 pub const SPREAD_CAP: f32 = 100.0;
 
@@ -1827,6 +1837,46 @@ mod tests {
         assert_eq!(high, vec![1200], "one high score, at the onset");
         // Scores stay ordered: they are below 1 however extreme the point.
         assert!(scores.iter().all(|&s| (0.0..1.0).contains(&s)));
+    }
+
+    #[test]
+    fn series_move_between_batch_positions_and_past_the_position_cache() {
+        // Three series in an order that rotates every batch, in batches longer than the position cache: every
+        // position changes series from batch to batch, and the tail is looked up by hash.
+        let keys = [key("a"), key("b"), key("c")];
+        let per_batch = POSITION_CACHE + 7;
+        let score = |batch_len: usize| {
+            let mut det = detector();
+            let mut scores = Vec::new();
+            let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for b in 0..2 {
+                for i in 0..per_batch {
+                    let row = b * per_batch + i;
+                    let k = &keys[(i + b) % 3];
+                    ids.push(k.id);
+                    ks.push(Arc::clone(k));
+                    ts.push(row as TimeMs * 1_000);
+                    xs.push(10.0 + noise(row) + if row.is_multiple_of(9_001) { 50.0 } else { 0.0 });
+                }
+            }
+            for start in (0..xs.len()).step_by(batch_len) {
+                let end = (start + batch_len).min(xs.len());
+                let mut sc = vec![0.0; end - start];
+                det.process_scored(
+                    &ids[start..end],
+                    &ks[start..end],
+                    &ts[start..end],
+                    &xs[start..end],
+                    &mut Vec::new(),
+                    Some(&mut sc),
+                );
+                scores.extend(sc.iter().map(|s| s.to_bits()));
+            }
+            assert_eq!(det.series_count(), 3);
+            scores
+        };
+        // One point a batch: position 0 changes series at every point, so nearly every lookup goes by hash.
+        assert_eq!(score(per_batch), score(1));
     }
 
     #[test]
