@@ -11,6 +11,8 @@
 //!
 //! - `ensemble/full/{n}`: `ShardDetector::process` with the embedded default detector configuration.
 //! - `ensemble/kernel/{n}`: the detected robust kernel (`Kernels::robust_update_gather`) over the same values.
+//! - `ensemble/ln/{ln_slice,libm}/{n}`: the rarity phase's logarithms (`sketch::ln_slice`) against the library's
+//!   `ln` in f64 (what the detector called before), over a round's and a large batch's probabilities.
 //!
 //! Run: `cargo bench -p faultline-benches --bench ensemble -- --warm-up-time 1 --measurement-time 5`; series counts
 //! from `ENSEMBLE_SERIES` (default `1000,100000`; `1000000` needs about 2 GB and minutes of warm-up).
@@ -167,5 +169,35 @@ fn ensemble(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ensemble);
+/// The rarity phase's logarithms (`sketch::ln_slice`, one branch-free pass in vector registers) against the library's
+/// `ln` value by value, over one round's worth of probabilities (three a point) and a large batch's, in one run.
+fn logarithms(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ensemble/ln");
+    for n in [174usize, 12_288] {
+        // Probabilities as the sketches give them: mostly common bins, some rare, the odd unseen region.
+        let probs: Vec<f32> = (0..n as u64).map(|i| (unit(mix(i, 7)).powi(3) as f32).max(1e-7)).collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("ln_slice", n), |b| {
+            b.iter_batched_ref(
+                || probs.clone(),
+                |v| faultline::detect::sketch::ln_slice(std::hint::black_box(v)),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(BenchmarkId::new("libm", n), |b| {
+            b.iter_batched_ref(
+                || probs.clone(),
+                |v| {
+                    for x in std::hint::black_box(v).iter_mut() {
+                        *x = f64::from(*x).ln() as f32;
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ensemble, logarithms);
 criterion_main!(benches);
