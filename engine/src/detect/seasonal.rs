@@ -276,7 +276,7 @@ impl SeasonalBank {
     /// moving the series' phase time to `t`.
     ///
     /// [`learn`]: SeasonalBank::learn
-    #[inline]
+    #[inline(always)]
     fn phases_of(
         &mut self,
         s: usize,
