@@ -1088,7 +1088,7 @@ impl ShardDetector {
             (resid_p[k], p.resid_s) = (r.prob, r.extra);
             // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale) (0 when none:
             // ln 1 is 0). `channels` counts this point's alarm after reading it; no series repeats within a round.
-            fatigue_p[k] = (1.0 + f64::from(self.alarms[p.s]) / self.cfg.fatigue.scale) as f32;
+            fatigue_p[k] = (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale) as f32;
         }
         sketch::ln_slice(&mut self.logs);
         let (value_ln, rest) = self.logs.split_at(n);
@@ -1839,6 +1839,24 @@ mod tests {
         assert!(scores.iter().all(|&s| (0.0..1.0).contains(&s)));
     }
 
+    /// Every point's score, the input fed to `det` in batches of `batch_len` points.
+    fn scores_in_batches(
+        det: &mut ShardDetector,
+        ids: &[SeriesId],
+        keys: &[Arc<SeriesKey>],
+        ts: &[TimeMs],
+        xs: &[f64],
+        batch_len: usize,
+    ) -> Vec<f64> {
+        let mut scores = vec![0.0; xs.len()];
+        for start in (0..xs.len()).step_by(batch_len) {
+            let end = (start + batch_len).min(xs.len());
+            let (b, sc) = (start..end, Some(&mut scores[start..end]));
+            det.process_scored(&ids[b.clone()], &keys[b.clone()], &ts[b.clone()], &xs[b], &mut Vec::new(), sc);
+        }
+        scores
+    }
+
     #[test]
     fn series_move_between_batch_positions_and_past_the_position_cache() {
         // Three series in an order that rotates every batch, in batches longer than the position cache: every
@@ -1847,7 +1865,6 @@ mod tests {
         let per_batch = POSITION_CACHE + 7;
         let score = |batch_len: usize| {
             let mut det = detector();
-            let mut scores = Vec::new();
             let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for b in 0..2 {
                 for i in 0..per_batch {
@@ -1859,21 +1876,9 @@ mod tests {
                     xs.push(10.0 + noise(row) + if row.is_multiple_of(9_001) { 50.0 } else { 0.0 });
                 }
             }
-            for start in (0..xs.len()).step_by(batch_len) {
-                let end = (start + batch_len).min(xs.len());
-                let mut sc = vec![0.0; end - start];
-                det.process_scored(
-                    &ids[start..end],
-                    &ks[start..end],
-                    &ts[start..end],
-                    &xs[start..end],
-                    &mut Vec::new(),
-                    Some(&mut sc),
-                );
-                scores.extend(sc.iter().map(|s| s.to_bits()));
-            }
+            let scores = scores_in_batches(&mut det, &ids, &ks, &ts, &xs, batch_len);
             assert_eq!(det.series_count(), 3);
-            scores
+            scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
         };
         // One point a batch: position 0 changes series at every point, so nearly every lookup goes by hash.
         assert_eq!(score(per_batch), score(1));
@@ -1919,20 +1924,9 @@ mod tests {
                 xs.push(v);
             }
         }
-        for start in (0..xs.len()).step_by(7) {
-            let end = (start + 7).min(xs.len());
-            let mut sc = vec![0.0; end - start];
-            det.process_scored(
-                &ids[start..end],
-                &keys[start..end],
-                &ts[start..end],
-                &xs[start..end],
-                &mut Vec::new(),
-                Some(&mut sc),
-            );
-            for (j, s) in sc.into_iter().enumerate() {
-                if ids[start + j] == ka.id { got_a.push(s) } else { got_b.push(s) }
-            }
+        let scores = scores_in_batches(&mut det, &ids, &keys, &ts, &xs, 7);
+        for (id, s) in ids.iter().zip(scores) {
+            if *id == ka.id { got_a.push(s) } else { got_b.push(s) }
         }
         assert_eq!(got_a, ref_a);
         assert_eq!(got_b, ref_b);

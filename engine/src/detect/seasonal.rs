@@ -240,11 +240,7 @@ impl SeasonalBank {
     /// few times the scales the bank tracks itself. Returns whether the series' season changed.
     pub fn update(&mut self, s: usize, t: TimeMs, dt: TimeMs, x: f32, weight: f32, p: &SeasonalParams) -> Switch {
         let mut phases = [(0, 0, 0.0); MAX_PERIODS];
-        let mut scales = [0.0; MAX_PERIODS];
-        for (c, &period) in p.periods.iter().enumerate() {
-            scales[c] = bins_per_ms(period, p.bins);
-        }
-        self.phases_of(s, t, x, p, &scales, &mut phases[..p.periods.len()]);
+        self.phases_of(s, t, x, p, &scales(p), &mut phases[..p.periods.len()]);
         self.learn(&RoundPoint { s, t, dt, x, weight }, &phases[..p.periods.len()], p)
     }
 
@@ -261,10 +257,7 @@ impl SeasonalBank {
         let mut phases = std::mem::take(&mut self.phases);
         phases.clear();
         phases.resize(points.len() * cands, (0, 0, 0.0));
-        let mut scales = [0.0; MAX_PERIODS];
-        for (c, &period) in p.periods.iter().enumerate() {
-            scales[c] = bins_per_ms(period, p.bins);
-        }
+        let scales = scales(p);
         for (pt, ph) in points.iter().zip(phases.chunks_exact_mut(cands)) {
             self.phases_of(pt.s, pt.t, pt.x, p, &scales, ph);
         }
@@ -348,8 +341,8 @@ impl SeasonalBank {
             let k = s * cands + c;
             let period_ms = p.periods[c];
             let period = period_ms as f32;
-            // The phase serves both the prediction and the gradient step (computed once: it costs a division and a
-            // floor); `season` is `profile_at(s, c, t, p)`, term for term.
+            // The phase (from `phases_of`) serves both the prediction and the gradient step; `season` is
+            // `profile_at(s, c, t, p)`, term for term.
             let ks = &mut self.cand[k];
             let (b0, b1, frac) = phases[c];
             let bins = &mut self.profile[k * p.bins..(k + 1) * p.bins];
@@ -466,6 +459,16 @@ fn phase_of_rem(rem: TimeMs, period: TimeMs, bins: usize) -> (usize, usize, f32)
 #[inline]
 fn bins_per_ms(period: TimeMs, bins: usize) -> f64 {
     bins as f64 / period as f64
+}
+
+/// Each candidate period's [`bins_per_ms`].
+#[inline]
+fn scales(p: &SeasonalParams) -> [f64; MAX_PERIODS] {
+    let mut scales = [0.0; MAX_PERIODS];
+    for (scale, &period) in scales.iter_mut().zip(&p.periods) {
+        *scale = bins_per_ms(period, p.bins);
+    }
+    scales
 }
 
 /// [`phase_of_rem`] with the period's [`bins_per_ms`] computed once (by the caller, per round): a multiplication

@@ -56,15 +56,26 @@ impl Sketch {
         if self.lo.is_nan() || !x.is_finite() {
             return Odds::NONE;
         }
-        let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
         if x < self.lo || x > self.hi {
             let beyond = if x > self.hi { x - self.hi } else { self.lo - x };
             let width = (self.hi - self.lo) / BINS as f32;
             // A constant series has no bin width yet: any move is one bin beyond.
             let bins = if width > 0.0 { f64::from(beyond / width).min(1e6) } else { 1.0 };
-            return Odds { prob: (f64::from(p.unseen) / norm) as f32, extra: f64::from(p.tail) * bins };
+            return Odds { prob: (f64::from(p.unseen) / self.norm(p)) as f32, extra: f64::from(p.tail) * bins };
         }
-        Odds { prob: ((f64::from(self.counts[self.bin(x)]) + f64::from(p.prior)) / norm) as f32, extra: 0.0 }
+        self.bin_odds(self.bin(x), p)
+    }
+
+    /// The odds of a value inside the range, in bin `b`.
+    #[inline]
+    fn bin_odds(&self, b: usize, p: &SketchParams) -> Odds {
+        Odds { prob: ((f64::from(self.counts[b]) + f64::from(p.prior)) / self.norm(p)) as f32, extra: 0.0 }
+    }
+
+    /// The sketch's mass with every bin's pseudo-count: what a bin's count is a probability of.
+    #[inline]
+    fn norm(&self, p: &SketchParams) -> f64 {
+        f64::from(self.total) + f64::from(p.prior) * BINS as f64
     }
 
     /// `odds(x)` when `score` (else [`Odds::NONE`]), then `update(x)`: the same values, with the bin of a value inside
@@ -78,12 +89,7 @@ impl Sketch {
             return o;
         }
         let b = self.bin(x);
-        let o = if score {
-            let norm = f64::from(self.total) + f64::from(p.prior) * BINS as f64;
-            Odds { prob: ((f64::from(self.counts[b]) + f64::from(p.prior)) / norm) as f32, extra: 0.0 }
-        } else {
-            Odds::NONE
-        };
+        let o = if score { self.bin_odds(b, p) } else { Odds::NONE };
         for c in &mut self.counts {
             *c *= p.decay;
         }
