@@ -167,14 +167,35 @@ pub struct DetectorConfig {
 pub struct SeasonalConfig {
     /// Candidate periods; empty turns seasonality off.
     pub periods: Vec<HumanDuration>,
-    /// Profile bins per period.
-    pub bins: usize,
+    /// Profile bins per period: one number for every period, or one per period (`[96, 48]`).
+    pub bins: Bins,
     /// Learning weight of one point for the profile.
     pub rate: f64,
     /// Periods of data before a season may become active.
     pub min_periods: f64,
     /// Fraction of the one-step error a season must remove to become active.
     pub min_gain: f64,
+}
+
+/// Profile bins of the seasonal candidates (`detector.seasonal.bins`): one count for every period, or one per period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "detector.seasonal.bins must be a number (every period's bins) or a list of one number per period"
+)]
+pub enum Bins {
+    All(usize),
+    Each(Vec<usize>),
+}
+
+impl SeasonalConfig {
+    /// The profile bins of each candidate period, in the order of `periods`.
+    pub fn bins_per_period(&self) -> Vec<usize> {
+        match &self.bins {
+            Bins::All(b) => vec![*b; self.periods.len()],
+            Bins::Each(b) => b.clone(),
+        }
+    }
 }
 
 /// Level-shift detection by CUSUM (`[detector.level-shift]`).
@@ -565,8 +586,19 @@ impl Config {
                 p.push(format!("detector.seasonal.periods[{i}] must be at least 1s, got {period}"));
             }
         }
-        if !(2..=1024).contains(&se.bins) {
-            p.push(format!("detector.seasonal.bins must be in 2..=1024, got {}", se.bins));
+        if let Bins::Each(b) = &se.bins
+            && b.len() != se.periods.len()
+        {
+            p.push(format!(
+                "detector.seasonal.bins lists {} counts for {} periods: give one per period, or one number for all",
+                b.len(),
+                se.periods.len()
+            ));
+        }
+        for (i, b) in se.bins_per_period().into_iter().enumerate() {
+            if !(2..=1024).contains(&b) {
+                p.push(format!("detector.seasonal.bins[{i}] must be in 2..=1024, got {b}"));
+            }
         }
         check_range(&mut p, "detector.seasonal.rate", se.rate, 1e-6, 1.0);
         check_range(&mut p, "detector.seasonal.min-periods", se.min_periods, 1.0, 1000.0);
@@ -897,6 +929,22 @@ mod tests {
         let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
         assert!(err.contains("\"t\", which is also in source.kafka.topics"), "{err}");
         assert!(err.contains("change-topics must not contain an empty topic name"), "{err}");
+    }
+
+    #[test]
+    fn seasonal_bins_are_one_number_or_one_per_period() {
+        let bins = |cfg: Config| cfg.detector.seasonal.bins_per_period();
+        assert_eq!(bins(Config::default_config().unwrap()), [96, 48], "a quarter-hour day, a week of 3.5 hours");
+        let env = [("FAULTLINE__DETECTOR__SEASONAL__BINS".to_string(), "24".to_string())];
+        assert_eq!(bins(Config::from_layers(None, env).unwrap()), [24, 24]);
+        let user = "[detector.seasonal]\nperiods = [\"1h\", \"1d\", \"7d\"]\nbins = [12, 96, 56]\n";
+        assert_eq!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()), [12, 96, 56]);
+        let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = [96]\n")), []).unwrap_err();
+        assert!(err.to_string().contains("detector.seasonal.bins lists 1 counts for 2 periods"), "{err}");
+        let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = [96, 1]\n")), []).unwrap_err();
+        assert!(err.to_string().contains("detector.seasonal.bins[1] must be in 2..=1024, got 1"), "{err}");
+        let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = \"many\"\n")), []).unwrap_err();
+        assert!(err.to_string().contains("detector.seasonal.bins must be a number"), "{err}");
     }
 
     #[test]

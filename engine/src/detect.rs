@@ -466,14 +466,15 @@ pub struct ShardDetector {
 }
 
 impl ShardDetector {
-    /// Bytes of model state per series with the default seasonal settings (2 periods of 48 bins), not counting the
-    /// series' key and index entry (798): robust level/scale 12, seasonal profiles and test 480, scale floor 4,
+    /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
+    /// of 48), not counting the series' key and index entry (990): robust level/scale 12, seasonal profiles and test
+    /// 672, scale floor 4,
     /// CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 40, two sketches 152,
     /// fatigue and novelty 8, profile index, M-of-N flags, run start and last time 20, batch scratch 4, its part in the
     /// service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
-        + SeasonalBank::bytes_per_series(2, 48)
+        + SeasonalBank::bytes_per_series(&[96, 48])
         + size_of::<f32>()
         + size_of::<Cusum>()
         + size_of::<f32>()
@@ -513,7 +514,7 @@ impl ShardDetector {
         let se = &cfg.seasonal;
         let seasonal_params = SeasonalParams {
             periods: se.periods.iter().map(|p| p.as_millis_i64()).collect(),
-            bins: se.bins,
+            bins: se.bins_per_period(),
             rate: se.rate as f32,
             alpha: cfg.alpha as f32,
             min_periods: se.min_periods as f32,
@@ -1559,7 +1560,7 @@ mod tests {
     #[test]
     fn the_state_per_series_is_what_the_docs_say() {
         // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
-        assert_eq!(ShardDetector::BYTES_PER_SERIES, 798);
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 990);
     }
 
     #[test]

@@ -18,13 +18,14 @@ const SPREAD: usize = 2;
 const FAST: usize = 3;
 const ERR: usize = 4;
 
-/// Kept in sync with `struct Params` in `wgsl/seasonal_update.wgsl` (48 bytes).
+/// Kept in sync with `struct Params` in `wgsl/seasonal_update.wgsl` (80 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 pub struct SeasonalParamsGpu {
     pub n: u32,
     pub cands: u32,
-    pub bins: u32,
+    /// Profile values per series: every candidate's bins.
+    pub stride: u32,
     pub rate: f32,
     pub alpha: f32,
     pub min_periods: f32,
@@ -33,9 +34,12 @@ pub struct SeasonalParamsGpu {
     pub shortest: f32,
     /// Candidate periods in ms; unused entries 0.
     pub periods: [f32; SEASONAL_MAX_PERIODS],
+    /// Each candidate's profile bins, and where they start among a series' `stride` values; unused entries 0.
+    pub bins: [u32; SEASONAL_MAX_PERIODS],
+    pub offsets: [u32; SEASONAL_MAX_PERIODS],
 }
 
-const _: () = assert!(std::mem::size_of::<SeasonalParamsGpu>() == 48);
+const _: () = assert!(std::mem::size_of::<SeasonalParamsGpu>() == 80);
 
 /// Kept in sync with `struct Point` in `wgsl/seasonal_update.wgsl` (80 bytes): one point of one series, with what
 /// the host computes from event time (WGSL has no i64 or f64).
@@ -76,7 +80,7 @@ const _: () = assert!(std::mem::size_of::<SeasonalQueryGpu>() == 16);
 /// The seasonal state of every series as the shader lays it out (struct-of-arrays; see the WGSL's bindings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeasonalBuffers {
-    /// `bins` per candidate per series.
+    /// Each candidate's bins, series after series (`stride` values per series).
     pub profile: Vec<f32>,
     /// [`CAND_FIELDS`] per candidate per series.
     pub cand: Vec<f32>,
@@ -88,8 +92,8 @@ pub struct SeasonalBuffers {
 
 impl SeasonalBuffers {
     /// Adds a fresh (all-zero) series.
-    pub fn push(&mut self, cands: usize, bins: usize) {
-        self.profile.extend(std::iter::repeat_n(0.0, cands * bins));
+    pub fn push(&mut self, cands: usize, stride: usize) {
+        self.profile.extend(std::iter::repeat_n(0.0, stride));
         self.cand.extend(std::iter::repeat_n(0.0, cands * CAND_FIELDS));
         self.plain.extend([0.0, 0.0]);
         self.info.extend([0, 0]);
@@ -119,7 +123,7 @@ pub fn seasonal_offset_twin(
     queries: &[SeasonalQueryGpu],
     offsets: &mut [f32],
 ) {
-    let (cands, bins) = (p.cands as usize, p.bins as usize);
+    let (cands, stride) = (p.cands as usize, p.stride as usize);
     for (q, out) in queries.iter().zip(offsets.iter_mut()).take(p.n as usize) {
         let s = q.slot as usize;
         let active = b.info[s * 2 + 1] as usize;
@@ -128,7 +132,7 @@ pub fn seasonal_offset_twin(
             continue;
         }
         let k = s * cands + active - 1;
-        let pb = k * bins;
+        let (pb, bins) = (s * stride + p.offsets[active - 1] as usize, p.bins[active - 1]);
         let (b0, b1) = (q.b0 as usize, q.b1 as usize);
         *out = (1.0 - q.frac) * b.profile[pb + b0] + q.frac * b.profile[pb + b1]
             - b.cand[k * CAND_FIELDS + SUM] / bins as f32;
@@ -143,8 +147,7 @@ pub fn seasonal_update_twin(
     points: &[SeasonalPointGpu],
     switches: &mut [i32],
 ) {
-    let cands = p.cands as usize;
-    let bins = p.bins as usize;
+    let (cands, stride) = (p.cands as usize, p.stride as usize);
     for i in 0..p.n as usize {
         let pt = points[i];
         let s = pt.slot as usize;
@@ -173,7 +176,7 @@ pub fn seasonal_update_twin(
             let kc = k * CAND_FIELDS;
             let period = p.periods[c];
             let (b0, b1, frac) = (pt.b0[c] as usize, pt.b1[c] as usize, pt.frac[c]);
-            let pb = k * bins;
+            let (pb, bins) = (s * stride + p.offsets[c] as usize, p.bins[c]);
             let season = (1.0 - frac) * b.profile[pb + b0] + frac * b.profile[pb + b1] - b.cand[kc + SUM] / bins as f32;
             let y = x - season;
             let e = clipped_abs(y - b.cand[kc + FAST], flat_scale);

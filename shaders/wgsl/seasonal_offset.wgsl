@@ -4,18 +4,22 @@
 // without an active season. The host computes the phase of the point under the series' active candidate (it mirrors
 // which one is active from the update's switch codes); the shader reads the active candidate from the device's own
 // state. The CPU twin is shaders/src/seasonal.rs (seasonal_offset_twin). Layouts are kept in sync with
-// shaders/src/seasonal.rs: Params = SeasonalParamsGpu (48 bytes), Query = SeasonalQueryGpu (16 bytes).
+// shaders/src/seasonal.rs: Params = SeasonalParamsGpu (80 bytes), Query = SeasonalQueryGpu (16 bytes).
 
 struct Params {
     n: u32,
     cands: u32,
-    bins: u32,
+    // Profile values per series: every candidate's bins.
+    stride: u32,
     rate: f32,
     alpha: f32,
     min_periods: f32,
     min_gain: f32,
     shortest: f32,
     periods: vec4<f32>,
+    // Each candidate's profile bins, and where they start among a series' `stride` values.
+    bins: vec4<u32>,
+    offsets: vec4<u32>,
 };
 
 struct Query {
@@ -49,7 +53,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         offsets[i] = 0.0;
         return;
     }
-    let k = q.slot * params.cands + season - 1u;
-    let pb = k * params.bins;
-    offsets[i] = (1.0 - q.frac) * profile[pb + q.b0] + q.frac * profile[pb + q.b1] - cand[k * 5u + SUM] / f32(params.bins);
+    let c = season - 1u;
+    let k = q.slot * params.cands + c;
+    let pb = q.slot * params.stride + params.offsets[c];
+    offsets[i] = (1.0 - q.frac) * profile[pb + q.b0] + q.frac * profile[pb + q.b1] - cand[k * 5u + SUM] / f32(params.bins[c]);
 }

@@ -5,12 +5,13 @@
 // WGSL has neither i64 nor f64, so the host computes what needs event time: the point's phase bins and fraction per
 // candidate (in f64, as the CPU does), the time since the series' previous point and since its first.
 // Mirrors SeasonalBank::update operation by operation; the CPU twin is shaders/src/seasonal.rs. Layouts are kept in
-// sync with shaders/src/seasonal.rs: Params = SeasonalParamsGpu (48 bytes), Point = SeasonalPointGpu (80 bytes).
+// sync with shaders/src/seasonal.rs: Params = SeasonalParamsGpu (80 bytes), Point = SeasonalPointGpu (80 bytes).
 
 struct Params {
     n: u32,
     cands: u32,
-    bins: u32,
+    // Profile values per series: every candidate's bins.
+    stride: u32,
     rate: f32,
     alpha: f32,
     min_periods: f32,
@@ -18,6 +19,9 @@ struct Params {
     shortest: f32,
     // Candidate periods in ms (as f32), up to 4.
     periods: vec4<f32>,
+    // Each candidate's profile bins, and where they start among a series' `stride` values.
+    bins: vec4<u32>,
+    offsets: vec4<u32>,
 };
 
 struct Point {
@@ -38,7 +42,7 @@ struct Point {
 };
 
 @group(0) @binding(0) var<uniform> params: Params;
-// bins per candidate per series: profile[(s * cands + c) * bins + b].
+// Each candidate's bins, series after series: profile[s * stride + offsets[c] + b].
 @group(0) @binding(1) var<storage, read_write> profile: array<f32>;
 // Per series and candidate, interleaved: [sum, base, spread, fast, err] at (s * cands + c) * 5.
 @group(0) @binding(2) var<storage, read_write> cand: array<f32>;
@@ -115,8 +119,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let b0 = pt.b0[c];
         let b1 = pt.b1[c];
         let frac = pt.frac[c];
-        let pb = k * params.bins;
-        let season = (1.0 - frac) * profile[pb + b0] + frac * profile[pb + b1] - cand[k * 5u + SUM] / f32(params.bins);
+        let pb = s * params.stride + params.offsets[c];
+        let season = (1.0 - frac) * profile[pb + b0] + frac * profile[pb + b1] - cand[k * 5u + SUM] / f32(params.bins[c]);
         let y = x - season;
         let e = clipped_abs(y - cand[k * 5u + FAST], flat_scale);
         cand[k * 5u + ERR] = cand[k * 5u + ERR] + ew * (e - cand[k * 5u + ERR]);

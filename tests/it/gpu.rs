@@ -535,7 +535,7 @@ fn seasonal_scenario(
     }
     faultline::detect::seasonal::SeasonalParams {
         periods: vec![DAY, 7 * DAY],
-        bins: 48,
+        bins: vec![96, 48],
         rate: 0.1,
         alpha: 0.05,
         min_periods: 2.0,
@@ -560,7 +560,7 @@ fn seasonal_twin_matches_the_seasonal_bank() {
     let (mut bank, mut twin) = (SeasonalBank::default(), SeasonalBuffers::default());
     for _ in 0..series {
         bank.push(&p);
-        twin.push(p.periods.len(), p.bins);
+        twin.push(p.periods.len(), p.stride());
     }
     let mut gp = seasonal_params_gpu(&p);
     let mut first = vec![i64::MIN; series as usize];
@@ -572,7 +572,7 @@ fn seasonal_twin_matches_the_seasonal_bank() {
             .map(|i| {
                 let s = slots[i] as usize;
                 let c = bank.active(s).unwrap_or(0);
-                let (b0, b1, frac) = faultline::detect::seasonal::phase(times[i], p.periods[c], p.bins);
+                let (b0, b1, frac) = faultline::detect::seasonal::phase(times[i], p.periods[c], p.bins[c]);
                 SeasonalQueryGpu { slot: slots[i], b0: b0 as u32, b1: b1 as u32, frac }
             })
             .collect();

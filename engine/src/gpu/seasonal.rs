@@ -23,20 +23,23 @@ use crate::model::TimeMs;
 /// The shader's uniform block for `p` (at most [`SEASONAL_MAX_PERIODS`] candidates).
 pub fn seasonal_params_gpu(p: &SeasonalParams) -> SeasonalParamsGpu {
     assert!(p.periods.len() <= SEASONAL_MAX_PERIODS, "at most {SEASONAL_MAX_PERIODS} candidate periods");
-    let mut periods = [0.0; SEASONAL_MAX_PERIODS];
-    for (d, &period) in periods.iter_mut().zip(&p.periods) {
-        *d = period as f32;
+    let (mut periods, mut bins, mut offsets) =
+        ([0.0; SEASONAL_MAX_PERIODS], [0; SEASONAL_MAX_PERIODS], [0; SEASONAL_MAX_PERIODS]);
+    for (c, &period) in p.periods.iter().enumerate() {
+        (periods[c], bins[c], offsets[c]) = (period as f32, p.bins[c] as u32, p.offset(c) as u32);
     }
     SeasonalParamsGpu {
         n: 0,
         cands: p.periods.len() as u32,
-        bins: p.bins as u32,
+        stride: p.stride() as u32,
         rate: p.rate,
         alpha: p.alpha,
         min_periods: p.min_periods,
         min_gain: p.min_gain,
         shortest: p.periods.iter().copied().min().unwrap_or(1) as f32,
         periods,
+        bins,
+        offsets,
     }
 }
 
@@ -61,8 +64,8 @@ pub fn seasonal_point(
         first: u32::from(first),
         ..Default::default()
     };
-    for (c, &period) in p.periods.iter().enumerate() {
-        let (b0, b1, frac) = phase(t, period, p.bins);
+    for (c, (&period, &bins)) in p.periods.iter().zip(&p.bins).enumerate() {
+        let (b0, b1, frac) = phase(t, period, bins);
         (pt.b0[c], pt.b1[c], pt.frac[c]) = (b0 as u32, b1 as u32, frac);
     }
     pt
@@ -126,7 +129,7 @@ impl GpuSeasonal {
     /// Bytes of each state buffer per series.
     fn strides(p: &SeasonalParams) -> [u64; 4] {
         let c = p.periods.len() as u64;
-        [c * p.bins as u64 * 4, c * CAND_FIELDS as u64 * 4, 8, 8]
+        [p.stride() as u64 * 4, c * CAND_FIELDS as u64 * 4, 8, 8]
     }
 
     fn state_buffers(ctx: &GpuContext, p: &SeasonalParams, series: u64) -> [wgpu::Buffer; 4] {
@@ -279,7 +282,7 @@ impl GpuSeasonal {
         self.query_at.clear();
         for (i, (&slot, &t)) in slots.iter().zip(times).enumerate() {
             if let Some(c) = self.active(slot as usize) {
-                let (b0, b1, frac) = phase(t, self.params.periods[c], self.params.bins);
+                let (b0, b1, frac) = phase(t, self.params.periods[c], self.params.bins[c]);
                 self.query_upload.push(SeasonalQueryGpu { slot, b0: b0 as u32, b1: b1 as u32, frac });
                 self.query_at.push(i as u32);
             }
