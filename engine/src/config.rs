@@ -177,16 +177,25 @@ pub struct SeasonalConfig {
     pub min_gain: f64,
 }
 
-/// Profile bins of the seasonal candidates (`detector.seasonal.bins`): one count for every period, or one per period.
+/// Profile bins of the seasonal candidates (`detector.seasonal.bins`): `"auto"` (by each period's length), one count
+/// for every period, or one per period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     untagged,
-    expecting = "detector.seasonal.bins must be a number (every period's bins) or a list of one number per period"
+    expecting = "detector.seasonal.bins must be \"auto\", a number (every period's bins) or a list of one number per \
+                 period"
 )]
 pub enum Bins {
     All(usize),
     Each(Vec<usize>),
+    /// `"auto"` (anything else is a configuration error).
+    Rule(String),
 }
+
+/// `detector.seasonal.bins = "auto"`: a period of up to a day gets this many bins (a day's: one per quarter hour)...
+pub const AUTO_BINS_UP_TO_A_DAY: usize = 96;
+/// ...and a longer one this many (a week's: one per three and a half hours, weekdays against weekends).
+pub const AUTO_BINS_LONGER: usize = 48;
 
 impl SeasonalConfig {
     /// The profile bins of each candidate period, in the order of `periods`.
@@ -194,6 +203,11 @@ impl SeasonalConfig {
         match &self.bins {
             Bins::All(b) => vec![*b; self.periods.len()],
             Bins::Each(b) => b.clone(),
+            Bins::Rule(_) => self
+                .periods
+                .iter()
+                .map(|p| if p.as_millis_i64() <= 86_400_000 { AUTO_BINS_UP_TO_A_DAY } else { AUTO_BINS_LONGER })
+                .collect(),
         }
     }
 }
@@ -586,14 +600,17 @@ impl Config {
                 p.push(format!("detector.seasonal.periods[{i}] must be at least 1s, got {period}"));
             }
         }
-        if let Bins::Each(b) = &se.bins
-            && b.len() != se.periods.len()
-        {
-            p.push(format!(
-                "detector.seasonal.bins lists {} counts for {} periods: give one per period, or one number for all",
+        match &se.bins {
+            Bins::Each(b) if b.len() != se.periods.len() => p.push(format!(
+                "detector.seasonal.bins lists {} counts for {} periods: give one per period, one number for all, or \
+                 \"auto\"",
                 b.len(),
                 se.periods.len()
-            ));
+            )),
+            Bins::Rule(rule) if rule != "auto" => p.push(format!(
+                "detector.seasonal.bins must be \"auto\", a number or a list of one number per period, got {rule:?}"
+            )),
+            _ => {}
         }
         for (i, b) in se.bins_per_period().into_iter().enumerate() {
             if !(2..=1024).contains(&b) {
@@ -935,6 +952,11 @@ mod tests {
     fn seasonal_bins_are_one_number_or_one_per_period() {
         let bins = |cfg: Config| cfg.detector.seasonal.bins_per_period();
         assert_eq!(bins(Config::default_config().unwrap()), [96, 48], "a quarter-hour day, a week of 3.5 hours");
+        // "auto" (the default) follows the periods a user sets, with no bins of their own to keep in step.
+        let user = "[detector.seasonal]\nperiods = [\"1h\", \"1d\", \"7d\"]\n";
+        assert_eq!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()), [96, 96, 48]);
+        let user = "[detector.seasonal]\nperiods = []\n";
+        assert!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()).is_empty());
         let env = [("FAULTLINE__DETECTOR__SEASONAL__BINS".to_string(), "24".to_string())];
         assert_eq!(bins(Config::from_layers(None, env).unwrap()), [24, 24]);
         let user = "[detector.seasonal]\nperiods = [\"1h\", \"1d\", \"7d\"]\nbins = [12, 96, 56]\n";
@@ -944,7 +966,10 @@ mod tests {
         let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = [96, 1]\n")), []).unwrap_err();
         assert!(err.to_string().contains("detector.seasonal.bins[1] must be in 2..=1024, got 1"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = \"many\"\n")), []).unwrap_err();
-        assert!(err.to_string().contains("detector.seasonal.bins must be a number"), "{err}");
+        assert!(err.to_string().contains("detector.seasonal.bins must be \"auto\", a number"), "{err}");
+        assert!(err.to_string().contains("got \"many\""), "{err}");
+        let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = -3\n")), []).unwrap_err();
+        assert!(err.to_string().contains("detector.seasonal.bins must be \"auto\", a number"), "{err}");
     }
 
     #[test]
