@@ -1859,6 +1859,51 @@ mod tests {
     }
 
     #[test]
+    fn a_daily_step_that_never_comes_is_an_anomaly() {
+        // A square daily wave, 5-minute points: about 20 by night, a step to about 80 from 09:00 to 18:00 (a batch
+        // job's load, say); on day 10 the step never comes. Embedded defaults.
+        let mut det = detector();
+        const STEP: TimeMs = 300_000;
+        let (day, hour) = (86_400_000, 3_600_000);
+        let k = key("batch_jobs");
+        let n = (14 * day / STEP) as usize;
+        let t0 = 1_700_006_400_000; // a midnight
+        let ts: Vec<TimeMs> = (0..n as i64).map(|i| t0 + i * STEP).collect();
+        let xs: Vec<f64> = ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let noise = ((i * 7919 % 23) as f64 / 11.0 - 1.0) * 1.5;
+                let stepped = (9 * hour..18 * hour).contains(&((t - t0) % day)) && (t - t0) / day != 10;
+                noise + if stepped { 80.0 } else { 20.0 }
+            })
+            .collect();
+        let (ids, keys) = (vec![k.id; n], vec![Arc::clone(&k); n]);
+        let mut events = Vec::new();
+        for start in (0..n).step_by(288) {
+            let b = start..(start + 288).min(n);
+            det.process(&ids[b.clone()], &keys[b.clone()], &ts[b.clone()], &xs[b], &mut events);
+        }
+        let on_day = |e: &AnomalyEvent| (e.time - t0) / day;
+        // The missing step is reported within two hours, against the seasonal profile, as a drop. (Its first
+        // points lie inside the calibrated band: the first days' step edges widened it.)
+        let missing: Vec<&AnomalyEvent> =
+            events.iter().filter(|e| on_day(e) == 10 && (e.time - t0) % day < 11 * hour).collect();
+        assert!(!missing.is_empty(), "no event in the first two hours of the missing step");
+        for e in &missing {
+            assert_eq!((e.stage, e.direction), (Stage::Seasonal, Direction::Down), "{e:?}");
+            assert!(e.expected > 60.0 && e.observed < 25.0, "{e:?}");
+        }
+        // Once the season is learned (the first days' steps alert while it is not), no other day alerts.
+        let others: Vec<(i64, f64)> = events
+            .iter()
+            .filter(|e| on_day(e) >= 4 && on_day(e) != 10)
+            .map(|e| (on_day(e), ((e.time - t0) % day) as f64 / hour as f64))
+            .collect();
+        assert!(others.is_empty(), "events on normal days (day, hour): {others:?}");
+    }
+
+    #[test]
     fn series_move_between_batch_positions_and_past_the_position_cache() {
         // Three series in an order that rotates every batch, in batches longer than the position cache: every
         // position changes series from batch to batch, and the tail is looked up by hash.

@@ -588,6 +588,31 @@ mod tests {
     }
 
     #[test]
+    fn a_quarter_hour_profile_follows_a_daily_step_twice_as_closely() {
+        // A square daily wave (20, then 80 from 09:00 to 18:00). Interpolating between bin centres, a profile ramps
+        // into the step over one bin on each side: half an hour at 48 bins a day, a quarter hour at 96. How close
+        // it stays to the step decides how large a residual a day without it leaves (the detector's evidence).
+        let hour = 3_600_000;
+        let square = |t: TimeMs| if (9 * hour..18 * hour).contains(&(t % DAY)) { 80.0 } else { 20.0 };
+        let predicted_after_step = |bins: usize| {
+            let p = SeasonalParams { bins: vec![bins], periods: vec![DAY], ..params() };
+            let mut bank = SeasonalBank::default();
+            bank.push(&p);
+            for i in 0..14 * DAY / STEP {
+                let t = i * STEP;
+                bank.update(0, t, if i == 0 { 0 } else { STEP }, square(t) + noise(i), 1.0, &p);
+            }
+            assert_eq!(bank.active(0), Some(0));
+            let base = bank.base(0, 0, &p);
+            // 5 and 10 minutes into the step.
+            [1, 2].map(|k| base + bank.offset(0, 14 * DAY + 9 * hour + k * STEP, &p))
+        };
+        let (half, quarter) = (predicted_after_step(48), predicted_after_step(96));
+        assert!(quarter[0] > 70.0 && quarter[1] > 76.0, "96 bins: {quarter:?}");
+        assert!(half[0] < 65.0 && half[1] < 75.0, "48 bins: {half:?}");
+    }
+
+    #[test]
     fn a_round_learns_what_its_points_learn_one_by_one() {
         let p = params();
         let (mut one, mut round) = (SeasonalBank::default(), SeasonalBank::default());
