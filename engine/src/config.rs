@@ -167,7 +167,8 @@ pub struct DetectorConfig {
 pub struct SeasonalConfig {
     /// Candidate periods; empty turns seasonality off.
     pub periods: Vec<HumanDuration>,
-    /// Profile bins per period: one number for every period, or one per period (`[96, 48]`).
+    /// Profile bins per period: `"auto"` (by the period's length), one number for every period, or one per period
+    /// (`[96, 48]`).
     pub bins: Bins,
     /// Learning weight of one point for the profile.
     pub rate: f64,
@@ -602,8 +603,8 @@ impl Config {
         }
         match &se.bins {
             Bins::Each(b) if b.len() != se.periods.len() => p.push(format!(
-                "detector.seasonal.bins lists {} counts for {} periods: give one per period, one number for all, or \
-                 \"auto\"",
+                "detector.seasonal.bins has {} entries for {} periods: give one per period, one number for all, \
+                 or \"auto\"",
                 b.len(),
                 se.periods.len()
             )),
@@ -962,7 +963,7 @@ mod tests {
         let user = "[detector.seasonal]\nperiods = [\"1h\", \"1d\", \"7d\"]\nbins = [12, 96, 56]\n";
         assert_eq!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()), [12, 96, 56]);
         let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = [96]\n")), []).unwrap_err();
-        assert!(err.to_string().contains("detector.seasonal.bins lists 1 counts for 2 periods"), "{err}");
+        assert!(err.to_string().contains("detector.seasonal.bins has 1 entries for 2 periods"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = [96, 1]\n")), []).unwrap_err();
         assert!(err.to_string().contains("detector.seasonal.bins[1] must be in 2..=1024, got 1"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector.seasonal]\nbins = \"many\"\n")), []).unwrap_err();

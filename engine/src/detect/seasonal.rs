@@ -4,9 +4,8 @@
 //! For each candidate period `P` a series keeps a profile of its own count of bins over one period (a decimated sketch:
 //! with 96 bins a daily profile has one value per quarter hour, read with linear interpolation between bin centres; a
 //! weekly one of 48 bins, one per three and a half hours, carries what the daily one cannot: weekdays against weekends)
-//! and a slow
-//! base level (time constant one period). The profile learns `x − base` by a gradient step on the two bins around the
-//! point's phase and is kept centred, so base and profile do not trade an offset.
+//! and a slow base level (time constant one period). The profile learns `x − base` by a gradient step on the two bins
+//! around the point's phase and is kept centred, so base and profile do not trade an offset.
 //!
 //! The test is predictive, like an autocorrelation at lag `P` measured on what matters: two level trackers with the
 //! robust model's speed follow `x` and `x − profile(phase)`, and exponentially weighted absolute one-step errors of both
@@ -317,7 +316,8 @@ impl SeasonalBank {
         }
     }
 
-    /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`].
+    /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`]. `stride` is
+    /// [`SeasonalParams::stride`], computed once per round.
     #[inline(always)]
     fn learn(&mut self, pt: &RoundPoint, phases: &[(usize, usize, f32)], stride: usize, p: &SeasonalParams) -> Switch {
         let RoundPoint { s, t, dt, x, weight } = *pt;
