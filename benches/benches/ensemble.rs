@@ -106,10 +106,19 @@ fn counts(name: &str, default: &str) -> Vec<u64> {
 }
 
 fn ensemble(c: &mut Criterion) {
-    let cfg = Config::default_config().expect("the embedded config loads");
+    // The embedded defaults with `FAULTLINE__…` overrides, as the CLI reads them (e.g.
+    // `FAULTLINE__DETECTOR__SEASONAL__BINS=48` to compare profile resolutions in one build).
+    let cfg = Config::load(None).unwrap_or_else(|e| {
+        eprintln!("ensemble: {e:#}");
+        std::process::exit(2)
+    });
     let kernels = Kernels::detect();
     let params = ShardDetector::robust_params(&cfg.detector);
-    eprintln!("ensemble: kernel {kernels}; {} bytes of model state per series", ShardDetector::BYTES_PER_SERIES);
+    eprintln!(
+        "ensemble: kernel {kernels}; {} bytes of model state per series with the defaults; seasonal bins {:?}",
+        ShardDetector::BYTES_PER_SERIES,
+        cfg.detector.seasonal.bins_per_period()
+    );
     let mut g = c.benchmark_group("ensemble");
     let warm = counts("ENSEMBLE_WARM_TICKS", "300").first().copied().unwrap_or(300);
     for n in counts("ENSEMBLE_SERIES", "1000,100000") {
