@@ -925,7 +925,7 @@ impl ShardDetector {
         let state = g.robust.download().unwrap_or_else(|e2| lost("robust state", e2));
         if let Some(se) = &mut g.seasonal {
             let buffers = se.download().unwrap_or_else(|e2| lost("seasonal state", e2));
-            self.seasonal = SeasonalBank::from_buffers(&buffers, se.first_times());
+            self.seasonal = SeasonalBank::from_buffers(&buffers, se.first_times(), &self.seasonal_params);
         }
         if let Some(sp) = &mut g.spot {
             let states = sp.download().unwrap_or_else(|e2| lost("calibrations", e2));

@@ -13,8 +13,8 @@
 //! `min-gain`; it is dropped again when its gain falls under half of that. While a season is active the robust model
 //! sees `x − profile(phase)` (the ladder's *seasonal* stage).
 //!
-//! State is one array of profiles (each candidate's bins, one series after another), one of per-candidate records and
-//! one of per-series records, indexed by series slot: a point touches one record of each.
+//! State is one array of profiles per candidate (series after series), one of per-candidate records and one of
+//! per-series records, indexed by series slot: a point touches one record of each.
 // Hot path: no IO, no allocation per point (only `push` allocates, once per new series), no logging.
 
 use crate::model::TimeMs;
@@ -64,9 +64,10 @@ pub enum Switch {
 /// Seasonal state of every series of one shard.
 #[derive(Debug, Default, Clone)]
 pub struct SeasonalBank {
-    /// Each candidate's bins, series after series: bin `b` of candidate `c` of series `s` at
-    /// `s * stride + offset(c) + b` (see [`SeasonalParams::stride`]).
-    profile: Vec<f32>,
+    /// One array per candidate, series after series: bin `b` of candidate `c` of series `s` at
+    /// `profile[c][s * bins[c] + b]`. Candidate-major, so a round in slot order walks each candidate's profiles with
+    /// that candidate's stride.
+    profile: Vec<Vec<f32>>,
     /// Per series and candidate (`s * C + c`), together so a point touches one cache line.
     cand: Vec<Cand>,
     /// Per series.
@@ -155,7 +156,10 @@ impl SeasonalBank {
     /// Adds a fresh series.
     pub fn push(&mut self, p: &SeasonalParams) {
         let c = p.periods.len();
-        self.profile.extend(std::iter::repeat_n(0.0, p.stride()));
+        self.profile.resize_with(c, Vec::new);
+        for (profile, &n) in self.profile.iter_mut().zip(&p.bins) {
+            profile.extend(std::iter::repeat_n(0.0, n));
+        }
         self.cand.extend(std::iter::repeat_n(Cand::default(), c));
         self.series.push(SeriesState::default());
     }
@@ -199,8 +203,7 @@ impl SeasonalBank {
         let n = p.bins[c];
         let (b0, b1, frac) =
             phase_of_rem(rem(self.series[s].phase_t, self.cand[k].rem, t, p.periods[c]), p.periods[c], n);
-        let start = s * p.stride() + p.offset(c);
-        let bins = &self.profile[start..start + n];
+        let bins = &self.profile[c][s * n..(s + 1) * n];
         (1.0 - frac) * bins[b0] + frac * bins[b1] - self.cand[k].sum / n as f32
     }
 
@@ -216,10 +219,17 @@ impl SeasonalBank {
         }
     }
 
-    /// Every series' state in the layout of `seasonal_update.wgsl` (for the GPU parity tests).
+    /// Every series' state in the layout of `seasonal_update.wgsl` (for the GPU parity tests): its profile is
+    /// series-major, each series' candidates one after another.
     pub fn to_buffers(&self) -> faultline_shaders::seasonal::SeasonalBuffers {
-        let mut b =
-            faultline_shaders::seasonal::SeasonalBuffers { profile: self.profile.clone(), ..Default::default() };
+        let mut b = faultline_shaders::seasonal::SeasonalBuffers::default();
+        let series = self.series.len();
+        for s in 0..series {
+            for profile in &self.profile {
+                let n = profile.len() / series;
+                b.profile.extend_from_slice(&profile[s * n..(s + 1) * n]);
+            }
+        }
         for k in &self.cand {
             b.cand.extend([k.sum, k.base, k.spread, k.fast, k.err]);
         }
@@ -232,7 +242,11 @@ impl SeasonalBank {
 
     /// The bank whose state is `b` (in the layout of `seasonal_update.wgsl`) with first event times `first_time`: a
     /// shard moving its seasonal models from the device to the CPU.
-    pub fn from_buffers(b: &faultline_shaders::seasonal::SeasonalBuffers, first_time: &[TimeMs]) -> Self {
+    pub fn from_buffers(
+        b: &faultline_shaders::seasonal::SeasonalBuffers,
+        first_time: &[TimeMs],
+        p: &SeasonalParams,
+    ) -> Self {
         use faultline_shaders::seasonal::CAND_FIELDS;
         let cand = b
             .cand
@@ -254,7 +268,16 @@ impl SeasonalBank {
                 phase_t: TimeMs::MIN,
             })
             .collect();
-        Self { profile: b.profile.clone(), cand, series, memo: DecayMemo::default(), phases: Vec::new() }
+        let mut profile: Vec<Vec<f32>> = vec![Vec::new(); p.bins.len()];
+        for values in b.profile.chunks_exact(p.stride().max(1)) {
+            let mut rest = values;
+            for (profile, &n) in profile.iter_mut().zip(&p.bins) {
+                let (mine, after) = rest.split_at(n);
+                profile.extend_from_slice(mine);
+                rest = after;
+            }
+        }
+        Self { profile, cand, series, memo: DecayMemo::default(), phases: Vec::new() }
     }
 
     /// Learns point `(t, x)` of series `s`; `dt` is the time since its previous point in ms (ignored for the first)
@@ -263,7 +286,7 @@ impl SeasonalBank {
     pub fn update(&mut self, s: usize, t: TimeMs, dt: TimeMs, x: f32, weight: f32, p: &SeasonalParams) -> Switch {
         let mut phases = [(0, 0, 0.0); MAX_PERIODS];
         self.phases_of(s, t, x, p, &scales(p), &mut phases[..p.periods.len()]);
-        self.learn(&RoundPoint { s, t, dt, x, weight }, &phases[..p.periods.len()], p.stride(), p)
+        self.learn(&RoundPoint { s, t, dt, x, weight }, &phases[..p.periods.len()], p)
     }
 
     /// [`SeasonalBank::update`] of every point of a round (no series twice), with the same results bit for bit:
@@ -283,8 +306,7 @@ impl SeasonalBank {
         for (pt, ph) in points.iter().zip(phases.chunks_exact_mut(cands)) {
             self.phases_of(pt.s, pt.t, pt.x, p, &scales, ph);
         }
-        let stride = p.stride();
-        switches.extend(points.iter().zip(phases.chunks_exact(cands)).map(|(pt, ph)| self.learn(pt, ph, stride, p)));
+        switches.extend(points.iter().zip(phases.chunks_exact(cands)).map(|(pt, ph)| self.learn(pt, ph, p)));
         self.phases = phases;
     }
 
@@ -316,10 +338,9 @@ impl SeasonalBank {
         }
     }
 
-    /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`]. `stride` is
-    /// [`SeasonalParams::stride`], computed once per round.
+    /// Learns a point whose phases `phases_of` gave: the body of [`SeasonalBank::update`].
     #[inline(always)]
-    fn learn(&mut self, pt: &RoundPoint, phases: &[(usize, usize, f32)], stride: usize, p: &SeasonalParams) -> Switch {
+    fn learn(&mut self, pt: &RoundPoint, phases: &[(usize, usize, f32)], p: &SeasonalParams) -> Switch {
         let RoundPoint { s, t, dt, x, weight } = *pt;
         let cands = p.periods.len();
         if cands == 0 || !x.is_finite() {
@@ -356,7 +377,6 @@ impl SeasonalBank {
         se.flat_fast += a * within(x - se.flat_fast, clip);
         let flat_err = se.flat_err;
         let elapsed = (t - se.first_time) as f32;
-        let mut start = s * stride;
         let mut best: Option<(usize, f32)> = None;
         // The gains the loop computes, for the active candidate's below (the same value: nothing it reads changes).
         let mut gains = [f32::NAN; MAX_PERIODS];
@@ -371,8 +391,7 @@ impl SeasonalBank {
             let ks = &mut self.cand[k];
             let (b0, b1, frac) = phases[c];
             let n = p.bins[c];
-            let bins = &mut self.profile[start..start + n];
-            start += n;
+            let bins = &mut self.profile[c][s * n..(s + 1) * n];
             let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - ks.sum / n as f32;
             let y = x - season;
             let e = lesser((y - ks.fast).abs(), clip);
@@ -656,6 +675,16 @@ mod tests {
             (bits(&a.profile), bits(&a.cand), bits(&a.plain), &a.info),
             (bits(&b.profile), bits(&b.cand), bits(&b.plain), &b.info)
         );
+        // The device's layout (series-major profiles) and back: the same state, and it learns on the same.
+        let first: Vec<TimeMs> = round.series.iter().map(|se| se.first_time).collect();
+        let mut back = SeasonalBank::from_buffers(&b, &first, &p);
+        assert_eq!(back.profile, round.profile);
+        assert_eq!(bits(&back.to_buffers().profile), bits(&b.profile));
+        let t = 6 * DAY + 123_000;
+        for s in 0..5 {
+            assert_eq!(back.update(s, t, STEP, 42.0, 1.0, &p), round.update(s, t, STEP, 42.0, 1.0, &p));
+            assert_eq!(back.offset(s, t + STEP, &p).to_bits(), round.offset(s, t + STEP, &p).to_bits());
+        }
     }
 
     #[test]
