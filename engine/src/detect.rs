@@ -49,7 +49,9 @@ use self::service::{ServiceBank, ServiceParams};
 use self::sketch::{Odds, Sketch, SketchParams};
 use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
-use crate::config::{DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match};
+use crate::config::{
+    AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match,
+};
 use crate::event::{AnomalyEvent, Channels, Direction, LevelShift, RuleHit, Stage, rule_score};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuError, GpuRobust, GpuSeasonal, spot::GpuSpot};
@@ -473,7 +475,7 @@ impl ShardDetector {
     /// its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
-        + SeasonalBank::bytes_per_series(&[96, 48])
+        + SeasonalBank::bytes_per_series(&[AUTO_BINS_UP_TO_A_DAY, AUTO_BINS_LONGER])
         + size_of::<f32>()
         + size_of::<Cusum>()
         + size_of::<f32>()
