@@ -56,6 +56,7 @@ fn incident(services: usize) -> (ServiceGraph, Vec<AnomalyEvent>) {
                         value: 0.9,
                         residual: 0.9,
                         shift: 0.0,
+                        burst: None,
                         service: 0.9,
                         residual_name: "residual",
                         fatigue: 0.0,

@@ -155,6 +155,7 @@ pub struct DetectorConfig {
     pub density: DensityConfig,
     pub fatigue: FatigueConfig,
     pub novelty: NoveltyConfig,
+    pub burst: BurstConfig,
     pub multivariate: MultivariateConfig,
     pub spectral: SpectralConfig,
     pub rules: Vec<RuleConfig>,
@@ -314,6 +315,18 @@ pub struct NoveltyConfig {
     /// this many points of the series.
     pub half_life: f64,
     pub margin: f64,
+}
+
+/// The burst channel (`[detector.burst]`): the recent mean of the standardised residual, scored by how far it breaks
+/// the record range it has kept (see `detect::burst`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BurstConfig {
+    pub enabled: bool,
+    /// Points after which a residual's weight in the mean has halved.
+    pub half_life: f64,
+    /// The fraction of the record range the mean must go beyond it to reach the alarm level.
+    pub record: f64,
 }
 
 /// The per-service multivariate score (`[detector.multivariate]`): every series of a service adds its latest squared
@@ -576,6 +589,8 @@ impl Config {
         check_range(&mut p, "detector.fatigue.half-life", d.fatigue.half_life, 1.0, 1e12);
         check_range(&mut p, "detector.novelty.half-life", d.novelty.half_life, 1e-3, 1e12);
         check_range(&mut p, "detector.novelty.margin", d.novelty.margin, 0.0, 1e6);
+        check_range(&mut p, "detector.burst.half-life", d.burst.half_life, 1.0, 1e9);
+        check_range(&mut p, "detector.burst.record", d.burst.record, 1e-3, 1e3);
         let mv = &d.multivariate;
         if mv.horizon.as_millis_i64() < 1000 {
             p.push(format!("detector.multivariate.horizon must be at least 1s, got {}", mv.horizon));
@@ -933,6 +948,18 @@ mod tests {
         assert!(err.contains("detector.spectral.discount is NaN"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector.spectral]\nlook = 58\n")), []).unwrap_err();
         assert!(err.to_string().contains("look must be in 1..58"), "{err}");
+    }
+
+    #[test]
+    fn burst_settings_are_validated() {
+        let cfg = Config::default_config().unwrap();
+        assert!(cfg.detector.burst.enabled, "the burst channel is on by default");
+        let user = "[detector.burst]\nhalf-life = 0.5\nrecord = nan\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.burst.half-life must be in [1, 1000000000], got 0.5"), "{err}");
+        assert!(err.contains("detector.burst.record is NaN"), "{err}");
+        let off = Config::from_layers(Some(("x.toml", "[detector.burst]\nenabled = false\n")), []).unwrap();
+        assert!(!off.detector.burst.enabled);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct Channels {
     pub residual: f64,
     /// The level-shift (CUSUM) statistic, calibrated.
     pub shift: f64,
+    /// The burst channel: the recent mean residual past its record range (`None` when the channel is off).
+    pub burst: Option<f64>,
     /// The per-service multivariate score over all the service's metrics, calibrated.
     pub service: f64,
     /// Which residual: `robust-z` (young series), `residual` or `seasonal-residual`.
@@ -180,13 +182,18 @@ impl AnomalyEvent {
         }
         if self.model_fired && self.level_shift.is_none() {
             let c = &self.channels;
-            let rare: Vec<&str> = [("value", c.value), ("residual", c.residual)]
-                .into_iter()
-                .filter(|&(_, score)| score >= 0.5)
-                .map(|(name, _)| name)
-                .collect();
+            let rare: Vec<&str> =
+                [("value", c.value), ("residual", c.residual), ("recent mean residual", c.burst.unwrap_or(0.0))]
+                    .into_iter()
+                    .filter(|&(_, score)| score >= 0.5)
+                    .map(|(name, _)| name)
+                    .collect();
             if !rare.is_empty() {
-                s.push_str(&format!("; its {} rarer than the configured risk for this series", rare.join(" and ")));
+                let listed = match rare.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                    _ => rare.join(""),
+                };
+                s.push_str(&format!("; its {listed} rarer than the configured risk for this series"));
             }
         }
         if let Some(shift) = self.level_shift {
@@ -224,6 +231,13 @@ impl AnomalyEvent {
             for (name, score) in [("value-rarity", c.value), (c.residual_name, c.residual), ("level-shift", c.shift)] {
                 let fired = self.model_fired && score >= 0.5 || name == "level-shift" && self.level_shift.is_some();
                 detectors.push(DetectorWire { name, fired, score: round6(score) });
+            }
+            if let Some(score) = c.burst {
+                detectors.push(DetectorWire {
+                    name: "burst",
+                    fired: self.model_fired && score >= 0.5,
+                    score: round6(score),
+                });
             }
             detectors.push(DetectorWire {
                 name: "service-multivariate",

@@ -986,6 +986,7 @@ mod tests {
                 value: 0.9,
                 residual: 0.9,
                 shift: 0.0,
+                burst: None,
                 service: 0.9,
                 residual_name: "residual",
                 fatigue: 0.0,
