@@ -197,6 +197,8 @@ struct Scored {
     resid_s: f64,
     /// The burst channel's surprise (0 when it is off).
     burst_s: f64,
+    /// The spectral-residual channel's surprise (set by `channels`; 0 when it is off).
+    spectral_s: f64,
     fatigue: f64,
     // Set by `channels`.
     level_shift: Option<LevelShift>,
@@ -239,6 +241,7 @@ impl Scored {
             value_s: 0.0,
             resid_s: 0.0,
             burst_s: 0.0,
+            spectral_s: 0.0,
             fatigue: 0.0,
             surprise: 0.0,
             anomalous: false,
@@ -1172,8 +1175,8 @@ impl ShardDetector {
         }
 
         // The channels' surprises (−log10 p): value, residual and burst from `rarity`, the spectral residual's here.
-        let spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
-        let raw = p.value_s.max(p.resid_s).max(p.burst_s).max(spectral_s).max(0.0);
+        p.spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
+        let raw = p.value_s.max(p.resid_s).max(p.burst_s).max(p.spectral_s).max(0.0);
         // Fatigue (from `rarity`) discounts a series that alarmed often lately.
         p.surprise = (raw - p.fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
@@ -1400,6 +1403,7 @@ impl ShardDetector {
             residual: unit(resid_s),
             shift: unit(self.shift_surprise(p)),
             burst: self.burst_params.map(|_| unit(p.burst_s)),
+            spectral: self.spectral.as_ref().map(|_| unit(p.spectral_s)),
             service: service
                 .map_or(0.0, |score| surprise_to_unit(self.service.surprise(s, score, &self.spot_params), alarm)),
             residual_name: if young {
@@ -1922,6 +1926,34 @@ mod tests {
             .map(|e| (on_day(e), ((e.time - t0) % day) as f64 / hour as f64))
             .collect();
         assert!(others.is_empty(), "events on normal days (day, hour): {others:?}");
+    }
+
+    #[test]
+    fn events_list_the_optional_channels_while_they_are_on() {
+        // The shift of `learned_model_flags_a_shift_and_single_spikes_are_suppressed`, with the burst channel on (the
+        // default) or off, and the spectral channel off (the default) or on (warmed up within the series).
+        let names = |burst: bool, spectral: bool| {
+            let mut cfg = Config::default_config().unwrap();
+            cfg.detector.burst.enabled = burst;
+            cfg.detector.spectral.enabled = spectral;
+            cfg.detector.spectral.warmup_points = 100;
+            let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+            let key = Arc::new(SeriesKey::new("cart", "latency_p50_ms", [] as [(&str, &str); 0]));
+            let mut xs = wobble(200, 20.0, 1.0);
+            xs.extend(std::iter::repeat_n(35.0, 5));
+            let ev = run(&mut det, &key, &xs, 0);
+            assert!(!ev.is_empty());
+            ev[0].to_wire().evidence.detectors.iter().map(|d| d.name).collect::<Vec<_>>()
+        };
+        // The series is young: its residual channel is the robust z-score.
+        let base = ["value-rarity", "robust-z", "level-shift"];
+        let with = |extra: &[&'static str]| {
+            base.iter().chain(extra).chain(&["service-multivariate"]).copied().collect::<Vec<&str>>()
+        };
+        assert_eq!(names(true, false), with(&["burst"]));
+        assert_eq!(names(false, false), with(&[]));
+        assert_eq!(names(true, true), with(&["burst", "spectral-residual"]));
+        assert_eq!(names(false, true), with(&["spectral-residual"]));
     }
 
     #[test]

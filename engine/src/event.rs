@@ -93,6 +93,8 @@ pub struct Channels {
     pub shift: f64,
     /// The burst channel: the recent mean residual past its record range (`None` when the channel is off).
     pub burst: Option<f64>,
+    /// The spectral-residual channel: the point's saliency in its window's shape (`None` when the channel is off).
+    pub spectral: Option<f64>,
     /// The per-service multivariate score over all the service's metrics, calibrated.
     pub service: f64,
     /// Which residual: `robust-z` (young series), `residual` or `seasonal-residual`.
@@ -182,12 +184,16 @@ impl AnomalyEvent {
         }
         if self.model_fired && self.level_shift.is_none() {
             let c = &self.channels;
-            let rare: Vec<&str> =
-                [("value", c.value), ("residual", c.residual), ("recent mean residual", c.burst.unwrap_or(0.0))]
-                    .into_iter()
-                    .filter(|&(_, score)| score >= 0.5)
-                    .map(|(name, _)| name)
-                    .collect();
+            let rare: Vec<&str> = [
+                ("value", c.value),
+                ("residual", c.residual),
+                ("recent mean residual", c.burst.unwrap_or(0.0)),
+                ("shape (spectral residual)", c.spectral.unwrap_or(0.0)),
+            ]
+            .into_iter()
+            .filter(|&(_, score)| score >= 0.5)
+            .map(|(name, _)| name)
+            .collect();
             if !rare.is_empty() {
                 let listed = match rare.split_last() {
                     Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
@@ -232,12 +238,15 @@ impl AnomalyEvent {
                 let fired = self.model_fired && score >= 0.5 || name == "level-shift" && self.level_shift.is_some();
                 detectors.push(DetectorWire { name, fired, score: round6(score) });
             }
-            if let Some(score) = c.burst {
-                detectors.push(DetectorWire {
-                    name: "burst",
-                    fired: self.model_fired && score >= 0.5,
-                    score: round6(score),
-                });
+            // The optional channels are listed while they are on.
+            for (name, score) in [("burst", c.burst), ("spectral-residual", c.spectral)] {
+                if let Some(score) = score {
+                    detectors.push(DetectorWire {
+                        name,
+                        fired: self.model_fired && score >= 0.5,
+                        score: round6(score),
+                    });
+                }
             }
             detectors.push(DetectorWire {
                 name: "service-multivariate",

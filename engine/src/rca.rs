@@ -987,6 +987,7 @@ mod tests {
                 residual: 0.9,
                 shift: 0.0,
                 burst: None,
+                spectral: None,
                 service: 0.9,
                 residual_name: "residual",
                 fatigue: 0.0,
