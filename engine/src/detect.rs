@@ -483,8 +483,8 @@ impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
     /// of 48), not counting the series' key and index entry (1002): robust level/scale 12, seasonal profiles and test
     /// 672, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 40, two
-    /// sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags, run start and last time 20, batch scratch 4,
-    /// its part in the service's multivariate score 28.
+    /// sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags, run start and last time
+    /// 20, batch scratch 4, its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(&[AUTO_BINS_UP_TO_A_DAY, AUTO_BINS_LONGER])

@@ -48,8 +48,9 @@ impl Default for Burst {
 }
 
 impl Burst {
-    /// Moves the mean by residual `z` and returns its surprise when `score` (0 otherwise) in units of `alarm` (the
-    /// alarm level's surprise), then widens the record range to the mean. A non-finite `z` changes nothing.
+    /// Moves the mean by residual `z` and returns its surprise when `score` (0 otherwise): `alarm`, the alarm level's
+    /// surprise, where the mean breaks its record by `record` of the range, in proportion beyond and 0 inside. Then
+    /// widens the record range to the mean. A non-finite `z` changes nothing.
     #[inline]
     pub fn observe(&mut self, z: f32, score: bool, alarm: f64, p: &BurstParams) -> f64 {
         if !z.is_finite() {
