@@ -1504,7 +1504,13 @@ mod tests {
     use crate::config::Config;
 
     fn detector() -> ShardDetector {
-        let cfg = Config::default_config().unwrap();
+        detector_with(|_| {})
+    }
+
+    /// A detector on the embedded defaults with `tweak` applied to its settings.
+    fn detector_with(tweak: impl FnOnce(&mut DetectorConfig)) -> ShardDetector {
+        let mut cfg = Config::default_config().unwrap();
+        tweak(&mut cfg.detector);
         ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect())
     }
 
@@ -1565,9 +1571,7 @@ mod tests {
         let ev = run(&mut detector(), &key, &xs, 0);
         assert!(!ev.is_empty() && ev.iter().all(|e| e.stage == Stage::ColdStartRule), "only the cold-start rung fires");
         assert!(ev.iter().all(|e| e.points_seen <= 61), "the rule stops once the model has warmed up");
-        let mut cfg = Config::default_config().unwrap();
-        cfg.detector.rules[0].always = true;
-        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        let mut det = detector_with(|d| d.rules[0].always = true);
         let ev = run(&mut det, &key, &xs, 0);
         assert_eq!(ev.last().unwrap().points_seen, 300, "an `always` rule is a hard bound");
     }
@@ -1782,10 +1786,10 @@ mod tests {
     fn a_slow_ramp_is_still_flagged() {
         // Noise controls off (no minimum deviation, 1 of 1): this is about what the model sees, not about what the
         // default controls let through.
-        let mut cfg = Config::default_config().unwrap();
-        cfg.detector.min_rel_deviation = 0.0;
-        cfg.detector.m_of_n = [1, 1];
-        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        let mut det = detector_with(|d| {
+            d.min_rel_deviation = 0.0;
+            d.m_of_n = [1, 1];
+        });
         let k = key("memory_used");
         // 1000 quiet points, then a climb of 0.02 noise-amplitudes per point: the level follows it, every point is
         // within a sigma of what is expected, and nothing trips the CUSUM.
@@ -1933,11 +1937,11 @@ mod tests {
         // The shift of `learned_model_flags_a_shift_and_single_spikes_are_suppressed`, with the burst channel on (the
         // default) or off, and the spectral channel off (the default) or on (warmed up within the series).
         let names = |burst: bool, spectral: bool| {
-            let mut cfg = Config::default_config().unwrap();
-            cfg.detector.burst.enabled = burst;
-            cfg.detector.spectral.enabled = spectral;
-            cfg.detector.spectral.warmup_points = 100;
-            let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+            let mut det = detector_with(|d| {
+                d.burst.enabled = burst;
+                d.spectral.enabled = spectral;
+                d.spectral.warmup_points = 100;
+            });
             let key = Arc::new(SeriesKey::new("cart", "latency_p50_ms", [] as [(&str, &str); 0]));
             let mut xs = wobble(200, 20.0, 1.0);
             xs.extend(std::iter::repeat_n(35.0, 5));
@@ -1972,9 +1976,7 @@ mod tests {
         let k = key("retries");
         let (ids, keys) = (vec![k.id; xs.len()], vec![Arc::clone(&k); xs.len()]);
         let peak = |burst: bool| {
-            let mut cfg = Config::default_config().unwrap();
-            cfg.detector.burst.enabled = burst;
-            let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+            let mut det = detector_with(|d| d.burst.enabled = burst);
             let scores = scores_in_batches(&mut det, &ids, &keys, &ts, &xs, 500);
             let max = |r: std::ops::Range<usize>| scores[r].iter().copied().fold(0.0, f64::max);
             (max(usual / 2..usual), max(usual..usual + dense))
