@@ -68,6 +68,7 @@ fn incident(services: usize) -> (ServiceGraph, Vec<AnomalyEvent>) {
                     anomalous_in_window: 3,
                     window: 3,
                     points_seen: 1000,
+                    learning_paused: false,
                 });
             }
         }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::TimeMs;
 use crate::sim::SimConfig;
 use crate::units::HumanDuration;
 
@@ -160,6 +161,8 @@ pub struct DetectorConfig {
     pub spectral: SpectralConfig,
     pub rules: Vec<RuleConfig>,
     pub overrides: Vec<OverrideConfig>,
+    /// Windows of event time in which matching series score and alert as usual but none of their models learns.
+    pub learning_pauses: Vec<LearningPauseConfig>,
 }
 
 /// Seasonality found per series (`[detector.seasonal]`).
@@ -340,6 +343,41 @@ pub struct MultivariateConfig {
     pub top: usize,
     /// Smallest share of the service's score listed.
     pub min_share: f64,
+}
+
+/// Most entries of `detector.learning-pauses` (each series keeps a bit per entry that matches it).
+pub const MAX_LEARNING_PAUSES: usize = 64;
+
+/// A learning pause (`[[detector.learning-pauses]]`): from `from` (inclusive) to `until` (exclusive), in event time,
+/// the series whose metric (and service, if given) match are scored and raise events as usual, but none of their
+/// models learns from those points. Either end may be left out (open).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LearningPauseConfig {
+    pub metric: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    /// RFC 3339 (or `YYYY-MM-DD HH:MM:SS`, UTC) event times.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+impl LearningPauseConfig {
+    /// The window in event-time milliseconds, open ends as `TimeMs::MIN` / `TimeMs::MAX`, or what is wrong with it
+    /// (naming the field, below `at`).
+    pub fn window(&self, at: &str) -> std::result::Result<(TimeMs, TimeMs), String> {
+        let time = |name: &str, v: &Option<String>, open: TimeMs| match v {
+            None => Ok(open),
+            Some(v) => crate::clock::parse_time(v).map_err(|e| format!("{at}.{name}: {e}")),
+        };
+        let (from, until) = (time("from", &self.from, TimeMs::MIN)?, time("until", &self.until, TimeMs::MAX)?);
+        if from >= until {
+            return Err(format!("{at}: `from` must be earlier than `until`"));
+        }
+        Ok((from, until))
+    }
 }
 
 /// An absolute bound that applies from a series' first point: the cold-start rung of the ladder. It stops applying
@@ -666,6 +704,28 @@ impl Config {
                 }
             }
         }
+        if d.learning_pauses.len() > MAX_LEARNING_PAUSES {
+            p.push(format!(
+                "detector.learning-pauses may have at most {MAX_LEARNING_PAUSES} entries, got {}",
+                d.learning_pauses.len()
+            ));
+        }
+        for (i, lp) in d.learning_pauses.iter().enumerate() {
+            let at = format!("detector.learning-pauses[{i}]");
+            if lp.metric.is_empty() {
+                p.push(format!("{at}.metric must not be empty"));
+            }
+            if let Err(e) = lp.window(&at) {
+                p.push(e);
+            }
+        }
+        if !d.learning_pauses.is_empty() && e.backend == Backend::Gpu {
+            p.push(
+                "detector.learning-pauses are not supported by engine.backend = \"gpu\" (the device passes have no \
+                 per-point learning switch): use \"cpu\", or \"auto\", which then runs on the CPU"
+                    .into(),
+            );
+        }
         for (i, o) in d.overrides.iter().enumerate() {
             let at = format!("detector.overrides[{i}]");
             if o.metric.is_empty() {
@@ -960,6 +1020,32 @@ mod tests {
         assert!(err.contains("detector.burst.record is NaN"), "{err}");
         let off = Config::from_layers(Some(("x.toml", "[detector.burst]\nenabled = false\n")), []).unwrap();
         assert!(!off.detector.burst.enabled);
+    }
+
+    #[test]
+    fn learning_pauses_are_read_and_validated() {
+        assert!(Config::default_config().unwrap().detector.learning_pauses.is_empty(), "no pause by default");
+        let user = "[[detector.learning-pauses]]\nmetric = \"*\"\nservice = \"checkout\"\n\
+                    from = \"2026-01-05T10:00:00Z\"\nuntil = \"2026-01-05 12:00:00\"\n\
+                    [[detector.learning-pauses]]\nmetric = \"latency_*\"\n";
+        let cfg = Config::from_layers(Some(("x.toml", user)), []).unwrap();
+        let lp = &cfg.detector.learning_pauses;
+        assert_eq!(lp.len(), 2);
+        assert_eq!(lp[0].window("p").unwrap(), (1_767_607_200_000, 1_767_614_400_000));
+        assert_eq!(lp[1].window("p").unwrap(), (TimeMs::MIN, TimeMs::MAX), "open at both ends");
+        let user = "[[detector.learning-pauses]]\nmetric = \"\"\nfrom = \"soon\"\n\
+                    [[detector.learning-pauses]]\nmetric = \"x\"\nfrom = \"2026-01-05T10:00:00Z\"\n\
+                    until = \"2026-01-05T09:00:00Z\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.learning-pauses[0].metric must not be empty"), "{err}");
+        assert!(err.contains("detector.learning-pauses[0].from: ") && err.contains("soon"), "{err}");
+        assert!(err.contains("detector.learning-pauses[1]: `from` must be earlier than `until`"), "{err}");
+        let user = "[engine]\nbackend = \"gpu\"\n[[detector.learning-pauses]]\nmetric = \"*\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.learning-pauses are not supported by engine.backend = \"gpu\""), "{err}");
+        let user = "[[detector.learning-pauses]]\nmetric = \"*\"\n".repeat(MAX_LEARNING_PAUSES + 1);
+        let err = Config::from_layers(Some(("x.toml", &user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.learning-pauses may have at most 64 entries, got 65"), "{err}");
     }
 
     #[test]

@@ -47,13 +47,14 @@ use faultline_kernels::{Kernels, RobustParams, RobustState};
 
 use self::burst::{Burst, BurstParams};
 use self::cusum::{Cusum, CusumParams};
-use self::seasonal::{RoundPoint, SeasonalBank, SeasonalParams, Switch};
+use self::seasonal::{RoundPoint, SeasonalBank, SeasonalParams, SeasonalSaved, Switch};
 use self::service::{ServiceBank, ServiceParams};
 use self::sketch::{Odds, Sketch, SketchParams};
 use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{
-    AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, RcaConfig, Role, glob_match,
+    AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, MAX_LEARNING_PAUSES, RcaConfig, Role,
+    glob_match,
 };
 use crate::event::{AnomalyEvent, Channels, Direction, LevelShift, RuleHit, Stage, rule_score};
 #[cfg(feature = "gpu")]
@@ -98,6 +99,8 @@ pub struct Profile {
     /// Whether the rules keep applying after warm-up.
     pub rules_always: bool,
     pub role: Role,
+    /// Bit `i` set: entry `i` of `detector.learning-pauses` matches the series.
+    pub pauses: u64,
 }
 
 impl Profile {
@@ -119,6 +122,13 @@ impl Profile {
             below: None,
             rules_always: false,
             role: rca.role_of(metric),
+            pauses: d
+                .learning_pauses
+                .iter()
+                .take(MAX_LEARNING_PAUSES)
+                .enumerate()
+                .filter(|(_, lp)| matches(&lp.metric, &lp.service))
+                .fold(0, |bits, (i, _)| bits | 1 << i),
         };
         for r in d.rules.iter().filter(|r| matches(&r.metric, &r.service)) {
             p.above = p.above.or(r.above);
@@ -138,6 +148,8 @@ pub struct BatchStats {
     pub anomalies: u64,
     /// Anomalous points silenced by the low-volume guard.
     pub low_volume: u64,
+    /// Points scored while a learning pause applied to their series (no model learned from them).
+    pub learning_paused: u64,
 }
 
 /// A point of the batch that is not late: its index in the batch, its series slot, its round (the k-th point of a
@@ -208,6 +220,8 @@ struct Scored {
     switch: Switch,
     /// The season's tracker (level, mean absolute error) the robust model restarts from after a switch.
     restart: (f32, f32),
+    /// A learning pause applies: the point is scored, and the models are put back as they were after its round.
+    paused: bool,
 }
 
 impl Scored {
@@ -247,8 +261,33 @@ impl Scored {
             anomalous: false,
             switch: Switch::Unchanged,
             restart: (0.0, 0.0),
+            paused: false,
         }
     }
+}
+
+/// What a series' models were before a point a learning pause applies to: every model state the point's round may
+/// change, put back after the round (see [`ShardDetector::freeze_paused`]). The event path's own bookkeeping (the
+/// score stream's recent peak, fatigue, M-of-N, the burst channel's recent mean) is not model state and moves on.
+#[derive(Debug, Clone, Copy)]
+struct Frozen {
+    /// The point's position in its round, and its series.
+    k: usize,
+    s: usize,
+    robust: (f32, f32, u32),
+    spread: f32,
+    cusum: Cusum,
+    anchor: f32,
+    hold: (f32, f32, u16, f32),
+    spot_point: Spot,
+    spot_shift: Spot,
+    value: Sketch,
+    resid: Sketch,
+    /// The burst channel's record range.
+    burst_range: (f32, f32),
+    seasonal: SeasonalSaved,
+    /// Where the series' profile bins start in `ShardDetector::frozen_bins`.
+    bins_at: usize,
 }
 
 /// Where a shard's per-series models live and are updated. The CPU is the reference and the default. The GPU keeps
@@ -380,6 +419,15 @@ impl ScoringBackend {
         }
     }
 
+    /// The robust state on the host, for learning pauses (which run on the CPU backend only).
+    fn host_state(&mut self) -> &mut RobustState {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state,
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(_) => unreachable!("learning pauses run on the CPU backend (checked when it is built)"),
+        }
+    }
+
     /// The robust state as the host sees it (downloaded from the device for the GPU backend). For tests.
     pub fn robust_state(&mut self) -> RobustState {
         match self {
@@ -477,6 +525,12 @@ pub struct ShardDetector {
     /// The round's points for seasonal learning, and their switches of season (`learn_seasons`).
     season_points: Vec<RoundPoint>,
     switches: Vec<Switch>,
+    /// `detector.learning-pauses` as event-time windows `[from, until)`, in config order (a profile's `pauses` bits
+    /// index them).
+    pauses: Vec<(TimeMs, TimeMs)>,
+    /// The round's points a pause applies to, with their models as they were, and those models' profile bins.
+    frozen: Vec<Frozen>,
+    frozen_bins: Vec<f32>,
 }
 
 impl ShardDetector {
@@ -558,8 +612,22 @@ impl ShardDetector {
             min_share: mv.min_share,
             alarm: -cfg.risk.log10(),
         };
+        let pauses: Vec<(TimeMs, TimeMs)> = cfg
+            .learning_pauses
+            .iter()
+            .take(MAX_LEARNING_PAUSES)
+            .enumerate()
+            .map(|(i, lp)| {
+                let at = format!("detector.learning-pauses[{i}]");
+                lp.window(&at).unwrap_or_else(|e| panic!("{e} (Config::validate rejects this)"))
+            })
+            .collect();
         #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
         let mut scoring = backend(&params);
+        assert!(
+            pauses.is_empty() || scoring.on_host(),
+            "detector.learning-pauses need the CPU backend (Config::validate and resolve_backend see to it)"
+        );
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut scoring {
             let ctx = g.robust.context();
@@ -622,6 +690,9 @@ impl ShardDetector {
             season_points: Vec::new(),
             switches: Vec::new(),
             by_position: Vec::new(),
+            pauses,
+            frozen: Vec::new(),
+            frozen_bins: Vec::new(),
         }
     }
 
@@ -809,6 +880,10 @@ impl ShardDetector {
             );
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
+            if !self.pauses.is_empty() {
+                self.freeze_paused();
+                stats.learning_paused += self.frozen.len() as u64;
+            }
             self.robust_update();
             if let Some(sp) = &mut self.spectral {
                 sp.update(&self.slots);
@@ -825,13 +900,81 @@ impl ShardDetector {
             // phase inlined, bit-identical trims made the detector execute more instructions, not fewer; see
             // `benches/detector-instructions.sh` and BENCHMARKS.md).
             self.models_round(range.start, times, values);
+            for f in &self.frozen {
+                self.pts[f.k].paused = true;
+            }
             self.calibrate();
             self.rarity();
             self.channels_round();
             self.learn_seasons();
             self.finish_round(out, &mut stats, scores.as_deref_mut());
+            if !self.frozen.is_empty() {
+                self.thaw();
+            }
         }
         stats
+    }
+
+    /// Whether a learning pause whose bit is set in `bits` (a profile's `pauses`) covers event time `t`.
+    fn paused_at(&self, bits: u64, t: TimeMs) -> bool {
+        self.pauses.iter().enumerate().any(|(i, &(from, until))| bits >> i & 1 == 1 && from <= t && t < until)
+    }
+
+    /// Saves the models of the round's points that a learning pause applies to (into `frozen`), for `thaw` to put
+    /// back once the round is done. The points are scored, and raise events, as any other.
+    #[cold]
+    fn freeze_paused(&mut self) {
+        self.frozen.clear();
+        self.frozen_bins.clear();
+        for k in 0..self.slots.len() {
+            let s = self.slots[k] as usize;
+            let bits = self.profiles[self.profile[s] as usize].pauses;
+            if bits == 0 || !self.paused_at(bits, self.round_times[k]) {
+                continue;
+            }
+            let state = self.scoring.host_state();
+            let robust = (state.level[s], state.mad[s], state.count[s]);
+            let bins_at = self.frozen_bins.len();
+            self.frozen.push(Frozen {
+                k,
+                s,
+                robust,
+                spread: self.spread[s],
+                cusum: self.cusum[s],
+                anchor: self.anchor[s],
+                hold: (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]),
+                spot_point: self.spot_point[s],
+                spot_shift: self.spot_shift[s],
+                value: self.value[s],
+                resid: self.resid[s],
+                burst_range: (self.burst[s].lo, self.burst[s].hi),
+                seasonal: self.seasonal.save(s, &self.seasonal_params, &mut self.frozen_bins),
+                bins_at,
+            });
+        }
+    }
+
+    /// Puts back the models `freeze_paused` saved: nothing the paused points showed was learned.
+    #[cold]
+    fn thaw(&mut self) {
+        let state = self.scoring.host_state();
+        let stride = self.seasonal_params.stride();
+        for f in &self.frozen {
+            let s = f.s;
+            (state.level[s], state.mad[s], state.count[s]) = f.robust;
+            self.spread[s] = f.spread;
+            self.cusum[s] = f.cusum;
+            self.anchor[s] = f.anchor;
+            (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]) = f.hold;
+            self.spot_point[s] = f.spot_point;
+            self.spot_shift[s] = f.spot_shift;
+            self.value[s] = f.value;
+            self.resid[s] = f.resid;
+            (self.burst[s].lo, self.burst[s].hi) = f.burst_range;
+            let bins = &self.frozen_bins[f.bins_at..f.bins_at + stride];
+            self.seasonal.restore(s, &self.seasonal_params, &f.seasonal, bins);
+        }
+        self.frozen.clear();
     }
 
     /// The round's points (`order[start..]`, one per slot in `slots`, with the kernel's output) through phase one
@@ -1318,7 +1461,9 @@ impl ShardDetector {
         let mut service = None;
         if learned && self.service.multivariate(s) {
             // Its surprise is computed for events only (below); learning needs it only near the alarm level.
-            service = Some(self.service.observe(s, p.t, ev_z, anomalous, &self.spot_params, &self.service_params));
+            // A paused point teaches the service's calibration nothing, as an anomalous one does not.
+            let keep_out = anomalous || p.paused;
+            service = Some(self.service.observe(s, p.t, ev_z, keep_out, &self.spot_params, &self.service_params));
         }
         let dev = x - ev_expected;
         // A reported level shift is judged by how far the level moved, a point by its own deviation.
@@ -1446,6 +1591,7 @@ impl ShardDetector {
             anomalous_in_window: in_window,
             window: prof.n,
             points_seen: seen,
+            learning_paused: p.paused,
         });
         stats.anomalies += 1;
         stream
@@ -1757,6 +1903,65 @@ mod tests {
         let after: Vec<_> =
             ev.iter().filter(|x| x.time > e.time + (settle + 2) * 60_000).map(|x| x.time / 60_000).collect();
         assert!(after.is_empty(), "events after the new level settled at {after:?}");
+    }
+
+    /// A learning pause over an outage: the outage is flagged from its start to its end (without the pause the new
+    /// level is accepted after `settle-after` points), every event inside it says so, and the models leave it as
+    /// they entered it. The return to the old level afterwards is normal, where the unpaused model, which learned
+    /// the outage's level, flags it.
+    #[test]
+    fn a_learning_pause_judges_against_the_model_from_before_it_and_teaches_it_nothing() {
+        use crate::config::LearningPauseConfig;
+        let minute = 60_000;
+        // Minutes 600 to 699 (one-minute points from time 0).
+        let pause = LearningPauseConfig {
+            metric: "queue_*".into(),
+            service: Some("svc".into()),
+            from: Some("1970-01-01T10:00:00Z".into()),
+            until: Some("1970-01-01T11:40:00Z".into()),
+        };
+        let k = key("queue_depth");
+        let mut xs: Vec<f64> = (0..600).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        xs.extend((600..700).map(|i| 130.0 + 2.0 * noise(i)));
+        let after: Vec<f64> = (700..800).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        let batch = |det: &mut ShardDetector, xs: &[f64], from: i64| {
+            let n = xs.len();
+            let times: Vec<TimeMs> = (from..from + n as i64).map(|i| i * minute).collect();
+            let mut out = Vec::new();
+            let stats = det.process(&vec![k.id; n], &vec![Arc::clone(&k); n], &times, xs, &mut out);
+            (out, stats)
+        };
+
+        let mut paused = detector_with(|d| d.learning_pauses = vec![pause.clone()]);
+        let (ev, stats) = batch(&mut paused, &xs, 0);
+        assert_eq!(stats.learning_paused, 100, "every point of the window, none outside");
+        let mut never = detector();
+        batch(&mut never, &xs[..600], 0);
+        let (a, b) = (paused.scoring().robust_state(), never.scoring().robust_state());
+        assert_eq!((a.level, a.mad, a.count), (b.level, b.mad, b.count), "the pause taught the model nothing");
+        let inside: Vec<&AnomalyEvent> = ev.iter().filter(|e| e.time >= 600 * minute).collect();
+        assert!(inside.len() >= 98, "flagged to the end (2 of 3 from its second point): {}", inside.len());
+        assert!(ev.iter().all(|e| e.learning_paused == (e.time >= 600 * minute)));
+        assert!(inside.iter().all(|e| e.level_shift.is_none()), "nothing is re-baselined during a pause");
+        let e = inside.last().unwrap();
+        assert!(e.explanation().contains("learning is paused for this series"), "{}", e.explanation());
+        assert_eq!(serde_json::to_value(e.to_wire()).unwrap()["evidence"]["learning_paused"], true);
+        let (back, stats) = batch(&mut paused, &after, 700);
+        assert_eq!(stats.learning_paused, 0);
+        assert!(back.is_empty(), "back at its level, the series is normal: {} events", back.len());
+        assert!(
+            ev.iter()
+                .filter(|e| e.time < 600 * minute)
+                .all(|e| { serde_json::to_value(e.to_wire()).unwrap()["evidence"].get("learning_paused").is_none() })
+        );
+
+        // The same series without the pause: the outage becomes the new normal, and the return is flagged.
+        let mut plain = detector();
+        let (ev, _) = batch(&mut plain, &xs, 0);
+        let late = ev.iter().filter(|e| e.time >= 640 * minute).count();
+        assert!(late < 10, "without a pause the outage settles as normal: {late} events in its last 60 points");
+        let (back, _) = batch(&mut plain, &after, 700);
+        assert!(!back.is_empty(), "the unpaused model learned the outage's level");
     }
 
     /// PetShop (low-traffic) availability issues: PetSearch's normal period opens with ten points at about 97 %

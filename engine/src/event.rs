@@ -149,6 +149,9 @@ pub struct AnomalyEvent {
     pub anomalous_in_window: u32,
     pub window: u32,
     pub points_seen: u32,
+    /// A learning pause (`detector.learning-pauses`) applied to the point: it was judged against the models as they
+    /// were when the pause began, and taught them nothing.
+    pub learning_paused: bool,
 }
 
 impl AnomalyEvent {
@@ -226,6 +229,9 @@ impl AnomalyEvent {
         if self.stage == Stage::ColdStartRule {
             s.push_str(&format!(" (cold start: {} points seen, rules only)", self.points_seen));
         }
+        if self.learning_paused {
+            s.push_str("; learning is paused for this series, so it is judged against the model from before the pause");
+        }
         s.push('.');
         s
     }
@@ -300,6 +306,7 @@ impl AnomalyEvent {
                 window: self.window,
                 points_seen: self.points_seen,
                 role: self.role.as_str(),
+                learning_paused: self.learning_paused,
             },
             explanation: self.explanation(),
         }
@@ -351,6 +358,9 @@ pub struct EvidenceWire {
     pub window: u32,
     pub points_seen: u32,
     pub role: &'static str,
+    /// Present (and true) only while a learning pause applies to the series.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub learning_paused: bool,
 }
 
 #[derive(Debug, Serialize)]

@@ -15,6 +15,7 @@ pub struct ShardCounters {
     pub anomalies: CachePadded<AtomicU64>,
     pub series: CachePadded<AtomicU64>,
     pub low_volume: CachePadded<AtomicU64>,
+    pub learning_paused: CachePadded<AtomicU64>,
 }
 
 impl ShardCounters {
@@ -47,6 +48,8 @@ pub struct RunSummary {
     pub anomalies: u64,
     /// Anomalous points the low-volume guard silenced (their service carried too little traffic).
     pub suppressed_low_volume: u64,
+    /// Points scored while a learning pause applied to their series (no model learned from them).
+    pub learning_paused_points: u64,
     pub incidents: u64,
     pub incidents_dropped_small: u64,
     pub elapsed_s: f64,
@@ -89,7 +92,8 @@ impl RunSummary {
         format!(
             "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, backend {} ({}))\n\
              anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
-             late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}\n\
+             late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}, scored under a learning \
+             pause: {}\n\
              batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
              p99 {} max {}",
             self.points,
@@ -108,6 +112,7 @@ impl RunSummary {
             self.late_points,
             self.dead_letters,
             self.suppressed_low_volume,
+            self.learning_paused_points,
             self.batch_latency_us.p50,
             self.batch_latency_us.p99,
             self.batch_latency_us.p999,

@@ -104,8 +104,20 @@ impl ResolvedBackend {
 }
 
 /// Resolves the configured backend. `gpu` with no usable adapter is an error; `auto` then falls back to the CPU (the
-/// attempt, and its failure, are logged once per process).
-pub fn resolve_backend(backend: Backend) -> Result<ResolvedBackend> {
+/// attempt, and its failure, are logged once per process). With `learning_pauses` (`detector.learning-pauses` set),
+/// which only the CPU backend supports, `auto` is the CPU and `gpu` an error.
+pub fn resolve_backend(backend: Backend, learning_pauses: bool) -> Result<ResolvedBackend> {
+    if learning_pauses {
+        return match backend {
+            Backend::Gpu => Err(Error::config(
+                "detector.learning-pauses are not supported by engine.backend = \"gpu\": use \"cpu\" or \"auto\"",
+            )),
+            Backend::Cpu => Ok(ResolvedBackend::cpu("configured".into())),
+            Backend::Auto => {
+                Ok(ResolvedBackend::cpu("auto: detector.learning-pauses are set, which the GPU backend lacks".into()))
+            }
+        };
+    }
     match backend {
         Backend::Cpu => Ok(ResolvedBackend::cpu("configured".into())),
         #[cfg(feature = "gpu")]
@@ -145,7 +157,7 @@ pub fn run(
     if let Some(err) = &selection.fallback {
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
-    let backend = resolve_backend(cfg.engine.backend)?;
+    let backend = resolve_backend(cfg.engine.backend, !cfg.detector.learning_pauses.is_empty())?;
     info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
         source = %source.describe(), "Starting pipeline.");
     let started = clock::now();
@@ -250,6 +262,7 @@ pub fn run(
         dead_letters: dead.count(),
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
         suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
+        learning_paused_points: sum(|c| c.learning_paused.load(std::sync::atomic::Ordering::Relaxed)),
         incidents: collected.incidents,
         incidents_dropped_small: collected.dropped_small,
         elapsed_s: elapsed,
@@ -337,6 +350,7 @@ fn shard_loop(
         counters.add(&counters.late, stats.late);
         counters.add(&counters.anomalies, stats.anomalies);
         counters.add(&counters.low_volume, stats.low_volume);
+        counters.add(&counters.learning_paused, stats.learning_paused);
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
         let done_msg = ShardDone {
             seq: b.seq,

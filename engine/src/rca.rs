@@ -998,6 +998,7 @@ mod tests {
             anomalous_in_window: 3,
             window: 3,
             points_seen: 1000,
+            learning_paused: false,
         }
     }
 

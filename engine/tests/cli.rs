@@ -25,6 +25,15 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Writes `config` to `dir/run.toml`, runs `faultline run` on it in `dir` with its metrics to `out/metrics.json`,
+/// checks it succeeded and returns the metrics.
+fn run_config(dir: &Path, config: &str) -> serde_json::Value {
+    std::fs::write(dir.join("run.toml"), config).unwrap();
+    let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
     let dir = scratch("jsonl");
@@ -145,17 +154,12 @@ fn low_volume_guard_from_config_silences_errors_of_a_quiet_service() {
                 .push_str(&format!("{{\"service\":\"api\",\"metric\":\"error_rate\",\"time\":{t},\"value\":{err}}}\n"));
         }
         std::fs::write(dir.join("points.jsonl"), lines).unwrap();
-        std::fs::write(
-            dir.join("run.toml"),
+        let metrics = run_config(
+            &dir,
             "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n\
              [[detector.overrides]]\nmetric = \"error_rate\"\ndirection = \"up\"\nmin-volume = 5.0\n\
              [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n",
-        )
-        .unwrap();
-        let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
-        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
-        let metrics: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+        );
         let events = std::fs::read_to_string(dir.join("out/events.jsonl")).unwrap();
         let errors = events.lines().filter(|l| l.contains("\"kind\":\"anomaly\"") && l.contains("error_rate")).count();
         (errors, metrics["suppressed_low_volume"].as_u64().unwrap())
@@ -165,4 +169,47 @@ fn low_volume_guard_from_config_silences_errors_of_a_quiet_service() {
     assert!(silenced >= 19, "{silenced}");
     let (errors, silenced) = run_at(50.0);
     assert!(errors >= 19 && silenced == 0, "{errors} events, {silenced} silenced");
+}
+
+/// A learning pause through a config file: an outage inside the pause window is flagged to its end and its events
+/// say learning was paused; after the window the series' return to its old level is normal (the outage was not
+/// learned); the run's metrics count the paused points; and `auto` runs on the CPU, which pauses need.
+#[test]
+fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
+    let dir = scratch("learning-pause");
+    let t0 = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let mut lines = String::new();
+    for i in 0..800i64 {
+        let wobble = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+        // Minutes 600 to 699: the queue backs up (inside the pause, 10:00 to 11:40).
+        let depth = if (600..700).contains(&i) { 130.0 } else { 100.0 } + 4.0 * wobble;
+        lines.push_str(&format!(
+            "{{\"service\":\"worker\",\"metric\":\"queue_depth\",\"time\":{},\"value\":{depth}}}\n",
+            t0 + i * 60_000
+        ));
+    }
+    std::fs::write(dir.join("points.jsonl"), lines).unwrap();
+    let metrics = run_config(
+        &dir,
+        "[engine]\nbackend = \"auto\"\n[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n\
+         [[detector.learning-pauses]]\nservice = \"worker\"\nmetric = \"queue_*\"\n\
+         from = \"2026-01-01T10:00:00Z\"\nuntil = \"2026-01-01T11:40:00Z\"\n\
+         [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n",
+    );
+    assert_eq!(metrics["learning_paused_points"], 100);
+    assert_eq!(metrics["backend"], "cpu");
+    assert!(metrics["backend_note"].as_str().unwrap().contains("learning-pauses"), "{}", metrics["backend_note"]);
+    let anomalies: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "anomaly")
+        .collect();
+    let minute = |e: &serde_json::Value| (e["time_ms"].as_i64().unwrap() - t0) / 60_000;
+    let paused: Vec<i64> = anomalies.iter().filter(|e| e["evidence"]["learning_paused"] == true).map(&minute).collect();
+    assert!(paused.len() >= 95, "the outage is flagged to its end: {paused:?}");
+    assert!(paused.iter().all(|m| (600..700).contains(m)), "{paused:?}");
+    assert!(paused.contains(&699), "{paused:?}");
+    let after: Vec<i64> = anomalies.iter().map(minute).filter(|&m| m >= 702).collect();
+    assert!(after.is_empty(), "the return to 100 is normal: events at minutes {after:?}");
 }

@@ -348,10 +348,10 @@ fn fallback_child() {
     if std::env::var_os("FAULTLINE_FALLBACK_CHILD").is_none() {
         return;
     }
-    let auto = resolve_backend(Backend::Auto).expect("auto never fails for want of a GPU");
+    let auto = resolve_backend(Backend::Auto, false).expect("auto never fails for want of a GPU");
     assert_eq!(auto.name, "cpu");
     assert!(auto.note.starts_with("auto: no GPU"), "{}", auto.note);
-    let err = resolve_backend(Backend::Gpu).expect_err("gpu without an adapter is an error").to_string();
+    let err = resolve_backend(Backend::Gpu, false).expect_err("gpu without an adapter is an error").to_string();
     assert!(err.contains("auto"), "the error should suggest `auto`: {err}");
     // A whole run on `auto` scores on the CPU and says so.
     let cfg = load("golden-sim.toml", &[("FAULTLINE__ENGINE__BACKEND", "auto")]);

@@ -27,6 +27,36 @@ fn every_emitted_event_validates_against_its_schema() {
     assert!(a > 50 && r >= 4, "too few events to mean anything: {a} anomalies, {r} reports");
 }
 
+/// Events raised under a learning pause carry `evidence.learning_paused` and still validate. The golden scenario
+/// (simulator start 2026-01-05, faults from 18:00) with learning paused for every series from 19:00 to 21:00.
+#[test]
+fn events_under_a_learning_pause_validate_and_say_so() {
+    let mut cfg = load("golden-sim.toml", &[]);
+    cfg.detector.learning_pauses = vec![faultline::config::LearningPauseConfig {
+        metric: "*".into(),
+        service: None,
+        from: Some("2026-01-05T19:00:00Z".into()),
+        until: Some("2026-01-05T21:00:00Z".into()),
+    }];
+    cfg.validate().unwrap();
+    let out = run(&cfg);
+    let v = validator("anomaly.v1.schema.json");
+    validate_all(&v, &out.anomalies, "anomaly");
+    let (from, until) = (1_767_639_600_000i64, 1_767_646_800_000i64);
+    let mut paused = 0;
+    for line in out.anomalies.lines() {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = ev["time_ms"].as_i64().unwrap();
+        let flag = ev["evidence"].get("learning_paused");
+        assert_eq!(flag.is_some(), (from..until).contains(&t), "{line}");
+        paused += usize::from(flag.is_some());
+    }
+    assert!(paused > 10, "too few events inside the pause to mean anything: {paused}");
+    let mut ev: serde_json::Value = serde_json::from_str(out.anomalies.lines().next().unwrap()).unwrap();
+    ev["evidence"]["learning_paused"] = serde_json::json!(false);
+    assert!(!v.is_valid(&ev), "the flag is present only when true");
+}
+
 #[test]
 fn schemas_reject_what_they_should() {
     let v = validator("anomaly.v1.schema.json");

@@ -89,6 +89,13 @@ pub struct RoundPoint {
     pub weight: f32,
 }
 
+/// One series' seasonal state apart from its profile bins (see [`SeasonalBank::save`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SeasonalSaved {
+    cand: [Cand; MAX_PERIODS],
+    series: SeriesState,
+}
+
 /// One candidate period's test and profile bookkeeping for one series.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cand {
@@ -216,6 +223,30 @@ impl SeasonalBank {
                 (k.fast, k.err)
             }
             None => (self.series[s].flat_fast, self.series[s].flat_err),
+        }
+    }
+
+    /// Saves series `s`'s whole seasonal state: its profile bins are appended to `bins` (every candidate's, in
+    /// order), the rest is returned. [`SeasonalBank::restore`] puts both back (a learning pause).
+    pub fn save(&self, s: usize, p: &SeasonalParams, bins: &mut Vec<f32>) -> SeasonalSaved {
+        let cands = p.periods.len();
+        let mut cand = [Cand::default(); MAX_PERIODS];
+        cand[..cands].copy_from_slice(&self.cand[s * cands..(s + 1) * cands]);
+        for (profile, &n) in self.profile.iter().zip(&p.bins) {
+            bins.extend_from_slice(&profile[s * n..(s + 1) * n]);
+        }
+        SeasonalSaved { cand, series: self.series[s] }
+    }
+
+    /// Puts back what [`SeasonalBank::save`] saved of series `s` (`bins`: exactly what it appended).
+    pub fn restore(&mut self, s: usize, p: &SeasonalParams, saved: &SeasonalSaved, bins: &[f32]) {
+        let cands = p.periods.len();
+        self.cand[s * cands..(s + 1) * cands].copy_from_slice(&saved.cand[..cands]);
+        self.series[s] = saved.series;
+        let mut at = 0;
+        for (profile, &n) in self.profile.iter_mut().zip(&p.bins) {
+            profile[s * n..(s + 1) * n].copy_from_slice(&bins[at..at + n]);
+            at += n;
         }
     }
 
