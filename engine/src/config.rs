@@ -719,13 +719,6 @@ impl Config {
                 p.push(e);
             }
         }
-        if !d.learning_pauses.is_empty() && e.backend == Backend::Gpu {
-            p.push(
-                "detector.learning-pauses are not supported by engine.backend = \"gpu\" (the device passes have no \
-                 per-point learning switch): use \"cpu\", or \"auto\", which then runs on the CPU"
-                    .into(),
-            );
-        }
         for (i, o) in d.overrides.iter().enumerate() {
             let at = format!("detector.overrides[{i}]");
             if o.metric.is_empty() {
@@ -1040,9 +1033,6 @@ mod tests {
         assert!(err.contains("detector.learning-pauses[0].metric must not be empty"), "{err}");
         assert!(err.contains("detector.learning-pauses[0].from: ") && err.contains("soon"), "{err}");
         assert!(err.contains("detector.learning-pauses[1]: `from` must be earlier than `until`"), "{err}");
-        let user = "[engine]\nbackend = \"gpu\"\n[[detector.learning-pauses]]\nmetric = \"*\"\n";
-        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
-        assert!(err.contains("detector.learning-pauses are not supported by engine.backend = \"gpu\""), "{err}");
         let user = "[[detector.learning-pauses]]\nmetric = \"*\"\n".repeat(MAX_LEARNING_PAUSES + 1);
         let err = Config::from_layers(Some(("x.toml", &user)), []).unwrap_err().to_string();
         assert!(err.contains("detector.learning-pauses may have at most 64 entries, got 65"), "{err}");

@@ -274,17 +274,24 @@ struct Frozen {
     /// The point's position in its round, and its series.
     k: usize,
     s: usize,
-    robust: (f32, f32, u32),
     spread: f32,
     cusum: Cusum,
     anchor: f32,
     hold: (f32, f32, u16, f32),
-    spot_point: Spot,
-    spot_shift: Spot,
     value: Sketch,
     resid: Sketch,
     /// The burst channel's record range.
     burst_range: (f32, f32),
+    /// The models that live on the host only with the CPU backend (the GPU backend saves them on the device).
+    host: Option<HostFrozen>,
+}
+
+/// The part of [`Frozen`] that lives on the device with the GPU backend.
+#[derive(Debug, Clone, Copy)]
+struct HostFrozen {
+    robust: (f32, f32, u32),
+    spot_point: Spot,
+    spot_shift: Spot,
     seasonal: SeasonalSaved,
     /// Where the series' profile bins start in `ShardDetector::frozen_bins`.
     bins_at: usize,
@@ -322,8 +329,35 @@ pub struct GpuModels {
     switches: Vec<Switch>,
     restarts: Vec<(u32, Option<usize>)>,
     trackers: Vec<(f32, f32)>,
-    /// Fail the next round's first device pass (tests of the move to the CPU).
+    /// Fail the next round's seasonal learning pass, its last device pass (tests of the move to the CPU).
     fail_next: bool,
+}
+
+#[cfg(feature = "gpu")]
+impl GpuModels {
+    /// Saves the device-resident models of series `slots` on the device (a learning pause; see `restore_slots`).
+    fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
+        self.robust.save_slots(slots)?;
+        if let Some(se) = &mut self.seasonal {
+            se.save_slots(slots)?;
+        }
+        if let Some(sp) = &mut self.spot {
+            let calibrators: Vec<u32> = slots.iter().flat_map(|&s| [2 * s, 2 * s + 1]).collect();
+            sp.save_slots(&calibrators)?;
+        }
+        Ok(())
+    }
+
+    /// Puts back what `save_slots` saved.
+    fn restore_slots(&mut self) {
+        self.robust.restore_slots();
+        if let Some(se) = &mut self.seasonal {
+            se.restore_slots();
+        }
+        if let Some(sp) = &mut self.spot {
+            sp.restore_slots();
+        }
+    }
 }
 
 impl ScoringBackend {
@@ -358,8 +392,9 @@ impl ScoringBackend {
         }
     }
 
-    /// Makes the next round's first device pass fail, as a lost device would: the shard must move its models to the
-    /// CPU and carry on. For tests of that path; no effect on the CPU backend.
+    /// Makes the next round's seasonal learning pass fail, as a lost device would: the shard must move its models to
+    /// the CPU and carry on mid-round (after the round's other device passes, with the models of any paused series
+    /// saved on the device). For tests of that path; no effect on the CPU backend.
     #[doc(hidden)]
     pub fn inject_device_failure(&mut self) {
         #[cfg(feature = "gpu")]
@@ -419,12 +454,12 @@ impl ScoringBackend {
         }
     }
 
-    /// The robust state on the host, for learning pauses (which run on the CPU backend only).
+    /// The robust state on the host (the CPU backend's; learning pauses save and restore it).
     fn host_state(&mut self) -> &mut RobustState {
         match self {
             ScoringBackend::Cpu { state, .. } => state,
             #[cfg(feature = "gpu")]
-            ScoringBackend::Gpu(_) => unreachable!("learning pauses run on the CPU backend (checked when it is built)"),
+            ScoringBackend::Gpu(_) => unreachable!("the GPU backend keeps the robust state on the device"),
         }
     }
 
@@ -528,9 +563,12 @@ pub struct ShardDetector {
     /// `detector.learning-pauses` as event-time windows `[from, until)`, in config order (a profile's `pauses` bits
     /// index them).
     pauses: Vec<(TimeMs, TimeMs)>,
-    /// The round's points a pause applies to, with their models as they were, and those models' profile bins.
+    /// The round's points a pause applies to, with their models as they were, and those models' profile bins (and,
+    /// with the GPU backend, the series whose device state was saved on the device).
     frozen: Vec<Frozen>,
     frozen_bins: Vec<f32>,
+    #[cfg(feature = "gpu")]
+    frozen_slots: Vec<u32>,
 }
 
 impl ShardDetector {
@@ -624,10 +662,6 @@ impl ShardDetector {
             .collect();
         #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
         let mut scoring = backend(&params);
-        assert!(
-            pauses.is_empty() || scoring.on_host(),
-            "detector.learning-pauses need the CPU backend (Config::validate and resolve_backend see to it)"
-        );
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut scoring {
             let ctx = g.robust.context();
@@ -693,6 +727,8 @@ impl ShardDetector {
             pauses,
             frozen: Vec::new(),
             frozen_bins: Vec::new(),
+            #[cfg(feature = "gpu")]
+            frozen_slots: Vec::new(),
         }
     }
 
@@ -920,8 +956,9 @@ impl ShardDetector {
         self.pauses.iter().enumerate().any(|(i, &(from, until))| bits >> i & 1 == 1 && from <= t && t < until)
     }
 
-    /// Saves the models of the round's points that a learning pause applies to (into `frozen`), for `thaw` to put
-    /// back once the round is done. The points are scored, and raise events, as any other.
+    /// Saves the models of the round's points that a learning pause applies to (into `frozen`; with the GPU backend,
+    /// the device-resident models on the device), for `thaw` to put back once the round is done. The points are
+    /// scored, and raise events, as any other.
     #[cold]
     fn freeze_paused(&mut self) {
         self.frozen.clear();
@@ -932,22 +969,45 @@ impl ShardDetector {
             if bits == 0 || !self.paused_at(bits, self.round_times[k]) {
                 continue;
             }
-            let state = self.scoring.host_state();
-            let robust = (state.level[s], state.mad[s], state.count[s]);
-            let bins_at = self.frozen_bins.len();
             self.frozen.push(Frozen {
                 k,
                 s,
-                robust,
                 spread: self.spread[s],
                 cusum: self.cusum[s],
                 anchor: self.anchor[s],
                 hold: (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]),
-                spot_point: self.spot_point[s],
-                spot_shift: self.spot_shift[s],
                 value: self.value[s],
                 resid: self.resid[s],
                 burst_range: (self.burst[s].lo, self.burst[s].hi),
+                host: None,
+            });
+        }
+        if self.frozen.is_empty() {
+            return;
+        }
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            self.frozen_slots.clear();
+            self.frozen_slots.extend(self.frozen.iter().map(|f| f.s as u32));
+            match g.save_slots(&self.frozen_slots) {
+                Ok(()) => return,
+                Err(e) => self.fall_back(e),
+            }
+        }
+        self.freeze_on_host();
+    }
+
+    /// The host-resident part of `freeze_paused` (every model with the CPU backend), for the frozen points that do
+    /// not have it yet.
+    fn freeze_on_host(&mut self) {
+        let state = self.scoring.host_state();
+        for f in self.frozen.iter_mut().filter(|f| f.host.is_none()) {
+            let s = f.s;
+            let bins_at = self.frozen_bins.len();
+            f.host = Some(HostFrozen {
+                robust: (state.level[s], state.mad[s], state.count[s]),
+                spot_point: self.spot_point[s],
+                spot_shift: self.spot_shift[s],
                 seasonal: self.seasonal.save(s, &self.seasonal_params, &mut self.frozen_bins),
                 bins_at,
             });
@@ -957,22 +1017,28 @@ impl ShardDetector {
     /// Puts back the models `freeze_paused` saved: nothing the paused points showed was learned.
     #[cold]
     fn thaw(&mut self) {
-        let state = self.scoring.host_state();
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &mut self.scoring {
+            g.restore_slots();
+        }
         let stride = self.seasonal_params.stride();
         for f in &self.frozen {
             let s = f.s;
-            (state.level[s], state.mad[s], state.count[s]) = f.robust;
             self.spread[s] = f.spread;
             self.cusum[s] = f.cusum;
             self.anchor[s] = f.anchor;
             (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]) = f.hold;
-            self.spot_point[s] = f.spot_point;
-            self.spot_shift[s] = f.spot_shift;
             self.value[s] = f.value;
             self.resid[s] = f.resid;
             (self.burst[s].lo, self.burst[s].hi) = f.burst_range;
-            let bins = &self.frozen_bins[f.bins_at..f.bins_at + stride];
-            self.seasonal.restore(s, &self.seasonal_params, &f.seasonal, bins);
+            if let Some(h) = &f.host {
+                let state = self.scoring.host_state();
+                (state.level[s], state.mad[s], state.count[s]) = h.robust;
+                self.spot_point[s] = h.spot_point;
+                self.spot_shift[s] = h.spot_shift;
+                let bins = &self.frozen_bins[h.bins_at..h.bins_at + stride];
+                self.seasonal.restore(s, &self.seasonal_params, &h.seasonal, bins);
+            }
         }
         self.frozen.clear();
     }
@@ -1041,12 +1107,7 @@ impl ShardDetector {
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut self.scoring {
             let se = g.seasonal.as_mut().expect("attached by the detector");
-            let done = if std::mem::take(&mut g.fail_next) {
-                Err(GpuError("failure injected for a test".into()))
-            } else {
-                se.offsets(&self.slots, &self.round_times, &mut self.offsets)
-            };
-            match done {
+            match se.offsets(&self.slots, &self.round_times, &mut self.offsets) {
                 Ok(()) => return,
                 Err(e) => self.fall_back(e),
             }
@@ -1080,6 +1141,9 @@ impl ShardDetector {
     fn fall_back(&mut self, e: GpuError) {
         tracing::error!(error = %e.0, "GPU scoring failed; this shard continues on the CPU.");
         let ScoringBackend::Gpu(g) = &mut self.scoring else { return };
+        // Series under a learning pause go to the host as they were before the round (their device state put back
+        // first); `freeze_on_host` below saves that for `thaw`, as on the CPU.
+        g.restore_slots();
         let lost = |what: &str, e2: GpuError| -> ! {
             panic!("GPU failed ({}) and its {what} cannot be recovered ({})", e.0, e2.0)
         };
@@ -1096,6 +1160,9 @@ impl ShardDetector {
             self.spot_shift = states.iter().skip(1).step_by(2).map(spot).collect();
         }
         self.scoring = ScoringBackend::Cpu { kernels: Kernels::detect(), state };
+        if !self.frozen.is_empty() {
+            self.freeze_on_host();
+        }
     }
 
     /// Phase one of a point, first part (reads state only): the scale floor and the z-score against it.
@@ -1334,7 +1401,7 @@ impl ShardDetector {
         let weight = |p: &Scored| if p.anomalous { anomaly_weight } else { 1.0 };
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut self.scoring {
-            let GpuModels { seasonal, dts, weights, switches, restarts, trackers, .. } = &mut **g;
+            let GpuModels { seasonal, dts, weights, switches, restarts, trackers, fail_next, .. } = &mut **g;
             let se = seasonal.as_mut().expect("attached by the detector");
             self.xs.clear();
             weights.clear();
@@ -1346,7 +1413,13 @@ impl ShardDetector {
             }
             switches.clear();
             switches.resize(self.pts.len(), Switch::Unchanged);
-            let done = se.update(&self.slots, &self.round_times, dts, &self.xs, weights, switches).and_then(|()| {
+            let fail = std::mem::take(fail_next);
+            let done = if fail {
+                Err(GpuError("failure injected for a test".into()))
+            } else {
+                se.update(&self.slots, &self.round_times, dts, &self.xs, weights, switches)
+            };
+            let done = done.and_then(|()| {
                 restarts.clear();
                 for (p, &sw) in self.pts.iter().zip(switches.iter()) {
                     if sw != Switch::Unchanged {

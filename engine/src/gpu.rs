@@ -234,6 +234,43 @@ impl GpuContext {
         self.queue.submit([enc.finish()]);
     }
 
+    /// Copies each piece `(buffer, offset, bytes)` into `stash`, one after another, in one submission, and makes the
+    /// stash bigger first when it is too small: learning pauses save a few series' device state this way, and
+    /// [`GpuContext::unstash`] puts it back. Offsets and sizes are multiples of 4, as every piece of state is.
+    pub(crate) fn stash(&self, stash: &mut Option<wgpu::Buffer>, pieces: &[(&wgpu::Buffer, u64, u64)]) {
+        let total: u64 = pieces.iter().map(|p| p.2).sum();
+        if total == 0 {
+            return;
+        }
+        if stash.as_ref().is_none_or(|b| b.size() < total) {
+            *stash = Some(self.buffer("learning-pause stash", total.next_power_of_two(), STATE_USAGE));
+        }
+        self.copy_stash(stash.as_ref().expect("made above"), pieces, true);
+    }
+
+    /// Copies back what [`GpuContext::stash`] saved of the same `pieces`, in one submission (nothing when nothing was
+    /// stashed).
+    pub(crate) fn unstash(&self, stash: &Option<wgpu::Buffer>, pieces: &[(&wgpu::Buffer, u64, u64)]) {
+        if let Some(stash) = stash {
+            self.copy_stash(stash, pieces, false);
+        }
+    }
+
+    /// The pieces into the stash, one after another (`into`), or back out of it, in one submission.
+    fn copy_stash(&self, stash: &wgpu::Buffer, pieces: &[(&wgpu::Buffer, u64, u64)], into: bool) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for &(buf, offset, bytes) in pieces {
+            if into {
+                enc.copy_buffer_to_buffer(buf, offset, stash, at, bytes);
+            } else {
+                enc.copy_buffer_to_buffer(stash, at, buf, offset, bytes);
+            }
+            at += bytes;
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
     /// Reads `bytes` at `offset` of each piece's buffer back to the host through one staging buffer and one
     /// submission; `read` gets each piece's bytes, in order (4-byte aligned, as every piece is a multiple of 4).
     fn read_pieces<R>(
@@ -400,6 +437,15 @@ impl ChunkBuffers {
 #[derive(Debug)]
 pub struct GpuError(pub String);
 
+/// The pieces of state `(buffer, offset, bytes)` of series `slots` in per-series arrays of `(buffer, bytes per
+/// series)`: what a learning pause stashes ([`GpuContext::stash`]).
+pub(crate) fn slot_pieces<'a>(
+    arrays: &[(&'a wgpu::Buffer, u64)],
+    slots: impl Iterator<Item = u32>,
+) -> Vec<(&'a wgpu::Buffer, u64, u64)> {
+    slots.flat_map(|s| arrays.iter().map(move |&(b, w)| (b, u64::from(s) * w, w))).collect()
+}
+
 const STATE_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
@@ -423,6 +469,9 @@ pub struct GpuRobust {
     /// Scale writes (a model restarted on a seasonal switch) to apply before the next dispatch.
     pending_mads: Vec<(u32, f32)>,
     upload: Vec<PointGpu>,
+    /// Slots whose state `save_slots` stashed on the device (with their host count), and the stash.
+    saved: Vec<(u32, u32)>,
+    stash: Option<wgpu::Buffer>,
 }
 
 impl GpuRobust {
@@ -456,6 +505,8 @@ impl GpuRobust {
             pending_levels: Vec::new(),
             pending_mads: Vec::new(),
             upload: Vec::new(),
+            saved: Vec::new(),
+            stash: None,
         }
     }
 
@@ -494,6 +545,34 @@ impl GpuRobust {
     /// Sets the robust scale (MAD) of `slot`; it takes effect before the next chunk is scored.
     pub fn set_mad(&mut self, slot: u32, mad: f32) {
         self.pending_mads.push((slot, mad));
+    }
+
+    /// Saves the state of `slots` on the device (a learning pause), for [`GpuRobust::restore_slots`] to put back.
+    pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
+        self.reserve_state()?;
+        self.flush_levels();
+        self.saved.clear();
+        self.saved.extend(slots.iter().map(|&s| (s, self.count[s as usize])));
+        let pieces =
+            slot_pieces(&[(&self.level, 4), (&self.mad, 4), (&self.count_buf, 4)], self.saved.iter().map(|p| p.0));
+        self.ctx.stash(&mut self.stash, &pieces);
+        Ok(())
+    }
+
+    /// Puts back what [`GpuRobust::save_slots`] saved, dropping the level and scale writes made to those slots since.
+    pub fn restore_slots(&mut self) {
+        if self.saved.is_empty() {
+            return;
+        }
+        let saved = &self.saved;
+        self.pending_levels.retain(|(s, _)| !saved.iter().any(|&(t, _)| t == *s));
+        self.pending_mads.retain(|(s, _)| !saved.iter().any(|&(t, _)| t == *s));
+        for &(s, count) in saved {
+            self.count[s as usize] = count;
+        }
+        let pieces = slot_pieces(&[(&self.level, 4), (&self.mad, 4), (&self.count_buf, 4)], saved.iter().map(|p| p.0));
+        self.ctx.unstash(&self.stash, &pieces);
+        self.saved.clear();
     }
 
     /// Grows the device state to hold every series, keeping what is there (new memory is zero: `count == 0`).

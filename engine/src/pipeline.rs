@@ -104,20 +104,8 @@ impl ResolvedBackend {
 }
 
 /// Resolves the configured backend. `gpu` with no usable adapter is an error; `auto` then falls back to the CPU (the
-/// attempt, and its failure, are logged once per process). With `learning_pauses` (`detector.learning-pauses` set),
-/// which only the CPU backend supports, `auto` is the CPU and `gpu` an error.
-pub fn resolve_backend(backend: Backend, learning_pauses: bool) -> Result<ResolvedBackend> {
-    if learning_pauses {
-        return match backend {
-            Backend::Gpu => Err(Error::config(
-                "detector.learning-pauses are not supported by engine.backend = \"gpu\": use \"cpu\" or \"auto\"",
-            )),
-            Backend::Cpu => Ok(ResolvedBackend::cpu("configured".into())),
-            Backend::Auto => {
-                Ok(ResolvedBackend::cpu("auto: detector.learning-pauses are set, which the GPU backend lacks".into()))
-            }
-        };
-    }
+/// attempt, and its failure, are logged once per process).
+pub fn resolve_backend(backend: Backend) -> Result<ResolvedBackend> {
     match backend {
         Backend::Cpu => Ok(ResolvedBackend::cpu("configured".into())),
         #[cfg(feature = "gpu")]
@@ -157,7 +145,7 @@ pub fn run(
     if let Some(err) = &selection.fallback {
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
-    let backend = resolve_backend(cfg.engine.backend, !cfg.detector.learning_pauses.is_empty())?;
+    let backend = resolve_backend(cfg.engine.backend)?;
     info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
         source = %source.describe(), "Starting pipeline.");
     let started = clock::now();

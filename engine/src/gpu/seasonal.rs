@@ -16,7 +16,7 @@ use faultline_shaders::seasonal::{
     SeasonalQueryGpu,
 };
 
-use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown};
+use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown, slot_pieces};
 use crate::detect::seasonal::{SeasonalParams, Switch, phase};
 use crate::model::TimeMs;
 
@@ -94,6 +94,9 @@ pub struct GpuSeasonal {
     offset_bind_group: Option<wgpu::BindGroup>,
     query_upload: Vec<SeasonalQueryGpu>,
     query_at: Vec<u32>,
+    /// Series whose state `save_slots` stashed on the device, with their host mirrors, and the stash.
+    saved: Vec<(u32, TimeMs, u8)>,
+    stash: Option<wgpu::Buffer>,
 }
 
 impl GpuSeasonal {
@@ -123,6 +126,8 @@ impl GpuSeasonal {
             offset_bind_group: None,
             query_upload: Vec::new(),
             query_at: Vec::new(),
+            saved: Vec::new(),
+            stash: None,
         }
     }
 
@@ -260,6 +265,37 @@ impl GpuSeasonal {
             k += 1;
         }
         Ok(())
+    }
+
+    /// Saves the state of series `slots` on the device (a learning pause), for [`GpuSeasonal::restore_slots`].
+    pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
+        self.saved.clear();
+        if self.params.periods.is_empty() {
+            return Ok(());
+        }
+        self.reserve(0)?;
+        self.saved.extend(slots.iter().map(|&s| (s, self.first_time[s as usize], self.active[s as usize])));
+        let pieces = slot_pieces(&Self::arrays(&self.state, &self.params), self.saved.iter().map(|p| p.0));
+        self.ctx.stash(&mut self.stash, &pieces);
+        Ok(())
+    }
+
+    /// Puts back what [`GpuSeasonal::save_slots`] saved.
+    pub fn restore_slots(&mut self) {
+        if self.saved.is_empty() {
+            return;
+        }
+        for &(s, first, active) in &self.saved {
+            (self.first_time[s as usize], self.active[s as usize]) = (first, active);
+        }
+        let pieces = slot_pieces(&Self::arrays(&self.state, &self.params), self.saved.iter().map(|p| p.0));
+        self.ctx.unstash(&self.stash, &pieces);
+        self.saved.clear();
+    }
+
+    /// Each state buffer with its bytes per series.
+    fn arrays<'a>(state: &'a [wgpu::Buffer; 4], p: &SeasonalParams) -> Vec<(&'a wgpu::Buffer, u64)> {
+        state.iter().zip(Self::strides(p)).collect()
     }
 
     /// The active candidate of series `slot`, if it has a season (the host's mirror of the device state).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use faultline_shaders::spot::SPOT_WORKGROUP_SIZE;
 use faultline_shaders::{SpotOutGpu, SpotParamsGpu, SpotPointGpu, SpotStateGpu};
 
-use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown};
+use super::{ChunkBuffers, GpuContext, GpuError, STATE_USAGE, grown, slot_pieces};
 use crate::detect::spot::{Spot, SpotParams};
 
 /// One set of SPOT calibrators, resident on the device.
@@ -28,6 +28,9 @@ pub struct GpuSpot {
     bind_group: Option<wgpu::BindGroup>,
     upload: Vec<SpotPointGpu>,
     init: Vec<SpotStateGpu>,
+    /// Calibrators `save_slots` stashed on the device, and the stash.
+    saved: Vec<u32>,
+    stash: Option<wgpu::Buffer>,
 }
 
 impl GpuSpot {
@@ -61,6 +64,8 @@ impl GpuSpot {
             bind_group: None,
             upload: Vec::new(),
             init: Vec::new(),
+            saved: Vec::new(),
+            stash: None,
         }
     }
 
@@ -68,6 +73,26 @@ impl GpuSpot {
     pub fn push(&mut self) -> u32 {
         self.len += 1;
         self.len - 1
+    }
+
+    /// Saves calibrators `slots` on the device (a learning pause), for [`GpuSpot::restore_slots`] to put back.
+    pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
+        self.reserve_state()?;
+        self.saved.clear();
+        self.saved.extend_from_slice(slots);
+        let pieces = slot_pieces(&[(&self.state, size_of::<SpotStateGpu>() as u64)], self.saved.iter().copied());
+        self.ctx.stash(&mut self.stash, &pieces);
+        Ok(())
+    }
+
+    /// Puts back what [`GpuSpot::save_slots`] saved.
+    pub fn restore_slots(&mut self) {
+        if self.saved.is_empty() {
+            return;
+        }
+        let pieces = slot_pieces(&[(&self.state, size_of::<SpotStateGpu>() as u64)], self.saved.iter().copied());
+        self.ctx.unstash(&self.stash, &pieces);
+        self.saved.clear();
     }
 
     fn reserve_state(&mut self) -> Result<(), GpuError> {
