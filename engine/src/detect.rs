@@ -560,9 +560,11 @@ pub struct ShardDetector {
     /// The round's points for seasonal learning, and their switches of season (`learn_seasons`).
     season_points: Vec<RoundPoint>,
     switches: Vec<Switch>,
-    /// `detector.learning-pauses` as event-time windows `[from, until)`, in config order (a profile's `pauses` bits
-    /// index them).
+    /// Learning pauses as event-time windows `[from, until)` (a profile's `pauses` bits index them):
+    /// `detector.learning-pauses` in config order, then those added at run time (`add_learning_pause`), whose
+    /// service and metric pattern are kept for the series that appear later (`None` for the config's).
     pauses: Vec<(TimeMs, TimeMs)>,
+    runtime_pauses: Vec<Option<(String, String)>>,
     /// The round's points a pause applies to, with their models as they were, and those models' profile bins (and,
     /// with the GPU backend, the series whose device state was saved on the device).
     frozen: Vec<Frozen>,
@@ -724,6 +726,7 @@ impl ShardDetector {
             season_points: Vec::new(),
             switches: Vec::new(),
             by_position: Vec::new(),
+            runtime_pauses: vec![None; pauses.len()],
             pauses,
             frozen: Vec::new(),
             frozen_bins: Vec::new(),
@@ -782,14 +785,16 @@ impl ShardDetector {
         if let Some(sp) = &mut self.spectral {
             sp.push();
         }
-        let prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
-        let pi = match self.profiles.iter().position(|p| *p == prof) {
-            Some(i) => i,
-            None => {
-                self.profiles.push(prof);
-                self.profiles.len() - 1
+        let mut prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
+        for (i, rp) in self.runtime_pauses.iter().enumerate() {
+            if let Some((service, metric)) = rp
+                && *service == *key.service
+                && glob_match(metric, &key.metric)
+            {
+                prof.pauses |= 1 << i;
             }
-        };
+        }
+        let pi = self.profile_index(prof);
         self.index.insert(id, s);
         self.keys.push(Arc::clone(key));
         // The seasonal bank and the calibrators live on the device with the GPU backend.
@@ -812,7 +817,7 @@ impl ShardDetector {
         self.burst.push(Burst::default());
         self.alarms.push(0.0);
         self.peak.push(0.0);
-        self.profile.push(pi as u16);
+        self.profile.push(pi);
         self.flags.push(0);
         self.run_start.push(TimeMs::MIN);
         self.last_time.push(TimeMs::MIN);
@@ -949,6 +954,50 @@ impl ShardDetector {
             }
         }
         stats
+    }
+
+    /// Adds a learning pause at run time (a change event's `learning_pause`): the series of `service` whose metric
+    /// matches `metric` learn nothing from their points in `[from, until)` scored from now on, including series that
+    /// appear later. There are [`MAX_LEARNING_PAUSES`] pause slots; one whose window ended before `from` is reused.
+    /// Returns false, and changes nothing, when every slot holds a pause that has not ended by `from`.
+    pub fn add_learning_pause(&mut self, service: &str, metric: &str, from: TimeMs, until: TimeMs) -> bool {
+        let configured = self.cfg.learning_pauses.len().min(MAX_LEARNING_PAUSES);
+        let i = if self.pauses.len() < MAX_LEARNING_PAUSES {
+            self.pauses.push((from, until));
+            self.runtime_pauses.push(None);
+            self.pauses.len() - 1
+        } else if let Some(i) = (configured..self.pauses.len()).find(|&i| self.pauses[i].1 <= from) {
+            // The slot's pause has ended: no series may keep its bit.
+            for p in &mut self.profiles {
+                p.pauses &= !(1 << i);
+            }
+            self.pauses[i] = (from, until);
+            i
+        } else {
+            return false;
+        };
+        self.runtime_pauses[i] = Some((service.to_owned(), metric.to_owned()));
+        for s in 0..self.keys.len() {
+            let key = &self.keys[s];
+            if &*key.service != service || !glob_match(metric, &key.metric) {
+                continue;
+            }
+            let mut prof = self.profiles[self.profile[s] as usize];
+            prof.pauses |= 1 << i;
+            self.profile[s] = self.profile_index(prof);
+        }
+        true
+    }
+
+    /// The index of `prof` among the shard's distinct profiles, added when new.
+    fn profile_index(&mut self, prof: Profile) -> u16 {
+        match self.profiles.iter().position(|p| *p == prof) {
+            Some(i) => i as u16,
+            None => {
+                self.profiles.push(prof);
+                (self.profiles.len() - 1) as u16
+            }
+        }
     }
 
     /// Whether a learning pause whose bit is set in `bits` (a profile's `pauses`) covers event time `t`.
@@ -2035,6 +2084,43 @@ mod tests {
         assert!(late < 10, "without a pause the outage settles as normal: {late} events in its last 60 points");
         let (back, _) = batch(&mut plain, &after, 700);
         assert!(!back.is_empty(), "the unpaused model learned the outage's level");
+    }
+
+    /// A learning pause added at run time (as a change event's is) applies to the matching series already known and
+    /// to those that appear later, not to other services; its slot is reused once it has ended.
+    #[test]
+    fn a_learning_pause_added_at_run_time_applies_to_known_and_later_series() {
+        let minute = 60_000;
+        let (a, other) = (key("queue_depth"), Arc::new(SeriesKey::new("web", "queue_depth", [] as [(&str, &str); 0])));
+        let normal: Vec<f64> = (0..600).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        let mut det = detector();
+        let mut never = detector();
+        let batch = |det: &mut ShardDetector, k: &Arc<SeriesKey>, xs: &[f64], from: i64| {
+            let times: Vec<TimeMs> = (from..from + xs.len() as i64).map(|i| i * minute).collect();
+            let n = xs.len();
+            det.process(&vec![k.id; n], &vec![Arc::clone(k); n], &times, xs, &mut Vec::new())
+        };
+        batch(&mut det, &a, &normal, 0);
+        batch(&mut det, &other, &normal, 0);
+        batch(&mut never, &a, &normal, 0);
+        assert!(det.add_learning_pause("svc", "queue_*", 600 * minute, 700 * minute));
+        let outage: Vec<f64> = (600..700).map(|i| 130.0 + 2.0 * noise(i)).collect();
+        assert_eq!(batch(&mut det, &a, &outage, 600).learning_paused, 100, "a series known before the pause");
+        assert_eq!(batch(&mut det, &other, &outage, 600).learning_paused, 0, "another service's series");
+        let late = key("queue_age");
+        assert_eq!(batch(&mut det, &late, &outage[..50], 650).learning_paused, 50, "a series that appears later");
+        let (x, y) = (det.scoring().robust_state(), never.scoring().robust_state());
+        assert_eq!((x.level[0], x.mad[0], x.count[0]), (y.level[0], y.mad[0], y.count[0]), "nothing learned");
+        assert_eq!(x.count[2], 0, "the late series learned nothing either");
+        // 64 slots: 63 more pauses fill them; a 65th is refused while all run, and takes an ended one's slot.
+        for k in 0..63 {
+            assert!(det.add_learning_pause("svc", "x", (800 + k) * minute, (900 + k) * minute));
+        }
+        assert!(!det.add_learning_pause("svc", "queue_*", 650 * minute, 1_000 * minute), "every slot still runs");
+        assert!(det.add_learning_pause("svc", "queue_*", 720 * minute, 760 * minute), "the first one has ended");
+        let after: Vec<f64> = (700..800).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        let stats = batch(&mut det, &a, &after, 700);
+        assert_eq!(stats.learning_paused, 40, "only the new pause applies: minutes 720 to 759");
     }
 
     /// PetShop (low-traffic) availability issues: PetSearch's normal period opens with ten points at about 97 %

@@ -31,8 +31,8 @@ use crate::detect::{ScoringBackend, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
-use crate::model::{Batch, SeriesId, SeriesKey, TimeMs};
-use crate::rca::{ChangeEvent, EdgeSeen, IncidentTracker, RcaInputs};
+use crate::model::{Batch, SeriesId, SeriesKey, TimeMs, service_id};
+use crate::rca::{ChangeEvent, ChangePause, EdgeSeen, IncidentTracker, RcaInputs};
 use crate::sink::Sink;
 use crate::source::{DeadLetters, Source};
 
@@ -43,6 +43,8 @@ struct ShardBatch {
     edges: Vec<EdgeSeen>,
     /// Change events the source read with this batch (only in shard 0's part), likewise.
     changes: Vec<ChangeEvent>,
+    /// Learning pauses those change events carry, each in the part of the shard that owns its service.
+    pauses: Vec<(String, ChangePause, TimeMs)>,
     watermark: TimeMs,
     dispatched: Instant,
     ids: Vec<SeriesId>,
@@ -139,6 +141,7 @@ pub fn run(
     sinks: Vec<Box<dyn Sink>>,
     dead: &mut DeadLetters,
 ) -> Result<RunSummary> {
+    let rca: RcaInputs = rca.into();
     let shards = cfg.shard_count();
     let selection = Kernels::selection();
     let kernels = selection.kernels;
@@ -158,6 +161,12 @@ pub fn run(
         let (tx, rx) = bounded::<ShardBatch>(cfg.engine.queue_depth);
         shard_txs.push(tx);
         let mut det = ShardDetector::with_backend(&cfg.detector, &cfg.rca, backend.for_shard(kernels));
+        // Learning pauses among the changes known at the start (`rca.changes`) apply from the first point.
+        for c in rca.changes.iter().filter(|c| shard_of(service_id(&c.service), shards) == shard) {
+            if let Some(p) = &c.learning_pause {
+                add_pause(&mut det, &c.service, p, c.time);
+            }
+        }
         let done_tx = done_tx.clone();
         let counters = Arc::clone(&counters);
         let h = std::thread::Builder::new()
@@ -301,6 +310,7 @@ fn route(
             seq,
             edges: Vec::new(),
             changes: Vec::new(),
+            pauses: Vec::new(),
             watermark,
             dispatched,
             ids: Vec::with_capacity(cap),
@@ -309,6 +319,11 @@ fn route(
             values: Vec::with_capacity(cap),
         })
         .collect();
+    for c in &changes {
+        if let Some(p) = &c.learning_pause {
+            parts[shard_of(service_id(&c.service), n)].pauses.push((c.service.clone(), p.clone(), c.time));
+        }
+    }
     parts[0].changes = changes;
     for i in 0..batch.len() {
         if let Some(e) = tap.edge(&batch.keys[i], batch.times[i]) {
@@ -323,6 +338,13 @@ fn route(
     parts.into_iter().zip(txs).all(|(p, tx)| tx.send(p).is_ok())
 }
 
+/// Adds a change event's learning pause to a shard's detector (a warning when its pause slots are all in use).
+fn add_pause(det: &mut ShardDetector, service: &str, p: &ChangePause, from: TimeMs) {
+    if !det.add_learning_pause(service, &p.metric, from, p.until) {
+        warn!(service, metric = %p.metric, "Learning pause not applied: 64 pauses are already running on this shard.");
+    }
+}
+
 fn shard_loop(
     shard: usize,
     det: &mut ShardDetector,
@@ -331,6 +353,9 @@ fn shard_loop(
     counters: &ShardCounters,
 ) {
     for b in rx {
+        for (service, p, from) in &b.pauses {
+            add_pause(det, service, p, *from);
+        }
         let mut events = Vec::new();
         let series_before = det.series_count();
         let stats = det.process(&b.ids, &b.keys, &b.times, &b.values, &mut events);

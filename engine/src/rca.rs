@@ -310,6 +310,26 @@ pub struct ChangeEvent {
     /// e.g. `deploy`, `config`, `feature-flag`.
     pub kind: String,
     pub description: String,
+    /// Pause the learning of this service's series (those whose metric matches) from `time` until `until`: a
+    /// maintenance or a load test announced where deploys are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_pause: Option<ChangePause>,
+}
+
+/// The learning pause a change event may carry (see [`ChangeEvent::learning_pause`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePause {
+    /// Metric glob (`*` for every series of the service, the default).
+    #[serde(default = "every_metric")]
+    pub metric: String,
+    /// End of the pause, exclusive (RFC 3339 text or milliseconds); it starts at the change's `time`.
+    #[serde(deserialize_with = "de_time")]
+    pub until: TimeMs,
+}
+
+fn every_metric() -> String {
+    "*".into()
 }
 
 fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TimeMs, D::Error> {
@@ -331,6 +351,15 @@ impl ChangeEvent {
         crate::clock::check_time(c.time).map_err(|e| format!("field `time`: {e}"))?;
         if c.kind.trim().is_empty() {
             return Err("field `kind`: must not be empty (e.g. \"deploy\", \"config\")".into());
+        }
+        if let Some(p) = &c.learning_pause {
+            crate::clock::check_time(p.until).map_err(|e| format!("field `learning_pause.until`: {e}"))?;
+            if p.until <= c.time {
+                return Err("field `learning_pause.until`: must be later than the change's `time`".into());
+            }
+            if p.metric.trim().is_empty() {
+                return Err("field `learning_pause.metric`: must not be empty (\"*\" for every metric)".into());
+            }
         }
         Ok(c)
     }
@@ -1121,12 +1150,44 @@ mod tests {
     }
 
     #[test]
+    fn a_change_event_may_carry_a_learning_pause() {
+        let c = ChangeEvent::parse(
+            r#"{"time": "2026-01-05T10:00:00Z", "service": "checkout", "kind": "maintenance", "description": "db failover",
+                "learning_pause": {"until": "2026-01-05T12:00:00Z"}}"#,
+        )
+        .unwrap();
+        let p = c.learning_pause.expect("a pause");
+        assert_eq!((p.metric.as_str(), p.until - c.time), ("*", 7_200_000), "every metric by default");
+        let plain = r#"{"time": 1, "service": "s", "kind": "deploy", "description": "v2"}"#;
+        assert_eq!(ChangeEvent::parse(plain).unwrap().learning_pause, None);
+        let err = |pause: &str| {
+            let text = format!(
+                r#"{{"time": 5000, "service": "s", "kind": "k", "description": "", "learning_pause": {pause}}}"#
+            );
+            ChangeEvent::parse(&text).unwrap_err()
+        };
+        assert!(
+            err(r#"{"until": 4000}"#).contains("`learning_pause.until`: must be later"),
+            "{}",
+            err(r#"{"until": 4000}"#)
+        );
+        assert!(err(r#"{"until": 9000, "metric": ""}"#).contains("`learning_pause.metric`"));
+        assert!(err(r#"{"until": 9000, "from": 1}"#).contains("unknown field `from`"));
+        assert!(err(r#"{"metric": "*"}"#).contains("missing field `until`"));
+    }
+
+    #[test]
     fn changes_added_while_running_are_joined_once_even_if_read_twice() {
         let cfg = rca_config();
         let mut t = IncidentTracker::new(&cfg, ServiceGraph::from_edges([("web", "db")]));
         let t0 = 1_767_571_200_000;
-        let deploy =
-            ChangeEvent { time: t0 - 60_000, service: "db".into(), kind: "deploy".into(), description: "v2".into() };
+        let deploy = ChangeEvent {
+            time: t0 - 60_000,
+            service: "db".into(),
+            kind: "deploy".into(),
+            description: "v2".into(),
+            learning_pause: None,
+        };
         t.add_changes([deploy.clone()]);
         t.add_changes([deploy.clone(), ChangeEvent { description: "v3".into(), ..deploy }]);
         for e in &fault(&["web", "db"], t0) {

@@ -1448,6 +1448,7 @@ fn plan_changes(
         if matches!(f.kind, FaultKind::LatencyRegression | FaultKind::ErrorBurst) && rng.gen_bool(0.75) {
             version += 1;
             out.push(ChangeEvent {
+                learning_pause: None,
                 time: f.start_ms - rng.gen_range(1..=3) * interval_ms,
                 service: f.service.clone(),
                 kind: "deploy".into(),
@@ -1467,7 +1468,7 @@ fn plan_changes(
         } else {
             ("config", format!("config change #{version} on {svc}"))
         };
-        out.push(ChangeEvent { time, service: svc.clone(), kind: kind.into(), description });
+        out.push(ChangeEvent { time, service: svc.clone(), kind: kind.into(), description, learning_pause: None });
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.service.cmp(&b.service)));
     out

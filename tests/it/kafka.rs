@@ -614,3 +614,39 @@ fn change_events_from_a_change_topic_are_joined_like_the_changes_file_and_bad_on
     let why = header(from_changes[1], "faultline.reason").unwrap();
     assert!(why.contains("missing field `kind`"), "{why}");
 }
+
+/// A learning pause carried by a change event on the change topic reaches the shard that owns the service: the
+/// service's anomaly events inside the window say learning was paused, and the run gives exactly what the same change
+/// in an `rca.changes` file gives (there it applies from the first point; here the telemetry is produced once the
+/// change record is committed, so it applies to every point too).
+#[test]
+fn a_learning_pause_on_the_change_topic_pauses_the_service_like_the_changes_file() {
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 1), ("changes", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let pause = r#"{"time": "2026-01-05T02:30:00Z", "service": "payments", "kind": "maintenance", "description": "load test", "learning_pause": {"until": "2026-01-05T04:00:00Z"}}"#;
+    mock.produce("changes", &[("payments".into(), pause.as_bytes().to_vec())]);
+    let mut cfg = engine_config(&mock.servers, "g-pause", "json", "");
+    cfg.source.kafka.change_topics = vec!["changes".into()];
+    let engine = start(cfg);
+    mock.wait_committed("g-pause", "changes", 1);
+    mock.produce("telemetry", &fixture_records());
+    mock.wait_committed("g-pause", "telemetry", 1);
+    let summary = engine.stop();
+    assert_eq!(summary.points, 1600);
+    assert!(summary.learning_paused_points > 0);
+
+    let dir = std::env::temp_dir().join(format!("faultline-pause-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let changes = dir.join("changes.jsonl");
+    std::fs::write(&changes, format!("{pause}\n")).unwrap();
+    let (want, _) = file_replay_with(&format!("[rca]\nchanges = {:?}", changes.display().to_string()));
+    let got = payloads(&mock.consume("anomalies", 1, want.len(), Duration::from_millis(500)));
+    assert_eq!(sorted(got), sorted(want.clone()), "the change topic's pause differs from the changes file's");
+    let (plain, _) = file_replay();
+    assert_ne!(sorted(plain), sorted(want.clone()), "the pause changes what the engine reports");
+    let events: Vec<serde_json::Value> = want.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let paused: Vec<&serde_json::Value> = events.iter().filter(|e| e["evidence"]["learning_paused"] == true).collect();
+    assert!(!paused.is_empty(), "payments' regression falls inside the pause");
+    assert!(paused.iter().all(|e| e["service"] == "payments" && e["time"].as_str().unwrap() >= "2026-01-05T02:30"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
