@@ -959,8 +959,15 @@ impl ShardDetector {
     /// Adds a learning pause at run time (a change event's `learning_pause`): the series of `service` whose metric
     /// matches `metric` learn nothing from their points in `[from, until)` scored from now on, including series that
     /// appear later. There are [`MAX_LEARNING_PAUSES`] pause slots; one whose window ended before `from` is reused.
-    /// Returns false, and changes nothing, when every slot holds a pause that has not ended by `from`.
+    /// Returns false, and changes nothing, when every slot holds a pause that has not ended by `from`. The same pause
+    /// twice (a change event read again after a rebalance) takes one slot.
     pub fn add_learning_pause(&mut self, service: &str, metric: &str, from: TimeMs, until: TimeMs) -> bool {
+        let same = |(i, rp): (usize, &Option<(String, String)>)| {
+            rp.as_ref().is_some_and(|(sv, m)| sv == service && m == metric) && self.pauses[i] == (from, until)
+        };
+        if self.runtime_pauses.iter().enumerate().any(same) {
+            return true;
+        }
         let configured = self.cfg.learning_pauses.len().min(MAX_LEARNING_PAUSES);
         let i = if self.pauses.len() < MAX_LEARNING_PAUSES {
             self.pauses.push((from, until));
@@ -2104,6 +2111,7 @@ mod tests {
         batch(&mut det, &other, &normal, 0);
         batch(&mut never, &a, &normal, 0);
         assert!(det.add_learning_pause("svc", "queue_*", 600 * minute, 700 * minute));
+        assert!(det.add_learning_pause("svc", "queue_*", 600 * minute, 700 * minute), "read twice: one slot");
         let outage: Vec<f64> = (600..700).map(|i| 130.0 + 2.0 * noise(i)).collect();
         assert_eq!(batch(&mut det, &a, &outage, 600).learning_paused, 100, "a series known before the pause");
         assert_eq!(batch(&mut det, &other, &outage, 600).learning_paused, 0, "another service's series");
