@@ -232,10 +232,19 @@ impl SeasonalBank {
         let cands = p.periods.len();
         let mut cand = [Cand::default(); MAX_PERIODS];
         cand[..cands].copy_from_slice(&self.cand[s * cands..(s + 1) * cands]);
-        for (profile, &n) in self.profile.iter().zip(&p.bins) {
-            bins.extend_from_slice(&profile[s * n..(s + 1) * n]);
+        for b in self.bins_of(s) {
+            bins.extend_from_slice(b);
         }
         SeasonalSaved { cand, series: self.series[s] }
+    }
+
+    /// Series `s`'s profile bins, one slice per candidate in order.
+    fn bins_of(&self, s: usize) -> impl Iterator<Item = &[f32]> {
+        let series = self.series.len();
+        self.profile.iter().map(move |profile| {
+            let n = profile.len() / series;
+            &profile[s * n..(s + 1) * n]
+        })
     }
 
     /// Puts back what [`SeasonalBank::save`] saved of series `s` (`bins`: exactly what it appended).
@@ -254,11 +263,9 @@ impl SeasonalBank {
     /// series-major, each series' candidates one after another.
     pub fn to_buffers(&self) -> faultline_shaders::seasonal::SeasonalBuffers {
         let mut b = faultline_shaders::seasonal::SeasonalBuffers::default();
-        let series = self.series.len();
-        for s in 0..series {
-            for profile in &self.profile {
-                let n = profile.len() / series;
-                b.profile.extend_from_slice(&profile[s * n..(s + 1) * n]);
+        for s in 0..self.series.len() {
+            for bins in self.bins_of(s) {
+                b.profile.extend_from_slice(bins);
             }
         }
         for k in &self.cand {
