@@ -69,6 +69,7 @@ fn incident(services: usize) -> (ServiceGraph, Vec<AnomalyEvent>) {
                     window: 3,
                     points_seen: 1000,
                     learning_paused: false,
+                    feedback: None,
                 });
             }
         }

@@ -95,6 +95,9 @@ pub struct KafkaSourceConfig {
     /// Topics of change events (deploys, config changes: `{"time","service","kind","description"}` JSON, one per
     /// record or newline-delimited), read by the same consumer and joined with incidents like `rca.changes`.
     pub change_topics: Vec<String>,
+    /// Topics of operator feedback (verdicts on anomaly events, `faultline.feedback.v1` JSON, one per record or
+    /// newline-delimited), read by the same consumer and applied to the judged series' models.
+    pub feedback_topics: Vec<String>,
     pub group_id: String,
     pub format: KafkaFormat,
     /// A batch is handed to the shards when it is full or its first record has waited this long.
@@ -163,6 +166,23 @@ pub struct DetectorConfig {
     pub overrides: Vec<OverrideConfig>,
     /// Windows of event time in which matching series score and alert as usual but none of their models learns.
     pub learning_pauses: Vec<LearningPauseConfig>,
+    pub feedback: FeedbackConfig,
+}
+
+/// What operator feedback does to a series' models (`[detector.feedback]`; see [`crate::feedback`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FeedbackConfig {
+    /// JSON-lines file of verdicts known at the start (`faultline.feedback.v1`); empty = none. Each applies from the
+    /// event time of the anomaly it judges, so a replay with it is deterministic.
+    pub file: String,
+    /// A rejected deviation is tolerated with this margin: events of the series in that direction need a deviation
+    /// more than `(1 + margin)` times it.
+    pub margin: f64,
+    /// The tolerance a rejection sets halves every this much event time (the series may change again).
+    pub half_life: HumanDuration,
+    /// An accepted anomaly holds the series' learning until the series is back to normal, at most this long.
+    pub hold_max: HumanDuration,
 }
 
 /// Seasonality found per series (`[detector.seasonal]`).
@@ -704,6 +724,13 @@ impl Config {
                 }
             }
         }
+        check_range(&mut p, "detector.feedback.margin", d.feedback.margin, 0.0, 100.0);
+        if d.feedback.half_life.0.is_zero() {
+            p.push("detector.feedback.half-life must be longer than 0s".into());
+        }
+        if d.feedback.hold_max.0.is_zero() {
+            p.push("detector.feedback.hold-max must be longer than 0s".into());
+        }
         if d.learning_pauses.len() > MAX_LEARNING_PAUSES {
             p.push(format!(
                 "detector.learning-pauses may have at most {MAX_LEARNING_PAUSES} entries, got {}",
@@ -822,12 +849,30 @@ impl Config {
                      either telemetry or change events)"
                 ));
             }
-        } else if !k.change_topics.is_empty() {
-            p.push(
-                "source.kafka.change-topics needs source.kind = \"kafka\" (other sources read changes from \
-                 rca.changes)"
-                    .into(),
-            );
+            if k.feedback_topics.iter().any(|t| t.trim().is_empty()) {
+                p.push("source.kafka.feedback-topics must not contain an empty topic name".into());
+            }
+            for t in k.feedback_topics.iter().filter(|t| k.topics.contains(t) || k.change_topics.contains(t)) {
+                p.push(format!(
+                    "source.kafka.feedback-topics lists {t:?}, which is also a telemetry or change topic (a topic \
+                     holds one kind of record)"
+                ));
+            }
+        } else {
+            if !k.change_topics.is_empty() {
+                p.push(
+                    "source.kafka.change-topics needs source.kind = \"kafka\" (other sources read changes from \
+                     rca.changes)"
+                        .into(),
+                );
+            }
+            if !k.feedback_topics.is_empty() {
+                p.push(
+                    "source.kafka.feedback-topics needs source.kind = \"kafka\" (other sources read feedback from \
+                     detector.feedback.file)"
+                        .into(),
+                );
+            }
         }
         if self.source.kind != SourceKind::Kafka && !self.dead_letter.topic.is_empty() {
             p.push(
@@ -1050,6 +1095,24 @@ mod tests {
         let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
         assert!(err.contains("\"t\", which is also in source.kafka.topics"), "{err}");
         assert!(err.contains("change-topics must not contain an empty topic name"), "{err}");
+    }
+
+    #[test]
+    fn feedback_settings_are_read_and_validated() {
+        let f = Config::default_config().unwrap().detector.feedback;
+        assert_eq!((f.file.as_str(), f.margin, f.half_life.as_millis_i64()), ("", 0.1, 7 * 86_400_000));
+        let user = "[detector.feedback]\nmargin = -1.0\nhalf-life = \"0s\"\nhold-max = \"0s\"\n\
+                    [source.kafka]\nfeedback-topics = [\"verdicts\"]\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.feedback.margin must be in [0, 100], got -1"), "{err}");
+        assert!(err.contains("detector.feedback.half-life must be longer than 0s"), "{err}");
+        assert!(err.contains("detector.feedback.hold-max must be longer than 0s"), "{err}");
+        assert!(err.contains("source.kafka.feedback-topics needs source.kind = \"kafka\""), "{err}");
+        let user = "[source]\nkind = \"kafka\"\n[source.kafka]\ntopics = [\"t\"]\nchange-topics = [\"c\"]\n\
+                    feedback-topics = [\"c\", \"\"]\n[kafka]\nbrokers = \"b:9092\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("feedback-topics lists \"c\", which is also a telemetry or change topic"), "{err}");
+        assert!(err.contains("feedback-topics must not contain an empty topic name"), "{err}");
     }
 
     #[test]

@@ -56,7 +56,8 @@ use crate::config::{
     AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, MAX_LEARNING_PAUSES, RcaConfig, Role,
     glob_match,
 };
-use crate::event::{AnomalyEvent, Channels, Direction, LevelShift, RuleHit, Stage, rule_score};
+use crate::event::{AnomalyEvent, Channels, Direction, FeedbackNote, LevelShift, RuleHit, Stage, rule_score};
+use crate::feedback::{Feedback, Verdict};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuError, GpuRobust, GpuSeasonal, spot::GpuSpot};
 use crate::model::{SeriesId, SeriesKey, TimeMs};
@@ -101,6 +102,8 @@ pub struct Profile {
     pub role: Role,
     /// Bit `i` set: entry `i` of `detector.learning-pauses` matches the series.
     pub pauses: u64,
+    /// Operator feedback on the series exists (see [`ShardDetector::add_feedback`]).
+    pub feedback: bool,
 }
 
 impl Profile {
@@ -129,6 +132,7 @@ impl Profile {
                 .enumerate()
                 .filter(|(_, lp)| matches(&lp.metric, &lp.service))
                 .fold(0, |bits, (i, _)| bits | 1 << i),
+            feedback: false,
         };
         for r in d.rules.iter().filter(|r| matches(&r.metric, &r.service)) {
             p.above = p.above.or(r.above);
@@ -150,6 +154,12 @@ pub struct BatchStats {
     pub low_volume: u64,
     /// Points scored while a learning pause applied to their series (no model learned from them).
     pub learning_paused: u64,
+    /// Points scored while an accepted anomaly held their series' learning (operator feedback).
+    pub feedback_held: u64,
+    /// Points that would have raised an event but lay within a deviation an operator rejected as normal.
+    pub feedback_suppressed: u64,
+    /// Series re-baselined to the level they held when an operator rejected an event as normal.
+    pub feedback_rebaselines: u64,
 }
 
 /// A point of the batch that is not late: its index in the batch, its series slot, its round (the k-th point of a
@@ -222,6 +232,8 @@ struct Scored {
     restart: (f32, f32),
     /// A learning pause applies: the point is scored, and the models are put back as they were after its round.
     paused: bool,
+    /// Likewise, for an anomaly an operator accepted (operator feedback).
+    held: bool,
 }
 
 impl Scored {
@@ -262,6 +274,7 @@ impl Scored {
             switch: Switch::Unchanged,
             restart: (0.0, 0.0),
             paused: false,
+            held: false,
         }
     }
 }
@@ -274,6 +287,8 @@ struct Frozen {
     /// The point's position in its round, and its series.
     k: usize,
     s: usize,
+    /// Frozen by an operator's accepted anomaly, not by a learning pause.
+    held: bool,
     spread: f32,
     cusum: Cusum,
     anchor: f32,
@@ -571,6 +586,53 @@ pub struct ShardDetector {
     frozen_bins: Vec<f32>,
     #[cfg(feature = "gpu")]
     frozen_slots: Vec<u32>,
+    /// Operator feedback by series (see `add_feedback`): only series whose profile has `feedback` set look here.
+    feedback: IdMap<SeriesFeedback>,
+    feedback_params: FeedbackParams,
+    /// Series whose learning an accepted anomaly holds (or will hold): while any, rounds look for held points.
+    holds: usize,
+}
+
+/// `[detector.feedback]` in event-time milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct FeedbackParams {
+    margin: f64,
+    half_life_ms: f64,
+    hold_max_ms: TimeMs,
+}
+
+/// What operators said of one series' events (see [`ShardDetector::add_feedback`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct SeriesFeedback {
+    /// Per direction (up, down): the deviation an operator rejected as normal, with the margin, and the event time
+    /// it applies from; it halves every half-life after that. Zero: none.
+    tolerance: [(f64, TimeMs); 2],
+    /// A rejection's re-baseline, pending: the first point after the given time that still deviates in the direction
+    /// by at least half the rejected deviation is adopted as the level.
+    rebaseline: Option<(Direction, f64, TimeMs)>,
+    /// An accepted anomaly holds learning over event times `[from, until)`, until the series is back to normal.
+    hold: Option<(TimeMs, TimeMs)>,
+}
+
+impl SeriesFeedback {
+    /// The tolerated deviation in direction `d` at event time `t`.
+    fn tolerance_at(&self, d: Direction, t: TimeMs, half_life_ms: f64) -> f64 {
+        let (tol, since) = self.tolerance[d as usize];
+        if tol <= 0.0 || t < since { 0.0 } else { tol * (-((t - since) as f64) / half_life_ms).exp2() }
+    }
+
+    fn holds_at(&self, t: TimeMs) -> bool {
+        self.hold.is_some_and(|(from, until)| from <= t && t < until)
+    }
+}
+
+/// What [`ShardDetector::add_feedback`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackApplied {
+    /// To a series this shard scores.
+    Known,
+    /// Kept for a series not seen yet: it applies once the series' points arrive.
+    Pending,
 }
 
 impl ShardDetector {
@@ -732,6 +794,13 @@ impl ShardDetector {
             frozen_bins: Vec::new(),
             #[cfg(feature = "gpu")]
             frozen_slots: Vec::new(),
+            feedback: IdMap::default(),
+            feedback_params: FeedbackParams {
+                margin: cfg.feedback.margin,
+                half_life_ms: cfg.feedback.half_life.as_millis_i64() as f64,
+                hold_max_ms: cfg.feedback.hold_max.as_millis_i64(),
+            },
+            holds: 0,
         }
     }
 
@@ -794,6 +863,7 @@ impl ShardDetector {
                 prof.pauses |= 1 << i;
             }
         }
+        prof.feedback = !self.feedback.is_empty() && self.feedback.contains_key(&id);
         let pi = self.profile_index(prof);
         self.index.insert(id, s);
         self.keys.push(Arc::clone(key));
@@ -921,9 +991,11 @@ impl ShardDetector {
             );
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
-            if !self.pauses.is_empty() {
+            if !self.pauses.is_empty() || self.holds > 0 {
                 self.freeze_paused();
-                stats.learning_paused += self.frozen.len() as u64;
+                let held = self.frozen.iter().filter(|f| f.held).count() as u64;
+                stats.learning_paused += self.frozen.len() as u64 - held;
+                stats.feedback_held += held;
             }
             self.robust_update();
             if let Some(sp) = &mut self.spectral {
@@ -942,7 +1014,11 @@ impl ShardDetector {
             // `benches/detector-instructions.sh` and BENCHMARKS.md).
             self.models_round(range.start, times, values);
             for f in &self.frozen {
-                self.pts[f.k].paused = true;
+                if f.held {
+                    self.pts[f.k].held = true;
+                } else {
+                    self.pts[f.k].paused = true;
+                }
             }
             self.calibrate();
             self.rarity();
@@ -996,6 +1072,53 @@ impl ShardDetector {
         true
     }
 
+    /// Applies an operator's verdict on one of this shard's anomaly events to the event's series, from the event's
+    /// time on (see [`crate::feedback`]):
+    /// - `reject` (a false alarm): deviations in the event's direction up to `(1 + margin)` times the rejected one
+    ///   are normal for the series; this tolerance halves every `half-life` of event time. The series' next point
+    ///   after the event, if it still deviates that way by at least half as much, becomes the model's level (the new
+    ///   normal, adopted at once instead of learned slowly). A hold from an earlier `accept` ends.
+    /// - `accept` (a real anomaly): the tolerance in the event's direction is dropped, and the series' models learn
+    ///   nothing from its points (they are scored and alert as usual) until the series is back to normal (its M-of-N
+    ///   window clear) or `hold-max` has passed.
+    ///
+    /// Feedback for a series the shard has not seen yet is kept and applies once its points arrive.
+    pub fn add_feedback(&mut self, f: &Feedback) -> FeedbackApplied {
+        let id = f.series();
+        let (t, d) = (f.anomaly.time_ms, f.anomaly.direction);
+        let fp = self.feedback_params;
+        let e = self.feedback.entry(id).or_default();
+        match f.verdict {
+            Verdict::Reject => {
+                let tol = f.deviation() * (1.0 + fp.margin);
+                if tol > e.tolerance_at(d, t, fp.half_life_ms) {
+                    e.tolerance[d as usize] = (tol, t);
+                }
+                e.rebaseline = Some((d, f.deviation(), t));
+                if e.hold.take().is_some() {
+                    self.holds -= 1;
+                }
+            }
+            Verdict::Accept => {
+                e.tolerance[d as usize] = (0.0, TimeMs::MIN);
+                e.rebaseline = None;
+                if e.hold.replace((t, t.saturating_add(fp.hold_max_ms))).is_none() {
+                    self.holds += 1;
+                }
+            }
+        }
+        let Some(&s) = self.index.get(&id) else {
+            return FeedbackApplied::Pending;
+        };
+        let s = s as usize;
+        let mut prof = self.profiles[self.profile[s] as usize];
+        if !prof.feedback {
+            prof.feedback = true;
+            self.profile[s] = self.profile_index(prof);
+        }
+        FeedbackApplied::Known
+    }
+
     /// The index of `prof` among the shard's distinct profiles, added when new.
     fn profile_index(&mut self, prof: Profile) -> u16 {
         match self.profiles.iter().position(|p| *p == prof) {
@@ -1012,7 +1135,8 @@ impl ShardDetector {
         self.pauses.iter().enumerate().any(|(i, &(from, until))| bits >> i & 1 == 1 && from <= t && t < until)
     }
 
-    /// Saves the models of the round's points that a learning pause applies to (into `frozen`; with the GPU backend,
+    /// Saves the models of the round's points that a learning pause, or the hold of an accepted anomaly, applies to
+    /// (into `frozen`; with the GPU backend,
     /// the device-resident models on the device), for `thaw` to put back once the round is done. The points are
     /// scored, and raise events, as any other.
     #[cold]
@@ -1021,13 +1145,17 @@ impl ShardDetector {
         self.frozen_bins.clear();
         for k in 0..self.slots.len() {
             let s = self.slots[k] as usize;
-            let bits = self.profiles[self.profile[s] as usize].pauses;
-            if bits == 0 || !self.paused_at(bits, self.round_times[k]) {
+            let t = self.round_times[k];
+            let prof = &self.profiles[self.profile[s] as usize];
+            let paused = prof.pauses != 0 && self.paused_at(prof.pauses, t);
+            let held = !paused && prof.feedback && self.feedback.get(&self.keys[s].id).is_some_and(|f| f.holds_at(t));
+            if !paused && !held {
                 continue;
             }
             self.frozen.push(Frozen {
                 k,
                 s,
+                held,
                 spread: self.spread[s],
                 cusum: self.cusum[s],
                 anchor: self.anchor[s],
@@ -1533,8 +1661,8 @@ impl ShardDetector {
         let s = p.s;
         let prof = &self.profiles[self.profile[s] as usize];
         let (seen, learned, young, alarm) = (p.seen, p.learned, p.young, self.alarm);
-        let (residual, sigma, z, z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
-        let (level_shift, excursion, surprise, fatigue, anomalous) =
+        let (residual, sigma, z, mut z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
+        let (mut level_shift, excursion, surprise, fatigue, anomalous) =
             (p.level_shift, p.excursion, p.surprise, p.fatigue, p.anomalous);
         let (value_s, resid_s) = (p.value_s, p.resid_s);
         if p.switch != Switch::Unchanged {
@@ -1585,13 +1713,28 @@ impl ShardDetector {
                 self.anchor[s] = f32::NAN;
             }
         }
+        // Operator feedback: a rejection's tolerance (below) and pending re-baseline, an acceptance's hold.
+        let mut fb = FeedbackAt::default();
+        if prof.feedback {
+            fb = feedback_at(&mut self.feedback, self.keys[s].id, p.t, x - ev_expected, &self.feedback_params);
+            self.holds -= usize::from(fb.hold_over);
+            if fb.rebase && learned {
+                // The level the series holds is its new normal now: the model, and the event path, take it.
+                self.scoring.set_level(s, p.y);
+                self.cusum[s].reset();
+                (self.hold_level[s], self.anchor[s]) = (f32::NAN, f32::NAN);
+                // The point is the new normal: nothing about it fires.
+                (ev_expected, held, z_c, level_shift) = (x, false, 0.0, None);
+                stats.feedback_rebaselines += 1;
+            }
+        }
         // The service's multivariate score: this series' deviation from the normal the event path judges by.
         // A service with a single series has no multivariate information: its score would repeat the series' own.
         let mut service = None;
         if learned && self.service.multivariate(s) {
             // Its surprise is computed for events only (below); learning needs it only near the alarm level.
             // A paused point teaches the service's calibration nothing, as an anomalous one does not.
-            let keep_out = anomalous || p.paused;
+            let keep_out = anomalous || p.paused || p.held;
             service = Some(self.service.observe(s, p.t, ev_z, keep_out, &self.spot_params, &self.service_params));
         }
         let dev = x - ev_expected;
@@ -1619,11 +1762,19 @@ impl ShardDetector {
             }
             *spread += w * (residual.abs().min(cap) - *spread);
         }
-        let model_fired = learned
+        let mut model_fired = learned
             && (outside_band || level_shift.is_some())
             && allowed
             && dev.abs() >= prof.min_abs
             && dev.abs() >= prof.min_rel * reference.abs();
+        let mut tolerance = 0.0;
+        if prof.feedback && model_fired {
+            tolerance = fb.tolerance[usize::from(dev < 0.0)];
+            if dev.abs() <= tolerance {
+                model_fired = false;
+                stats.feedback_suppressed += 1;
+            }
+        }
         let rule = match (prof.above, prof.below) {
             _ if learned && !prof.rules_always => None,
             (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
@@ -1647,6 +1798,14 @@ impl ShardDetector {
         }
         let hist = ((self.flags[s] << 1) | u16::from(flagged)) & prof.mask;
         self.flags[s] = hist;
+        if fb.held && hist == 0 {
+            // Back to normal: the accepted anomaly is over, and the series learns again from its next point.
+            if let Some(e) = self.feedback.get_mut(&self.keys[s].id)
+                && e.hold.take().is_some()
+            {
+                self.holds -= 1;
+            }
+        }
         let t = p.t;
         if !flagged {
             if hist == 0 {
@@ -1721,10 +1880,58 @@ impl ShardDetector {
             window: prof.n,
             points_seen: seen,
             learning_paused: p.paused,
+            // `tolerance` is set only for a point the model fired on (and so exceeds it).
+            feedback: (tolerance > 0.0 || p.held).then_some(FeedbackNote { tolerance, learning_held: p.held }),
         });
         stats.anomalies += 1;
         stream
     }
+}
+
+/// What operator feedback says of one point (see [`feedback_at`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct FeedbackAt {
+    /// Tolerated deviation up and down.
+    tolerance: [f64; 2],
+    /// A rejection's re-baseline takes this point's level.
+    rebase: bool,
+    /// An accepted anomaly's hold covers the point.
+    held: bool,
+    /// A hold ended here, `hold-max` after its anomaly (and was dropped).
+    hold_over: bool,
+}
+
+/// Operator feedback on series `id` at its point at time `t`, deviating `dev` from what the event path expects; a
+/// pending re-baseline is decided (and so consumed) here, and a hold past its end is dropped.
+#[cold]
+fn feedback_at(
+    feedback: &mut IdMap<SeriesFeedback>,
+    id: SeriesId,
+    t: TimeMs,
+    dev: f64,
+    fp: &FeedbackParams,
+) -> FeedbackAt {
+    let Some(e) = feedback.get_mut(&id) else {
+        return FeedbackAt::default();
+    };
+    let mut at = FeedbackAt {
+        tolerance: [Direction::Up, Direction::Down].map(|d| e.tolerance_at(d, t, fp.half_life_ms)),
+        rebase: false,
+        held: e.holds_at(t),
+        hold_over: false,
+    };
+    if let Some((d, size, since)) = e.rebaseline
+        && t > since
+    {
+        e.rebaseline = None;
+        let along = if d == Direction::Up { dev } else { -dev };
+        at.rebase = along >= 0.5 * size && along > 0.0;
+    }
+    if e.hold.is_some_and(|(_, until)| t >= until) {
+        e.hold = None;
+        at.hold_over = true;
+    }
+    at
 }
 
 /// Maps |z| to [0, 1): 0.5 at the threshold, about 0.94 at twice it, about 0.998 at three times.
@@ -2091,6 +2298,122 @@ mod tests {
         assert!(late < 10, "without a pause the outage settles as normal: {late} events in its last 60 points");
         let (back, _) = batch(&mut plain, &after, 700);
         assert!(!back.is_empty(), "the unpaused model learned the outage's level");
+    }
+
+    /// An operator's verdict on `e`, as a feedback record that pastes the published event.
+    fn verdict(verdict: &str, e: &AnomalyEvent) -> Feedback {
+        let record = serde_json::json!({"verdict": verdict, "anomaly": e.to_wire(), "by": "test"});
+        Feedback::parse(&record.to_string()).unwrap()
+    }
+
+    /// Points `from..to` (one a minute) of a series at `level` with noise of 2, as one batch.
+    fn stretch(
+        det: &mut ShardDetector,
+        k: &Arc<SeriesKey>,
+        from: usize,
+        to: usize,
+        level: f64,
+    ) -> (Vec<AnomalyEvent>, BatchStats) {
+        let xs: Vec<f64> = (from..to).map(|i| level + 2.0 * noise(i)).collect();
+        let times: Vec<TimeMs> = (from..to).map(|i| i as TimeMs * 60_000).collect();
+        let n = xs.len();
+        let mut out = Vec::new();
+        let stats = det.process(&vec![k.id; n], &vec![Arc::clone(k); n], &times, &xs, &mut out);
+        (out, stats)
+    }
+
+    /// A rejected event (a deploy moved a queue's depth from 100 to 130 and that is fine): the series adopts the level it
+    /// holds at once and raises nothing more for it, deviations up to the rejected one are tolerated from then on,
+    /// and a larger one is still flagged, saying so. Without the verdict the step keeps alerting for a while.
+    #[test]
+    fn a_rejected_event_adopts_the_level_and_tolerates_its_deviation() {
+        let k = key("queue_depth");
+        let mut det = detector();
+        let mut plain = detector();
+        for d in [&mut det, &mut plain] {
+            stretch(d, &k, 0, 600, 100.0);
+        }
+        let (step, _) = stretch(&mut det, &k, 600, 603, 130.0);
+        let rejected = step.last().expect("the step is flagged");
+        assert_eq!(det.add_feedback(&verdict("reject", rejected)), FeedbackApplied::Known);
+        let (ev, stats) = stretch(&mut det, &k, 603, 700, 130.0);
+        assert!(ev.is_empty(), "the rejected level raises nothing more: {} events", ev.len());
+        assert_eq!(stats.feedback_rebaselines, 1, "adopted at the next point");
+        stretch(&mut plain, &k, 600, 603, 130.0);
+        let (plain_ev, _) = stretch(&mut plain, &k, 603, 700, 130.0);
+        assert!(plain_ev.len() >= 5, "without the verdict the step keeps alerting: {} events", plain_ev.len());
+
+        // A spike as large as the rejected step is tolerated; a larger one is flagged and says why it still is.
+        let (ev, stats) = stretch(&mut det, &k, 700, 703, 160.0);
+        assert!(ev.is_empty() && stats.feedback_suppressed >= 1, "{} events, {stats:?}", ev.len());
+        stretch(&mut det, &k, 703, 800, 130.0);
+        let (ev, _) = stretch(&mut det, &k, 800, 803, 175.0);
+        let e = ev.last().expect("a larger deviation is flagged");
+        let tolerance = e.feedback.expect("the verdict bears on it").tolerance;
+        let rejected_dev = (rejected.observed - rejected.expected).abs();
+        assert!((rejected_dev..1.11 * rejected_dev).contains(&tolerance), "{tolerance} against {rejected_dev}");
+        assert!(e.explanation().contains("an operator rejected as normal"), "{}", e.explanation());
+        let wire = serde_json::to_value(e.to_wire()).unwrap();
+        assert_eq!(wire["evidence"]["feedback"]["learning_held"], false);
+        // Downwards nothing was rejected.
+        stretch(&mut det, &k, 803, 900, 130.0);
+        let (ev, _) = stretch(&mut det, &k, 900, 903, 100.0);
+        assert!(ev.last().is_some_and(|e| e.feedback.is_none()), "{ev:?}");
+    }
+
+    /// An accepted event (a real outage): the series' models learn nothing from it while it lasts, so it is flagged
+    /// to its end and the return to normal is normal; once it is over the series learns again. Without the verdict
+    /// the outage becomes the new normal.
+    #[test]
+    fn an_accepted_anomaly_holds_learning_until_the_series_is_back_to_normal() {
+        let k = key("queue_depth");
+        let mut det = detector();
+        stretch(&mut det, &k, 0, 600, 100.0);
+        let (first, _) = stretch(&mut det, &k, 600, 603, 130.0);
+        let accepted = first.last().expect("the outage is flagged");
+        det.add_feedback(&verdict("accept", accepted));
+        let (ev, stats) = stretch(&mut det, &k, 603, 700, 130.0);
+        assert_eq!(stats.feedback_held, 97, "every point of the outage after the verdict");
+        assert!(ev.len() >= 95, "flagged to its end: {}", ev.len());
+        let e = ev.last().unwrap();
+        assert!(e.feedback.is_some_and(|f| f.learning_held && f.tolerance == 0.0), "{:?}", e.feedback);
+        assert!(e.explanation().contains("learning is held"), "{}", e.explanation());
+        let (back, stats) = stretch(&mut det, &k, 700, 800, 100.0);
+        assert!(back.is_empty(), "the model kept its level: {} events", back.len());
+        assert!(stats.feedback_held <= 3, "the hold ends once the M-of-N window is clear: {stats:?}");
+        // Learning again: a second outage without a verdict settles as the new normal.
+        let (ev, stats) = stretch(&mut det, &k, 800, 900, 130.0);
+        assert_eq!(stats.feedback_held, 0);
+        let late = ev.iter().filter(|e| e.time >= 840 * 60_000).count();
+        assert!(late < 10, "the hold is over: {late} events in the outage's last 60 points");
+
+        // The same outage without the verdict.
+        let mut plain = detector();
+        stretch(&mut plain, &k, 0, 600, 100.0);
+        let (ev, _) = stretch(&mut plain, &k, 600, 700, 130.0);
+        assert!(ev.iter().filter(|e| e.time >= 640 * 60_000).count() < 10);
+        let (back, _) = stretch(&mut plain, &k, 700, 800, 100.0);
+        assert!(!back.is_empty(), "the model learned the outage");
+
+        // Known before the series (a feedback file at the start of a replay): it applies from the event's time.
+        let mut replay = detector();
+        assert_eq!(replay.add_feedback(&verdict("accept", accepted)), FeedbackApplied::Pending);
+        stretch(&mut replay, &k, 0, 600, 100.0);
+        let (ev, stats) = stretch(&mut replay, &k, 600, 700, 130.0);
+        assert!(ev.len() >= 95 && stats.feedback_held >= 97, "{} events, {stats:?}", ev.len());
+        assert_eq!(det.feedback_params.hold_max_ms, 6 * 3_600_000, "the default hold-max");
+        assert_eq!((det.holds, replay.holds), (0, 1), "the first outage is over, the replayed one is not");
+
+        // A hold lasts `hold-max` at most: an outage that never ends is learned once it has passed.
+        let mut short = detector_with(|d| d.feedback.hold_max = crate::units::HumanDuration::from_secs(30 * 60));
+        stretch(&mut short, &k, 0, 600, 100.0);
+        stretch(&mut short, &k, 600, 603, 130.0);
+        short.add_feedback(&verdict("accept", accepted));
+        let (ev, stats) = stretch(&mut short, &k, 603, 700, 130.0);
+        let until = (accepted.time / 60_000 + 30) as usize;
+        assert_eq!(stats.feedback_held as usize, until - 603, "held up to {until} minutes");
+        assert_eq!(short.holds, 0);
+        assert!(ev.iter().filter(|e| e.time >= 660 * 60_000).count() < 10, "then learned as the new normal");
     }
 
     /// A learning pause added at run time (as a change event's is) applies to the matching series already known and

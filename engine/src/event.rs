@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
 use crate::config::Role;
-use crate::model::{SeriesKey, TimeMs};
+use crate::model::{SeriesId, SeriesKey, TimeMs};
 
 pub const ANOMALY_SCHEMA: &str = "faultline.anomaly.v1";
 pub const ROOT_CAUSE_SCHEMA: &str = "faultline.root-cause.v1";
@@ -39,7 +39,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     Up,
@@ -76,7 +76,7 @@ impl Stage {
 
 /// A change point found by the level-shift detector: the model was re-baselined from `from` to `to`, so values near
 /// `to` are the new normal from this point on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LevelShift {
     pub from: f64,
     pub to: f64,
@@ -152,6 +152,18 @@ pub struct AnomalyEvent {
     /// A learning pause (`detector.learning-pauses`) applied to the point: it was judged against the models as they
     /// were when the pause began, and taught them nothing.
     pub learning_paused: bool,
+    /// Operator feedback on the series that bears on this event (see [`crate::feedback`]).
+    pub feedback: Option<FeedbackNote>,
+}
+
+/// What operator feedback on a series says of one of its events.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FeedbackNote {
+    /// The deviation an operator rejected as normal (with the margin, decayed to the event's time) that this
+    /// event's deviation exceeds; 0 when none applies in its direction.
+    pub tolerance: f64,
+    /// An operator accepted an anomaly of this series and it is not over: its models learn nothing meanwhile.
+    pub learning_held: bool,
 }
 
 impl AnomalyEvent {
@@ -161,10 +173,7 @@ impl AnomalyEvent {
 
     /// Deterministic id from series id and event time, so consumers can drop duplicates after a restart.
     pub fn id(&self) -> String {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.key.id.to_le_bytes());
-        b[8..].copy_from_slice(&self.time.to_le_bytes());
-        format!("an-{:016x}", xxhash_rust::xxh3::xxh3_64(&b))
+        anomaly_id(self.key.id, self.time)
     }
 
     /// One human sentence.
@@ -231,6 +240,19 @@ impl AnomalyEvent {
         }
         if self.learning_paused {
             s.push_str("; learning is paused for this series, so it is judged against the model from before the pause");
+        }
+        if let Some(f) = self.feedback {
+            if f.tolerance > 0.0 {
+                s.push_str(&format!(
+                    "; it is past the deviation of {} an operator rejected as normal",
+                    num(f.tolerance)
+                ));
+            }
+            if f.learning_held {
+                s.push_str(
+                    "; an operator confirmed an anomaly here, so learning is held until the series is back to normal",
+                );
+            }
         }
         s.push('.');
         s
@@ -307,10 +329,19 @@ impl AnomalyEvent {
                 points_seen: self.points_seen,
                 role: self.role.as_str(),
                 learning_paused: self.learning_paused,
+                feedback: self.feedback.map(|f| FeedbackNote { tolerance: round6(f.tolerance), ..f }),
             },
             explanation: self.explanation(),
         }
     }
+}
+
+/// The id of the anomaly event of series `series` at event time `time` (see [`AnomalyEvent::id`]).
+pub fn anomaly_id(series: SeriesId, time: TimeMs) -> String {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&series.to_le_bytes());
+    b[8..].copy_from_slice(&time.to_le_bytes());
+    format!("an-{:016x}", xxhash_rust::xxh3::xxh3_64(&b))
 }
 
 /// Score of a rule hit in [0.5, 1): 0.5 at the bound, approaching 1 as the value moves far past it.
@@ -361,6 +392,9 @@ pub struct EvidenceWire {
     /// Present (and true) only while a learning pause applies to the series.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub learning_paused: bool,
+    /// Present only when operator feedback on the series bears on the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackNote>,
 }
 
 #[derive(Debug, Serialize)]

@@ -16,6 +16,10 @@ pub struct ShardCounters {
     pub series: CachePadded<AtomicU64>,
     pub low_volume: CachePadded<AtomicU64>,
     pub learning_paused: CachePadded<AtomicU64>,
+    pub feedback_verdicts: CachePadded<AtomicU64>,
+    pub feedback_held: CachePadded<AtomicU64>,
+    pub feedback_suppressed: CachePadded<AtomicU64>,
+    pub feedback_rebaselines: CachePadded<AtomicU64>,
 }
 
 impl ShardCounters {
@@ -50,6 +54,14 @@ pub struct RunSummary {
     pub suppressed_low_volume: u64,
     /// Points scored while a learning pause applied to their series (no model learned from them).
     pub learning_paused_points: u64,
+    /// Operator verdicts applied to the detector's models (from `detector.feedback.file` and feedback topics).
+    pub feedback_verdicts: u64,
+    /// Points scored while an accepted anomaly held their series' learning.
+    pub feedback_held_points: u64,
+    /// Points that would have raised an event but lay within a deviation an operator rejected as normal.
+    pub feedback_suppressed: u64,
+    /// Series re-baselined at once to the level they held when an operator rejected an event as normal.
+    pub feedback_rebaselines: u64,
     pub incidents: u64,
     pub incidents_dropped_small: u64,
     pub elapsed_s: f64,
@@ -120,7 +132,15 @@ impl RunSummary {
             self.rca_update_us.p50,
             self.rca_update_us.p99,
             self.rca_update_us.max,
-        ) + &self.ingest_latency_us.as_ref().map_or(String::new(), |l| {
+        ) + &if self.feedback_verdicts > 0 {
+            format!(
+                "\noperator feedback: {} verdicts applied; {} points scored with learning held, {} events within a \
+                 rejected deviation not raised, {} re-baselines",
+                self.feedback_verdicts, self.feedback_held_points, self.feedback_suppressed, self.feedback_rebaselines
+            )
+        } else {
+            String::new()
+        } + &self.ingest_latency_us.as_ref().map_or(String::new(), |l| {
             format!(
                 "\ningest-to-acknowledged-output latency (µs): p50 {} p99 {} p99.9 {} max {}",
                 l.p50, l.p99, l.p999, l.max

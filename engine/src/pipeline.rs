@@ -30,6 +30,7 @@ use crate::delivery::Progress;
 use crate::detect::{ScoringBackend, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
+use crate::feedback::{Feedback, load_feedback};
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs, service_id};
 use crate::rca::{ChangeEvent, ChangePause, EdgeSeen, IncidentTracker, RcaInputs};
@@ -45,6 +46,8 @@ struct ShardBatch {
     changes: Vec<ChangeEvent>,
     /// Learning pauses those change events carry, each in the part of the shard that owns its service.
     pauses: Vec<(String, ChangePause, TimeMs)>,
+    /// Operator feedback the source read with this batch, each in the part of the shard that owns its service.
+    feedback: Vec<Feedback>,
     watermark: TimeMs,
     dispatched: Instant,
     ids: Vec<SeriesId>,
@@ -149,6 +152,9 @@ pub fn run(
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
     let backend = resolve_backend(cfg.engine.backend)?;
+    // Feedback known at the start: each verdict applies from the time of the event it judges.
+    let file = cfg.detector.feedback.file.trim();
+    let known_feedback = if file.is_empty() { Vec::new() } else { load_feedback(std::path::Path::new(file))? };
     info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
         source = %source.describe(), "Starting pipeline.");
     let started = clock::now();
@@ -166,6 +172,9 @@ pub fn run(
             if let Some(p) = &c.learning_pause {
                 add_pause(&mut det, &c.service, p, c.time);
             }
+        }
+        for f in known_feedback.iter().filter(|f| shard_of(service_id(&f.anomaly.service), shards) == shard) {
+            apply_feedback(&mut det, f, &counters[shard]);
         }
         let done_tx = done_tx.clone();
         let counters = Arc::clone(&counters);
@@ -217,9 +226,10 @@ pub fn run(
         };
         // Change events (e.g. from a Kafka topic) travel with the batch, so they reach the incident tracker in order.
         let changes = source.take_changes();
-        if !batch.is_empty() || !changes.is_empty() {
+        let feedback = source.take_feedback();
+        if !batch.is_empty() || !changes.is_empty() || !feedback.is_empty() {
             watermark = watermark.max(batch.max_time().unwrap_or(TimeMs::MIN));
-            if !route(&batch, seq, watermark, &shard_txs, &tap, changes) {
+            if !route(&batch, seq, watermark, &shard_txs, &tap, changes, feedback) {
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
@@ -260,6 +270,10 @@ pub fn run(
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
         suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
         learning_paused_points: sum(|c| c.learning_paused.load(std::sync::atomic::Ordering::Relaxed)),
+        feedback_verdicts: sum(|c| c.feedback_verdicts.load(std::sync::atomic::Ordering::Relaxed)),
+        feedback_held_points: sum(|c| c.feedback_held.load(std::sync::atomic::Ordering::Relaxed)),
+        feedback_suppressed: sum(|c| c.feedback_suppressed.load(std::sync::atomic::Ordering::Relaxed)),
+        feedback_rebaselines: sum(|c| c.feedback_rebaselines.load(std::sync::atomic::Ordering::Relaxed)),
         incidents: collected.incidents,
         incidents_dropped_small: collected.dropped_small,
         elapsed_s: elapsed,
@@ -301,6 +315,7 @@ fn route(
     txs: &[Sender<ShardBatch>],
     tap: &EdgeTap,
     changes: Vec<ChangeEvent>,
+    feedback: Vec<Feedback>,
 ) -> bool {
     let n = txs.len();
     let dispatched = clock::now();
@@ -311,6 +326,7 @@ fn route(
             edges: Vec::new(),
             changes: Vec::new(),
             pauses: Vec::new(),
+            feedback: Vec::new(),
             watermark,
             dispatched,
             ids: Vec::with_capacity(cap),
@@ -325,6 +341,9 @@ fn route(
         }
     }
     parts[0].changes = changes;
+    for f in feedback {
+        parts[shard_of(service_id(&f.anomaly.service), n)].feedback.push(f);
+    }
     for i in 0..batch.len() {
         if let Some(e) = tap.edge(&batch.keys[i], batch.times[i]) {
             parts[0].edges.push(e);
@@ -345,6 +364,14 @@ fn add_pause(det: &mut ShardDetector, service: &str, p: &ChangePause, from: Time
     }
 }
 
+/// Applies an operator's verdict to a shard's detector, and logs it.
+fn apply_feedback(det: &mut ShardDetector, f: &Feedback, counters: &ShardCounters) {
+    let applied = det.add_feedback(f);
+    counters.add(&counters.feedback_verdicts, 1);
+    info!(verdict = ?f.verdict, anomaly = %f.anomaly.id, service = %f.anomaly.service, series = %f.anomaly.series_id,
+        by = %f.by, note = %f.note, ?applied, "Applied operator feedback.");
+}
+
 fn shard_loop(
     shard: usize,
     det: &mut ShardDetector,
@@ -356,6 +383,9 @@ fn shard_loop(
         for (service, p, from) in &b.pauses {
             add_pause(det, service, p, *from);
         }
+        for f in &b.feedback {
+            apply_feedback(det, f, counters);
+        }
         let mut events = Vec::new();
         let series_before = det.series_count();
         let stats = det.process(&b.ids, &b.keys, &b.times, &b.values, &mut events);
@@ -364,6 +394,9 @@ fn shard_loop(
         counters.add(&counters.anomalies, stats.anomalies);
         counters.add(&counters.low_volume, stats.low_volume);
         counters.add(&counters.learning_paused, stats.learning_paused);
+        counters.add(&counters.feedback_held, stats.feedback_held);
+        counters.add(&counters.feedback_suppressed, stats.feedback_suppressed);
+        counters.add(&counters.feedback_rebaselines, stats.feedback_rebaselines);
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
         let done_msg = ShardDone {
             seq: b.seq,

@@ -1028,6 +1028,7 @@ mod tests {
             window: 3,
             points_seen: 1000,
             learning_paused: false,
+            feedback: None,
         }
     }
 

@@ -44,6 +44,11 @@ pub trait Source: Send {
     fn take_changes(&mut self) -> Vec<crate::rca::ChangeEvent> {
         Vec::new()
     }
+    /// Operator feedback (verdicts on anomaly events) read since the last call, for sources that carry it (a Kafka
+    /// source's feedback topics). Called after every `next_batch`; it reaches the shards with that batch.
+    fn take_feedback(&mut self) -> Vec<crate::feedback::Feedback> {
+        Vec::new()
+    }
     /// Ingest-to-output latency, for sources that measure it (µs).
     fn ingest_latency(&self) -> Option<LatencySummary> {
         None

@@ -171,17 +171,13 @@ fn low_volume_guard_from_config_silences_errors_of_a_quiet_service() {
     assert!(errors >= 19 && silenced == 0, "{errors} events, {silenced} silenced");
 }
 
-/// A learning pause through a config file: an outage inside the pause window is flagged to its end and its events
-/// say learning was paused; after the window the series' return to its old level is normal (the outage was not
-/// learned); and the run's metrics count the paused points.
-#[test]
-fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
-    let dir = scratch("learning-pause");
-    let t0 = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+/// Writes `points.jsonl` into `dir`: 800 one-minute points of worker's `queue_depth` from 2026-01-01T00:00:00Z, at
+/// 100 but for minutes 600 to 699, when the queue backs up to 130. Returns the first point's time.
+fn queue_outage(dir: &Path) -> i64 {
+    let t0 = 1_767_225_600_000i64;
     let mut lines = String::new();
     for i in 0..800i64 {
         let wobble = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
-        // Minutes 600 to 699: the queue backs up (inside the pause, 10:00 to 11:40).
         let depth = if (600..700).contains(&i) { 130.0 } else { 100.0 } + 4.0 * wobble;
         lines.push_str(&format!(
             "{{\"service\":\"worker\",\"metric\":\"queue_depth\",\"time\":{},\"value\":{depth}}}\n",
@@ -189,6 +185,17 @@ fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
         ));
     }
     std::fs::write(dir.join("points.jsonl"), lines).unwrap();
+    t0
+}
+
+/// A learning pause through a config file: an outage inside the pause window is flagged to its end and its events
+/// say learning was paused; after the window the series' return to its old level is normal (the outage was not
+/// learned); and the run's metrics count the paused points.
+#[test]
+fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
+    let dir = scratch("learning-pause");
+    // The queue backs up inside the pause (10:00 to 11:40).
+    let t0 = queue_outage(&dir);
     let metrics = run_config(
         &dir,
         "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n\
@@ -210,4 +217,54 @@ fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
     assert!(paused.contains(&699), "{paused:?}");
     let after: Vec<i64> = anomalies.iter().map(minute).filter(|&m| m >= 702).collect();
     assert!(after.is_empty(), "the return to 100 is normal: events at minutes {after:?}");
+}
+
+/// Operator feedback from a file: a first run flags a queue backing up; an operator accepts its first event; a
+/// second run with `detector.feedback.file` holds the series' learning through the outage, so it is flagged to its
+/// end and the return to normal is normal, where without the verdict the outage becomes the new normal. A malformed
+/// verdict stops the run with an error naming the line and the field.
+#[test]
+fn an_accepted_event_in_a_feedback_file_keeps_the_outage_out_of_the_model() {
+    let dir = scratch("feedback");
+    let t0 = queue_outage(&dir);
+    let config = "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n\
+                  [detector.feedback]\nfile = \"feedback.jsonl\"\n\
+                  [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n";
+    let anomalies = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("out/events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["kind"] == "anomaly")
+            .collect()
+    };
+    let minute = |e: &serde_json::Value| (e["time_ms"].as_i64().unwrap() - t0) / 60_000;
+
+    std::fs::write(dir.join("feedback.jsonl"), "").unwrap();
+    let metrics = run_config(&dir, config);
+    assert_eq!(metrics["feedback_verdicts"], 0);
+    let plain = anomalies();
+    assert!(plain.iter().any(|e| minute(e) >= 702), "without a verdict the return to 100 is flagged");
+    let first = plain.iter().find(|e| minute(e) >= 600).expect("the outage is flagged");
+
+    let verdict = serde_json::json!({"verdict": "accept", "anomaly": first, "by": "sre", "note": "queue outage"});
+    std::fs::write(dir.join("feedback.jsonl"), format!("{verdict}\n")).unwrap();
+    let metrics = run_config(&dir, config);
+    assert_eq!(metrics["feedback_verdicts"], 1);
+    assert!(metrics["feedback_held_points"].as_u64().unwrap() >= 95, "{metrics}");
+    let held: Vec<i64> =
+        anomalies().iter().filter(|e| e["evidence"]["feedback"]["learning_held"] == true).map(minute).collect();
+    assert!(held.len() >= 95 && held.contains(&699), "the outage is flagged to its end: {held:?}");
+    let after: Vec<i64> = anomalies().iter().map(minute).filter(|&m| m >= 702).collect();
+    assert!(after.is_empty(), "the return to 100 is normal: events at minutes {after:?}");
+
+    std::fs::write(
+        dir.join("feedback.jsonl"),
+        format!("{verdict}\n{}\n", verdict.to_string().replace("accept", "yes")),
+    )
+    .unwrap();
+    let out = faultline(&["run", "--config", "run.toml"], &dir);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("feedback.jsonl line 2") && err.contains("unknown variant `yes`"), "{err}");
 }

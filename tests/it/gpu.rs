@@ -167,33 +167,52 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
 /// `CALIBRATION_TOLERANCE`) and no seasonal or calibration state on the host.
 #[test]
 fn gpu_detector_learns_seasons_and_calibrates_on_the_device_like_the_cpu() {
-    seasons_and_calibrations_on_both_backends(None, false);
+    seasons_and_calibrations_on_both_backends(None, Models::Learn);
 }
 
 /// As above, but the device is lost on day 3 (seasons found, calibrations warm): the shard downloads its models and
 /// finishes on the CPU with the same events.
 #[test]
 fn a_shard_that_loses_its_device_carries_on_on_the_cpu_with_the_same_events() {
-    seasons_and_calibrations_on_both_backends(Some(3 * 288 * 12), false);
+    seasons_and_calibrations_on_both_backends(Some(3 * 288 * 12), Models::Learn);
 }
 
 /// The seasonal scenario with learning paused for two services over the faults of day 5: the GPU saves and restores
 /// the paused series' device state (robust, seasonal, calibrations) as the CPU does its own, with the same events.
 #[test]
 fn gpu_detector_pauses_learning_like_the_cpu() {
-    seasons_and_calibrations_on_both_backends(None, true);
+    seasons_and_calibrations_on_both_backends(None, Models::Pause);
 }
 
 /// As above, with the device lost in the middle of the pause, in a round's last device pass: the paused series'
 /// device state, already updated by the round's earlier passes, is put back before the models move to the host.
 #[test]
 fn a_shard_that_loses_its_device_during_a_learning_pause_keeps_the_pause() {
-    seasons_and_calibrations_on_both_backends(Some(4 * 288 * 12 + 20 * 12), true);
+    seasons_and_calibrations_on_both_backends(Some(4 * 288 * 12 + 20 * 12), Models::Pause);
+}
+
+/// The seasonal scenario with operator feedback known at the start: svc0's latency spike accepted (learning held
+/// through it) and svc2's level shift rejected (re-baselined, its deviation tolerated). The GPU holds and
+/// re-baselines the device-resident models as the CPU does its own, with the same events.
+#[test]
+fn gpu_detector_applies_operator_feedback_like_the_cpu() {
+    seasons_and_calibrations_on_both_backends(None, Models::Feedback);
+}
+
+/// What the models are told in the seasonal scenario.
+#[derive(Clone, Copy, PartialEq)]
+enum Models {
+    /// Nothing: they learn from every point.
+    Learn,
+    /// Learning is paused for services svc0 and svc2 over the first 12 hours of day 5 (the faults).
+    Pause,
+    /// Operator verdicts on svc0's first anomaly (accept) and svc2's first (reject), known at the start.
+    Feedback,
 }
 
 /// Runs the seasonal scenario through a CPU and a GPU detector; `lose_device_at` (a point index) fails the GPU there.
-/// With `pause`, learning is paused for services svc0 and svc2 over the first 12 hours of day 5 (the faults).
-fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, pause: bool) {
+fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, models: Models) {
+    let pause = models == Models::Pause;
     let Some(ctx) = context() else { return };
     let mut cfg = faultline::config::Config::default_config().unwrap();
     if pause {
@@ -236,13 +255,36 @@ fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, paus
             vals.push(base + 2.0 * f64::from(rng.unit()) + spike + dip + shift);
         }
     }
+    if models == Models::Feedback {
+        // The verdicts are on the events of a run without them, as an operator reads them.
+        let mut first = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+        let mut ev = Vec::new();
+        for start in (0..vals.len()).step_by(499) {
+            let r = start..(start + 499).min(vals.len());
+            first.process(&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r], &mut ev);
+        }
+        let day5 = |e: &&faultline::event::AnomalyEvent, svc: &str| &*e.key.service == svc && e.time >= 4 * DAY;
+        for (svc, verdict) in [("svc0", "accept"), ("svc2", "reject")] {
+            let e = ev.iter().find(|e| day5(e, svc)).unwrap_or_else(|| panic!("{svc} alerts on day 5"));
+            let record = serde_json::json!({"verdict": verdict, "anomaly": e.to_wire()}).to_string();
+            let f = faultline::feedback::Feedback::parse(&record).unwrap();
+            cpu.add_feedback(&f);
+            gpu.add_feedback(&f);
+        }
+    }
     let (mut e1, mut e2) = (Vec::new(), Vec::new());
     let (mut sc1, mut sc2) = (vec![0.0; vals.len()], vec![0.0; vals.len()]);
+    let (mut st1, mut st2) = (faultline::detect::BatchStats::default(), faultline::detect::BatchStats::default());
     for start in (0..vals.len()).step_by(499) {
         let r = start..(start + 499).min(vals.len());
         let (ids, ks, ts, xs) = (&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r.clone()]);
-        cpu.process_scored(ids, ks, ts, xs, &mut e1, Some(&mut sc1[r.clone()]));
-        gpu.process_scored(ids, ks, ts, xs, &mut e2, Some(&mut sc2[r]));
+        let a = cpu.process_scored(ids, ks, ts, xs, &mut e1, Some(&mut sc1[r.clone()]));
+        let b = gpu.process_scored(ids, ks, ts, xs, &mut e2, Some(&mut sc2[r]));
+        for (sum, one) in [(&mut st1, a), (&mut st2, b)] {
+            sum.feedback_held += one.feedback_held;
+            sum.feedback_suppressed += one.feedback_suppressed;
+            sum.feedback_rebaselines += one.feedback_rebaselines;
+        }
         if let Some(lost) = lose_device_at
             && start >= lost
             && gpu.scoring().name() == "gpu"
@@ -258,13 +300,27 @@ fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, paus
     assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (12, host), "where seasons and calibrations live");
     let seasonal = e1.iter().filter(|e| e.stage == faultline::event::Stage::Seasonal).count();
     assert!(seasonal >= 3, "the faults are judged against the daily seasons: {seasonal} seasonal events");
-    assert!(e1.iter().any(|e| &*e.key.metric == "request_rate" && &*e.key.service == "svc2"), "the shift is reported");
+    let shift = e1.iter().filter(|e| &*e.key.metric == "request_rate" && &*e.key.service == "svc2").count();
+    // Rejected, the shift is re-baselined before it is reported.
+    assert_eq!(shift > 0, models != Models::Feedback, "{shift} events of the shift");
     let render = |ev: &[faultline::event::AnomalyEvent]| {
         ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>().join("\n")
     };
     let paused = e1.iter().filter(|e| e.learning_paused).count();
     assert_eq!(paused > 0, pause, "{paused} events under a learning pause");
-    eprintln!("{} events, {seasonal} at the seasonal stage, {paused} under a learning pause", e1.len());
+    let held = e1.iter().filter(|e| e.feedback.is_some_and(|f| f.learning_held)).count();
+    assert_eq!(held > 0, models == Models::Feedback, "{held} events with learning held");
+    let fb = |s: &faultline::detect::BatchStats| (s.feedback_held, s.feedback_suppressed, s.feedback_rebaselines);
+    assert_eq!(fb(&st1), fb(&st2), "feedback did the same on both backends");
+    if models == Models::Feedback {
+        assert!(st1.feedback_held > 0 && st1.feedback_rebaselines == 1, "{:?}", fb(&st1));
+    }
+    eprintln!(
+        "{} events, {seasonal} at the seasonal stage, {paused} under a learning pause, {held} with learning held; \
+         feedback (held, suppressed, re-baselines) {:?}",
+        e1.len(),
+        fb(&st1)
+    );
     assert_same_anomalies(&render(&e1), &render(&e2));
     if !tolerant() {
         // The series without a season (every third: their robust model sees the raw value, not `x − profile`,

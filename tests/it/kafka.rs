@@ -650,3 +650,59 @@ fn a_learning_pause_on_the_change_topic_pauses_the_service_like_the_changes_file
     assert!(paused.iter().all(|e| e["service"] == "payments" && e["time"].as_str().unwrap() >= "2026-01-05T02:30"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Operator verdicts on the feedback topic reach the shards that own their services and change the models exactly as
+/// the same verdicts in a `detector.feedback.file` do (both apply from the judged event's time): payments' latency
+/// regression, rejected, is adopted as its new normal and alerts no more. A malformed verdict is dead-lettered with
+/// the reason, and nothing else is lost.
+#[test]
+fn operator_feedback_on_the_feedback_topic_changes_the_models_like_the_feedback_file() {
+    let (plain, _) = file_replay();
+    let events: Vec<serde_json::Value> = plain.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let first = |svc: &str| events.iter().find(|e| e["service"] == svc).unwrap_or_else(|| panic!("{svc} alerts"));
+    let verdicts = [("payments", "reject"), ("frontend", "accept")]
+        .map(|(svc, verdict)| serde_json::json!({"verdict": verdict, "anomaly": first(svc), "by": "sre"}).to_string());
+    let bad = verdicts[0].replace("reject", "ignore");
+
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 1), ("feedback", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let mut records = vec![("payments".to_string(), verdicts.join("\n").into_bytes())];
+    records.push(("payments".into(), bad.clone().into_bytes()));
+    mock.produce("feedback", &records);
+    let mut cfg = engine_config(&mock.servers, "g-feedback", "json", "");
+    cfg.source.kafka.feedback_topics = vec!["feedback".into()];
+    let engine = start(cfg);
+    mock.wait_committed("g-feedback", "feedback", 1);
+    mock.produce("telemetry", &fixture_records());
+    mock.wait_committed("g-feedback", "telemetry", 1);
+    let summary = engine.stop();
+    assert_eq!((summary.points, summary.feedback_verdicts), (1600, 2));
+    assert_eq!(summary.feedback_rebaselines, 1, "payments adopted its new level");
+    assert!(summary.feedback_held_points > 0, "frontend's learning was held");
+
+    let dir = std::env::temp_dir().join(format!("faultline-feedback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("feedback.jsonl");
+    std::fs::write(&file, verdicts.join("\n") + "\n").unwrap();
+    let (want, _) = file_replay_with(&format!("[detector.feedback]\nfile = {:?}", file.display().to_string()));
+    let got = payloads(&mock.consume("anomalies", 1, want.len(), Duration::from_millis(500)));
+    assert_eq!(sorted(got), sorted(want.clone()), "the feedback topic's verdicts differ from the feedback file's");
+    let payments = |v: &[String]| v.iter().filter(|l| l.contains(r#""service":"payments""#)).count();
+    assert!(
+        payments(&want) < payments(&plain) / 2,
+        "{} payments events, {} without",
+        payments(&want),
+        payments(&plain)
+    );
+    let held = want.iter().filter(|l| l.contains(r#""learning_held":true"#)).count();
+    assert!(held > 0, "frontend's events say learning is held");
+
+    let dead = mock.consume("dead", 1, 3, Duration::from_millis(300));
+    let from_feedback: Vec<_> =
+        dead.iter().filter(|m| header(m, "faultline.source.topic") == Some("feedback")).collect();
+    assert_eq!(from_feedback.len(), 1, "the malformed verdict, and only it");
+    assert_eq!(from_feedback[0].payload().unwrap(), bad.as_bytes(), "dead-lettered unchanged");
+    let reason = header(from_feedback[0], "faultline.reason").unwrap();
+    assert!(reason.starts_with("feedback: unknown variant `ignore`"), "{reason}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -57,6 +57,45 @@ fn events_under_a_learning_pause_validate_and_say_so() {
     assert!(!v.is_valid(&ev), "the flag is present only when true");
 }
 
+/// Events that operator feedback bears on carry `evidence.feedback` and still validate: the golden scenario again,
+/// with the first model event of every service accepted (a feedback file, read at the start).
+#[test]
+fn events_under_operator_feedback_validate_and_say_so() {
+    let plain = run(&load("golden-sim.toml", &[]));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut verdicts = String::new();
+    for line in plain.anomalies.lines() {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        if ev["stage"] != "cold-start-rule" && seen.insert(ev["service"].to_string()) {
+            verdicts += &format!("{}\n", serde_json::json!({"verdict": "accept", "anomaly": ev}));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("faultline-schema-feedback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("feedback.jsonl");
+    std::fs::write(&file, verdicts).unwrap();
+    let mut cfg = load("golden-sim.toml", &[]);
+    cfg.detector.feedback.file = file.display().to_string();
+    cfg.validate().unwrap();
+    let out = run(&cfg);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let v = validator("anomaly.v1.schema.json");
+    validate_all(&v, &out.anomalies, "anomaly");
+    let with: Vec<serde_json::Value> = out
+        .anomalies
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["evidence"].get("feedback").is_some())
+        .collect();
+    assert!(with.len() > 10, "too few events under feedback to mean anything: {}", with.len());
+    assert!(with.iter().all(|e| e["evidence"]["feedback"]["learning_held"] == true));
+    let mut ev = with[0].clone();
+    ev["evidence"]["feedback"]["tolerance"] = serde_json::json!(-1.0);
+    assert!(!v.is_valid(&ev), "a negative tolerance");
+    ev["evidence"]["feedback"] = serde_json::json!({"tolerance": 1.0});
+    assert!(!v.is_valid(&ev), "learning_held is required");
+}
+
 #[test]
 fn schemas_reject_what_they_should() {
     let v = validator("anomaly.v1.schema.json");

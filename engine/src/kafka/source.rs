@@ -19,6 +19,11 @@
 //! the open batch counts as that batch's record for commits and revokes (an empty run), so its offset is committed
 //! only once the batch it travels with is complete. Malformed change records are dead-lettered with the reason.
 //!
+//! Feedback topics. Records of `feedback-topics` are operator verdicts on anomaly events
+//! ([`crate::feedback::Feedback`]), handled like change records: decoded, handed to the pipeline with the batch they
+//! were read with ([`Source::take_feedback`]), which routes each to the shard that owns its service; committed with
+//! that batch; dead-lettered with the reason when malformed.
+//!
 //! Shutdown. A stop flag (SIGTERM/SIGINT) or `stop-when-idle` makes `next_batch` return its last batch and report
 //! the end of input; the pipeline drains the shards and the collector, the sinks flush the producer, and
 //! [`Source::finish`] commits the final positions and closes the consumer (leaving the group).
@@ -40,6 +45,7 @@ use crate::clock;
 use crate::config::{KafkaConfig, KafkaFormat, KafkaSourceConfig};
 use crate::delivery::{AckTracker, Progress, Ticket};
 use crate::error::Result;
+use crate::feedback::Feedback;
 use crate::metrics::{LatencySummary, latency_histogram};
 use crate::model::Batch;
 use crate::otlp::OtlpDecoder;
@@ -294,6 +300,9 @@ pub struct KafkaSource {
     /// Change events read since the pipeline last took them.
     changes: Vec<ChangeEvent>,
     change_records: u64,
+    /// Operator feedback read since the pipeline last took it.
+    feedback: Vec<Feedback>,
+    feedback_records: u64,
 }
 
 impl KafkaSource {
@@ -326,7 +335,8 @@ impl KafkaSource {
         );
         let consumer: BaseConsumer<GroupContext> =
             client.create_with_context(ctx).map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?;
-        let topics: Vec<&str> = cfg.topics.iter().chain(&cfg.change_topics).map(String::as_str).collect();
+        let topics: Vec<&str> =
+            cfg.topics.iter().chain(&cfg.change_topics).chain(&cfg.feedback_topics).map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| kafka_error(&format!("cannot subscribe to {topics:?}"), &e))?;
         info!(topics = ?topics, group = %cfg.group_id, "Subscribed.");
         Ok(Self {
@@ -346,6 +356,8 @@ impl KafkaSource {
             transient_errors: 0,
             changes: Vec::new(),
             change_records: 0,
+            feedback: Vec::new(),
+            feedback_records: 0,
         })
     }
 
@@ -396,19 +408,32 @@ fn decode(
 
 /// Decodes a change-topic record: one JSON change event, or several newline-delimited (all or nothing).
 fn decode_changes(payload: &[u8]) -> std::result::Result<Vec<ChangeEvent>, String> {
-    let text = std::str::from_utf8(payload).map_err(|e| format!("change event: record is not UTF-8 JSON: {e}"))?;
+    decode_records(payload, "change event", ChangeEvent::parse)
+}
+
+/// Decodes a feedback-topic record: one JSON verdict, or several newline-delimited (all or nothing).
+fn decode_feedback(payload: &[u8]) -> std::result::Result<Vec<Feedback>, String> {
+    decode_records(payload, "feedback", Feedback::parse)
+}
+
+/// Decodes a record of `what`s: one JSON object, or several newline-delimited (all or nothing). The error starts
+/// with `what` (and the line, when there are several).
+fn decode_records<T>(
+    payload: &[u8],
+    what: &str,
+    parse: fn(&str) -> std::result::Result<T, String>,
+) -> std::result::Result<Vec<T>, String> {
+    let text = std::str::from_utf8(payload).map_err(|e| format!("{what}: record is not UTF-8 JSON: {e}"))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
-        return Err("change event: empty record".into());
+        return Err(format!("{what}: empty record"));
     }
     let many = lines.len() > 1;
     lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            ChangeEvent::parse(l).map_err(|e| {
-                if many { format!("change event on line {}: {e}", i + 1) } else { format!("change event: {e}") }
-            })
+            parse(l).map_err(|e| if many { format!("{what} on line {}: {e}", i + 1) } else { format!("{what}: {e}") })
         })
         .collect()
 }
@@ -515,11 +540,21 @@ impl Source for KafkaSource {
                     let part = lock(&self.book).part_index(topic, partition);
                     let is_change =
                         !self.cfg.change_topics.is_empty() && self.cfg.change_topics.iter().any(|t| t == topic);
+                    let is_feedback =
+                        !self.cfg.feedback_topics.is_empty() && self.cfg.feedback_topics.iter().any(|t| t == topic);
                     let decoded = if is_change {
                         decode_changes(payload).map(|c| {
                             self.change_records += 1;
                             self.changes.extend(c);
                             // An empty run: the record belongs to the open batch for commits and revokes.
+                            lock(&self.book).runs.push(Run { part, offset, start, end: start });
+                            0
+                        })
+                    } else if is_feedback {
+                        decode_feedback(payload).map(|f| {
+                            self.feedback_records += 1;
+                            self.feedback.extend(f);
+                            // Likewise an empty run of the open batch.
                             lock(&self.book).runs.push(Run { part, offset, start, end: start });
                             0
                         })
@@ -547,7 +582,8 @@ impl Source for KafkaSource {
                     if let Some(p) = &self.progress
                         && self.pending_latency.front().is_some_and(|(seq, _)| *seq < p.done())
                     {
-                        self.progress_tick(batch.is_empty() && self.changes.is_empty(), dead, false);
+                        let idle = batch.is_empty() && self.changes.is_empty() && self.feedback.is_empty();
+                        self.progress_tick(idle, dead, false);
                     }
                 }
                 Some(Err(e)) => {
@@ -614,6 +650,7 @@ impl Source for KafkaSource {
             otlp_points = stats.points,
             otlp_skipped = stats.skipped,
             change_records = self.change_records,
+            feedback_records = self.feedback_records,
             "Kafka source closed."
         );
         self.consumer.context().closed.store(true, Ordering::Relaxed);
@@ -625,21 +662,23 @@ impl Source for KafkaSource {
         std::mem::take(&mut self.changes)
     }
 
+    fn take_feedback(&mut self) -> Vec<Feedback> {
+        std::mem::take(&mut self.feedback)
+    }
+
     fn ingest_latency(&self) -> Option<LatencySummary> {
         Some(LatencySummary::from_histogram(&self.latency))
     }
 
     fn describe(&self) -> String {
-        if self.cfg.change_topics.is_empty() {
-            format!("kafka {} (group {})", self.cfg.topics.join(","), self.cfg.group_id)
-        } else {
-            format!(
-                "kafka {} and changes {} (group {})",
-                self.cfg.topics.join(","),
-                self.cfg.change_topics.join(","),
-                self.cfg.group_id
-            )
+        let mut s = format!("kafka {}", self.cfg.topics.join(","));
+        if !self.cfg.change_topics.is_empty() {
+            s += &format!(" and changes {}", self.cfg.change_topics.join(","));
         }
+        if !self.cfg.feedback_topics.is_empty() {
+            s += &format!(" and feedback {}", self.cfg.feedback_topics.join(","));
+        }
+        s + &format!(" (group {})", self.cfg.group_id)
     }
 }
 
@@ -672,6 +711,22 @@ mod tests {
         assert!(bad(br#"{"time": 1, "service": " ", "kind": "k", "description": "x"}"#).contains("field `service`"));
         let mixed = [&one[..], b"\nnot json"].concat();
         assert!(bad(&mixed).starts_with("change event on line 2:"), "{}", bad(&mixed));
+    }
+
+    #[test]
+    fn feedback_records_decode_or_name_what_is_wrong() {
+        let id = crate::event::anomaly_id(0xff, 60_000);
+        let verdict = |v: &str, id: &str| {
+            serde_json::json!({"verdict": v, "anomaly": {"id": id, "series_id": "00000000000000ff", "service": "a",
+                "time_ms": 60_000, "observed": 2.0, "expected": 1.0, "direction": "up"}})
+            .to_string()
+        };
+        let two = format!("{}\n{}", verdict("reject", &id), verdict("accept", &id));
+        assert_eq!(decode_feedback(two.as_bytes()).unwrap().len(), 2);
+        let bad = format!("{}\n{}", verdict("reject", &id), verdict("accept", "an-0"));
+        let err = decode_feedback(bad.as_bytes()).unwrap_err();
+        assert!(err.starts_with("feedback on line 2: field `anomaly.id`"), "{err}");
+        assert_eq!(decode_feedback(b" \n").unwrap_err(), "feedback: empty record");
     }
 
     #[test]
