@@ -19,6 +19,8 @@ use crate::model::{SeriesId, TimeMs};
 
 /// The schema name a feedback record may carry (`"schema"`); any other value is rejected.
 pub const FEEDBACK_SCHEMA: &str = "faultline.feedback.v1";
+/// Its JSON Schema document (`faultline schema feedback`), for the alert pipelines that write verdicts.
+pub const FEEDBACK_SCHEMA_JSON: &str = include_str!("../schemas/feedback.v1.schema.json");
 
 /// What an operator says of an anomaly event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use faultline::config::{Config, SourceKind};
 use faultline::eval::nab_run;
 use faultline::event::{ANOMALY_SCHEMA_JSON, ROOT_CAUSE_SCHEMA_JSON};
+use faultline::feedback::FEEDBACK_SCHEMA_JSON;
 use faultline::{Error, app, demo};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
@@ -58,7 +59,7 @@ enum Cmd {
     CheckConfig { config: PathBuf },
     /// Print the embedded default config.
     DefaultConfig,
-    /// Print the JSON Schema of an output event.
+    /// Print the JSON Schema of an output event, or of an operator's feedback (an input).
     Schema { which: SchemaKind },
     /// Evaluate against labelled data.
     Eval {
@@ -140,6 +141,7 @@ enum RcaEvalCmd {
 enum SchemaKind {
     Anomaly,
     RootCause,
+    Feedback,
 }
 
 fn main() -> ExitCode {
@@ -221,6 +223,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             match which {
                 SchemaKind::Anomaly => ANOMALY_SCHEMA_JSON,
                 SchemaKind::RootCause => ROOT_CAUSE_SCHEMA_JSON,
+                SchemaKind::Feedback => FEEDBACK_SCHEMA_JSON,
             }
         ),
     }

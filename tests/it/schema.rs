@@ -78,7 +78,6 @@ fn events_under_operator_feedback_validate_and_say_so() {
     cfg.detector.feedback.file = file.display().to_string();
     cfg.validate().unwrap();
     let out = run(&cfg);
-    std::fs::remove_dir_all(&dir).unwrap();
     let v = validator("anomaly.v1.schema.json");
     validate_all(&v, &out.anomalies, "anomaly");
     let with: Vec<serde_json::Value> = out
@@ -89,11 +88,26 @@ fn events_under_operator_feedback_validate_and_say_so() {
         .collect();
     assert!(with.len() > 10, "too few events under feedback to mean anything: {}", with.len());
     assert!(with.iter().all(|e| e["evidence"]["feedback"]["learning_held"] == true));
+    // The verdicts themselves (the published events pasted whole) validate against the feedback schema, and a
+    // record the engine refuses does not.
+    let fv = validator("feedback.v1.schema.json");
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let verdict: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(fv.is_valid(&verdict), "{line}");
+        faultline::feedback::Feedback::parse(line).unwrap();
+        let mut bad = verdict.clone();
+        bad["verdict"] = serde_json::json!("maybe");
+        assert!(!fv.is_valid(&bad) && faultline::feedback::Feedback::parse(&bad.to_string()).is_err());
+        let mut bad = verdict;
+        bad["anomaly"].as_object_mut().unwrap().remove("series_id");
+        assert!(!fv.is_valid(&bad) && faultline::feedback::Feedback::parse(&bad.to_string()).is_err());
+    }
     let mut ev = with[0].clone();
     ev["evidence"]["feedback"]["tolerance"] = serde_json::json!(-1.0);
     assert!(!v.is_valid(&ev), "a negative tolerance");
     ev["evidence"]["feedback"] = serde_json::json!({"tolerance": 1.0});
     assert!(!v.is_valid(&ev), "learning_held is required");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -114,5 +128,9 @@ fn embedded_schemas_are_the_files() {
     assert_eq!(
         faultline::event::ANOMALY_SCHEMA_JSON,
         std::fs::read_to_string(repo_root().join("engine/schemas/anomaly.v1.schema.json")).unwrap()
+    );
+    assert_eq!(
+        faultline::feedback::FEEDBACK_SCHEMA_JSON,
+        std::fs::read_to_string(repo_root().join("engine/schemas/feedback.v1.schema.json")).unwrap()
     );
 }
