@@ -1,8 +1,10 @@
-//! The only module that reads wall time, plus event-time formatting and parsing.
+//! The only module that reads wall time (and the process's CPU time and the CPU's energy counters), plus event-time
+//! formatting and parsing.
 //!
-//! Models and incidents read event time only, so replaying the same input gives byte-identical output. Wall time is
-//! used for throughput and latency measurements, never for a decision.
+//! Models and incidents read event time only, so replaying the same input gives byte-identical output. Wall time, CPU
+//! time and energy are used for throughput, latency and cost measurements, never for a decision.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::model::TimeMs;
@@ -17,6 +19,71 @@ pub fn now() -> Instant {
 #[inline]
 pub fn elapsed_ns(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// CPU time this process has used so far, user and system, all threads (`getrusage(RUSAGE_SELF)`): what a run
+/// costs in CPU, whatever the machine's other load. `None` where the platform does not say.
+pub fn process_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `getrusage` writes one `rusage` through the pointer, which points to one, and keeps nothing.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: zeroed (a valid `rusage`: integers only) and then filled by the successful call.
+        let usage = unsafe { usage.assume_init() };
+        let time = |t: libc::timeval| {
+            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+        };
+        Some(time(usage.ru_utime) + time(usage.ru_stime))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The CPU packages' energy counters (Linux powercap RAPL, `/sys/class/powercap/intel-rapl:N`, on Intel and AMD), read
+/// at one instant: [`EnergyMeter::joules_since`] gives the energy used since. Package-wide: it counts every process
+/// on the machine, so it measures a run only on an otherwise idle one. Often readable by root only.
+#[derive(Debug, Clone)]
+pub struct EnergyMeter {
+    /// Each package's counter file, its wrap-around range and its reading, in microjoules.
+    packages: Vec<(PathBuf, u64, u64)>,
+}
+
+impl EnergyMeter {
+    /// Reads every package counter; `None` when there is none, or one cannot be read (the reason is not needed: the
+    /// summary says energy was not measured).
+    pub fn start() -> Option<Self> {
+        Self::start_at(std::path::Path::new("/sys/class/powercap"))
+    }
+
+    fn start_at(root: &std::path::Path) -> Option<Self> {
+        let mut packages = Vec::new();
+        for entry in std::fs::read_dir(root).ok()?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // Packages are `intel-rapl:N`; their sub-domains (`intel-rapl:N:M`) are parts of them.
+            if name.strip_prefix("intel-rapl:").is_none_or(|n| n.contains(':')) {
+                continue;
+            }
+            let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).ok()?.trim().parse::<u64>().ok();
+            packages.push((entry.path().join("energy_uj"), read("max_energy_range_uj")?, read("energy_uj")?));
+        }
+        packages.sort();
+        (!packages.is_empty()).then_some(Self { packages })
+    }
+
+    /// Joules used by the packages since [`EnergyMeter::start`] (one wrap-around of each counter allowed).
+    pub fn joules_since(&self) -> Option<f64> {
+        let mut uj = 0u64;
+        for (path, range, start) in &self.packages {
+            let now = std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok()?;
+            uj += if now >= *start { now - start } else { range - start + now };
+        }
+        Some(uj as f64 / 1e6)
+    }
 }
 
 /// The latest event time accepted: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 text can express.
@@ -60,6 +127,42 @@ pub fn wall_ms() -> TimeMs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn process_cpu_time_grows_with_work() {
+        let before = process_cpu().expect("getrusage works on unix");
+        let mut x = 1u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(50) {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+            }
+        }
+        let used = process_cpu().unwrap() - before;
+        assert!(used >= Duration::from_millis(20), "50 ms of busy work counted {used:?}");
+    }
+
+    #[test]
+    fn energy_is_read_from_package_counters_and_wraps() {
+        let root = std::env::temp_dir().join(format!("faultline-rapl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |dir: &str, file: &str, v: u64| {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join(file), format!("{v}\n")).unwrap();
+        };
+        assert!(EnergyMeter::start_at(&root).is_none(), "no counters: not measured");
+        for (dir, at) in [("intel-rapl:0", 900), ("intel-rapl:1", 5_000), ("intel-rapl:0:0", 1)] {
+            write(dir, "max_energy_range_uj", 1_000);
+            write(dir, "energy_uj", at);
+        }
+        let meter = EnergyMeter::start_at(&root).unwrap();
+        assert_eq!(meter.packages.len(), 2, "packages only, not their sub-domains");
+        write("intel-rapl:0", "energy_uj", 100); // wrapped: 900 -> 1000 -> 100
+        write("intel-rapl:1", "energy_uj", 5_300);
+        assert_eq!(meter.joules_since(), Some(500e-6));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn round_trips_event_time() {

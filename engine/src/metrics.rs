@@ -66,6 +66,17 @@ pub struct RunSummary {
     pub incidents_dropped_small: u64,
     pub elapsed_s: f64,
     pub points_per_s: f64,
+    /// CPU time the process used during the run (user and system, every thread: source, shards, collector, sinks),
+    /// and per million points: what a run costs, whatever else the machine is doing. 0 where it cannot be read.
+    pub cpu_s: f64,
+    pub cpu_s_per_million_points: f64,
+    /// Energy the CPU packages used during the run (RAPL counters; package-wide, so only meaningful on an otherwise
+    /// idle machine), and per million points. Absent where the counters cannot be read (most containers; often root
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_j_per_million_points: Option<f64>,
     /// Per batch: from hand-off to the router until its events were written (µs).
     pub batch_latency_us: LatencySummary,
     /// Wall time to rank one version of a root-cause report (µs).
@@ -107,7 +118,8 @@ impl RunSummary {
              late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}, scored under a learning \
              pause: {}\n\
              batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
-             p99 {} max {}",
+             p99 {} max {}\n\
+             cost: {:.3} CPU-seconds per million points ({:.2} CPU-s in all); energy: {}",
             self.points,
             self.series,
             self.source,
@@ -132,6 +144,12 @@ impl RunSummary {
             self.rca_update_us.p50,
             self.rca_update_us.p99,
             self.rca_update_us.max,
+            self.cpu_s_per_million_points,
+            self.cpu_s,
+            match (self.energy_j, self.energy_j_per_million_points) {
+                (Some(j), Some(per)) => format!("{per:.1} J per million points ({j:.1} J in all, CPU packages, RAPL)"),
+                _ => "not measured (no readable RAPL counters)".to_string(),
+            },
         ) + &if self.feedback_verdicts > 0 {
             format!(
                 "\noperator feedback: {} verdicts applied; {} points scored with learning held, {} events within a \

@@ -158,6 +158,7 @@ pub fn run(
     info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
         source = %source.describe(), "Starting pipeline.");
     let started = clock::now();
+    let (cpu_before, energy) = (clock::process_cpu(), clock::EnergyMeter::start());
     let counters: Arc<Vec<ShardCounters>> = Arc::new((0..shards).map(|_| ShardCounters::default()).collect());
     let (done_tx, done_rx) = bounded::<ShardDone>(shards * cfg.engine.queue_depth);
 
@@ -254,8 +255,14 @@ pub fn run(
     finished?;
 
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_s = match (cpu_before, clock::process_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let energy_j = energy.and_then(|e| e.joules_since());
     let sum = |f: fn(&ShardCounters) -> u64| counters.iter().map(f).sum::<u64>();
     let points = sum(|c| c.points.load(std::sync::atomic::Ordering::Relaxed));
+    let per_million = |v: f64| if points > 0 { v * 1e6 / points as f64 } else { 0.0 };
     let summary = RunSummary {
         source: source.describe(),
         kernel: kernels.name(),
@@ -278,6 +285,10 @@ pub fn run(
         incidents_dropped_small: collected.dropped_small,
         elapsed_s: elapsed,
         points_per_s: if elapsed > 0.0 { points as f64 / elapsed } else { 0.0 },
+        cpu_s,
+        cpu_s_per_million_points: per_million(cpu_s),
+        energy_j,
+        energy_j_per_million_points: energy_j.map(per_million),
         batch_latency_us: collected.latency,
         rca_update_us: collected.rca_update,
         ingest_latency_us: source.ingest_latency(),

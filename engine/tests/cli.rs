@@ -204,6 +204,8 @@ fn learning_pause_from_config_keeps_an_outage_out_of_the_model() {
          [[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n",
     );
     assert_eq!(metrics["learning_paused_points"], 100);
+    // The run's cost is measured (its CPU time; energy only where RAPL counters can be read).
+    assert!(metrics["cpu_s_per_million_points"].as_f64().is_some_and(|c| c.is_finite() && c >= 0.0), "{metrics}");
     let anomalies: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/events.jsonl"))
         .unwrap()
         .lines()
