@@ -152,8 +152,8 @@ impl RunSummary {
             },
         ) + &if self.feedback_verdicts > 0 {
             format!(
-                "\noperator feedback: {} verdicts applied; {} points scored with learning held, {} events within a \
-                 rejected deviation not raised, {} re-baselines",
+                "\noperator feedback: verdicts applied: {}, points scored with learning held: {}, events not raised \
+                 within a rejected deviation: {}, re-baselines: {}",
                 self.feedback_verdicts, self.feedback_held_points, self.feedback_suppressed, self.feedback_rebaselines
             )
         } else {
