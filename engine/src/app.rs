@@ -42,6 +42,12 @@ pub fn build_source_with(
         }
         SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path)?),
         SourceKind::Kafka => Box::new(KafkaSource::new(&cfg.kafka, &cfg.source.kafka, dead_letters, stop)?),
+        #[cfg(feature = "tables")]
+        SourceKind::Table => Box::new(crate::table::TableSource::open(&cfg.source.path, &cfg.source.table)?),
+        #[cfg(not(feature = "tables"))]
+        SourceKind::Table => {
+            return Err(crate::Error::config("source.kind = \"table\" needs a build with the `tables` feature"));
+        }
     };
     Ok((source, RcaInputs { graph: ServiceGraph::from_edges(edges), changes }))
 }

@@ -63,6 +63,8 @@ pub enum SourceKind {
     Simulator,
     Jsonl,
     Kafka,
+    /// A CSV, Parquet or Arrow IPC file of points, one per row (`[source.table]`).
+    Table,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +73,71 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     pub path: String,
     pub kafka: KafkaSourceConfig,
+    pub table: TableConfig,
+}
+
+/// `[source.table]`: how a table file's rows are points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableConfig {
+    pub format: TableFormat,
+    /// Column names: event time (integer milliseconds, an Arrow timestamp, or RFC 3339 text), service, metric and
+    /// value (any number type).
+    pub time: String,
+    pub service: String,
+    pub metric: String,
+    pub value: String,
+    /// Columns copied into the point's labels (by column name; an empty cell leaves the label out).
+    pub labels: Vec<String>,
+}
+
+impl TableConfig {
+    /// The columns a point needs: time, service, metric, value, then the labels.
+    pub fn columns(&self) -> Vec<String> {
+        let mut c = vec![self.time.clone(), self.service.clone(), self.metric.clone(), self.value.clone()];
+        c.extend(self.labels.iter().cloned());
+        c
+    }
+}
+
+/// A table file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableFormat {
+    /// From the file name: `.csv`, `.parquet` (`.pq`), `.arrow` (`.ipc`, `.feather`).
+    Auto,
+    Csv,
+    Parquet,
+    /// The Arrow IPC file format (Feather v2).
+    Arrow,
+}
+
+impl TableFormat {
+    /// The format of the file at `path`: this one, or the one its extension names when `Auto`.
+    pub fn resolve(self, path: &str) -> Result<Self> {
+        if self != TableFormat::Auto {
+            return Ok(self);
+        }
+        let ext = std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Ok(TableFormat::Csv),
+            "parquet" | "pq" => Ok(TableFormat::Parquet),
+            "arrow" | "ipc" | "feather" => Ok(TableFormat::Arrow),
+            _ => Err(Error::config(format!(
+                "source.table.format = \"auto\" cannot tell the format of {path:?} from its extension (.csv, .parquet, \
+                 .arrow): set it"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFormat::Auto => "auto",
+            TableFormat::Csv => "CSV",
+            TableFormat::Parquet => "Parquet",
+            TableFormat::Arrow => "Arrow IPC",
+        }
+    }
 }
 
 /// How the records of the telemetry topics are encoded.
@@ -832,6 +899,30 @@ impl Config {
                     dead-letter topic is configured"
                     .into(),
             );
+        }
+        if self.source.kind == SourceKind::Table {
+            let t = &self.source.table;
+            if !cfg!(feature = "tables") {
+                p.push("source.kind = \"table\" needs a build with the `tables` feature (on by default)".into());
+            }
+            if self.source.path.trim().is_empty() || self.source.path == "-" {
+                p.push("source.path must name a table file for source.kind = \"table\"".into());
+            } else if let Err(e) = t.format.resolve(&self.source.path) {
+                p.push(e.to_string().trim_start_matches("invalid configuration: ").to_string());
+            }
+            for (name, column) in
+                [("time", &t.time), ("service", &t.service), ("metric", &t.metric), ("value", &t.value)]
+            {
+                if column.trim().is_empty() {
+                    p.push(format!("source.table.{name} must name a column"));
+                }
+            }
+            let columns = t.columns();
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].contains(c) {
+                    p.push(format!("source.table: column {c:?} is named twice"));
+                }
+            }
         }
         if self.source.kind == SourceKind::Kafka {
             if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {

@@ -24,6 +24,8 @@ pub mod rca;
 pub mod sim;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "tables")]
+pub mod table;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -270,3 +270,42 @@ fn an_accepted_event_in_a_feedback_file_keeps_the_outage_out_of_the_model() {
     let err = text(&out.stderr);
     assert!(err.contains("feedback.jsonl line 2") && err.contains("unknown variant `yes`"), "{err}");
 }
+
+/// A CSV table replayed from the command line (`source.kind = "table"`): the same events as the JSON lines of the
+/// same points, and a bad row dead-lettered with its row number and column.
+#[test]
+#[cfg(feature = "tables")]
+fn a_csv_table_replays_like_json_lines_and_dead_letters_a_bad_row() {
+    let dir = scratch("table");
+    let t0 = queue_outage(&dir);
+    let jsonl = "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n";
+    run_config(&dir, jsonl);
+    let want = std::fs::read_to_string(dir.join("out/events.jsonl")).unwrap();
+    assert!(want.lines().count() > 10, "the outage is flagged");
+
+    let mut csv = String::from("time,service,metric,value\n");
+    for line in std::fs::read_to_string(dir.join("points.jsonl")).unwrap().lines() {
+        let p: serde_json::Value = serde_json::from_str(line).unwrap();
+        csv += &format!(
+            "{},{},{},{}\n",
+            p["time"],
+            p["service"].as_str().unwrap(),
+            p["metric"].as_str().unwrap(),
+            p["value"]
+        );
+    }
+    csv += &format!("{},worker,queue_depth,n/a\n", t0 + 800 * 60_000);
+    std::fs::write(dir.join("points.csv"), csv).unwrap();
+    let table = "[source]\nkind = \"table\"\npath = \"points.csv\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n\
+                 [dead-letter]\npath = \"out/dead.jsonl\"\n";
+    let metrics = run_config(&dir, table);
+    assert_eq!((metrics["points"].as_u64(), metrics["dead_letters"].as_u64()), (Some(800), Some(1)));
+    assert_eq!(std::fs::read_to_string(dir.join("out/events.jsonl")).unwrap(), want);
+    let dead: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(dir.join("out/dead.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(dead["at"], "row 801");
+    assert!(
+        dead["reason"].as_str().unwrap().starts_with("column `value`: expected a finite number, got \"n/a\""),
+        "{dead}"
+    );
+}

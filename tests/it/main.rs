@@ -9,4 +9,5 @@ mod incidents;
 mod kafka;
 mod schema;
 mod support;
+mod tables;
 mod threshold;
