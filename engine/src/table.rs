@@ -109,6 +109,8 @@ impl TableSource {
                 Box::new(
                     arrow_csv::ReaderBuilder::new(Arc::new(schema))
                         .with_header(true)
+                        // A short row reads its missing cells as empty: it is dead-lettered naming the column.
+                        .with_truncated_rows(true)
                         .with_batch_size(READ_BATCH)
                         .build(file)
                         .map_err(|e| bad(&e))?,
@@ -366,6 +368,7 @@ mod tests {
                    1767571260000,api,latency,abc,h1\n\
                    soon,api,latency,2,h1\n\
                    1767571320000,,latency,2,h1\n\
+                   1767571330000,api\n\
                    1767571380000,\"api\",latency,2.5,\n";
         let path = scratch("bad.csv", csv);
         let mut cfg = Config::default_config().unwrap().source.table;
@@ -376,10 +379,15 @@ mod tests {
         assert_eq!(batch.keys[0].labels.len(), 1, "host = h1");
         assert!(batch.keys[1].labels.is_empty(), "an empty cell leaves the label out");
         let at: Vec<&str> = dead.iter().map(|d| d["at"].as_str().unwrap()).collect();
-        assert_eq!(at, ["row 2", "row 3", "row 4"]);
+        assert_eq!(at, ["row 2", "row 3", "row 4", "row 5"]);
         assert!(dead[0]["reason"].as_str().unwrap().starts_with("column `value`"), "{}", dead[0]);
         assert!(dead[1]["reason"].as_str().unwrap().starts_with("column `time`"), "{}", dead[1]);
         assert!(dead[2]["reason"].as_str().unwrap().starts_with("column `service`"), "{}", dead[2]);
+        assert!(
+            dead[3]["reason"].as_str().unwrap().starts_with("column `value`: expected a finite number, got \"\""),
+            "{}",
+            dead[3]
+        );
         assert!(dead[0]["raw"].as_str().unwrap().contains("\"value\":\"abc\""), "{}", dead[0]);
 
         // A missing column stops the replay before it starts, naming the column; so does an unreadable file.
