@@ -101,7 +101,8 @@ impl TableSource {
                 let mut header = String::new();
                 std::io::BufRead::read_line(&mut std::io::BufReader::new(&file), &mut header)
                     .map_err(|e| Error::io(path, e))?;
-                let names = csv_header(header.trim_end_matches(['\r', '\n']));
+                // A byte-order mark (spreadsheet exports write one) is not part of the first name.
+                let names = csv_header(header.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']));
                 check_columns(path, &columns, |c| names.iter().any(|n| n == c))?;
                 let schema =
                     Schema::new(names.iter().map(|n| Field::new(n.as_str(), DataType::Utf8, true)).collect::<Vec<_>>());
@@ -363,7 +364,7 @@ mod tests {
 
     #[test]
     fn bad_rows_are_dead_lettered_naming_row_and_column_and_the_rest_is_read() {
-        let csv = "time,service,metric,value,host\n\
+        let csv = "\u{feff}time,service,metric,value,host\n\
                    2026-01-05T00:00:00Z,api,latency,1.5,h1\n\
                    1767571260000,api,latency,abc,h1\n\
                    soon,api,latency,2,h1\n\
