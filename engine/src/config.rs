@@ -89,6 +89,8 @@ pub struct TableConfig {
     pub value: String,
     /// Columns copied into the point's labels (by column name; an empty cell leaves the label out).
     pub labels: Vec<String>,
+    /// A CSV file's cell separator: one ASCII character (`","`, `";"` in many European exports, `"\t"`).
+    pub delimiter: String,
 }
 
 impl TableConfig {
@@ -916,6 +918,12 @@ impl Config {
                 if column.trim().is_empty() {
                     p.push(format!("source.table.{name} must name a column"));
                 }
+            }
+            if !(t.delimiter.len() == 1 && t.delimiter.is_ascii() && t.delimiter != "\"") {
+                p.push(format!(
+                    "source.table.delimiter must be one ASCII character other than '\"', got {:?}",
+                    t.delimiter
+                ));
             }
             let columns = t.columns();
             for (i, c) in columns.iter().enumerate() {

@@ -102,7 +102,9 @@ impl TableSource {
                 std::io::BufRead::read_line(&mut std::io::BufReader::new(&file), &mut header)
                     .map_err(|e| Error::io(path, e))?;
                 // A byte-order mark (spreadsheet exports write one) is not part of the first name.
-                let names = csv_header(header.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']));
+                let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
+                let names =
+                    csv_header(header.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']), delimiter as char);
                 check_columns(path, &columns, |c| names.iter().any(|n| n == c))?;
                 let schema =
                     Schema::new(names.iter().map(|n| Field::new(n.as_str(), DataType::Utf8, true)).collect::<Vec<_>>());
@@ -110,6 +112,7 @@ impl TableSource {
                 Box::new(
                     arrow_csv::ReaderBuilder::new(Arc::new(schema))
                         .with_header(true)
+                        .with_delimiter(delimiter)
                         // A short row reads its missing cells as empty: it is dead-lettered naming the column.
                         .with_truncated_rows(true)
                         .with_batch_size(READ_BATCH)
@@ -232,9 +235,9 @@ fn cell(a: &ArrayRef, r: usize) -> String {
     if a.is_null(r) { String::new() } else { arrow_cast::display::array_value_to_string(a, r).unwrap_or_default() }
 }
 
-/// The column names of a CSV header line: split on commas outside double quotes, a doubled quote inside them
+/// The column names of a CSV header line: split on `delimiter` outside double quotes, a doubled quote inside them
 /// standing for one, each name trimmed.
-fn csv_header(line: &str) -> Vec<String> {
+fn csv_header(line: &str, delimiter: char) -> Vec<String> {
     let (mut names, mut name, mut quoted) = (Vec::new(), String::new(), false);
     let mut chars = line.chars().peekable();
     while let Some(ch) = chars.next() {
@@ -244,7 +247,7 @@ fn csv_header(line: &str) -> Vec<String> {
                 chars.next();
             }
             '"' => quoted = !quoted,
-            ',' if !quoted => names.push(std::mem::take(&mut name)),
+            c if c == delimiter && !quoted => names.push(std::mem::take(&mut name)),
             _ => name.push(ch),
         }
     }
@@ -391,6 +394,17 @@ mod tests {
         );
         assert!(dead[0]["raw"].as_str().unwrap().contains("\"value\":\"abc\""), "{}", dead[0]);
 
+        // Semicolons, as many European spreadsheet exports write them.
+        let path2 = scratch(
+            "semicolons.csv",
+            "time;service;metric;value\n1767571200000;api;latency;\"1,5\"\n1767571260000;api;latency;2\n",
+        );
+        let mut semi = Config::default_config().unwrap().source.table;
+        semi.delimiter = ";".into();
+        let (batch, dead) = read_all(&path2, &semi);
+        assert_eq!((batch.values.as_slice(), dead.len()), (&[2.0][..], 1), "\"1,5\" is not a number: {dead:?}");
+        std::fs::remove_dir_all(path2.parent().unwrap()).unwrap();
+
         // A missing column stops the replay before it starts, naming the column; so does an unreadable file.
         cfg.labels = vec!["zone".into()];
         let err = TableSource::open(path.to_str().unwrap(), &cfg).err().unwrap().to_string();
@@ -408,10 +422,12 @@ mod tests {
         assert_eq!(TableFormat::Auto.resolve("b.feather").unwrap(), TableFormat::Arrow);
         assert_eq!(TableFormat::Csv.resolve("b.txt").unwrap(), TableFormat::Csv);
         assert!(TableFormat::Auto.resolve("b.txt").unwrap_err().to_string().contains("cannot tell the format"));
-        let user = "[source]\nkind = \"table\"\npath = \"x.dat\"\n[source.table]\nvalue = \"\"\nlabels = [\"time\"]\n";
+        let user = "[source]\nkind = \"table\"\npath = \"x.dat\"\n[source.table]\nvalue = \"\"\nlabels = [\"time\"]\n\
+                    delimiter = \"::\"\n";
         let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
         assert!(err.contains("cannot tell the format of \"x.dat\""), "{err}");
         assert!(err.contains("source.table.value must name a column"), "{err}");
         assert!(err.contains("column \"time\" is named twice"), "{err}");
+        assert!(err.contains("source.table.delimiter must be one ASCII character"), "{err}");
     }
 }
