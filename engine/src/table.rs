@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
 use crate::clock::{check_time, parse_time};
@@ -47,25 +47,27 @@ pub struct TableSource {
     rows_before: u64,
     keys: HashMap<u64, Arc<SeriesKey>>,
     id_buf: Vec<u8>,
-    label_buf: Vec<(usize, usize)>,
+    /// The label columns (indices into `labels` of [`Cast`]) in the order of their names, as a key sorts its labels.
+    label_order: Vec<usize>,
 }
 
-/// One record batch's columns, cast for reading points.
+/// One record batch's columns, cast (and downcast) for reading points.
 struct Cast {
     rows: usize,
     time: Time,
-    service: ArrayRef,
-    metric: ArrayRef,
-    value: ArrayRef,
-    labels: Vec<ArrayRef>,
+    service: StringArray,
+    metric: StringArray,
+    value: Float64Array,
+    labels: Vec<StringArray>,
     /// The configured columns as read, in the order of [`TableConfig::columns`] (what a dead letter shows).
     raw: Vec<ArrayRef>,
 }
 
-/// The time column: milliseconds, or text to parse.
+/// The time column: integer milliseconds, a millisecond timestamp, or text to parse.
 enum Time {
-    Millis(ArrayRef),
-    Text(ArrayRef),
+    Millis(Int64Array),
+    Stamp(TimestampMillisecondArray),
+    Text(StringArray),
 }
 
 impl TableSource {
@@ -97,14 +99,16 @@ impl TableSource {
             TableFormat::Auto => unreachable!("resolved above"),
             TableFormat::Csv => {
                 // Every column as text: the columns a point needs are converted (and checked) per row, so a bad cell
-                // dead-letters its row instead of failing the file.
-                let mut header = String::new();
-                std::io::BufRead::read_line(&mut std::io::BufReader::new(&file), &mut header)
-                    .map_err(|e| Error::io(path, e))?;
-                // A byte-order mark (spreadsheet exports write one) is not part of the first name.
+                // dead-letters its row instead of failing the file. The header names come from the CSV reader itself.
                 let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
-                let names =
-                    csv_header(header.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']), delimiter as char);
+                let (header, _) = arrow_csv::reader::Format::default()
+                    .with_header(true)
+                    .with_delimiter(delimiter)
+                    .infer_schema(&file, Some(0))
+                    .map_err(|e| bad(&e))?;
+                // A byte-order mark (spreadsheet exports write one) is not part of the first name.
+                let names: Vec<String> =
+                    header.fields().iter().map(|f| f.name().trim_start_matches('\u{feff}').trim().to_owned()).collect();
                 check_columns(path, &columns, |c| names.iter().any(|n| n == c))?;
                 let schema =
                     Schema::new(names.iter().map(|n| Field::new(n.as_str(), DataType::Utf8, true)).collect::<Vec<_>>());
@@ -121,6 +125,8 @@ impl TableSource {
                 )
             }
         };
+        let mut label_order: Vec<usize> = (0..cfg.labels.len()).collect();
+        label_order.sort_by(|&a, &b| cfg.labels[a].cmp(&cfg.labels[b]));
         Ok(Self {
             name: path.to_owned(),
             format,
@@ -131,7 +137,7 @@ impl TableSource {
             rows_before: 0,
             keys: HashMap::new(),
             id_buf: Vec::new(),
-            label_buf: Vec::new(),
+            label_order,
         })
     }
 
@@ -148,20 +154,21 @@ impl TableSource {
                 )
             })
         };
-        let text = |name: &str| to(name, &col(name)?, &DataType::Utf8);
+        let text = |name: &str| Ok(to(name, &col(name)?, &DataType::Utf8)?.as_string::<i32>().clone());
         let t = &self.columns[0];
         let time = col(t)?;
         let time = match time.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..) => {
-                Time::Text(to(t, &time, &DataType::Utf8)?)
+                Time::Text(to(t, &time, &DataType::Utf8)?.as_string::<i32>().clone())
             }
             DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-                Time::Millis(to(t, &time, &DataType::Timestamp(TimeUnit::Millisecond, None))?)
+                let ms = to(t, &time, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                Time::Stamp(ms.as_primitive::<TimestampMillisecondType>().clone())
             }
-            _ => Time::Millis(to(t, &time, &DataType::Int64)?),
+            _ => Time::Millis(to(t, &time, &DataType::Int64)?.as_primitive::<Int64Type>().clone()),
         };
         let value = col(&self.columns[3])?;
-        let value = to(&self.columns[3], &value, &DataType::Float64)?;
+        let value = to(&self.columns[3], &value, &DataType::Float64)?.as_primitive::<Float64Type>().clone();
         Ok(Cast {
             rows: rb.num_rows(),
             time,
@@ -176,15 +183,15 @@ impl TableSource {
     /// Row `r` of `c` as a point in `batch`, or why it cannot be one.
     fn push_row(&mut self, c: &Cast, r: usize, batch: &mut Batch) -> std::result::Result<(), String> {
         let column = |i: usize| &self.columns[i];
+        let empty = || format!("column `{}`: empty", column(0));
         let time = match &c.time {
-            Time::Millis(a) if a.is_null(r) => return Err(format!("column `{}`: empty", column(0))),
-            Time::Millis(a) => match a.data_type() {
-                DataType::Int64 => a.as_primitive::<Int64Type>().value(r),
-                _ => a.as_primitive::<TimestampMillisecondType>().value(r),
-            },
-            Time::Text(a) if a.is_null(r) => return Err(format!("column `{}`: empty", column(0))),
+            Time::Millis(a) if a.is_null(r) => return Err(empty()),
+            Time::Millis(a) => a.value(r),
+            Time::Stamp(a) if a.is_null(r) => return Err(empty()),
+            Time::Stamp(a) => a.value(r),
+            Time::Text(a) if a.is_null(r) => return Err(empty()),
             Time::Text(a) => {
-                let s = a.as_string::<i32>().value(r).trim();
+                let s = a.value(r).trim();
                 match s.parse::<i64>() {
                     Ok(ms) => ms,
                     Err(_) => parse_time(s).map_err(|e| format!("column `{}`: {e}", column(0)))?,
@@ -192,30 +199,26 @@ impl TableSource {
             }
         };
         check_time(time).map_err(|e| format!("column `{}`: {e}", column(0)))?;
-        let value = c.value.as_primitive::<Float64Type>();
-        if value.is_null(r) || !value.value(r).is_finite() {
+        if c.value.is_null(r) || !c.value.value(r).is_finite() {
             return Err(format!("column `{}`: expected a finite number, got {:?}", column(3), cell(&c.raw[3], r)));
         }
-        let value = value.value(r);
-        fn text(a: &ArrayRef, r: usize) -> &str {
-            if a.is_null(r) { "" } else { a.as_string::<i32>().value(r) }
+        let value = c.value.value(r);
+        fn text(a: &StringArray, r: usize) -> &str {
+            if a.is_null(r) { "" } else { a.value(r) }
         }
-        let required = |a: &ArrayRef, i: usize| -> std::result::Result<(), String> {
+        let required = |a: &StringArray, i: usize| -> std::result::Result<(), String> {
             if text(a, r).is_empty() { Err(format!("column `{}`: must not be empty", column(i))) } else { Ok(()) }
         };
         required(&c.service, 1)?;
         required(&c.metric, 2)?;
         let (service, metric) = (text(&c.service, r), text(&c.metric, r));
-        // Labels by name, sorted (as a key sorts them), empty ones left out.
-        self.label_buf.clear();
-        for (i, a) in c.labels.iter().enumerate() {
-            if !text(a, r).is_empty() {
-                self.label_buf.push((4 + i, i));
-            }
-        }
+        // Labels in the order of their names (as a key sorts them), empty ones left out.
         let columns = &self.columns;
-        self.label_buf.sort_by(|a, b| columns[a.0].cmp(&columns[b.0]));
-        let labels = self.label_buf.iter().map(|&(name, i)| (columns[name].as_str(), text(&c.labels[i], r)));
+        let labels = self
+            .label_order
+            .iter()
+            .map(|&i| (columns[4 + i].as_str(), text(&c.labels[i], r)))
+            .filter(|(_, v)| !v.is_empty());
         let id = series_id_in(&mut self.id_buf, service, metric, labels.clone());
         let key = self.keys.entry(id).or_insert_with(|| Arc::new(SeriesKey::new(service, metric, labels)));
         batch.push(key, time, value);
@@ -233,26 +236,6 @@ impl TableSource {
 /// Cell `r` of `a` as text (empty for a null).
 fn cell(a: &ArrayRef, r: usize) -> String {
     if a.is_null(r) { String::new() } else { arrow_cast::display::array_value_to_string(a, r).unwrap_or_default() }
-}
-
-/// The column names of a CSV header line: split on `delimiter` outside double quotes, a doubled quote inside them
-/// standing for one, each name trimmed.
-fn csv_header(line: &str, delimiter: char) -> Vec<String> {
-    let (mut names, mut name, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                name.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            c if c == delimiter && !quoted => names.push(std::mem::take(&mut name)),
-            _ => name.push(ch),
-        }
-    }
-    names.push(name);
-    names.into_iter().map(|n| n.trim().to_owned()).collect()
 }
 
 /// Fails naming the first configured column that `has` says the file lacks.
