@@ -11,6 +11,7 @@ use crate::config::{Config, EventKind, SinkConfig, SinkKind, SourceKind};
 use crate::error::Result;
 use crate::event::RootCauseReport;
 use crate::metrics::RunSummary;
+use crate::report::{ReportOptions, ReportSink};
 use crate::sim::{InjectedFault, Simulator};
 use crate::sink::{CollectSink, Sink, render_report};
 
@@ -85,7 +86,9 @@ pub fn match_faults(faults: &[InjectedFault], reports: &[RootCauseReport]) -> (V
 
 /// Runs the simulator described by `cfg` through the engine. The config's source is forced to the simulator; its
 /// sinks run too (plus JSON lines under `out_dir` if given).
-pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
+///
+/// With `report`, also writes the run's HTML report (see [`crate::report`]) to its path.
+pub fn run_demo(cfg: &Config, out_dir: Option<&Path>, report: Option<(&Path, &ReportOptions)>) -> Result<DemoOutcome> {
     let mut cfg = cfg.clone();
     cfg.source.kind = SourceKind::Simulator;
     // The demo prints its own report of every incident; a terminal summary sink would repeat it.
@@ -103,7 +106,16 @@ pub fn run_demo(cfg: &Config, out_dir: Option<&Path>) -> Result<DemoOutcome> {
     // Only the simulator's ground truth is needed here; the run builds its own simulator from the same config.
     let faults = Simulator::new(&cfg.simulator)?.faults().to_vec();
     let collect = CollectSink::default();
-    let summary = crate::app::run_config(&cfg, vec![Box::new(collect.clone()) as Box<dyn Sink>])?;
+    let mut extra = vec![Box::new(collect.clone()) as Box<dyn Sink>];
+    let for_report = ReportSink::default();
+    if report.is_some() {
+        extra.push(Box::new(for_report.clone()));
+    }
+    let summary = crate::app::run_config(&cfg, extra)?;
+    if let Some((path, opts)) = report {
+        let html = crate::report::build(&cfg, &for_report.take(), Some(&summary), opts)?;
+        crate::report::write(path, &html)?;
+    }
     let reports = crate::eval::rca::final_versions(collect.take().reports);
     let (outcomes, unmatched) = match_faults(&faults, &reports);
     let unmatched_reports = reports.iter().filter(|r| !faults.iter().any(|f| overlaps(r, f))).cloned().collect();

@@ -19,7 +19,7 @@ pub const ROOT_CAUSE_SCHEMA: &str = "faultline.root-cause.v1";
 pub const ANOMALY_SCHEMA_JSON: &str = include_str!("../schemas/anomaly.v1.schema.json");
 pub const ROOT_CAUSE_SCHEMA_JSON: &str = include_str!("../schemas/root-cause.v1.schema.json");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Minor,
@@ -28,6 +28,14 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+
     pub fn from_score(score: f64) -> Self {
         if score >= 0.999 {
             Severity::Critical
@@ -56,7 +64,7 @@ impl Direction {
 }
 
 /// Which rung of the cold-start ladder produced an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
     /// Only the configured absolute rules are active (too few points for a learned model).
@@ -68,6 +76,14 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::ColdStartRule => "cold-start-rule",
+            Stage::Robust => "robust",
+            Stage::Seasonal => "seasonal",
+        }
+    }
+
     /// Whether a learned model (and so a normal band) stands behind the event.
     pub fn learned(self) -> bool {
         self != Stage::ColdStartRule

@@ -21,6 +21,7 @@ pub mod model;
 pub mod otlp;
 pub mod pipeline;
 pub mod rca;
+pub mod report;
 pub mod sim;
 pub mod sink;
 pub mod source;

@@ -11,7 +11,7 @@ use faultline::config::{Config, SourceKind};
 use faultline::eval::nab_run;
 use faultline::event::{ANOMALY_SCHEMA_JSON, ROOT_CAUSE_SCHEMA_JSON};
 use faultline::feedback::FEEDBACK_SCHEMA_JSON;
-use faultline::{Error, app, demo};
+use faultline::{Error, app, demo, report};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +46,11 @@ enum Cmd {
         /// Print the outcome as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write an HTML report of the run to this file (see `faultline report`).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        report_args: ReportArgs,
     },
     /// Run the pipeline a config file describes (source, detector, root causes, sinks).
     Run {
@@ -54,6 +59,28 @@ enum Cmd {
         /// Write the run summary (counts, throughput, latency) as JSON to this file.
         #[arg(long)]
         metrics_out: Option<PathBuf>,
+        /// Also write an HTML report of the run to this file (see `faultline report`); the source must be a file or
+        /// the simulator, which the report reads a second time.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        report_args: ReportArgs,
+    },
+    /// Write an HTML report of a finished run: its summary, a map of which services were anomalous when, every
+    /// incident with its ranked causes, charts of the most anomalous series, and every series with anomalies. Reads
+    /// the events the run wrote and the run's input again (a file or the simulator, from the same config).
+    Report {
+        /// The run's config (its source is read again for the series' values).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON-lines files of the run's events (anomalies, root-cause reports or both, as `jsonl` sinks write them).
+        #[arg(long, required = true, num_args = 1..)]
+        events: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        report_args: ReportArgs,
     },
     /// Validate a config file and report every problem at once.
     CheckConfig { config: PathBuf },
@@ -66,6 +93,23 @@ enum Cmd {
         #[command(subcommand)]
         which: EvalCmd,
     },
+}
+
+/// What a report charts.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Series charted in a report, the most anomalous first (by summed anomaly score).
+    #[arg(long, default_value_t = 12)]
+    charts: usize,
+    /// Chart only series of this service, or `service/metric` (repeatable).
+    #[arg(long = "series")]
+    series: Vec<String>,
+}
+
+impl ReportArgs {
+    fn options(self) -> report::ReportOptions {
+        report::ReportOptions { charts: self.charts, series: self.series }
+    }
 }
 
 #[derive(Subcommand)]
@@ -164,12 +208,13 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Demo { config, seed, out, json } => {
+        Cmd::Demo { config, seed, out, json, report, report_args } => {
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(seed) = seed {
                 cfg.simulator.seed = seed;
             }
-            let outcome = demo::run_demo(&cfg, out.as_deref())?;
+            let opts = report_args.options();
+            let outcome = demo::run_demo(&cfg, out.as_deref(), report.as_deref().map(|p| (p, &opts)))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
@@ -182,10 +227,33 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                         dir.display()
                     );
                 }
+                if let Some(p) = &report {
+                    println!("report written to {}", p.display());
+                }
             }
         }
-        Cmd::Run { config, metrics_out } => {
+        Cmd::Report { config, events, out, report_args } => {
+            let cfg = Config::load(config.as_deref())?;
+            report::check_source(&cfg)?;
+            let mut collected = report::Collector::default();
+            for path in &events {
+                collected.read_events(path)?;
+            }
+            let html = report::build(&cfg, &collected, None, &report_args.options())?;
+            report::write(&out, &html)?;
+            eprintln!(
+                "report of {} anomaly events and {} incidents written to {}",
+                collected.anomalies(),
+                collected.incidents(),
+                out.display()
+            );
+        }
+        Cmd::Run { config, metrics_out, report, report_args } => {
             let cfg = Config::load(Some(&config))?;
+            if report.is_some() {
+                // Before the run, not after it: a live stream cannot be read a second time.
+                report::check_source(&cfg)?;
+            }
             let stop = Arc::new(AtomicBool::new(false));
             if cfg.source.kind == SourceKind::Kafka {
                 // First SIGTERM/SIGINT: stop fetching, drain, flush, commit, exit 0. A second one exits at once
@@ -196,8 +264,16 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing a signal handler")?;
                 }
             }
-            let summary = app::run_config_until(&cfg, Vec::new(), stop)?;
+            let collect = report::ReportSink::default();
+            let extra: Vec<Box<dyn faultline::sink::Sink>> =
+                if report.is_some() { vec![Box::new(collect.clone())] } else { Vec::new() };
+            let summary = app::run_config_until(&cfg, extra, stop)?;
             eprintln!("{}", summary.render());
+            if let Some(p) = &report {
+                let html = report::build(&cfg, &collect.take(), Some(&summary), &report_args.options())?;
+                report::write(p, &html)?;
+                eprintln!("report written to {}", p.display());
+            }
             if let Some(p) = metrics_out {
                 std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
                     .with_context(|| format!("writing {}", p.display()))?;

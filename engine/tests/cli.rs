@@ -90,13 +90,20 @@ fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
 #[test]
 fn demo_runs_on_the_embedded_default_and_reports_each_fault() {
     let dir = scratch("demo");
-    let out = faultline(&["demo", "--out", "demo-out"], &dir);
+    let out = faultline(&["demo", "--out", "demo-out", "--report", "demo-out/report.html"], &dir);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("faults injected: top-1"), "{stdout}");
     assert_eq!(stdout.matches("== fault").count(), 12, "{stdout}");
     assert!(stdout.matches("HIT").count() >= 9, "too few hits:\n{stdout}");
     assert!(dir.join("demo-out/root-causes.jsonl").metadata().unwrap().len() > 0);
+    // The report reads the simulator again: the same points, and every incident the run reported.
+    let html = std::fs::read_to_string(dir.join("demo-out/report.html")).unwrap();
+    let incidents = stdout.split_once("incidents: ").unwrap().1.split_once(' ').unwrap().0;
+    assert!(html.contains(&format!("<h2>Incidents ({incidents})</h2>")), "{incidents}");
+    let points = stdout.split_once("processed ").unwrap().1.split_once(' ').unwrap().0;
+    assert!(html.contains(&format!("<tr><th>points</th><td class=\"n\">{points}</td></tr>")), "{points}");
+    assert_eq!(charted(&html).len(), 12);
 }
 
 #[test]
@@ -308,4 +315,105 @@ fn a_csv_table_replays_like_json_lines_and_dead_letters_a_bad_row() {
         dead["reason"].as_str().unwrap().starts_with("column `value`: expected a finite number, got \"n/a\""),
         "{dead}"
     );
+}
+
+/// The series a report charts, in order: `(name, anomalies it states, markers it states, circles its chart draws)`.
+fn charted(html: &str) -> Vec<(String, u64, u64, usize)> {
+    html.split("<h3 id=\"s-")
+        .skip(1)
+        .map(|part| {
+            let part = part.split("<h2").next().unwrap();
+            let name = part.split_once("\">").unwrap().1.split_once("</h3>").unwrap().0.to_string();
+            let note = part.split_once("<p class=\"note\">").unwrap().1;
+            let anomalies = note.split_once(" anomalies").unwrap().0.parse().unwrap();
+            let markers = note.split_once(" markers drawn").unwrap().0.rsplit(' ').next().unwrap().parse().unwrap();
+            (name, anomalies, markers, part.matches("<circle").count())
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_writes_an_html_report_that_the_report_command_rebuilds_from_the_event_files() {
+    let dir = scratch("report");
+    let config = format!(
+        "[source]\nkind = \"jsonl\"\npath = {:?}\n[graph]\nedges = [[\"frontend\", \"checkout\"], [\"checkout\", \"payments\"], [\"checkout\", \"cart\"]]\n\
+         [[sinks]]\nkind = \"jsonl\"\npath = \"out/anomalies.jsonl\"\nevents = [\"anomaly\"]\n\
+         [[sinks]]\nkind = \"jsonl\"\npath = \"out/root-causes.jsonl\"\nevents = [\"root-cause\"]\n[dead-letter]\npath = \"out/dead.jsonl\"\n",
+        repo_root().join("tests/fixtures/points.jsonl").display().to_string()
+    );
+    std::fs::write(dir.join("run.toml"), config).unwrap();
+    let out = faultline(&["run", "--config", "run.toml", "--report", "out/run.html"], &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let report = |args: &[&str], file: &str| {
+        let mut all =
+            vec!["report", "--config", "run.toml", "--events", "out/anomalies.jsonl", "out/root-causes.jsonl"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--out", file]);
+        let out = faultline(&all, &dir);
+        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    };
+    let a = report(&[], "out/a.html");
+    assert_eq!(report(&[], "out/b.html"), a, "the same run's report, byte for byte");
+    // The run's own report is the same but for the rows only a run knows (its time, engine and cost).
+    let run_only = ["run time", "engine", "CPU cost", "late points skipped", "silenced by the low-volume guard"];
+    let run_html: String = std::fs::read_to_string(dir.join("out/run.html"))
+        .unwrap()
+        .lines()
+        .filter(|l| !run_only.iter().any(|k| l.starts_with(&format!("<tr><th>{k}</th>"))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(run_html, a);
+    assert!(a.contains("<tr><th>points</th><td class=\"n\">1600</td></tr>"));
+    assert!(a.contains("<tr><th>records dead-lettered</th><td class=\"n\">2</td></tr>"));
+
+    // Every charted series states its own anomaly count, and its chart draws the markers it states.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/anomalies.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut by_series: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    for e in &events {
+        let labels: Vec<String> =
+            e["labels"].as_object().unwrap().iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
+        let mut name = format!("{}/{}", e["service"].as_str().unwrap(), e["metric"].as_str().unwrap());
+        if !labels.is_empty() {
+            name += &format!("{{{}}}", labels.join(","));
+        }
+        let s = by_series.entry(name).or_default();
+        s.0 += 1;
+        s.1 += e["score"].as_f64().unwrap();
+    }
+    let charts = charted(&a);
+    assert_eq!(charts.len(), by_series.len().min(12));
+    let mut ranked: Vec<(&String, &(u64, f64))> = by_series.iter().collect();
+    ranked.sort_by(|x, y| y.1.1.total_cmp(&x.1.1));
+    for ((name, anomalies, markers, circles), (want_name, (want_count, _))) in charts.iter().zip(&ranked) {
+        assert_eq!((name, anomalies), (*want_name, want_count));
+        assert!(*markers >= 1 && markers <= anomalies, "{name}: {markers} markers for {anomalies} anomalies");
+        assert_eq!(*circles as u64, *markers, "{name}");
+    }
+    let incidents: std::collections::BTreeSet<String> = std::fs::read_to_string(dir.join("out/root-causes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["incident_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!incidents.is_empty());
+    assert!(a.contains(&format!("<h2>Incidents ({})</h2>", incidents.len())));
+    assert!(a.contains("<td>payments ("), "payments is a ranked cause");
+
+    // Charts can be limited to a service.
+    let only = charted(&report(&["--series", "payments", "--charts", "2"], "out/payments.html"));
+    assert!(!only.is_empty() && only.len() <= 2 && only.iter().all(|c| c.0.starts_with("payments/")), "{only:?}");
+
+    // A report needs an input it can read again, and names a bad event line.
+    std::fs::write(dir.join("stdin.toml"), "[source]\nkind = \"jsonl\"\npath = \"-\"\n").unwrap();
+    let out = faultline(&["run", "--config", "stdin.toml", "--report", "out/x.html"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("standard input"), "{}", text(&out.stderr));
+    std::fs::write(dir.join("out/bad.jsonl"), format!("{}\n{{\"kind\": \"anomaly\"}}\n", events[0])).unwrap();
+    let out = faultline(&["report", "--config", "run.toml", "--events", "out/bad.jsonl", "--out", "out/x.html"], &dir);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("out/bad.jsonl line 2"), "{}", text(&out.stderr));
 }
