@@ -178,6 +178,13 @@ pub struct KafkaSourceConfig {
     pub stop_when_idle: HumanDuration,
     /// Upper bound on draining at shutdown or on a partition revoke: scoring, delivery acknowledgements, commit.
     pub drain_timeout: HumanDuration,
+    /// Warm start: a partition this instance is assigned (at start or in a rebalance) is read again from this far
+    /// back (by the records' broker timestamps) before its committed offset, so the models learn the recent past
+    /// instead of starting cold; those records raise no event (they were published before). 0s = off.
+    pub warm_up: HumanDuration,
+    /// At most this many records a partition are read again for warm-up (0 = no bound); alone, without `warm-up`,
+    /// it rewinds by this many records.
+    pub warm_up_records: u64,
     /// librdkafka properties for the consumer only (over `[kafka.properties]`).
     pub properties: BTreeMap<String, String>,
 }

@@ -20,6 +20,9 @@ pub struct ShardCounters {
     pub feedback_held: CachePadded<AtomicU64>,
     pub feedback_suppressed: CachePadded<AtomicU64>,
     pub feedback_rebaselines: CachePadded<AtomicU64>,
+    /// Warm-up points scored (not in `points`) and the events they raised (dropped, not in `anomalies`).
+    pub warm_up_points: CachePadded<AtomicU64>,
+    pub warm_up_events: CachePadded<AtomicU64>,
 }
 
 impl ShardCounters {
@@ -62,6 +65,10 @@ pub struct RunSummary {
     pub feedback_suppressed: u64,
     /// Series re-baselined at once to the level they held when an operator rejected an event as normal.
     pub feedback_rebaselines: u64,
+    /// Points read again from before where the input resumed (a Kafka source's `warm-up`), scored so the models
+    /// learn them but raising no event (not counted in `points`), and the events they would have raised.
+    pub warm_up_points: u64,
+    pub warm_up_events_dropped: u64,
     pub incidents: u64,
     pub incidents_dropped_small: u64,
     pub elapsed_s: f64,
@@ -155,6 +162,14 @@ impl RunSummary {
                 "\noperator feedback: verdicts applied: {}, points scored with learning held: {}, events not raised \
                  within a rejected deviation: {}, re-baselines: {}",
                 self.feedback_verdicts, self.feedback_held_points, self.feedback_suppressed, self.feedback_rebaselines
+            )
+        } else {
+            String::new()
+        } + &if self.warm_up_points > 0 {
+            format!(
+                "\nwarm-up: {} points read again from before the committed offsets, learned by the models; their {} \
+                 events dropped (published before)",
+                self.warm_up_points, self.warm_up_events_dropped
             )
         } else {
             String::new()

@@ -127,6 +127,9 @@ pub fn series_id_in<'a>(
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub seq: u64,
+    /// Warm-up: points read again from before where this instance's input resumes (a Kafka source's
+    /// `warm-up`), scored so the models learn them, with their events dropped: they were published before.
+    pub warm: bool,
     pub ids: Vec<SeriesId>,
     pub keys: Vec<Arc<SeriesKey>>,
     pub times: Vec<TimeMs>,
@@ -137,6 +140,7 @@ impl Batch {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             seq: 0,
+            warm: false,
             ids: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
             times: Vec::with_capacity(n),
@@ -169,6 +173,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
+        self.warm = false;
         self.ids.clear();
         self.keys.clear();
         self.times.clear();

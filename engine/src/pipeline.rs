@@ -40,6 +40,8 @@ use crate::source::{DeadLetters, Source};
 /// The part of a batch one shard owns.
 struct ShardBatch {
     seq: u64,
+    /// Warm-up points (see [`Batch::warm`]): scored, their events dropped.
+    warm: bool,
     /// Call-graph edges seen in this batch (only in shard 0's part), passed through to the collector in order.
     edges: Vec<EdgeSeen>,
     /// Change events the source read with this batch (only in shard 0's part), likewise.
@@ -58,6 +60,7 @@ struct ShardBatch {
 
 struct ShardDone {
     seq: u64,
+    warm: bool,
     edges: Vec<EdgeSeen>,
     changes: Vec<ChangeEvent>,
     watermark: TimeMs,
@@ -213,7 +216,10 @@ pub fn run(
         let more = loop {
             let max = (batch.len() + step).min(target);
             match source.next_batch(&mut batch, max, dead) {
-                Ok(m) if m && batch.len() < target && max_wait.is_some_and(|w| filling.elapsed() < w) => {}
+                Ok(m)
+                    if m && !source.must_seal()
+                        && batch.len() < target
+                        && max_wait.is_some_and(|w| filling.elapsed() < w) => {}
                 Ok(m) => break Ok(m),
                 Err(e) => break Err(e),
             }
@@ -281,6 +287,8 @@ pub fn run(
         feedback_held_points: sum(|c| c.feedback_held.load(std::sync::atomic::Ordering::Relaxed)),
         feedback_suppressed: sum(|c| c.feedback_suppressed.load(std::sync::atomic::Ordering::Relaxed)),
         feedback_rebaselines: sum(|c| c.feedback_rebaselines.load(std::sync::atomic::Ordering::Relaxed)),
+        warm_up_points: sum(|c| c.warm_up_points.load(std::sync::atomic::Ordering::Relaxed)),
+        warm_up_events_dropped: sum(|c| c.warm_up_events.load(std::sync::atomic::Ordering::Relaxed)),
         incidents: collected.incidents,
         incidents_dropped_small: collected.dropped_small,
         elapsed_s: elapsed,
@@ -334,6 +342,7 @@ fn route(
     let mut parts: Vec<ShardBatch> = (0..n)
         .map(|_| ShardBatch {
             seq,
+            warm: batch.warm,
             edges: Vec::new(),
             changes: Vec::new(),
             pauses: Vec::new(),
@@ -400,9 +409,15 @@ fn shard_loop(
         let mut events = Vec::new();
         let series_before = det.series_count();
         let stats = det.process(&b.ids, &b.keys, &b.times, &b.values, &mut events);
-        counters.add(&counters.points, stats.points);
+        if b.warm {
+            // Published before: the models learn the points, the collector drops their events.
+            counters.add(&counters.warm_up_points, stats.points);
+            counters.add(&counters.warm_up_events, stats.anomalies);
+        } else {
+            counters.add(&counters.points, stats.points);
+            counters.add(&counters.anomalies, stats.anomalies);
+        }
         counters.add(&counters.late, stats.late);
-        counters.add(&counters.anomalies, stats.anomalies);
         counters.add(&counters.low_volume, stats.low_volume);
         counters.add(&counters.learning_paused, stats.learning_paused);
         counters.add(&counters.feedback_held, stats.feedback_held);
@@ -411,6 +426,7 @@ fn shard_loop(
         counters.add(&counters.series, (det.series_count() - series_before) as u64);
         let done_msg = ShardDone {
             seq: b.seq,
+            warm: b.warm,
             edges: b.edges,
             changes: b.changes,
             watermark: b.watermark,
@@ -433,6 +449,7 @@ struct Collected {
 
 struct Pending {
     remaining: usize,
+    warm: bool,
     edges: Vec<EdgeSeen>,
     changes: Vec<ChangeEvent>,
     watermark: TimeMs,
@@ -454,6 +471,7 @@ fn collect(
     for d in rx {
         let p = pending.entry(d.seq).or_insert_with(|| Pending {
             remaining: shards,
+            warm: d.warm,
             edges: Vec::new(),
             changes: Vec::new(),
             watermark: d.watermark,
@@ -471,6 +489,10 @@ fn collect(
             }
             if !p.changes.is_empty() {
                 tracker.add_changes(std::mem::take(&mut p.changes));
+            }
+            if p.warm {
+                // Warm-up: these events were published by whoever read the points first.
+                p.events.clear();
             }
             p.events.sort_by(|a, b| a.time.cmp(&b.time).then(a.key.id.cmp(&b.key.id)));
             for ev in &p.events {

@@ -49,6 +49,11 @@ pub trait Source: Send {
     fn take_feedback(&mut self) -> Vec<crate::feedback::Feedback> {
         Vec::new()
     }
+    /// The batch being filled must be handed on before the source can add to it (a Kafka source between warm-up
+    /// records and live ones: a batch is one or the other, see [`Batch::warm`]).
+    fn must_seal(&self) -> bool {
+        false
+    }
     /// Ingest-to-output latency, for sources that measure it (µs).
     fn ingest_latency(&self) -> Option<LatencySummary> {
         None

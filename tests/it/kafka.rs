@@ -450,6 +450,53 @@ fn a_second_run_resumes_after_the_committed_offsets_and_emits_nothing_twice() {
     assert_eq!(dead.len(), 2, "each bad record dead-lettered exactly once");
 }
 
+/// Run 1 reads the fixture's first 1450 records (into the outage) and stops, committing them; run 2, started with
+/// `cfg`, reads the rest. Returns both runs' summaries and every anomaly event the two published.
+fn restart_in_the_outage(mock: &Mock, group: &str, cfg: Config) -> (RunSummary, RunSummary, Vec<String>) {
+    let records = fixture_records();
+    let (first, second) = records.split_at(1450);
+    mock.produce("telemetry", first);
+    let mut idle = engine_config(&mock.servers, group, "json", "");
+    idle.source.kafka.stop_when_idle = faultline::units::HumanDuration(Duration::from_secs(3));
+    let one = std::thread::spawn(move || app::run_config(&idle, Vec::new())).join().unwrap().unwrap();
+    assert_eq!(mock.committed(group, "telemetry", 1), [1450]);
+    mock.produce("telemetry", second);
+    let engine = start(cfg);
+    mock.wait_committed(group, "telemetry", 1);
+    let two = engine.stop();
+    let n = (one.anomalies + two.anomalies) as usize;
+    (one, two, payloads(&mock.consume("anomalies", 1, n, Duration::from_millis(500))))
+}
+
+#[test]
+fn a_restart_with_warm_up_publishes_exactly_what_an_uninterrupted_run_would_have() {
+    let (want, _) = file_replay();
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let mut cfg = engine_config(&mock.servers, "g-warm", "json", "");
+    cfg.source.kafka.warm_up_records = 100_000;
+    let (one, two, got) = restart_in_the_outage(&mock, "g-warm", cfg);
+    assert_eq!((two.warm_up_points, two.points), (1448, 152), "run 2 re-learns run 1's points, then scores its own");
+    assert!(one.anomalies > 0);
+    assert_eq!(two.warm_up_events_dropped, one.anomalies, "run 1's events are raised again, and dropped");
+    assert_eq!(two.dead_letters, 0, "run 1's bad records are not dead-lettered again");
+    let ids: BTreeSet<String> = got
+        .iter()
+        .map(|a| serde_json::from_str::<serde_json::Value>(a).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), got.len(), "an anomaly event was published twice");
+    assert_eq!(got.len() as u64, one.anomalies + two.anomalies);
+    assert_eq!(sorted(got), sorted(want.clone()), "the restart changed what was published");
+    assert_eq!(mock.committed("g-warm", "telemetry", 1), [1602]);
+
+    // The same restart without warm-up: run 2's models start cold, and publish something else.
+    let cold = Mock::new();
+    cold.topics(&[("telemetry", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let (_, two, got) = restart_in_the_outage(&cold, "g-cold", engine_config(&cold.servers, "g-cold", "json", ""));
+    assert_eq!((two.warm_up_points, two.points), (0, 152));
+    assert_ne!(sorted(got), sorted(want), "a cold restart should differ from the uninterrupted run");
+}
+
 #[test]
 fn two_instances_in_one_group_split_the_partitions_and_lose_nothing() {
     let mock = Mock::new();
@@ -477,7 +524,9 @@ fn a_rebalance_mid_stream_loses_nothing() {
     let mock = Mock::new();
     mock.topics(&[("telemetry", 4), ("anomalies", 2), ("reports", 1), ("dead", 1)]);
     let records = fixture_records();
-    let cfg = engine_config(&mock.servers, "g-rebalance", "json", "");
+    let mut cfg = engine_config(&mock.servers, "g-rebalance", "json", "");
+    // B warms up on what A read of the partitions it takes over; A, given back partitions it read, rewinds none.
+    cfg.source.kafka.warm_up_records = 100_000;
     let a = start(cfg.clone());
     // Instance A alone while the first half streams in, slowly; B joins in the middle and takes partitions over.
     let (first, second) = records.split_at(800);
@@ -499,6 +548,9 @@ fn a_rebalance_mid_stream_loses_nothing() {
     eprintln!("rebalance: A scored {}, B scored {} of 1600 points", sa.points, sb.points);
     assert!(sa.points + sb.points >= 1600, "lost points: {} + {}", sa.points, sb.points);
     assert!(sb.points > 0, "B should have taken partitions over");
+    assert_eq!(sa.warm_up_points, 0, "A's models had seen its partitions: nothing to read again");
+    assert!(sb.warm_up_points > 0, "B should have warmed up on its partitions' earlier records");
+    assert!(sb.warm_up_points <= sa.points, "B re-learns only what A read");
     assert!(sa.points + sb.points < 2 * 1600, "more re-processing than at-least-once explains");
     assert!(sa.dead_letters + sb.dead_letters >= 2, "a bad record was not dead-lettered");
 }

@@ -24,6 +24,15 @@
 //! were read with ([`Source::take_feedback`]), which routes each to the shard that owns its service; committed with
 //! that batch; dead-lettered with the reason when malformed.
 //!
+//! Warm start. With `warm-up` (or `warm-up-records`), a partition this instance is assigned (at start, or taken over
+//! in a rebalance) is assigned from an earlier offset than its committed one: the first record of the last
+//! `warm-up` (the broker's `offsets_for_times`), at most `warm-up-records` back, never before the log's start. The
+//! records between it and the committed offset are warm-up records: the source hands them on in batches of their
+//! own ([`Batch::warm`]), which the shards score (so the models learn them, and the feedback and change records among
+//! them are applied again) and whose events the collector drops, since whoever read those records first published
+//! them. They are not dead-lettered again, and no commit goes below the committed offset. Replayed from its start,
+//! a partition gives the models exactly the state an uninterrupted run would have had.
+//!
 //! Shutdown. A stop flag (SIGTERM/SIGINT) or `stop-when-idle` makes `next_batch` return its last batch and report
 //! the end of input; the pipeline drains the shards and the collector, the sinks flush the producer, and
 //! [`Source::finish`] commits the final positions and closes the consumer (leaving the group).
@@ -33,9 +42,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
@@ -65,6 +75,12 @@ struct Part {
     next: i64,
     /// Last offset this instance committed synchronously; -1 if none.
     committed: i64,
+    /// The committed offset the partition was assigned with when it was rewound for warm-up: records before it are
+    /// warm-up records, and no commit goes below it. -1: no warm-up.
+    live_from: i64,
+    /// The offset after the last record this process took from the partition, kept across revokes: a partition
+    /// assigned again is rewound only over what this process's models have not seen. -1: none.
+    learned_to: i64,
 }
 
 /// Points of one record in the open batch.
@@ -103,7 +119,14 @@ impl Book {
         if let Some(i) = self.parts.iter().position(|p| p.partition == partition && &*p.topic == topic) {
             return i;
         }
-        self.parts.push(Part { topic: Arc::from(topic), partition, next: -1, committed: -1 });
+        self.parts.push(Part {
+            topic: Arc::from(topic),
+            partition,
+            next: -1,
+            committed: -1,
+            live_from: -1,
+            learned_to: -1,
+        });
         self.parts.len() - 1
     }
 
@@ -146,6 +169,79 @@ pub struct GroupContext {
     /// When the current (non-empty) assignment began; `None` while nothing is assigned. `stop-when-idle` counts
     /// quiet time only while partitions are assigned.
     assigned_at: Mutex<Option<Instant>>,
+    /// `warm-up` and `warm-up-records`.
+    warm_up: Duration,
+    warm_up_records: u64,
+}
+
+impl GroupContext {
+    /// Sets the warm-up start offset of each partition of `tpl` (about to be assigned) that has a committed offset
+    /// and records before it to read again, and files its committed offset as where live records begin.
+    fn rewind(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        if self.warm_up.is_zero() && self.warm_up_records == 0 {
+            return;
+        }
+        let timeout = self.drain_timeout;
+        let committed = match consumer.committed_offsets(tpl.clone(), timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%e, "Cannot read the committed offsets of the assigned partitions: no warm-up.");
+                return;
+            }
+        };
+        let by_time = (!self.warm_up.is_zero()).then(|| {
+            let since = clock::wall_ms().saturating_sub(i64::try_from(self.warm_up.as_millis()).unwrap_or(i64::MAX));
+            let mut q = TopicPartitionList::with_capacity(tpl.count());
+            for e in tpl.elements() {
+                let _ = q.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since));
+            }
+            consumer.offsets_for_times(q, timeout)
+        });
+        let mut rewound = Vec::new();
+        let mut book = lock(&self.book);
+        for e in committed.elements() {
+            let Offset::Offset(c) = e.offset() else { continue };
+            let (topic, partition) = (e.topic(), e.partition());
+            let low = consumer.fetch_watermarks(topic, partition, timeout).map_or(0, |w| w.0);
+            // The first record of the window; none (all older, or a broker that cannot look up by time): nothing.
+            let time_start = by_time.as_ref().map(|r| match r {
+                Ok(found) => match found.find_partition(topic, partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => c,
+                },
+                Err(_) => c,
+            });
+            let i = book.part_index(topic, partition);
+            // A partition this process read before (an eager rebalance gives it back): only what it missed.
+            let learned = book.parts[i].learned_to;
+            let start = warm_start(c, low, time_start, self.warm_up_records).max(learned);
+            if start < c && tpl.set_partition_offset(topic, partition, Offset::Offset(start)).is_ok() {
+                book.parts[i].live_from = c;
+                rewound.push(format!("{topic}/{partition}: {start}..{c}"));
+            }
+        }
+        drop(book);
+        if let Some(Err(e)) = &by_time {
+            warn!(%e, "Cannot look up offsets by time; warm-up by record count only.");
+        }
+        if !rewound.is_empty() {
+            info!(partitions = %rewound.join(", "), "Reading records before the committed offsets again to warm the models.");
+        }
+    }
+}
+
+/// Where a partition committed at `committed`, whose log starts at `low`, is read from for warm-up: the first
+/// record of the time window (`by_time`, when `warm-up` is set), at most `records` back (when set), never before
+/// `low` nor after `committed`.
+fn warm_start(committed: i64, low: i64, by_time: Option<i64>, records: u64) -> i64 {
+    let by_count = (records > 0).then(|| committed.saturating_sub(i64::try_from(records).unwrap_or(i64::MAX)));
+    let start = match (by_time, by_count) {
+        (Some(t), Some(n)) => t.max(n),
+        (Some(t), None) => t,
+        (None, Some(n)) => n,
+        (None, None) => committed,
+    };
+    start.max(low).min(committed)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +255,37 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// rdkafka's own rebalance (pre-rebalance, assign or unassign, post-rebalance), with the assigned partitions'
+    /// warm-up offsets set before they are assigned.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                self.rewind(consumer, tpl);
+                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = assigned {
+                    warn!(%e, "Assigning partitions failed.");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let revoked = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = revoked {
+                    warn!(%e, "Revoking partitions failed.");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let e = KafkaError::Rebalance(other.into());
+                self.pre_rebalance(consumer, &Rebalance::Error(e.clone()));
+                let _ = consumer.unassign();
+                self.post_rebalance(consumer, &Rebalance::Error(e));
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         *lock(&self.assigned_at) = None;
@@ -216,6 +343,7 @@ impl ConsumerContext for GroupContext {
             if !keep {
                 p.next = -1;
                 p.committed = -1;
+                p.live_from = -1;
             }
         }
         for m in book.marks.iter_mut() {
@@ -254,6 +382,9 @@ fn commit(consumer: &BaseConsumer<GroupContext>, book: &mut Book, position: &[(A
         let Some(i) = book.parts.iter().position(|p| p.partition == *partition && p.topic == *topic) else {
             continue;
         };
+        // Never below where the partition's live records begin: records before it are warm-up records, committed
+        // before this instance read them.
+        let next = &(*next).max(book.parts[i].live_from);
         if book.parts[i].committed != *next && *next >= 0 {
             if tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).is_err() {
                 continue;
@@ -287,22 +418,32 @@ pub struct KafkaSource {
     cfg: KafkaSourceConfig,
     stop: Arc<AtomicBool>,
     progress: Option<Arc<Progress>>,
-    json: PointDecoder,
-    otlp: OtlpDecoder,
+    intake: Intake,
     last_commit: Instant,
-    last_record: Instant,
-    records: u64,
     /// (batch seq, when its first record was taken) for batches not yet complete.
     pending_latency: std::collections::VecDeque<(u64, Instant)>,
-    open_since: Option<Instant>,
     latency: Histogram<u64>,
     transient_errors: u64,
+    /// A record that could not join the open batch (a warm-up record after live ones, or the other way round): it
+    /// opens the next batch.
+    held: Option<OwnedMessage>,
+}
+
+/// What taking records into batches changes: apart from the consumer, which a polled record borrows.
+struct Intake {
+    json: PointDecoder,
+    otlp: OtlpDecoder,
+    last_record: Instant,
+    records: u64,
+    open_since: Option<Instant>,
     /// Change events read since the pipeline last took them.
     changes: Vec<ChangeEvent>,
     change_records: u64,
     /// Operator feedback read since the pipeline last took it.
     feedback: Vec<Feedback>,
     feedback_records: u64,
+    /// Warm-up records that failed to decode (dead-lettered when first read, so not again).
+    warm_bad_records: u64,
 }
 
 impl KafkaSource {
@@ -322,6 +463,8 @@ impl KafkaSource {
             drain_timeout: cfg.drain_timeout.0,
             closed: AtomicBool::new(false),
             assigned_at: Mutex::new(None),
+            warm_up: cfg.warm_up.0,
+            warm_up_records: cfg.warm_up_records,
         };
         let client = client_config(
             kafka,
@@ -345,20 +488,30 @@ impl KafkaSource {
             cfg: cfg.clone(),
             stop,
             progress: None,
-            json: PointDecoder::new(),
-            otlp: OtlpDecoder::new(),
+            intake: Intake {
+                json: PointDecoder::new(),
+                otlp: OtlpDecoder::new(),
+                last_record: Instant::now(),
+                records: 0,
+                open_since: None,
+                changes: Vec::new(),
+                change_records: 0,
+                feedback: Vec::new(),
+                feedback_records: 0,
+                warm_bad_records: 0,
+            },
             last_commit: Instant::now(),
-            last_record: Instant::now(),
-            records: 0,
             pending_latency: Default::default(),
-            open_since: None,
             latency: latency_histogram(),
             transient_errors: 0,
-            changes: Vec::new(),
-            change_records: 0,
-            feedback: Vec::new(),
-            feedback_records: 0,
+            held: None,
         })
+    }
+
+    /// Whether a record is a warm-up record (before where its partition's live records begin).
+    fn is_warm(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let book = lock(&self.book);
+        book.parts.iter().any(|p| p.partition == partition && *p.topic == *topic && offset < p.live_from)
     }
 
     /// Records latency of completed batches and commits what is complete, if the interval has passed or `force`.
@@ -381,6 +534,66 @@ impl KafkaSource {
         if let Some(position) = book.committable(done, ticket.as_ref(), open_batch_empty) {
             commit(&self.consumer, &mut book, &position, if force { CommitMode::Sync } else { CommitMode::Async });
         }
+    }
+}
+
+impl Intake {
+    /// Takes one record into the open batch (its points, change events or verdicts), or dead-letters it.
+    fn take<M: Message>(
+        &mut self,
+        msg: &M,
+        warm: bool,
+        (book, cfg): (&Mutex<Book>, &KafkaSourceConfig),
+        batch: &mut Batch,
+        dead: &mut DeadLetters,
+    ) -> Result<()> {
+        self.records += 1;
+        self.last_record = Instant::now();
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let payload = msg.payload().unwrap_or(&[]);
+        let start = batch.len();
+        let part = lock(book).part_index(topic, partition);
+        let is_change = !cfg.change_topics.is_empty() && cfg.change_topics.iter().any(|t| t == topic);
+        let is_feedback = !cfg.feedback_topics.is_empty() && cfg.feedback_topics.iter().any(|t| t == topic);
+        let decoded = if is_change {
+            decode_changes(payload).map(|c| {
+                self.change_records += 1;
+                self.changes.extend(c);
+                // An empty run: the record belongs to the open batch for commits and revokes.
+                lock(book).runs.push(Run { part, offset, start, end: start });
+                0
+            })
+        } else if is_feedback {
+            decode_feedback(payload).map(|f| {
+                self.feedback_records += 1;
+                self.feedback.extend(f);
+                // Likewise an empty run of the open batch.
+                lock(book).runs.push(Run { part, offset, start, end: start });
+                0
+            })
+        } else {
+            decode(cfg.format, &mut self.json, &mut self.otlp, payload, batch)
+        };
+        match decoded {
+            Ok(_) if batch.len() > start => {
+                if self.open_since.is_none() {
+                    self.open_since = Some(Instant::now());
+                }
+                lock(book).runs.push(Run { part, offset, start, end: batch.len() });
+            }
+            Ok(_) => {}
+            // Dead-lettered by whoever read it first.
+            Err(_) if warm => self.warm_bad_records += 1,
+            Err(reason) => {
+                let origin = Origin { topic, partition, offset };
+                dead.record_kafka(origin, msg.key().unwrap_or(&[]), payload, &reason)?;
+            }
+        }
+        let mut book = lock(book);
+        let p = &mut book.parts[part];
+        p.next = offset + 1;
+        p.learned_to = p.learned_to.max(offset + 1);
+        Ok(())
     }
 }
 
@@ -449,6 +662,7 @@ fn cut_revoked(book: &Mutex<Book>, batch: &mut Batch) {
         let is_revoked = |p: &Part| revoked.iter().any(|(t, n)| *n == p.partition && **t == *p.topic);
         let runs = std::mem::take(&mut book.runs);
         let mut out = Batch::with_capacity(batch.len());
+        out.warm = batch.warm;
         let mut kept = Vec::with_capacity(runs.len());
         for r in runs {
             if is_revoked(&book.parts[r.part]) {
@@ -494,7 +708,13 @@ impl Source for KafkaSource {
 
     fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool> {
         self.progress_tick(true, dead, false);
-        self.open_since = None;
+        self.intake.open_since = None;
+        if let Some(msg) = self.held.take() {
+            // It waited for the batch before it to be handed on: it opens this one.
+            let warm = self.is_warm(msg.topic(), msg.partition(), msg.offset());
+            batch.warm = warm;
+            self.intake.take(&msg, warm, (&self.book, &self.cfg), batch, dead)?;
+        }
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 info!("Stop requested: draining.");
@@ -504,12 +724,12 @@ impl Source for KafkaSource {
             let assigned_at = *lock(&self.consumer.context().assigned_at);
             if !idle.is_zero()
                 && batch.is_empty()
-                && assigned_at.is_some_and(|a| a.elapsed() >= idle && self.last_record.elapsed() >= idle)
+                && assigned_at.is_some_and(|a| a.elapsed() >= idle && self.intake.last_record.elapsed() >= idle)
             {
-                info!(records = self.records, "No record for stop-when-idle: draining.");
+                info!(records = self.intake.records, "No record for stop-when-idle: draining.");
                 return Ok(false);
             }
-            let timeout = match self.open_since {
+            let timeout = match self.intake.open_since {
                 Some(t) => match self.cfg.max_wait.0.checked_sub(t.elapsed()) {
                     Some(left) if !left.is_zero() => left,
                     _ => return Ok(true),
@@ -522,7 +742,7 @@ impl Source for KafkaSource {
             let polled = self.consumer.poll(timeout);
             cut_revoked(&self.book, batch);
             if batch.is_empty() {
-                self.open_since = None;
+                self.intake.open_since = None;
             }
             match polled {
                 None => {
@@ -532,49 +752,15 @@ impl Source for KafkaSource {
                     }
                 }
                 Some(Ok(msg)) => {
-                    self.records += 1;
-                    self.last_record = Instant::now();
-                    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-                    let payload = msg.payload().unwrap_or(&[]);
-                    let start = batch.len();
-                    let part = lock(&self.book).part_index(topic, partition);
-                    let is_change =
-                        !self.cfg.change_topics.is_empty() && self.cfg.change_topics.iter().any(|t| t == topic);
-                    let is_feedback =
-                        !self.cfg.feedback_topics.is_empty() && self.cfg.feedback_topics.iter().any(|t| t == topic);
-                    let decoded = if is_change {
-                        decode_changes(payload).map(|c| {
-                            self.change_records += 1;
-                            self.changes.extend(c);
-                            // An empty run: the record belongs to the open batch for commits and revokes.
-                            lock(&self.book).runs.push(Run { part, offset, start, end: start });
-                            0
-                        })
-                    } else if is_feedback {
-                        decode_feedback(payload).map(|f| {
-                            self.feedback_records += 1;
-                            self.feedback.extend(f);
-                            // Likewise an empty run of the open batch.
-                            lock(&self.book).runs.push(Run { part, offset, start, end: start });
-                            0
-                        })
-                    } else {
-                        decode(self.cfg.format, &mut self.json, &mut self.otlp, payload, batch)
-                    };
-                    match decoded {
-                        Ok(_) if batch.len() > start => {
-                            if self.open_since.is_none() {
-                                self.open_since = Some(Instant::now());
-                            }
-                            lock(&self.book).runs.push(Run { part, offset, start, end: batch.len() });
-                        }
-                        Ok(_) => {}
-                        Err(reason) => {
-                            let origin = Origin { topic, partition, offset };
-                            dead.record_kafka(origin, msg.key().unwrap_or(&[]), payload, &reason)?;
-                        }
+                    // A batch is all warm-up records or all live ones.
+                    let warm = self.is_warm(msg.topic(), msg.partition(), msg.offset());
+                    let open = !batch.is_empty() || !lock(&self.book).runs.is_empty();
+                    if open && warm != batch.warm {
+                        self.held = Some(msg.detach());
+                        return Ok(true);
                     }
-                    lock(&self.book).parts[part].next = offset + 1;
+                    batch.warm = warm;
+                    self.intake.take(&msg, warm, (&self.book, &self.cfg), batch, dead)?;
                     drop(msg);
                     if batch.len() >= max {
                         return Ok(true);
@@ -582,7 +768,8 @@ impl Source for KafkaSource {
                     if let Some(p) = &self.progress
                         && self.pending_latency.front().is_some_and(|(seq, _)| *seq < p.done())
                     {
-                        let idle = batch.is_empty() && self.changes.is_empty() && self.feedback.is_empty();
+                        let idle =
+                            batch.is_empty() && self.intake.changes.is_empty() && self.intake.feedback.is_empty();
                         self.progress_tick(idle, dead, false);
                     }
                 }
@@ -605,7 +792,7 @@ impl Source for KafkaSource {
     }
 
     fn sealed(&mut self, seq: u64) {
-        let since = self.open_since.unwrap_or_else(Instant::now);
+        let since = self.intake.open_since.unwrap_or_else(Instant::now);
         self.pending_latency.push_back((seq, since));
         let mut book = lock(&self.book);
         book.runs.clear();
@@ -644,13 +831,14 @@ impl Source for KafkaSource {
             let _ = self.latency.record((clock::elapsed_ns(since) / 1000).max(1));
             self.pending_latency.pop_front();
         }
-        let stats = self.otlp.stats;
+        let stats = self.intake.otlp.stats;
         info!(
-            records = self.records,
+            records = self.intake.records,
             otlp_points = stats.points,
             otlp_skipped = stats.skipped,
-            change_records = self.change_records,
-            feedback_records = self.feedback_records,
+            change_records = self.intake.change_records,
+            feedback_records = self.intake.feedback_records,
+            warm_bad_records = self.intake.warm_bad_records,
             "Kafka source closed."
         );
         self.consumer.context().closed.store(true, Ordering::Relaxed);
@@ -658,12 +846,16 @@ impl Source for KafkaSource {
         Ok(())
     }
 
+    fn must_seal(&self) -> bool {
+        self.held.is_some()
+    }
+
     fn take_changes(&mut self) -> Vec<ChangeEvent> {
-        std::mem::take(&mut self.changes)
+        std::mem::take(&mut self.intake.changes)
     }
 
     fn take_feedback(&mut self) -> Vec<Feedback> {
-        std::mem::take(&mut self.feedback)
+        std::mem::take(&mut self.intake.feedback)
     }
 
     fn ingest_latency(&self) -> Option<LatencySummary> {
@@ -685,6 +877,20 @@ impl Source for KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_up_starts_at_the_window_or_the_record_bound_within_the_log() {
+        // Committed at 1000, the log starting at 200.
+        assert_eq!(warm_start(1000, 200, None, 0), 1000, "off");
+        assert_eq!(warm_start(1000, 200, None, 300), 700, "by records");
+        assert_eq!(warm_start(1000, 200, None, 5000), 200, "not before the log's start");
+        assert_eq!(warm_start(1000, 200, Some(600), 0), 600, "by time");
+        assert_eq!(warm_start(1000, 200, Some(600), 300), 700, "the record bound caps the window");
+        assert_eq!(warm_start(1000, 200, Some(900), 300), 900, "a short window is kept");
+        assert_eq!(warm_start(1000, 200, Some(1000), 300), 1000, "nothing in the window");
+        assert_eq!(warm_start(1000, 200, Some(1500), 0), 1000, "never after the committed offset");
+        assert_eq!(warm_start(1000, 200, Some(50), 0), 200);
+    }
 
     #[test]
     fn sniffing_tells_the_encodings_apart() {
