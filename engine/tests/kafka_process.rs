@@ -384,7 +384,12 @@ fn wait_committed(servers: &str, names: &Names) {
 // The engine process
 
 fn config(dir: &Path, servers: &str, names: &Names, stop_when_idle: &str) -> PathBuf {
-    let path = dir.join(format!("engine-{stop_when_idle}.toml"));
+    config_with(dir, servers, names, stop_when_idle, "")
+}
+
+/// As [`config`], with `warm-up` set (when not empty).
+fn config_with(dir: &Path, servers: &str, names: &Names, stop_when_idle: &str, warm_up: &str) -> PathBuf {
+    let path = dir.join(format!("engine-{stop_when_idle}-{warm_up}.toml"));
     std::fs::write(
         &path,
         format!(
@@ -401,6 +406,7 @@ format = "json"
 commit-interval = "100ms"
 stop-when-idle = "{stop_when_idle}"
 drain-timeout = "30s"
+warm-up = "{warm_up}"
 [source.kafka.properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
@@ -422,6 +428,7 @@ topic = "{dead}"
             group = names.group,
             anomalies = names.anomalies,
             dead = names.dead,
+            warm_up = if warm_up.is_empty() { "0s" } else { warm_up },
         ),
     )
     .unwrap();
@@ -524,6 +531,40 @@ fn sigterm_drains_and_commits(servers: &str, names: &Names, dir: &Path, make_top
     let got = account(servers, names, &points, &garbage);
     assert_accounted(&got, &points, &garbage);
     assert_eq!(got.2, points.len(), "no event emitted twice");
+}
+
+/// A restart with `warm-up` by time: the broker finds the first record of the last hour (`offsets_for_times`), the
+/// second run reads the first run's records again and learns them, and publishes none of their events again.
+fn warm_up_by_time_after_a_restart(servers: &str, names: &Names, dir: &Path, make_topics: impl Fn(&[(&str, i32)])) {
+    make_topics(&[(&names.input, PARTITIONS), (&names.anomalies, 2), (&names.dead, 1)]);
+    let (records, points, garbage) = input(20);
+    let (first, second) = records.split_at(records.len() / 2);
+    let p = producer(servers);
+    produce(&p, &names.input, first);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let mut one = spawn_engine(dir, &config(dir, servers, names, "3s"), 1);
+    assert!(wait_exit(&mut one, WAIT, dir, 1).success());
+    produce(&p, &names.input, second);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let mut two = spawn_engine(dir, &config_with(dir, servers, names, "3s", "1h"), 2);
+    assert!(wait_exit(&mut two, WAIT, dir, 2).success());
+    wait_committed(servers, names);
+    let (m1, m2) = (metrics(dir, 1), metrics(dir, 2));
+    let n = |m: &serde_json::Value, k: &str| m[k].as_u64().unwrap();
+    assert_eq!(n(&m2, "warm_up_points"), n(&m1, "points"), "run 2 learns run 1's points again");
+    assert_eq!(n(&m2, "warm_up_events_dropped"), n(&m1, "anomalies"), "and drops their events");
+    assert_eq!(n(&m1, "points") + n(&m2, "points"), points.len() as u64);
+    assert_eq!(n(&m1, "dead_letters") + n(&m2, "dead_letters"), garbage.len() as u64, "none dead-lettered twice");
+    let got = account(servers, names, &points, &garbage);
+    assert_accounted(&got, &points, &garbage);
+    assert_eq!(got.2, points.len(), "no event published twice");
+}
+
+#[test]
+fn broker_process_warm_up_by_time_after_a_restart() {
+    let Some((servers, _broker)) = broker_process("bp-warm") else { return };
+    let names = Names::new("bp-warm");
+    warm_up_by_time_after_a_restart(&servers, &names, &scratch("bp-warm-run"), |ts| create_topics(&servers, ts));
 }
 
 #[test]
