@@ -30,6 +30,15 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     pub dead_letter: DeadLetterConfig,
     pub kafka: KafkaConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the engine's own metrics, served over HTTP while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` (Prometheus text), `/healthz` and `/readyz` on; empty = off.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -695,6 +704,12 @@ impl Config {
         if e.shards > 1024 {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));
         }
+        let listen = self.metrics.listen.trim();
+        let host_port =
+            |a: &str| a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() && !host_port(listen) {
+            p.push(format!("metrics.listen must be host:port (e.g. \"0.0.0.0:9464\"), got {listen:?}"));
+        }
         if self.source.kind == SourceKind::Jsonl && self.source.path.trim().is_empty() {
             p.push("source.path must name a file or \"-\" for standard input".into());
         }
@@ -1219,6 +1234,22 @@ mod tests {
         let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
         assert!(err.contains("feedback-topics lists \"c\", which is also a telemetry or change topic"), "{err}");
         assert!(err.contains("feedback-topics must not contain an empty topic name"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_a_host_and_port_and_warm_up_is_read() {
+        let cfg = Config::default_config().unwrap();
+        assert_eq!((cfg.metrics.listen.as_str(), cfg.source.kafka.warm_up.0.as_secs()), ("", 0));
+        for ok in ["0.0.0.0:9464", "[::1]:9464", "localhost:9464"] {
+            let user = format!("[metrics]\nlisten = {ok:?}\n[source.kafka]\nwarm-up = \"7d\"\nwarm-up-records = 10\n");
+            let cfg = Config::from_layers(Some(("x.toml", &user)), []).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!((cfg.source.kafka.warm_up.0.as_secs(), cfg.source.kafka.warm_up_records), (7 * 86_400, 10));
+        }
+        for bad in ["9464", "host:", ":9464", "host:port", "0.0.0.0:70000"] {
+            let user = format!("[metrics]\nlisten = {bad:?}\n");
+            let err = Config::from_layers(Some(("x.toml", &user)), []).unwrap_err().to_string();
+            assert!(err.contains("metrics.listen must be host:port"), "{bad}: {err}");
+        }
     }
 
     #[test]

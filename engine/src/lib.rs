@@ -12,6 +12,7 @@ pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod event;
+pub mod exporter;
 pub mod feedback;
 #[cfg(feature = "gpu")]
 pub mod gpu;

@@ -30,6 +30,7 @@ use crate::delivery::Progress;
 use crate::detect::{ScoringBackend, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
+use crate::exporter::{Exporter, Live};
 use crate::feedback::{Feedback, load_feedback};
 use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogram};
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs, service_id};
@@ -164,6 +165,11 @@ pub fn run(
     let (cpu_before, energy) = (clock::process_cpu(), clock::EnergyMeter::start());
     let counters: Arc<Vec<ShardCounters>> = Arc::new((0..shards).map(|_| ShardCounters::default()).collect());
     let (done_tx, done_rx) = bounded::<ShardDone>(shards * cfg.engine.queue_depth);
+    // The metrics endpoint reads the same counters while the run goes on; it stops when this function returns.
+    let listen = cfg.metrics.listen.trim();
+    let live =
+        if listen.is_empty() { None } else { Some(Arc::new(Live::new(Arc::clone(&counters), source.gauges())?)) };
+    let _exporter = live.as_ref().map(|l| Exporter::start(listen, Arc::clone(l))).transpose()?;
 
     let mut shard_txs = Vec::with_capacity(shards);
     let mut workers = Vec::with_capacity(shards);
@@ -193,9 +199,10 @@ pub fn run(
     let progress = Progress::new();
     let tracker = IncidentTracker::new(&cfg.rca, rca);
     let collector_progress = Arc::clone(&progress);
+    let collector_live = live.clone();
     let collector = std::thread::Builder::new()
         .name("collector".into())
-        .spawn(move || collect(shards, &done_rx, tracker, sinks, &collector_progress))
+        .spawn(move || collect(shards, &done_rx, tracker, sinks, &collector_progress, collector_live.as_deref()))
         .map_err(|e| Error::Internal(format!("cannot start collector thread: {e}")))?;
 
     // Source and router on this thread. On the GPU a batch is larger (a dispatch and a read-back per chunk), but it is
@@ -242,6 +249,10 @@ pub fn run(
             }
             source.sealed(seq);
             seq += 1;
+        }
+        if let Some(l) = &live {
+            l.batches.store(seq, std::sync::atomic::Ordering::Relaxed);
+            l.dead_letters.store(dead.count(), std::sync::atomic::Ordering::Relaxed);
         }
         if !more {
             break;
@@ -463,6 +474,7 @@ fn collect(
     mut tracker: IncidentTracker,
     mut sinks: Vec<Box<dyn Sink>>,
     progress: &Progress,
+    live: Option<&Live>,
 ) -> Result<Collected> {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next = 0u64;
@@ -519,7 +531,12 @@ fn collect(
                 }
             }
             progress.released(next, tickets);
-            let _ = hist.record(clock::elapsed_ns(p.dispatched) / 1000);
+            let ns = clock::elapsed_ns(p.dispatched);
+            let _ = hist.record(ns / 1000);
+            if let Some(l) = live {
+                l.batch_latency.observe(ns as f64 * 1e-9);
+                l.incidents.store(incidents, std::sync::atomic::Ordering::Relaxed);
+            }
             next += 1;
         }
     }

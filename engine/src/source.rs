@@ -54,6 +54,10 @@ pub trait Source: Send {
     fn must_seal(&self) -> bool {
         false
     }
+    /// What the source shares with the metrics endpoint (a Kafka source: assignment and consumer lag).
+    fn gauges(&self) -> Option<Arc<crate::exporter::SourceGauges>> {
+        None
+    }
     /// Ingest-to-output latency, for sources that measure it (µs).
     fn ingest_latency(&self) -> Option<LatencySummary> {
         None

@@ -758,3 +758,51 @@ fn operator_feedback_on_the_feedback_topic_changes_the_models_like_the_feedback_
     assert!(reason.starts_with("feedback: unknown variant `ignore`"), "{reason}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `GET path` on 127.0.0.1:`port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+#[test]
+fn the_metrics_endpoint_serves_counters_consumer_lag_and_readiness_while_consuming() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 2), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let mut cfg =
+        engine_config(&mock.servers, "g-metrics", "json", &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""));
+    cfg.source.kafka.properties.insert("statistics.interval.ms".into(), "100".into());
+    let engine = start(cfg);
+    mock.produce("telemetry", &fixture_records());
+    mock.wait_committed("g-metrics", "telemetry", 2);
+    let value = |body: &str, prefix: &str| -> Vec<i64> {
+        body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (status, body) = http_get(port, "/metrics");
+        assert!(status.contains(" 200"), "{status}");
+        let points: i64 = value(&body, "faultline_points_total{").iter().sum();
+        let lag = value(&body, "faultline_kafka_consumer_lag{");
+        // Consumed to the end: 1600 points over both shards, and no lag on either partition.
+        if points == 1600 && lag.len() == 2 && lag.iter().all(|l| *l == 0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "points {points}, lag {lag:?}:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(value(&body, "faultline_dead_letters_total "), [2]);
+    assert_eq!(value(&body, "faultline_ready "), [1]);
+    assert!(value(&body, "faultline_batch_latency_seconds_count ")[0] > 0);
+    assert!(http_get(port, "/readyz").0.contains(" 200"));
+    assert!(http_get(port, "/healthz").0.contains(" 200"));
+    let summary = engine.stop();
+    assert_eq!(value(&body, "faultline_anomalies_total ")[0] as u64, summary.anomalies);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the endpoint closes with the run");
+}

@@ -46,7 +46,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::producer::Origin;
@@ -55,6 +55,7 @@ use crate::clock;
 use crate::config::{KafkaConfig, KafkaFormat, KafkaSourceConfig};
 use crate::delivery::{AckTracker, Progress, Ticket};
 use crate::error::Result;
+use crate::exporter::SourceGauges;
 use crate::feedback::Feedback;
 use crate::metrics::{LatencySummary, latency_histogram};
 use crate::model::Batch;
@@ -172,6 +173,8 @@ pub struct GroupContext {
     /// `warm-up` and `warm-up-records`.
     warm_up: Duration,
     warm_up_records: u64,
+    /// Assignment and consumer lag, for the metrics endpoint.
+    gauges: Arc<SourceGauges>,
 }
 
 impl GroupContext {
@@ -251,6 +254,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(%error, reason, "Kafka consumer error (librdkafka retries by itself).");
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag of each assigned partition.
+    fn stats(&self, statistics: Statistics) {
+        let mut lag: Vec<(String, i32, i64)> = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .iter()
+                    .filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0)
+                    .map(move |(p, s)| (topic.clone(), *p, s.consumer_lag))
+            })
+            .collect();
+        lag.sort();
+        *lock(&self.gauges.lag) = lag;
     }
 }
 
@@ -361,8 +380,12 @@ impl ConsumerContext for GroupContext {
                 if tpl.count() > 0 {
                     *lock(&self.assigned_at) = Some(Instant::now());
                 }
+                self.gauges.assigned.store(tpl.count() > 0, Ordering::Relaxed);
             }
-            Rebalance::Revoke(_) => {}
+            Rebalance::Revoke(_) => {
+                self.gauges.assigned.store(false, Ordering::Relaxed);
+                lock(&self.gauges.lag).clear();
+            }
             Rebalance::Error(e) => warn!(%e, "Rebalance error."),
         }
     }
@@ -465,10 +488,17 @@ impl KafkaSource {
             assigned_at: Mutex::new(None),
             warm_up: cfg.warm_up.0,
             warm_up_records: cfg.warm_up_records,
+            gauges: Arc::new(SourceGauges::default()),
         };
         let client = client_config(
             kafka,
-            &[("auto.offset.reset", "earliest"), ("client.id", "faultline"), ("enable.partition.eof", "false")],
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("client.id", "faultline"),
+                ("enable.partition.eof", "false"),
+                // Consumer lag for the metrics endpoint.
+                ("statistics.interval.ms", "5000"),
+            ],
             &cfg.properties,
             &[
                 ("group.id", cfg.group_id.as_str()),
@@ -848,6 +878,10 @@ impl Source for KafkaSource {
 
     fn must_seal(&self) -> bool {
         self.held.is_some()
+    }
+
+    fn gauges(&self) -> Option<Arc<SourceGauges>> {
+        Some(Arc::clone(&self.consumer.context().gauges))
     }
 
     fn take_changes(&mut self) -> Vec<ChangeEvent> {
