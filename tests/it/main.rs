@@ -5,6 +5,7 @@ mod configs;
 mod golden;
 mod gpu;
 mod graph;
+mod hostile;
 mod incidents;
 mod kafka;
 mod schema;
