@@ -42,6 +42,7 @@ pub fn build_source_with(
         }
         SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path)?),
         SourceKind::Kafka => Box::new(KafkaSource::new(&cfg.kafka, &cfg.source.kafka, dead_letters, stop)?),
+        SourceKind::OtlpHttp => Box::new(crate::otlp_http::OtlpHttpSource::new(&cfg.source.otlp_http, stop)?),
         #[cfg(feature = "tables")]
         SourceKind::Table => Box::new(crate::table::TableSource::open(&cfg.source.path, &cfg.source.table)?),
         #[cfg(not(feature = "tables"))]

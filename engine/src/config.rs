@@ -74,6 +74,8 @@ pub enum SourceKind {
     Kafka,
     /// A CSV, Parquet or Arrow IPC file of points, one per row (`[source.table]`).
     Table,
+    /// An OTLP/HTTP receiver: metrics POSTed to `/v1/metrics` (`[source.otlp-http]`).
+    OtlpHttp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +85,21 @@ pub struct SourceConfig {
     pub path: String,
     pub kafka: KafkaSourceConfig,
     pub table: TableConfig,
+    pub otlp_http: OtlpHttpConfig,
+}
+
+/// `[source.otlp-http]`: the OTLP/HTTP receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OtlpHttpConfig {
+    /// `host:port` to receive `POST /v1/metrics` on (OTLP/HTTP's usual port is 4318).
+    pub listen: String,
+    /// Decoded requests queued for the shards; when full, senders get 503 and retry.
+    pub queue: usize,
+    /// A batch is handed to the shards when full or when its first point has waited this long.
+    pub max_wait: HumanDuration,
+    /// Stop (score what is queued, exit 0) once no request has arrived for this long; 0s = run until a signal.
+    pub stop_when_idle: HumanDuration,
 }
 
 /// `[source.table]`: how a table file's rows are points.
@@ -640,6 +657,12 @@ pub struct DeadLetterConfig {
     pub topic: String,
 }
 
+/// `host:port`: an IP socket address, or a host name and a port.
+fn is_listen_address(a: &str) -> bool {
+    a.parse::<std::net::SocketAddr>().is_ok()
+        || a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && !h.contains(':') && port.parse::<u16>().is_ok())
+}
+
 impl Config {
     /// The embedded defaults, validated.
     pub fn default_config() -> Result<Self> {
@@ -705,10 +728,23 @@ impl Config {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));
         }
         let listen = self.metrics.listen.trim();
-        let host_port =
-            |a: &str| a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
-        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() && !host_port(listen) {
+        if !listen.is_empty() && !is_listen_address(listen) {
             p.push(format!("metrics.listen must be host:port (e.g. \"0.0.0.0:9464\"), got {listen:?}"));
+        }
+        if self.source.kind == SourceKind::OtlpHttp {
+            let o = &self.source.otlp_http;
+            if !is_listen_address(o.listen.trim()) {
+                p.push(format!(
+                    "source.otlp-http.listen must be host:port (e.g. \"0.0.0.0:4318\"), got {:?}",
+                    o.listen
+                ));
+            }
+            if o.queue == 0 {
+                p.push("source.otlp-http.queue must be at least 1".into());
+            }
+            if o.max_wait.0.is_zero() {
+                p.push("source.otlp-http.max-wait must be longer than 0s".into());
+            }
         }
         if self.source.kind == SourceKind::Jsonl && self.source.path.trim().is_empty() {
             p.push("source.path must name a file or \"-\" for standard input".into());

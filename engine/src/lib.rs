@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod otlp;
+pub mod otlp_http;
 pub mod pipeline;
 pub mod rca;
 pub mod report;

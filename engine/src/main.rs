@@ -255,7 +255,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 report::check_source(&cfg)?;
             }
             let stop = Arc::new(AtomicBool::new(false));
-            if cfg.source.kind == SourceKind::Kafka {
+            if matches!(cfg.source.kind, SourceKind::Kafka | SourceKind::OtlpHttp) {
                 // First SIGTERM/SIGINT: stop fetching, drain, flush, commit, exit 0. A second one exits at once
                 // (nothing is lost either way: uncommitted input is read again on restart).
                 for sig in [SIGTERM, SIGINT] {

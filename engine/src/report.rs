@@ -336,6 +336,10 @@ pub fn check_source(cfg: &Config) -> Result<()> {
             "a report reads the run's input again, and source.kind = \"kafka\" is a live stream: write the events \
              with a jsonl sink, replay the same telemetry from a file, and report on that",
         )),
+        SourceKind::OtlpHttp => Err(Error::config(
+            "a report reads the run's input again, and source.kind = \"otlp-http\" receives it once: write the \
+             telemetry to a file as well and report on a replay of it",
+        )),
         SourceKind::Jsonl | SourceKind::Table if cfg.source.path.trim() == "-" => Err(Error::config(
             "a report reads the run's input again, and source.path = \"-\" (standard input) can be read only once",
         )),

@@ -235,7 +235,7 @@ fn fixture_records() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The engine's events for the fixture replayed from the file: (anomaly lines, report lines).
-fn file_replay() -> (Vec<String>, Vec<String>) {
+pub(crate) fn file_replay() -> (Vec<String>, Vec<String>) {
     file_replay_with("")
 }
 
@@ -264,7 +264,7 @@ fn payloads(msgs: &[OwnedMessage]) -> Vec<String> {
 
 /// Sorted and deduplicated: delivery is at-least-once, and identical events (same deterministic id and content)
 /// are dropped by consumers, so a duplicate after a rebalance is not a difference.
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+pub(crate) fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v.dedup();
     v
@@ -323,7 +323,7 @@ fn json_points_through_kafka_give_exactly_the_file_replay_events() {
 
 /// The fixture's good points as OTLP gauge points, one `ExportMetricsServiceRequest` per timestamp (all services
 /// in it, one resource per service): batched OTLP as the Collector exports it.
-fn fixture_as_otlp() -> Vec<ExportMetricsServiceRequest> {
+pub(crate) fn fixture_as_otlp() -> Vec<ExportMetricsServiceRequest> {
     let text = std::fs::read_to_string(fixture("points.jsonl")).unwrap();
     type Point = (String, Vec<(String, String)>, f64);
     let mut by_time: BTreeMap<i64, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
@@ -804,5 +804,10 @@ fn the_metrics_endpoint_serves_counters_consumer_lag_and_readiness_while_consumi
     assert!(http_get(port, "/healthz").0.contains(" 200"));
     let summary = engine.stop();
     assert_eq!(value(&body, "faultline_anomalies_total ")[0] as u64, summary.anomalies);
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the endpoint closes with the run");
+    // the endpoint closes with the run (tiny_http's acceptor thread lets go of the socket just after).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "the endpoint still listens after the run");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

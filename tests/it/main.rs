@@ -8,6 +8,7 @@ mod graph;
 mod hostile;
 mod incidents;
 mod kafka;
+mod otlp_http;
 mod schema;
 mod support;
 mod tables;
