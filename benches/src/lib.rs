@@ -2,6 +2,7 @@
 //! benchmark's inputs.
 
 pub mod kernels;
+pub mod telemetry;
 
 pub mod gpu;
 
