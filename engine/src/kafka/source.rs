@@ -206,14 +206,15 @@ impl GroupContext {
             let Offset::Offset(c) = e.offset() else { continue };
             let (topic, partition) = (e.topic(), e.partition());
             let low = consumer.fetch_watermarks(topic, partition, timeout).map_or(0, |w| w.0);
-            // The first record of the window; none (all older, or a broker that cannot look up by time): nothing.
-            let time_start = by_time.as_ref().map(|r| match r {
-                Ok(found) => match found.find_partition(topic, partition).map(|p| p.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => c,
+            // The first record of the window; none (every record is older): nothing to read again. A failed lookup
+            // leaves the record bound alone (warned below).
+            let time_start = match &by_time {
+                Some(Ok(found)) => match found.find_partition(topic, partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => Some(c),
                 },
-                Err(_) => c,
-            });
+                Some(Err(_)) | None => None,
+            };
             let i = book.part_index(topic, partition);
             // A partition this process read before (an eager rebalance gives it back): only what it missed.
             let learned = book.parts[i].learned_to;
