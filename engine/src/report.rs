@@ -434,10 +434,7 @@ fn read_points(source: &mut dyn Source, want: &HashSet<SeriesId>) -> Result<Poin
     let mut envelopes: HashMap<SeriesId, Envelope> = want.iter().map(|&id| (id, Envelope::new())).collect();
     let (mut points, mut lo, mut hi) = (0u64, TimeMs::MAX, TimeMs::MIN);
     loop {
-        batch.ids.clear();
-        batch.keys.clear();
-        batch.times.clear();
-        batch.values.clear();
+        batch.clear();
         let more = source.next_batch(&mut batch, 4096, &mut dead)?;
         for ((&id, &t), &v) in batch.ids.iter().zip(&batch.times).zip(&batch.values) {
             points += 1;

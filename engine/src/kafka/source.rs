@@ -540,9 +540,12 @@ impl KafkaSource {
     }
 
     /// Whether a record is a warm-up record (before where its partition's live records begin).
-    fn is_warm(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        let book = lock(&self.book);
-        book.parts.iter().any(|p| p.partition == partition && *p.topic == *topic && offset < p.live_from)
+    /// A record's partition (its index in the book) and whether it is a warm-up record (before where its
+    /// partition's live records begin), and whether the open batch holds records: one look at the book a record.
+    fn locate<M: Message>(&self, msg: &M) -> (usize, bool, bool) {
+        let mut book = lock(&self.book);
+        let part = book.part_index(msg.topic(), msg.partition());
+        (part, msg.offset() < book.parts[part].live_from, !book.runs.is_empty())
     }
 
     /// Records latency of completed batches and commits what is complete, if the interval has passed or `force`.
@@ -569,11 +572,12 @@ impl KafkaSource {
 }
 
 impl Intake {
-    /// Takes one record into the open batch (its points, change events or verdicts), or dead-letters it.
+    /// Takes one record of book partition `part` into the open batch (its points, change events or verdicts), or
+    /// dead-letters it.
     fn take<M: Message>(
         &mut self,
         msg: &M,
-        warm: bool,
+        (part, warm): (usize, bool),
         (book, cfg): (&Mutex<Book>, &KafkaSourceConfig),
         batch: &mut Batch,
         dead: &mut DeadLetters,
@@ -583,7 +587,6 @@ impl Intake {
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         let payload = msg.payload().unwrap_or(&[]);
         let start = batch.len();
-        let part = lock(book).part_index(topic, partition);
         let is_change = !cfg.change_topics.is_empty() && cfg.change_topics.iter().any(|t| t == topic);
         let is_feedback = !cfg.feedback_topics.is_empty() && cfg.feedback_topics.iter().any(|t| t == topic);
         let decoded = if is_change {
@@ -742,9 +745,9 @@ impl Source for KafkaSource {
         self.intake.open_since = None;
         if let Some(msg) = self.held.take() {
             // It waited for the batch before it to be handed on: it opens this one.
-            let warm = self.is_warm(msg.topic(), msg.partition(), msg.offset());
+            let (part, warm, _) = self.locate(&msg);
             batch.warm = warm;
-            self.intake.take(&msg, warm, (&self.book, &self.cfg), batch, dead)?;
+            self.intake.take(&msg, (part, warm), (&self.book, &self.cfg), batch, dead)?;
         }
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -784,14 +787,14 @@ impl Source for KafkaSource {
                 }
                 Some(Ok(msg)) => {
                     // A batch is all warm-up records or all live ones.
-                    let warm = self.is_warm(msg.topic(), msg.partition(), msg.offset());
-                    let open = !batch.is_empty() || !lock(&self.book).runs.is_empty();
+                    let (part, warm, runs) = self.locate(&msg);
+                    let open = !batch.is_empty() || runs;
                     if open && warm != batch.warm {
                         self.held = Some(msg.detach());
                         return Ok(true);
                     }
                     batch.warm = warm;
-                    self.intake.take(&msg, warm, (&self.book, &self.cfg), batch, dead)?;
+                    self.intake.take(&msg, (part, warm), (&self.book, &self.cfg), batch, dead)?;
                     drop(msg);
                     if batch.len() >= max {
                         return Ok(true);
