@@ -45,7 +45,9 @@ fn valid_lines() -> Vec<String> {
     std::fs::read_to_string(fixture("points.jsonl"))
         .unwrap()
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["value"].is_number()))
+        // Lines the decoder takes as they are: the fixture also holds bad lines (an empty service, say), whose error
+        // names their own fault rather than the field a case replaces.
+        .filter(|l| PointDecoder::new().decode_record(l, &mut Batch::default()).is_ok())
         .map(String::from)
         .collect()
 }
