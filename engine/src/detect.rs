@@ -2618,10 +2618,15 @@ mod tests {
             assert_eq!((e.stage, e.direction), (Stage::Seasonal, Direction::Down), "{e:?}");
             assert!(e.expected > 60.0 && e.observed < 25.0, "{e:?}");
         }
-        // Once the season is learned (the first days' steps alert while it is not), no other day alerts.
+        // Once the season is learned, no other day alerts. The first days' steps alert while it is not: each is a
+        // level shift for the robust model, through day 4's (the season becomes active after it).
+        assert!(
+            events.iter().filter(|e| on_day(e) < 5).all(|e| e.stage == Stage::Robust || !e.model_fired),
+            "a seasonal event before day 5"
+        );
         let others: Vec<(i64, f64)> = events
             .iter()
-            .filter(|e| on_day(e) >= 4 && on_day(e) != 10)
+            .filter(|e| on_day(e) >= 5 && on_day(e) != 10)
             .map(|e| (on_day(e), ((e.time - t0) % day) as f64 / hour as f64))
             .collect();
         assert!(others.is_empty(), "events on normal days (day, hour): {others:?}");
