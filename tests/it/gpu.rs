@@ -362,8 +362,46 @@ fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
         }
+        (Value::String(x), Value::String(y)) => same_text(x, y),
         _ => a == b,
     }
+}
+
+/// Whether two texts (an explanation) are the same but for the numbers written in them, which may differ by the
+/// tolerance and, since the text rounds them, by one unit in their last written digit (154.519 against 154.518: a
+/// difference within the tolerance that crosses a rounding boundary). Whole numbers (counts) must be equal.
+fn same_text(a: &str, b: &str) -> bool {
+    let (x, y) = (number_runs(a), number_runs(b));
+    x.len() == y.len()
+        && x.iter().zip(&y).all(|((xn, xs), (yn, ys))| match (xn, yn) {
+            (true, true) => {
+                let (u, v): (f64, f64) = (xs.parse().unwrap(), ys.parse().unwrap());
+                let last_digit = |s: &str| s.split_once('.').map_or(0.0, |(_, f)| 10f64.powi(-(f.len() as i32)));
+                (u - v).abs() <= CALIBRATION_TOLERANCE * u.abs().max(1.0) + last_digit(xs).max(last_digit(ys))
+            }
+            _ => xn == yn && xs == ys,
+        })
+}
+
+/// A text cut into runs of number characters (`true`; digits with a decimal point inside) and the rest.
+fn number_runs(s: &str) -> Vec<(bool, &str)> {
+    let mut runs: Vec<(bool, &str)> = Vec::new();
+    let mut start = 0;
+    let bytes = s.as_bytes();
+    let numeric = |i: usize| {
+        bytes[i].is_ascii_digit()
+            || (bytes[i] == b'.'
+                && i > 0
+                && bytes[i - 1].is_ascii_digit()
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+    };
+    for i in 1..=bytes.len() {
+        if i == bytes.len() || numeric(i) != numeric(start) {
+            runs.push((numeric(start), &s[start..i]));
+            start = i;
+        }
+    }
+    runs
 }
 
 /// The device computes the calibrations' surprises and bands in f32 (WGSL has no f64), the CPU in f64 from the same
