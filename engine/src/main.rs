@@ -133,6 +133,10 @@ enum EvalCmd {
         /// Write the per-row scores to this CSV in NAB's results format (re-scorable with `--scores`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also list every window (found at which row, or missed, with its best score and its credit) and each
+        /// file's false positives, at the standard profile's optimised threshold.
+        #[arg(long)]
+        windows: bool,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -285,9 +289,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Eval { which: EvalCmd::Rca { on, config, json } } => eval_rca(on, config.as_deref(), json)?,
         Cmd::DefaultConfig => print!("{}", faultline::config::DEFAULT_TOML),
-        Cmd::Eval { which: EvalCmd::Nab { data, labels, config, scores, out, json } } => {
+        Cmd::Eval { which: EvalCmd::Nab { data, labels, config, scores, out, windows, json } } => {
             let cfg = Config::load(config.as_deref())?;
-            let report = nab_run::run(&cfg, &nab_run::NabRun { data, labels, scores, out })?;
+            let report = nab_run::run(&cfg, &nab_run::NabRun { data, labels, scores, out, windows })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -417,3 +417,55 @@ fn a_run_writes_an_html_report_that_the_report_command_rebuilds_from_the_event_f
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("out/bad.jsonl line 2"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn eval_nab_lists_each_window_and_false_positive_with_windows() {
+    // One NAB-layout file: 600 five-minute rows of a wobble with a spike at row 450, one labelled window around it.
+    let dir = scratch("nab");
+    std::fs::create_dir_all(dir.join("data/cat")).unwrap();
+    let t0 = 1_400_000_000_i64;
+    let stamp = |i: i64| {
+        let s = t0 + 300 * i;
+        let (days, rem) = (s / 86_400, s % 86_400);
+        // 2014-05-13 is day 16,203 after 1970-01-01; the rows stay within that day and the next.
+        let day = 13 + days - 16_203;
+        format!("2014-05-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    };
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..600 {
+        let v = 50.0 + ((i * 7919 % 23) as f64 / 11.0 - 1.0) + if i == 450 { 40.0 } else { 0.0 };
+        csv.push_str(&format!("{},{v}\n", stamp(i)));
+    }
+    std::fs::write(dir.join("data/cat/spiky.csv"), &csv).unwrap();
+    let labels = format!("{{\"cat/spiky.csv\": [[\"{}.000000\", \"{}.000000\"]]}}", stamp(420), stamp(480));
+    std::fs::write(dir.join("labels.json"), labels).unwrap();
+    let args = ["eval", "nab", "--data", "data", "--labels", "labels.json", "--windows", "--json"];
+    let out = faultline(&args, &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let window = &report["breakdown"]["windows"][0];
+    assert_eq!(
+        (window["file"].as_str(), window["detected_at"].as_u64()),
+        (Some("cat/spiky.csv"), Some(30)),
+        "{report}"
+    );
+    assert_eq!(report["breakdown"]["false_positives"], serde_json::json!([]));
+
+    // A results file that also flags row 550, outside the window: one false positive, and the credits and costs add up
+    // to the raw score.
+    let mut results = String::from("file,timestamp,anomaly_score\n");
+    for i in 0..600 {
+        let score = if i == 450 || i == 550 { 0.9 } else { 0.1 };
+        results.push_str(&format!("cat/spiky.csv,{},{score}\n", stamp(i)));
+    }
+    std::fs::write(dir.join("results.csv"), results).unwrap();
+    let out = faultline(
+        &["eval", "nab", "--data", "data", "--labels", "labels.json", "--scores", "results.csv", "--windows"],
+        &dir,
+    );
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("1 of 1 found") && table.contains("false positives: 1 rows in 1 files"), "{table}");
+    assert!(table.contains("row 30"), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -211,6 +211,56 @@ struct PreparedFile<'a> {
     windows: Range<usize>,
     /// Labelled windows of this file (counted in N even if they hold no scorable row).
     labelled: usize,
+    /// Each window's labelled index in the file, global id (`OUTSIDE`: it ends in the probation period) and row span
+    /// (file rows, inclusive), for [`Scorer::breakdown`].
+    spans: Vec<(usize, u32, usize, usize)>,
+    /// Rows of the probation period (the first row of `rows`).
+    probation: usize,
+    /// The file's row timestamps.
+    times: &'a [TimeMs],
+}
+
+/// One labelled window at a threshold (see [`Scorer::breakdown`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WindowOutcome {
+    pub file: String,
+    /// The window's position among the file's windows (0 first; a labelled window that covers no row is dropped, as
+    /// upstream drops it).
+    pub window: usize,
+    /// The timestamps of its first and last row.
+    pub start: String,
+    pub end: String,
+    /// Its scorable rows (outside the probation period).
+    pub rows: usize,
+    /// The highest anomaly score among them (NaN scores count as 0).
+    pub best_score: f64,
+    /// The first detected row, counted from the window's first row (None: missed).
+    pub detected_at: Option<usize>,
+    /// What the window adds to the raw score: `A_TP` times the scaled sigmoid at the first detection, or `−A_FN`.
+    pub credit: f64,
+}
+
+/// One file's false positives at a threshold (see [`Scorer::breakdown`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FalsePositives {
+    pub file: String,
+    /// Detected rows outside the windows, after the probation period.
+    pub rows: usize,
+    /// What they add to the raw score: `A_FP` times each row's weight (NAB's scaled sigmoid of its distance after
+    /// the last window, −1 far from any), summed; negative.
+    pub cost: f64,
+    /// The highest anomaly score among them.
+    pub max_score: f64,
+}
+
+/// Where a profile's raw score comes from at one threshold: every labelled window that reaches past the probation
+/// period, and the false positives of every file that has any.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Breakdown {
+    pub profile: &'static str,
+    pub threshold: f64,
+    pub windows: Vec<WindowOutcome>,
+    pub false_positives: Vec<FalsePositives>,
 }
 
 /// The window geometry of a set of files, computed once and reusable across profiles and thresholds.
@@ -354,6 +404,50 @@ impl<'a> Scorer<'a> {
         self.score_at(profile, self.best_threshold(profile))
     }
 
+    /// The windows and false positives behind [`Scorer::score_at`] at the same profile and threshold: the window
+    /// credits plus the false-positive costs (negated) add up to its raw score.
+    pub fn breakdown(&self, profile: &Profile, threshold: f64) -> Breakdown {
+        let s_max = scaled_sigmoid(-1.0);
+        let mut windows = Vec::new();
+        let mut false_positives = Vec::new();
+        for f in &self.files {
+            for &(window, id, l, r) in &f.spans {
+                if id == OUTSIDE {
+                    continue;
+                }
+                let first = l.max(f.probation);
+                let scores = &f.scores[first - f.probation..=r - f.probation];
+                let detected = scores.iter().position(|&x| x >= threshold);
+                let credit = match detected {
+                    Some(k) => f.rows[first + k - f.probation].s * profile.a_tp / s_max,
+                    None => -profile.a_fn,
+                };
+                windows.push(WindowOutcome {
+                    file: f.name.to_owned(),
+                    window,
+                    start: format_timestamp(f.times[l]),
+                    end: format_timestamp(f.times[r]),
+                    rows: scores.len(),
+                    best_score: scores.iter().fold(0.0, |m, &x| if x > m { x } else { m }),
+                    detected_at: detected.map(|k| first + k - l),
+                    credit,
+                });
+            }
+            let (mut rows, mut cost, mut max_score) = (0, 0.0, f64::NEG_INFINITY);
+            for (row, &score) in f.rows.iter().zip(f.scores) {
+                if row.win == OUTSIDE && score >= threshold {
+                    rows += 1;
+                    cost += row.s * profile.a_fp;
+                    max_score = max_score.max(score);
+                }
+            }
+            if rows > 0 {
+                false_positives.push(FalsePositives { file: f.name.to_owned(), rows, cost, max_score });
+            }
+        }
+        Breakdown { profile: profile.name, threshold, windows, false_positives }
+    }
+
     fn ranked(&self) -> &[Ranked] {
         self.ranked.get_or_init(|| {
             let mut ranked: Vec<Ranked> = self
@@ -399,6 +493,7 @@ fn prepare_file<'a>(f: &FileScores<'a>, windows: &Windows, next_id: &mut usize) 
             }
         })
         .collect();
+    let spans_out = spans.iter().zip(&ids).enumerate().map(|(k, (&(l, r), &id))| (k, id, l, r)).collect();
     let mut rows = Vec::with_capacity(n - probation);
     let mut k = 0;
     let mut previous: Option<(usize, usize)> = None; // (right edge, width) of the last window passed
@@ -434,6 +529,9 @@ fn prepare_file<'a>(f: &FileScores<'a>, windows: &Windows, next_id: &mut usize) 
         rows,
         windows: first_id..*next_id,
         labelled: labelled.len(),
+        spans: spans_out,
+        probation,
+        times: &f.times[..n],
     }
 }
 
@@ -1027,6 +1125,45 @@ mod tests {
         let files = [FileScores { name: "c/x.csv", times: &times, scores: &scores }];
         let r = score_at_threshold(&files, &windows, &STANDARD, 1.0);
         assert!(close(r.raw + 1.0, -0.000684, 5e-7), "{}", r.raw);
+    }
+
+    #[test]
+    fn the_breakdown_names_each_window_and_false_positive_and_adds_up_to_the_raw_score() {
+        // Windows on rows 10..=19 (partly inside the 15-row probation period: only rows 15..=19 count; found at
+        // row 17), 40..=49 (found at its third row) and 60..=69 (missed: its best score is 0.4, and a NaN is no
+        // score); detections outside them at row 5 (probation: not counted), 55 and 90.
+        let times = grid(100);
+        let mut scores = detections(100, &[5, 17, 42, 55, 90]);
+        scores[65] = 0.4;
+        scores[66] = f64::NAN;
+        let windows: Windows = [(
+            "cat/a.csv".to_owned(),
+            [(10, 19), (40, 49), (60, 69)].iter().map(|&(l, r)| span(&times, l, r)).collect(),
+        )]
+        .into_iter()
+        .collect();
+        let files = [FileScores { name: "cat/a.csv", times: &times, scores: &scores }];
+        let scorer = Scorer::new(&files, &windows);
+        for profile in &PROFILES {
+            let b = scorer.breakdown(profile, 0.5);
+            let result = scorer.score_at(profile, 0.5);
+            let sum =
+                b.windows.iter().map(|w| w.credit).sum::<f64>() + b.false_positives.iter().map(|f| f.cost).sum::<f64>();
+            assert!(close(sum, result.raw, 1e-12), "{}: {sum} against {}", profile.name, result.raw);
+        }
+        let b = scorer.breakdown(&STANDARD, 0.5);
+        let found: Vec<_> = b.windows.iter().map(|w| (w.window, w.rows, w.detected_at, w.best_score)).collect();
+        assert_eq!(found, [(0, 5, Some(7), 1.0), (1, 10, Some(2), 1.0), (2, 10, None, 0.4)]);
+        assert_eq!(b.windows[1].start, format_timestamp(times[40]));
+        assert!(close(b.windows[1].credit, scaled_sigmoid(-8.0 / 10.0) / scaled_sigmoid(-1.0), 1e-15));
+        assert_eq!(b.windows[2].credit, -1.0);
+        assert_eq!(b.false_positives.len(), 1);
+        let fp = &b.false_positives[0];
+        assert_eq!((fp.file.as_str(), fp.rows, fp.max_score), ("cat/a.csv", 2, 1.0));
+        assert!(fp.cost < 0.0);
+        // Nothing detected: every window missed, no false positives.
+        let none = scorer.breakdown(&STANDARD, NO_DETECTION_THRESHOLD);
+        assert!(none.windows.iter().all(|w| w.detected_at.is_none()) && none.false_positives.is_empty());
     }
 
     #[test]

@@ -19,8 +19,8 @@ use faultline_kernels::Kernels;
 use serde::Serialize;
 
 use super::nab::{
-    NabFile, PROFILES, ProfileResult, Scorer, align_results, file_scores, format_timestamp, load_corpus, load_results,
-    load_windows, validate,
+    Breakdown, NabFile, PROFILES, ProfileResult, Scorer, align_results, file_scores, format_timestamp, load_corpus,
+    load_results, load_windows, validate,
 };
 use crate::config::Config;
 use crate::detect::ShardDetector;
@@ -38,6 +38,8 @@ pub struct NabRun {
     pub scores: Option<PathBuf>,
     /// Write the per-row scores in NAB's results format here.
     pub out: Option<PathBuf>,
+    /// Also report every window and each file's false positives at the standard profile's optimised threshold.
+    pub windows: bool,
 }
 
 /// The outcome: NAB's three profiles, each at its own optimised threshold.
@@ -50,6 +52,9 @@ pub struct NabReport {
     /// Seconds the detector took over the whole corpus (0 when scoring a results file).
     pub detect_s: f64,
     pub results: Vec<ProfileResult>,
+    /// With [`NabRun::windows`]: where the standard profile's raw score comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
 }
 
 /// Runs the engine's detector over every file of `corpus`; returns one score per row, in corpus order.
@@ -165,8 +170,16 @@ pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
     let files = file_scores(&corpus, &scores);
     validate(&files, &windows)?;
     let scorer = Scorer::new(&files, &windows);
-    let results = PROFILES.iter().map(|p| scorer.optimize(p)).collect();
-    Ok(NabReport { scored, files: corpus.len(), rows: corpus.iter().map(|f| f.times.len()).sum(), detect_s, results })
+    let results: Vec<ProfileResult> = PROFILES.iter().map(|p| scorer.optimize(p)).collect();
+    let breakdown = run.windows.then(|| scorer.breakdown(&PROFILES[0], results[0].threshold));
+    Ok(NabReport {
+        scored,
+        files: corpus.len(),
+        rows: corpus.iter().map(|f| f.times.len()).sum(),
+        detect_s,
+        results,
+        breakdown,
+    })
 }
 
 /// Writes scores in NAB's results layout, `file,timestamp,anomaly_score`, one row per data row (readable by
@@ -236,7 +249,58 @@ pub fn render(report: &NabReport) -> String {
         }
         s.push('\n');
     }
+    if let Some(b) = &report.breakdown {
+        render_breakdown(&mut s, b);
+    }
     s
+}
+
+/// The windows (missed first, by best score; then found, least credited first) and the false positives by file
+/// (costliest first) of a [`Breakdown`]; credits and costs are what each adds to the raw score.
+fn render_breakdown(s: &mut String, b: &Breakdown) {
+    let found: Vec<_> = b.windows.iter().filter(|w| w.detected_at.is_some()).collect();
+    let credit = |ws: &mut dyn Iterator<Item = f64>| ws.sum::<f64>();
+    let fp_rows: usize = b.false_positives.iter().map(|f| f.rows).sum();
+    let _ = writeln!(
+        s,
+        "\nwindows at the {} profile's threshold {:.6}: {} of {} found ({:+.2}), {} missed ({:+.2}); false positives: \
+         {} rows in {} files ({:+.2})",
+        b.profile,
+        b.threshold,
+        found.len(),
+        b.windows.len(),
+        credit(&mut found.iter().map(|w| w.credit)),
+        b.windows.len() - found.len(),
+        credit(&mut b.windows.iter().filter(|w| w.detected_at.is_none()).map(|w| w.credit)),
+        fp_rows,
+        b.false_positives.len(),
+        credit(&mut b.false_positives.iter().map(|f| f.cost)),
+    );
+    let mut windows: Vec<_> = b.windows.iter().collect();
+    windows.sort_by(|x, y| {
+        (x.detected_at.is_some(), x.detected_at.map_or(-x.best_score, |_| x.credit))
+            .partial_cmp(&(y.detected_at.is_some(), y.detected_at.map_or(-y.best_score, |_| y.credit)))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let _ = writeln!(
+        s,
+        "{:<58} {:>3} {:<19} {:>5} {:>6} {:>9} {:>7}",
+        "file", "win", "start", "rows", "best", "found at", "credit"
+    );
+    for w in windows {
+        let at = w.detected_at.map_or("missed".to_owned(), |k| format!("row {k}"));
+        let _ = writeln!(
+            s,
+            "{:<58} {:>3} {:<19} {:>5} {:>6.3} {:>9} {:>+7.3}",
+            w.file, w.window, w.start, w.rows, w.best_score, at, w.credit
+        );
+    }
+    let mut fps: Vec<_> = b.false_positives.iter().collect();
+    fps.sort_by(|x, y| x.cost.total_cmp(&y.cost));
+    let _ = writeln!(s, "\n{:<58} {:>5} {:>7} {:>6}", "false positives: file", "rows", "cost", "max");
+    for f in fps {
+        let _ = writeln!(s, "{:<58} {:>5} {:>+7.3} {:>6.3}", f.file, f.rows, f.cost, f.max_score);
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +384,7 @@ mod tests {
             labels: dir.write("labels/windows.json", &labels),
             scores: None,
             out: Some(dir.0.join("out/results.csv")),
+            windows: false,
         }
     }
 
@@ -358,6 +423,26 @@ mod tests {
         let rescored = run(&cfg, &NabRun { scores: run_cfg.out.clone(), out: None, ..run_cfg.clone() }).unwrap();
         assert_eq!(rescored.results, report.results);
         assert!(rescored.scored.ends_with("results.csv"));
+        assert!(report.breakdown.is_none() && !table.contains("found at"));
+
+        // `--windows`: each window found at its anomaly, 40 rows in, for `hit` each; no false positives.
+        let detailed = run(&cfg, &NabRun { windows: true, ..run_cfg.clone() }).unwrap();
+        let b = detailed.breakdown.as_ref().unwrap();
+        assert_eq!((b.profile, b.threshold), ("standard", standard.threshold));
+        let found: Vec<_> = b.windows.iter().map(|w| (w.file.as_str(), w.window, w.detected_at)).collect();
+        assert_eq!(
+            found,
+            [("catA/shift.csv", 0, Some(40)), ("catA/shift.csv", 1, Some(40)), ("catA/spike.csv", 0, Some(40))]
+        );
+        assert!(b.windows.iter().all(|w| close(w.credit, hit) && w.rows == 81));
+        assert!(b.false_positives.is_empty());
+        let table = render(&detailed);
+        assert!(
+            table.contains("3 of 3 found") && table.contains("catA/spike.csv") && table.contains("row 40"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&detailed).unwrap();
+        assert_eq!(json["breakdown"]["windows"][2]["detected_at"], 40);
     }
 
     #[test]
@@ -390,6 +475,7 @@ mod tests {
             labels: nab.join("labels/combined_windows.json"),
             scores: None,
             out: None,
+            windows: false,
         };
         let report = run(&cfg, &run_cfg).unwrap();
         println!("{}", render(&report));
