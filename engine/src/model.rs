@@ -156,6 +156,14 @@ impl Batch {
         self.values.push(value);
     }
 
+    /// Appends points `range` of `other` (its `seq` and `warm` are not copied).
+    pub fn extend_from(&mut self, other: &Batch, range: std::ops::Range<usize>) {
+        self.ids.extend_from_slice(&other.ids[range.clone()]);
+        self.keys.extend_from_slice(&other.keys[range.clone()]);
+        self.times.extend_from_slice(&other.times[range.clone()]);
+        self.values.extend_from_slice(&other.values[range]);
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }

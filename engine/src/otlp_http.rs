@@ -109,9 +109,7 @@ impl OtlpHttpSource {
         self.last_request = Instant::now();
         match item {
             Intake::Points(b) => {
-                for i in 0..b.len() {
-                    batch.push(&b.keys[i], b.times[i], b.values[i]);
-                }
+                batch.extend_from(&b, 0..b.len());
                 Ok(())
             }
             Intake::Bad { at, reason, raw } => dead.record("otlp-http", &at, &reason, &raw),

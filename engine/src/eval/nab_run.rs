@@ -19,8 +19,8 @@ use faultline_kernels::Kernels;
 use serde::Serialize;
 
 use super::nab::{
-    Breakdown, NabFile, PROFILES, ProfileResult, Scorer, align_results, file_scores, format_timestamp, load_corpus,
-    load_results, load_windows, validate,
+    Breakdown, NabFile, PROFILES, ProfileResult, Scorer, WindowOutcome, align_results, file_scores, format_timestamp,
+    load_corpus, load_results, load_windows, validate,
 };
 use crate::config::Config;
 use crate::detect::ShardDetector;
@@ -258,8 +258,9 @@ pub fn render(report: &NabReport) -> String {
 /// The windows (missed first, by best score; then found, least credited first) and the false positives by file
 /// (costliest first) of a [`Breakdown`]; credits and costs are what each adds to the raw score.
 fn render_breakdown(s: &mut String, b: &Breakdown) {
-    let found: Vec<_> = b.windows.iter().filter(|w| w.detected_at.is_some()).collect();
-    let credit = |ws: &mut dyn Iterator<Item = f64>| ws.sum::<f64>();
+    let (found, missed): (Vec<&WindowOutcome>, Vec<&WindowOutcome>) =
+        b.windows.iter().partition(|w| w.detected_at.is_some());
+    let credit = |ws: &[&WindowOutcome]| ws.iter().map(|w| w.credit).sum::<f64>();
     let fp_rows: usize = b.false_positives.iter().map(|f| f.rows).sum();
     let _ = writeln!(
         s,
@@ -269,19 +270,19 @@ fn render_breakdown(s: &mut String, b: &Breakdown) {
         b.threshold,
         found.len(),
         b.windows.len(),
-        credit(&mut found.iter().map(|w| w.credit)),
-        b.windows.len() - found.len(),
-        credit(&mut b.windows.iter().filter(|w| w.detected_at.is_none()).map(|w| w.credit)),
+        credit(&found),
+        missed.len(),
+        credit(&missed),
         fp_rows,
         b.false_positives.len(),
-        credit(&mut b.false_positives.iter().map(|f| f.cost)),
+        b.false_positives.iter().map(|f| f.cost).sum::<f64>(),
     );
-    let mut windows: Vec<_> = b.windows.iter().collect();
-    windows.sort_by(|x, y| {
-        (x.detected_at.is_some(), x.detected_at.map_or(-x.best_score, |_| x.credit))
-            .partial_cmp(&(y.detected_at.is_some(), y.detected_at.map_or(-y.best_score, |_| y.credit)))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    // Missed first, best score first; then found, least credited first.
+    let mut windows = missed;
+    windows.sort_by(|x, y| y.best_score.total_cmp(&x.best_score));
+    let mut found = found;
+    found.sort_by(|x, y| x.credit.total_cmp(&y.credit));
+    windows.extend(found);
     let _ = writeln!(
         s,
         "{:<58} {:>3} {:<19} {:>5} {:>6} {:>9} {:>7}",

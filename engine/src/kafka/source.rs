@@ -703,9 +703,7 @@ fn cut_revoked(book: &Mutex<Book>, batch: &mut Batch) {
                 continue;
             }
             let start = out.len();
-            for i in r.start..r.end {
-                out.push(&batch.keys[i], batch.times[i], batch.values[i]);
-            }
+            out.extend_from(batch, r.start..r.end);
             kept.push(Run { start, end: out.len(), ..r });
         }
         let cut = batch.len() - out.len();
