@@ -43,8 +43,8 @@ for text in open(sys.argv[2]):
     path, func = m.group(2), m.group(3)
     file = path.rsplit("/", 1)[-1]
     phase = re.search(r"ShardDetector::(\w+)", func)
-    if "SeasonalBank::" in func:
-        part = "seasonal learning (SeasonalBank: update_round, phases_of, learn)"
+    if "SeasonalBank::" in func or "seasonal::lanes::" in func:
+        part = "seasonal learning (SeasonalBank: update_round, phases_of, learn; lanes::learn8)"
     elif "Sketch::" in func:
         part = "rarity sketches (Sketch::observe, widen)"
     elif "sketch::ln_slice" in func:
