@@ -77,6 +77,7 @@ pub struct SeasonalBank {
     /// [`SeasonalBank::update_round`]'s phases, reused across rounds (not state).
     phases: Vec<(usize, usize, f32)>,
     /// Where the round's runs of points that learn in lanes start (x86-64 with AVX2), reused likewise.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     runs: Vec<usize>,
 }
 
