@@ -9,7 +9,7 @@
 //! table of every series with anomalies.
 //!
 //! Events come from a run's sinks ([`ReportSink`]) or from JSON-lines files a run wrote ([`Collector::read_events`]);
-//! the values come from reading the configured source again ([`read_points`]), so only sources that can be read twice
+//! the values come from reading the configured source again (`read_points`), so only sources that can be read twice
 //! (files and the simulator) can be reported on. Everything but the run summary is a function of the input and the
 //! events: the same run gives the same report, byte for byte.
 // Not on the hot path: the engine's shards never see this module; a run feeds it through a sink.
