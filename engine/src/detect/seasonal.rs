@@ -647,14 +647,18 @@ fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f3
 /// [`SeasonalBank::learn`] for eight series at once, in AVX2 registers, bit for bit what `learn` gives point by point.
 ///
 /// It takes runs of eight points of consecutive slots (series reporting in the order they were registered, as replays
-/// and scrapes do), whose series have seen a point before and whose values are finite. Each candidate's records of
-/// the eight series are loaded as eight rows of a 32-byte `Cand` and transposed into one register per field (and back
-/// after the update), the two profile bins each point touches are read and written back lane by lane (eight loads
-/// beat `vgatherdps` here; no series repeats within a run, so no two lanes touch one bin), and every operation is the scalar one in the same order: no
-/// fused multiply-add, and each `min`/`max` the instruction whose operand order reproduces [`lesser`], [`greater`] and
-/// [`within`]. The points' phases are computed in the lanes too (`phases_of`: each remainder moved on in scalar 64-bit
-/// arithmetic, then the bins and fraction in vector registers); the decay factors and the choice of season stay
-/// scalar, per lane. On NAB's 58 series this took the detector from 1 to 1/1.055 of its time (BENCHMARKS.md).
+/// and scrapes do), whose series have seen a point before and whose values are finite:
+/// - each candidate's records of the eight series are loaded as eight rows of a 32-byte `Cand` and transposed into one
+///   register per field, and back after the update;
+/// - the two profile bins each point touches are read and written back lane by lane (eight loads beat `vgatherdps`
+///   here; no series repeats within a run, so no two lanes touch one bin);
+/// - the points' phases are computed in the lanes too, as `phases_of` does: each remainder moved on in scalar 64-bit
+///   arithmetic, then the bins and fraction in vector registers;
+/// - the decay factors and the choice of season stay scalar, per lane.
+///
+/// Every vector operation is the scalar one in the same order: no fused multiply-add, and each `min`/`max` the
+/// instruction whose operand order reproduces [`lesser`], [`greater`] and [`within`]. On NAB's 58 series this made the
+/// detector 1.055× faster (BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
 mod lanes {
     use std::arch::x86_64::*;
