@@ -42,7 +42,10 @@ pub fn latency_histogram() -> Histogram<u64> {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub source: String,
+    /// The robust kernels' implementation (`Kernels::name`), and the seasonal learning's: "avx2" where runs of eight
+    /// consecutive series learn in vector lanes, else "scalar".
     pub kernel: &'static str,
+    pub seasonal_lanes: &'static str,
     /// The scoring backend that ran ("cpu" or "gpu"), and why (e.g. `auto: no GPU (no adapter: …), using cpu`).
     pub backend: &'static str,
     pub backend_note: String,
@@ -120,7 +123,8 @@ impl RunSummary {
     /// A few lines for the terminal.
     pub fn render(&self) -> String {
         format!(
-            "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, backend {} ({}))\n\
+            "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, seasonal lanes {}, \
+             backend {} ({}))\n\
              anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
              late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}, scored under a learning \
              pause: {}\n\
@@ -134,6 +138,7 @@ impl RunSummary {
             self.points_per_s,
             self.shards,
             self.kernel,
+            self.seasonal_lanes,
             self.backend,
             self.backend_note,
             self.anomalies,

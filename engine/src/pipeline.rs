@@ -159,8 +159,9 @@ pub fn run(
     // Feedback known at the start: each verdict applies from the time of the event it judges.
     let file = cfg.detector.feedback.file.trim();
     let known_feedback = if file.is_empty() { Vec::new() } else { load_feedback(std::path::Path::new(file))? };
-    info!(shards, kernel = kernels.name(), forced = selection.forced, backend = backend.name, note = %backend.note,
-        source = %source.describe(), "Starting pipeline.");
+    info!(shards, kernel = kernels.name(), seasonal_lanes = crate::detect::seasonal::lanes_name(),
+        forced = selection.forced, backend = backend.name, note = %backend.note, source = %source.describe(),
+        "Starting pipeline.");
     let started = clock::now();
     let (cpu_before, energy) = (clock::process_cpu(), clock::EnergyMeter::start());
     let counters: Arc<Vec<ShardCounters>> = Arc::new((0..shards).map(|_| ShardCounters::default()).collect());
@@ -283,6 +284,7 @@ pub fn run(
     let summary = RunSummary {
         source: source.describe(),
         kernel: kernels.name(),
+        seasonal_lanes: crate::detect::seasonal::lanes_name(),
         backend: backend.name,
         backend_note: backend.note.clone(),
         shards,

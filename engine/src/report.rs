@@ -828,7 +828,13 @@ fn write_summary(h: &mut String, events: &Collector, pass: &PointPass, summary: 
     row("incidents", events.incidents.len().to_string());
     if let Some(s) = summary {
         row("run time", format!("{:.2} s ({:.0} points/s)", s.elapsed_s, s.points_per_s));
-        row("engine", format!("{} shards, {} kernels, backend {}", s.shards, s.kernel, s.backend));
+        row(
+            "engine",
+            format!(
+                "{} shards, {} kernels, seasonal lanes {}, backend {}",
+                s.shards, s.kernel, s.seasonal_lanes, s.backend
+            ),
+        );
         row("CPU cost", format!("{:.3} CPU-seconds per million points", s.cpu_s_per_million_points));
         row("late points skipped", s.late_points.to_string());
         row("silenced by the low-volume guard", s.suppressed_low_volume.to_string());

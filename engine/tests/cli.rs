@@ -63,6 +63,12 @@ fn run_jsonl_file_dead_letters_malformed_lines_and_finds_the_fault() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["dead_letters"], 2);
     assert_eq!(metrics["points"], 1600, "every good line was processed");
+    // The summary names what the seasonal learning ran on; scalar kernels mean a scalar seasonal learning too.
+    let lanes = metrics["seasonal_lanes"].as_str().expect("the summary names the seasonal lanes");
+    assert!(["avx2", "scalar"].contains(&lanes), "{lanes}");
+    if metrics["kernel"] == "scalar" || !cfg!(target_arch = "x86_64") {
+        assert_eq!(lanes, "scalar");
+    }
     let events: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/events.jsonl"))
         .unwrap()
         .lines()

@@ -644,6 +644,16 @@ fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f3
     (b0, if b0 + 1 == bins { 0 } else { b0 + 1 }, frac)
 }
 
+/// What the seasonal learning runs on in this process: "avx2" where runs of eight consecutive series learn in vector
+/// lanes ([`lanes`]), else "scalar" (another architecture, a CPU without AVX2, or `FAULTLINE_KERNELS=scalar`).
+pub fn lanes_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if lanes::Avx2::get().is_some() {
+        return "avx2";
+    }
+    "scalar"
+}
+
 /// [`SeasonalBank::learn`] for eight series at once, in AVX2 registers, bit for bit what `learn` gives point by point.
 ///
 /// It takes runs of eight points of consecutive slots (series reporting in the order they were registered, as replays
