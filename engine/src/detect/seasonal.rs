@@ -369,14 +369,16 @@ impl SeasonalBank {
         phases.resize(points.len() * cands, (0, 0, 0.0));
         let scales = scales(p);
         #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = lanes::Avx2::get() {
+        if let Some(avx2) = lanes::Avx2::get()
+            && lanes::allowed(self, p)
+        {
             // Runs of eight consecutive slots learn in vector registers, their phases included (bit for bit what
             // `phases_of` and `learn` give), the other points one by one, their phases first as below.
             let mut runs = std::mem::take(&mut self.runs);
             runs.clear();
             let mut k = 0;
             while k < points.len() {
-                if points.get(k..k + lanes::LANES).is_some_and(|run| lanes::fits(self, run, p)) {
+                if points.get(k..k + lanes::LANES).is_some_and(|run| lanes::fits(self, run)) {
                     runs.push(k);
                     k += lanes::LANES;
                 } else {
@@ -693,7 +695,7 @@ mod lanes {
         }
 
         /// [`SeasonalBank::phases_of`] and [`SeasonalBank::learn`] of the eight points of `run`, which passed [`fits`]
-        /// (`scales`: each period's bins per millisecond); `out` gets their switches.
+        /// in a bank [`allowed`] lanes for (`scales`: each period's bins per millisecond); `out` gets their switches.
         #[inline]
         pub fn learn(
             self,
@@ -703,31 +705,33 @@ mod lanes {
             p: &SeasonalParams,
             out: &mut [Switch; LANES],
         ) {
-            // SAFETY: an `Avx2` exists only where the CPU has AVX2; `fits` checked the run.
+            // SAFETY: an `Avx2` exists only where the CPU has AVX2; `allowed` checked the bank, `fits` the run.
             unsafe { learn8(bank, run, scales, p, out) }
         }
     }
 
-    /// Whether `run` can learn in lanes: eight consecutive slots of series that have seen a point (the first point
-    /// seeds the trackers instead), finite values, counts that convert to `f32` as `i32`, at least two bins a
-    /// candidate (so a point's two bins differ), and periods and profile indices that fit an `i32`.
-    #[inline]
-    pub fn fits(bank: &SeasonalBank, run: &[RoundPoint], p: &SeasonalParams) -> bool {
-        let s0 = run[0].s;
+    /// Whether the bank's settings and size allow lanes at all (checked once a round): at least two bins a candidate
+    /// (so a point's two bins differ), and periods and every series' profile indices that fit an `i32`.
+    pub fn allowed(bank: &SeasonalBank, p: &SeasonalParams) -> bool {
         let stride: usize = p.bins.iter().copied().max().unwrap_or(0);
-        if p.bins.iter().any(|&n| n < 2)
-            || p.periods.iter().any(|&period| period > TimeMs::from(i32::MAX))
-            || (s0 + LANES).saturating_mul(stride) > i32::MAX as usize
-            || run.len() != LANES
-        {
-            return false;
-        }
-        run.iter().enumerate().all(|(l, pt)| {
-            pt.s == s0 + l && pt.x.is_finite() && {
-                let se = &bank.series[pt.s];
-                se.first_time != TimeMs::MIN && se.n < i32::MAX as u32 - 1
-            }
-        })
+        p.bins.iter().all(|&n| n >= 2)
+            && p.periods.iter().all(|&period| period <= TimeMs::from(i32::MAX))
+            && bank.series.len().saturating_mul(stride) <= i32::MAX as usize
+    }
+
+    /// Whether `run` (in a bank [`allowed`] lanes for) can learn in lanes: eight consecutive slots of series that have
+    /// seen a point (the first point seeds the trackers instead), finite values, and counts that convert to `f32` as
+    /// `i32`.
+    #[inline]
+    pub fn fits(bank: &SeasonalBank, run: &[RoundPoint]) -> bool {
+        let s0 = run[0].s;
+        run.len() == LANES
+            && run.iter().enumerate().all(|(l, pt)| {
+                pt.s == s0 + l && pt.x.is_finite() && {
+                    let se = &bank.series[pt.s];
+                    se.first_time != TimeMs::MIN && se.n < i32::MAX as u32 - 1
+                }
+            })
     }
 
     #[target_feature(enable = "avx2")]
@@ -792,13 +796,13 @@ mod lanes {
     ) {
         let cands = p.periods.len();
         let s0 = run[0].s;
-        // Per lane, scalar: the count, the decay factors of the point's time step, the series' plain trackers.
+        // Per lane, scalar: each candidate's remainder of the point's time in its period, moved on from the last
+        // point's (`phases_of`); the count, the decay factors of the point's time step, the series' plain trackers.
         let (mut xs, mut ws, mut ff, mut fe, mut elapsed) =
             ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
         let mut counts = [0i32; LANES];
         let mut ew = [0f32; LANES];
         let mut slow = [[0f32; LANES]; MAX_PERIODS];
-        // Each candidate's remainder of the point's time in its period, moved on from the last point's (`phases_of`).
         let mut rems = [[0i32; LANES]; MAX_PERIODS];
         for (l, pt) in run.iter().enumerate() {
             let s = s0 + l;
@@ -806,12 +810,10 @@ mod lanes {
             for (c, rems) in rems.iter_mut().enumerate().take(cands) {
                 let ks = &mut bank.cand[s * cands + c];
                 ks.rem = rem(last, ks.rem, pt.t, p.periods[c]);
-                // `fits` checked that every period, so every remainder, fits an `i32`.
+                // `allowed` checked that every period, so every remainder, fits an `i32`.
                 rems[l] = ks.rem as i32;
             }
-        }
-        for (l, pt) in run.iter().enumerate() {
-            let se = &mut bank.series[s0 + l];
+            let se = &mut bank.series[s];
             se.n = se.n.saturating_add(1);
             counts[l] = se.n as i32;
             ff[l] = se.flat_fast;
