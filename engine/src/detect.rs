@@ -637,10 +637,10 @@ pub enum FeedbackApplied {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
-    /// of 48), not counting the series' key and index entry (1002): robust level/scale 12, seasonal profiles and test
-    /// 672, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 40, two
-    /// sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags, run start and last time
-    /// 20, batch scratch 4, its part in the service's multivariate score 28.
+    /// of 48), not counting the series' key and index entry (1010): robust level/scale 12, seasonal profiles and test
+    /// 672, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
+    /// with its band kept), two sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags,
+    /// run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(&[AUTO_BINS_UP_TO_A_DAY, AUTO_BINS_LONGER])
@@ -1338,8 +1338,7 @@ impl ShardDetector {
         }
         if let Some(sp) = &mut g.spot {
             let states = sp.download().unwrap_or_else(|e2| lost("calibrations", e2));
-            let spot =
-                |st: &faultline_shaders::SpotStateGpu| Spot { t: st.t, m1: st.m1, m2: st.m2, n: st.n, peaks: st.peaks };
+            let spot = |st: &faultline_shaders::SpotStateGpu| Spot::from_parts(st.t, st.m1, st.m2, st.n, st.peaks);
             self.spot_point = states.iter().step_by(2).map(spot).collect();
             self.spot_shift = states.iter().skip(1).step_by(2).map(spot).collect();
         }
@@ -1447,7 +1446,7 @@ impl ShardDetector {
                 // it (`shift_surprise`).
                 let learn = if spot.calibrated(&self.spot_params) {
                     (p.shift_s, p.shift_spot) = (f64::NAN, *spot);
-                    !spot.exceeds(stat_c, alarm, &self.spot_params)
+                    !spot.exceeds_band(stat_c, alarm, &self.spot_params)
                 } else {
                     p.shift_s = uncalibrated_shift(p.stat);
                     p.shift_s < alarm
@@ -1455,12 +1454,12 @@ impl ShardDetector {
                 spot.update(stat_c, learn, &self.spot_params);
                 // The calibrated residual tail gives the normal band; points beyond it stay out of the fit.
                 let spot = &mut self.spot_point[s];
-                let beyond = spot.calibrated(&self.spot_params) && spot.exceeds(p.z_c, alarm, &self.spot_params);
+                let beyond = spot.calibrated(&self.spot_params) && spot.exceeds_band(p.z_c, alarm, &self.spot_params);
                 spot.update(p.z_c, !beyond, &self.spot_params);
             }
-            let spot = &self.spot_point[s];
+            let spot = &mut self.spot_point[s];
             if !p.young && spot.calibrated(&self.spot_params) {
-                p.band = spot.quantile_at(alarm, &self.spot_params);
+                p.band = spot.band(alarm, &self.spot_params);
             }
         }
     }
@@ -2071,7 +2070,7 @@ mod tests {
     #[test]
     fn the_state_per_series_is_what_the_docs_say() {
         // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
-        assert_eq!(ShardDetector::BYTES_PER_SERIES, 1002);
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 1010);
     }
 
     #[test]

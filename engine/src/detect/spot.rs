@@ -51,7 +51,7 @@ impl Default for SpotParams {
     }
 }
 
-/// One series' calibrator: 20 bytes.
+/// One series' calibrator: 24 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spot {
     /// Peaks threshold: the running `quantile` estimate.
@@ -63,12 +63,30 @@ pub struct Spot {
     pub n: u32,
     /// Peaks in the fit, saturating.
     pub peaks: u32,
+    /// `quantile_at(level) − t` at the level the owner asks about ([`Spot::band`], [`Spot::exceeds_band`]), kept while
+    /// the fit stands; [`UNKNOWN`] when not computed since the fit last changed.
+    excess: f32,
 }
+
+/// [`Spot::excess`] not known.
+const UNKNOWN: f32 = f32::NEG_INFINITY;
+
+/// Relative margin around the cached band inside which [`Spot::exceeds_band`] computes the surprise exactly. The
+/// band is rounded to `f32` (a relative error of 6e-8); a relative change of 1e-6 in a peak's excess moves its
+/// surprise by at least about 1e-6 times its distance from the peaks threshold in tail units, orders of magnitude
+/// more than the rounding of the surprise's own arithmetic (about 1e-15). Outside the margin, the side of the band
+/// decides.
+const BAND_MARGIN: f64 = 1e-6;
 
 impl Spot {
     /// A calibrator whose threshold starts at `t0`.
     pub const fn new(t0: f32) -> Self {
-        Self { t: t0, m1: 0.0, m2: 0.0, n: 0, peaks: 0 }
+        Self { t: t0, m1: 0.0, m2: 0.0, n: 0, peaks: 0, excess: UNKNOWN }
+    }
+
+    /// A calibrator in the state given by its fields (the device's copy of it).
+    pub const fn from_parts(t: f32, m1: f32, m2: f32, n: u32, peaks: u32) -> Self {
+        Self { t, m1, m2, n, peaks, excess: UNKNOWN }
     }
 
     /// Whether enough peaks have been seen to trust the fitted tail.
@@ -112,11 +130,61 @@ impl Spot {
     /// The value whose surprise is `s` (the inverse of [`Spot::surprise`] above `t`): the calibrated threshold for a
     /// risk of `10^−s`.
     pub fn quantile_at(&self, s: f64, p: &SpotParams) -> f32 {
+        self.t + self.excess_at(s, p)
+    }
+
+    /// `quantile_at(s) − t`, as `quantile_at` rounds it: a function of the fit (`m1`, `m2`) alone, which changes only
+    /// when a peak is learned, while `t` moves at every value.
+    fn excess_at(&self, s: f64, p: &SpotParams) -> f32 {
         let (shape, scale) = self.gpd(p);
         // ln of the tail probability beyond t that gives surprise s.
         let tail_ln = -s * std::f64::consts::LN_10 - p.ln_rate;
         let y = if shape < 1e-4 { -tail_ln } else { ((-f64::from(shape) * tail_ln).exp() - 1.0) / f64::from(shape) };
-        self.t + (y * f64::from(scale)) as f32
+        (y * f64::from(scale)) as f32
+    }
+
+    /// [`Spot::quantile_at`] `level`, bit for bit, its excess over `t` kept until the fit changes. A calibrator's
+    /// owner asks at one level only (the detector's alarm level): the excess kept is for the level of the last call.
+    #[inline(always)]
+    pub fn band(&mut self, level: f64, p: &SpotParams) -> f32 {
+        self.t + self.excess(level, p)
+    }
+
+    #[inline(always)]
+    fn excess(&mut self, level: f64, p: &SpotParams) -> f32 {
+        if self.excess == UNKNOWN {
+            self.excess = self.excess_at_cold(level, p);
+        }
+        self.excess
+    }
+
+    /// [`Spot::excess_at`] out of line: the fit changes at a few values in a hundred.
+    #[cold]
+    #[inline(never)]
+    fn excess_at_cold(&self, level: f64, p: &SpotParams) -> f32 {
+        self.excess_at(level, p)
+    }
+
+    /// [`Spot::exceeds`], with the same answer, deciding from the band kept by [`Spot::band`] (computed if needed)
+    /// where the value lies clearly on one side of it: without the division and the logarithm of the surprise for
+    /// most values above the peaks threshold too.
+    #[inline(always)]
+    pub fn exceeds_band(&mut self, x: f32, level: f64, p: &SpotParams) -> bool {
+        if x <= self.t && p.peak_surprise < level {
+            return false;
+        }
+        if x > self.t && p.peak_surprise + 1e-3 < level {
+            // Above the peaks threshold, with `level` far enough above the peak surprise that the band lies well
+            // above `t`: the surprise grows with `x − t` and reaches `level` at the band.
+            let (d, e) = (f64::from(x - self.t), f64::from(self.excess(level, p)));
+            if d < e * (1.0 - BAND_MARGIN) {
+                return false;
+            }
+            if d > e * (1.0 + BAND_MARGIN) {
+                return true;
+            }
+        }
+        self.surprise(x, p) >= level
     }
 
     /// Learns from `x`: the threshold moves towards the `quantile` quantile, and `x` joins the peaks when it exceeds
@@ -134,6 +202,7 @@ impl Spot {
                 let w = (1.0 / self.peaks as f32).max(1.0 / p.memory);
                 self.m1 += w * (y - self.m1);
                 self.m2 += w * (y * y - self.m2);
+                self.excess = UNKNOWN;
             }
             self.t += p.step * p.quantile;
         } else {
@@ -305,6 +374,58 @@ mod tests {
             }
         }
         assert!(checked > 1_000_000, "{checked}");
+    }
+
+    #[test]
+    fn the_kept_band_answers_as_the_fit_does() {
+        // `band` and `exceeds_band` against `quantile_at` and `exceeds`, bit for bit, through fits that change (peaks
+        // learned, shapes from 0 to the clamp) and stand (anomalies not learned), with values on both sides of the
+        // band, within ulps of it, and at the peaks threshold. The band is kept per calibrator for one level, so each
+        // level has calibrators of its own.
+        let mut u = Uniform(17);
+        let (mut checked, mut near) = (0, 0);
+        for quantile in [0.98f32, 0.9, 0.5, 0.999] {
+            let p = SpotParams::new(quantile, 0.02, 16, 256.0, 0.5);
+            let levels = [0.5, 1.0, 1.7, 2.0, 3.4, 4.0, 6.0, 40.0, p.peak_surprise, p.peak_surprise + 2e-3];
+            let mut kept: Vec<Spot> = levels.iter().map(|_| Spot::new(1.0)).collect();
+            let mut plain = Spot::new(1.0);
+            for k in 0..12_000 {
+                let v = match (k / 2000) % 3 {
+                    0 => -u.next().ln(),
+                    1 => (1.0 / u.next()).powf(0.4) - 1.0,
+                    _ => 0.5,
+                };
+                let learn = u.next() > 0.1;
+                plain.update(v as f32, learn, &p);
+                for (spot, &level) in kept.iter_mut().zip(&levels) {
+                    spot.update(v as f32, learn, &p);
+                    assert_eq!(
+                        (spot.t, spot.m1, spot.m2, spot.n, spot.peaks),
+                        (plain.t, plain.m1, plain.m2, plain.n, plain.peaks)
+                    );
+                    let q = plain.quantile_at(level, &p);
+                    assert_eq!(spot.band(level, &p).to_bits(), q.to_bits(), "{plain:?} {level}");
+                    let mut xs = vec![q, plain.t, f32::from_bits(plain.t.to_bits() + 1), 0.0, f32::NAN, f32::INFINITY];
+                    xs.push((plain.t + (u.next() as f32 - 0.3) * 8.0).max(0.0));
+                    if q.is_finite() && q > 0.0 {
+                        for d in [-64i32, -9, -3, -2, -1, 1, 2, 3, 9, 64] {
+                            xs.push(f32::from_bits(q.to_bits().wrapping_add_signed(d)));
+                        }
+                        xs.push(q * (1.0 + 1e-6));
+                        xs.push(q * (1.0 - 1e-6));
+                    }
+                    for x in xs {
+                        let want = plain.exceeds(x, level, &p);
+                        assert_eq!(spot.exceeds_band(x, level, &p), want, "{plain:?} {x} {level}");
+                        near += usize::from(want != plain.exceeds(f32::from_bits(x.to_bits() ^ 1), level, &p));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000_000, "{checked}");
+        // Values one ulp apart fell on both sides of the band: the decisions at its edge were checked.
+        assert!(near > 100, "{near}");
     }
 
     #[test]
