@@ -172,6 +172,26 @@ struct Kept {
     dt: TimeMs,
 }
 
+/// A batch's kept points ordered by round, field by field (see `ShardDetector::process_scored`).
+#[derive(Debug, Default)]
+struct ByRound {
+    i: Vec<u32>,
+    s: Vec<u32>,
+    t: Vec<TimeMs>,
+    x: Vec<f64>,
+    dt: Vec<TimeMs>,
+}
+
+impl ByRound {
+    fn resize(&mut self, n: usize) {
+        self.i.resize(n, 0);
+        self.s.resize(n, 0);
+        self.t.resize(n, 0);
+        self.x.resize(n, 0.0);
+        self.dt.resize(n, 0);
+    }
+}
+
 /// One point on its way through the models: what the robust kernel gave, then what each phase of its round adds (see
 /// [`ShardDetector::process_scored`]).
 #[derive(Debug, Clone, Copy)]
@@ -556,8 +576,9 @@ pub struct ShardDetector {
     round_of: Vec<u32>,
     /// The batch's points that are not late, in batch order.
     kept: Vec<Kept>,
-    /// Kept points ordered by round, and where each round starts in `order`.
-    order: Vec<u32>,
+    /// The kept points ordered by round (batch order within a round), field by field: batch index, slot, time, value
+    /// and time since the series' previous point; and where each round starts in them.
+    by_round: ByRound,
     round_start: Vec<u32>,
     round_fill: Vec<u32>,
     /// One round's kernel input and output.
@@ -774,7 +795,7 @@ impl ShardDetector {
             profiles: Vec::new(),
             round_of: Vec::new(),
             kept: Vec::new(),
-            order: Vec::new(),
+            by_round: ByRound::default(),
             round_start: Vec::new(),
             round_fill: Vec::new(),
             slots: Vec::new(),
@@ -956,12 +977,13 @@ impl ShardDetector {
         }
         self.round_fill.clear();
         self.round_fill.extend_from_slice(&self.round_start);
-        self.order.clear();
-        self.order.resize(self.kept.len(), 0);
-        for (j, &Kept { round: r, .. }) in self.kept.iter().enumerate() {
+        let by = &mut self.by_round;
+        by.resize(self.kept.len());
+        for &Kept { i, s, round: r, dt } in &self.kept {
             let at = &mut self.round_fill[r as usize];
-            self.order[*at as usize] = j as u32;
+            let j = *at as usize;
             *at += 1;
+            (by.i[j], by.s[j], by.t[j], by.x[j], by.dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
         }
 
         for r in 0..rounds as usize {
@@ -972,22 +994,17 @@ impl ShardDetector {
             if let Some(sp) = &mut self.spectral {
                 sp.clear();
             }
-            let round = &self.order[range.clone()];
-            self.slots.extend(round.iter().map(|&j| self.kept[j as usize].s));
-            self.round_times.extend(round.iter().map(|&j| times[self.kept[j as usize].i as usize]));
+            self.slots.extend_from_slice(&self.by_round.s[range.clone()]);
+            self.round_times.extend_from_slice(&self.by_round.t[range.clone()]);
             if let Some(sp) = &mut self.spectral {
-                for &j in round {
-                    sp.add(values[self.kept[j as usize].i as usize] as f32);
+                for &x in &self.by_round.x[range.clone()] {
+                    sp.add(x as f32);
                 }
             }
             let n = self.slots.len();
             self.seasonal_offsets();
-            let round = &self.order[range.clone()];
             self.xs.extend(
-                round
-                    .iter()
-                    .zip(&self.offsets)
-                    .map(|(&j, &offset)| values[self.kept[j as usize].i as usize] as f32 - offset),
+                self.by_round.x[range.clone()].iter().zip(&self.offsets).map(|(&x, &offset)| x as f32 - offset),
             );
             self.zs.resize(n, 0.0);
             self.sigmas.resize(n, 0.0);
@@ -1012,7 +1029,7 @@ impl ShardDetector {
             // changes that phase's code, not the register allocation of one function holding them all (with every
             // phase inlined, bit-identical trims made the detector execute more instructions, not fewer; see
             // `benches/detector-instructions.sh` and BENCHMARKS.md).
-            self.models_round(range.start, times, values);
+            self.models_round(range.start);
             for f in &self.frozen {
                 if f.held {
                     self.pts[f.k].held = true;
@@ -1227,27 +1244,21 @@ impl ShardDetector {
         self.frozen.clear();
     }
 
-    /// The round's points (`order[start..]`, one per slot in `slots`, with the kernel's output) through phase one
+    /// The round's points (`by_round[start..]`, one per slot in `slots`, with the kernel's output) through phase one
     /// (see `models`), into `pts`.
     #[inline(never)]
-    fn models_round(&mut self, start: usize, times: &[TimeMs], values: &[f64]) {
+    fn models_round(&mut self, start: usize) {
         // The phases borrow the detector whole: the round's points are lent out meanwhile.
         let mut pts = std::mem::take(&mut self.pts);
         pts.clear();
-        for k in 0..self.slots.len() {
-            let kept = self.kept[self.order[start + k] as usize];
-            let i = kept.i as usize;
-            pts.push(Scored::new(
-                i,
-                kept.s as usize,
-                times[i],
-                kept.dt,
-                values[i],
-                self.offsets[k],
-                self.xs[k],
-                self.zs[k],
-                self.sigmas[k],
-            ));
+        let by = &self.by_round;
+        let n = self.slots.len();
+        let round = start..start + n;
+        let fields = by.i[round.clone()].iter().zip(&by.s[round.clone()]).zip(&by.t[round.clone()]);
+        let fields = fields.zip(&by.x[round.clone()]).zip(&by.dt[round]);
+        let kernel = self.offsets[..n].iter().zip(&self.xs[..n]).zip(&self.zs[..n]).zip(&self.sigmas[..n]);
+        for (k, (((((&i, &s), &t), &x), &dt), (((&offset, &y), &z), &sigma))) in fields.zip(kernel).enumerate() {
+            pts.push(Scored::new(i as usize, s as usize, t, dt, x, offset, y, z, sigma));
             let p = pts.last_mut().expect("just pushed");
             p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
             self.scales(p);
