@@ -1493,30 +1493,77 @@ impl ShardDetector {
         self.logs.resize(3 * n, 1.0);
         let (value_p, rest) = self.logs.split_at_mut(n);
         let (resid_p, fatigue_p) = rest.split_at_mut(n);
-        for (k, p) in self.pts.iter_mut().enumerate() {
-            let s = p.s;
-            let scoring = p.seen > de.warmup_points;
-            let v = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
-            let from_history = scoring && !p.young;
-            let r = if p.learned {
-                self.resid[s].observe(p.zf, from_history, &self.sketch_params)
-            } else if from_history {
-                self.resid[s].odds(p.zf, &self.sketch_params)
-            } else {
-                Odds::NONE
-            };
-            // The burst channel scores once the residual history can vouch for the risk, as the residual's does.
-            if let Some(bp) = &self.burst_params
-                && p.learned
+        #[cfg(target_arch = "x86_64")]
+        let lanes = sketch::lanes::Avx2::get();
+        #[cfg(target_arch = "x86_64")]
+        const _: () = assert!(BLOCK == sketch::lanes::LANES);
+        // Blocks of eight points: where all eight values (residuals) lie inside their sketches' ranges, as nearly all
+        // do, the block's value (residual) sketches observe them in vector lanes ([`sketch::lanes`]; no series repeats
+        // within a round, so the eight sketches differ); the rest one by one below. Inside the range the odds' extra
+        // is 0.
+        const BLOCK: usize = 8;
+        for start in (0..n).step_by(BLOCK) {
+            let block = start..(start + BLOCK).min(n);
+            #[cfg(not(target_arch = "x86_64"))]
+            let (value_done, resid_done) = (false, false);
+            #[cfg(target_arch = "x86_64")]
+            let (value_done, resid_done) = if let Some(token) = lanes
+                && block.len() == sketch::lanes::LANES
             {
-                p.burst_s = self.burst[s].observe(p.zf, from_history, self.alarm, bp);
+                let (mut at, mut xs, mut zs) = ([0u32; 8], [0f32; 8], [0f32; 8]);
+                let (mut value_score, mut resid_score) = (0u8, 0u8);
+                let (mut value_in, mut resid_in) = (true, true);
+                for (l, p) in self.pts[block.clone()].iter().enumerate() {
+                    let scoring = p.seen > de.warmup_points;
+                    (at[l], xs[l], zs[l]) = (p.s as u32, p.x as f32, p.zf);
+                    value_score |= u8::from(scoring) << l;
+                    resid_score |= u8::from(scoring && !p.young) << l;
+                    value_in &= self.value[p.s].holds(xs[l]);
+                    resid_in &= p.learned && self.resid[p.s].holds(p.zf);
+                }
+                let sp = &self.sketch_params;
+                if value_in {
+                    let probs = (&mut value_p[block.clone()]).try_into().expect("eight");
+                    sketch::lanes::observe8(token, &mut self.value, &at, &xs, value_score, sp, probs);
+                }
+                if resid_in {
+                    let probs = (&mut resid_p[block.clone()]).try_into().expect("eight");
+                    sketch::lanes::observe8(token, &mut self.resid, &at, &zs, resid_score, sp, probs);
+                }
+                (value_in, resid_in)
+            } else {
+                (false, false)
+            };
+            for k in block {
+                let p = &mut self.pts[k];
+                let s = p.s;
+                let scoring = p.seen > de.warmup_points;
+                let from_history = scoring && !p.young;
+                if !value_done {
+                    let v = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
+                    // The extras wait in the surprises' fields for their logarithms.
+                    (value_p[k], p.value_s) = (v.prob, v.extra);
+                }
+                if !resid_done {
+                    let r = if p.learned {
+                        self.resid[s].observe(p.zf, from_history, &self.sketch_params)
+                    } else if from_history {
+                        self.resid[s].odds(p.zf, &self.sketch_params)
+                    } else {
+                        Odds::NONE
+                    };
+                    (resid_p[k], p.resid_s) = (r.prob, r.extra);
+                }
+                // The burst channel scores once the residual history can vouch for the risk, as the residual's does.
+                if let Some(bp) = &self.burst_params
+                    && p.learned
+                {
+                    p.burst_s = self.burst[s].observe(p.zf, from_history, self.alarm, bp);
+                }
+                // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale) (0 when none:
+                // ln 1 is 0). `channels` counts this point's alarm after reading it; no series repeats within a round.
+                fatigue_p[k] = (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale) as f32;
             }
-            // The extras wait in the surprises' fields for their logarithms.
-            (value_p[k], p.value_s) = (v.prob, v.extra);
-            (resid_p[k], p.resid_s) = (r.prob, r.extra);
-            // Fatigue: a series that alarmed often lately is discounted by log10(1 + alarms / scale) (0 when none:
-            // ln 1 is 0). `channels` counts this point's alarm after reading it; no series repeats within a round.
-            fatigue_p[k] = (1.0 + f64::from(self.alarms[s]) / self.cfg.fatigue.scale) as f32;
         }
         sketch::ln_slice(&mut self.logs);
         let (value_ln, rest) = self.logs.split_at(n);

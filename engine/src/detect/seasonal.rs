@@ -646,8 +646,13 @@ fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f3
     (b0, if b0 + 1 == bins { 0 } else { b0 + 1 }, frac)
 }
 
-/// What the seasonal learning runs on in this process: "avx2" where runs of eight consecutive series learn in vector
-/// lanes ([`lanes`]), else "scalar" (another architecture, a CPU without AVX2, or `FAULTLINE_KERNELS=scalar`).
+/// The token of the vector lanes, which the rarity sketches' lanes take too.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use lanes::Avx2;
+
+/// What the seasonal learning and the rarity sketches run on in this process: "avx2" where runs of eight consecutive
+/// series learn in vector lanes (`lanes` here, and `sketch::lanes` for the sketches), else "scalar" (another
+/// architecture, a CPU without AVX2, or `FAULTLINE_KERNELS=scalar`).
 pub fn lanes_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if lanes::Avx2::get().is_some() {

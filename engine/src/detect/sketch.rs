@@ -117,6 +117,13 @@ impl Sketch {
         self.counts[b] += 1.0;
     }
 
+    /// Whether `x` lies inside the range seen so far (false before the first value and for NaN): where
+    /// [`Sketch::observe`] reads and counts one bin, and the sketches' vector lanes (`lanes::observe8`) can take it.
+    #[inline]
+    pub fn holds(&self, x: f32) -> bool {
+        x >= self.lo && x <= self.hi
+    }
+
     #[inline]
     fn bin(&self, x: f32) -> usize {
         if self.hi > self.lo { bin_at((x - self.lo) / (self.hi - self.lo) * BINS as f32) } else { 0 }
@@ -135,6 +142,132 @@ impl Sketch {
             }
         }
         (self.lo, self.hi) = (lo, hi);
+    }
+}
+
+/// [`Sketch::observe`] of eight values inside their sketches' ranges at once, in AVX2 registers, bit for bit what it
+/// gives value by value.
+///
+/// The range, mass and bin of each of the eight sketches are read lane by lane into one register per field; the bin,
+/// the odds (in `f64`, as [`Sketch::observe`] computes them) and the new mass are computed in the lanes; each
+/// sketch's sixteen counts decay as two 256-bit rows, and its bin's count takes the value afterwards. Every vector
+/// operation is the scalar one in the same order (no fused multiply-add; the bin's truncation gives what `as i32`
+/// gives on the positions a value inside the range has, from 0 to 16).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes {
+    use std::arch::x86_64::*;
+
+    use super::{BINS, Sketch, SketchParams};
+    pub(crate) use crate::detect::seasonal::Avx2;
+
+    pub const LANES: usize = 8;
+
+    /// For each lane `l`: sketch `sketches[at[l]]` observes `xs[l]`, which it must [hold](Sketch::holds); `probs[l]`
+    /// gets the probability of the odds [`Sketch::observe`] returns (their extra is 0 inside the range) when bit `l`
+    /// of `score` is set, and 1 (no evidence) otherwise. The eight sketches must differ (no series repeats within a
+    /// round). Debug builds check both conditions; without them the results are not those of `observe`, but no memory
+    /// outside the eight sketches is touched.
+    ///
+    /// # Panics
+    /// If a slot is out of bounds.
+    #[inline]
+    pub fn observe8(
+        _: Avx2,
+        sketches: &mut [Sketch],
+        at: &[u32; LANES],
+        xs: &[f32; LANES],
+        score: u8,
+        p: &SketchParams,
+        probs: &mut [f32; LANES],
+    ) {
+        for l in 0..LANES {
+            assert!((at[l] as usize) < sketches.len(), "sketch {} of {}", at[l], sketches.len());
+            debug_assert!(sketches[at[l] as usize].holds(xs[l]), "a value inside its sketch's range");
+            debug_assert!(!at[..l].contains(&at[l]), "eight different sketches");
+        }
+        // SAFETY: an `Avx2` exists only where the CPU has AVX2; the slots are in bounds (checked above), and every
+        // bin index is clamped to [0, BINS).
+        unsafe { observe8_avx2(sketches, at, xs, score, p, probs) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn observe8_avx2(
+        sketches: &mut [Sketch],
+        at: &[u32; LANES],
+        xs: &[f32; LANES],
+        score: u8,
+        p: &SketchParams,
+        probs: &mut [f32; LANES],
+    ) {
+        let base = sketches.as_mut_ptr();
+        // SAFETY (every dereference below): `at[l]` is in bounds (the caller checked); each lane's reference ends before
+        // the next lane's begins.
+        let sk = |l: usize| unsafe { base.add(at[l] as usize) };
+        let field = |f: fn(&Sketch) -> f32| unsafe {
+            _mm256_setr_ps(
+                f(&*sk(0)),
+                f(&*sk(1)),
+                f(&*sk(2)),
+                f(&*sk(3)),
+                f(&*sk(4)),
+                f(&*sk(5)),
+                f(&*sk(6)),
+                f(&*sk(7)),
+            )
+        };
+        let (lo, hi, total) = (field(|s| s.lo), field(|s| s.hi), field(|s| s.total));
+        let x = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
+        // `bin`: `bin_at((x − lo) / (hi − lo) · BINS)`, and bin 0 where the range is a single value.
+        let pos =
+            _mm256_mul_ps(_mm256_div_ps(_mm256_sub_ps(x, lo), _mm256_sub_ps(hi, lo)), _mm256_set1_ps(BINS as f32));
+        let b = _mm256_min_epi32(
+            _mm256_max_epi32(_mm256_cvttps_epi32(pos), _mm256_setzero_si256()),
+            _mm256_set1_epi32(BINS as i32 - 1),
+        );
+        let b = _mm256_and_si256(b, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(hi, lo)));
+        let mut bins = [0i32; LANES];
+        unsafe { _mm256_storeu_si256(bins.as_mut_ptr().cast(), b) };
+        let count = |l: usize| unsafe { (*sk(l)).counts[bins[l] as usize] };
+        let counts = _mm256_setr_ps(count(0), count(1), count(2), count(3), count(4), count(5), count(6), count(7));
+        // `bin_odds`: `(count + prior) / (total + prior · BINS)` in f64, rounded to f32.
+        let prior = _mm256_set1_pd(f64::from(p.prior));
+        let mass = _mm256_set1_pd(f64::from(p.prior) * BINS as f64);
+        let odds = |c: __m128, t: __m128| {
+            _mm256_cvtpd_ps(_mm256_div_pd(
+                _mm256_add_pd(_mm256_cvtps_pd(c), prior),
+                _mm256_add_pd(_mm256_cvtps_pd(t), mass),
+            ))
+        };
+        let prob = _mm256_set_m128(
+            odds(_mm256_extractf128_ps::<1>(counts), _mm256_extractf128_ps::<1>(total)),
+            odds(_mm256_castps256_ps128(counts), _mm256_castps256_ps128(total)),
+        );
+        let scored = _mm256_cmpeq_epi32(
+            _mm256_and_si256(_mm256_set1_epi32(i32::from(score)), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)),
+            _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128),
+        );
+        let prob = _mm256_blendv_ps(_mm256_set1_ps(1.0), prob, _mm256_castsi256_ps(scored));
+        unsafe { _mm256_storeu_ps(probs.as_mut_ptr(), prob) };
+        // `observe`'s update: every count decays, the mass decays and gains one, the value's bin gains one.
+        // The bin's new count is computed from the count read above (decayed, then one added, as `observe` does), so
+        // it is written after the rows instead of read back from them.
+        let (decay, one) = (_mm256_set1_ps(p.decay), _mm256_set1_ps(1.0));
+        let (mut totals, mut counted) = ([0f32; LANES], [0f32; LANES]);
+        unsafe {
+            _mm256_storeu_ps(totals.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(total, decay), one));
+            _mm256_storeu_ps(counted.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(counts, decay), one));
+        }
+        const _: () = assert!(BINS == 16);
+        for l in 0..LANES {
+            unsafe {
+                let s = &mut *sk(l);
+                let row = s.counts.as_mut_ptr();
+                _mm256_storeu_ps(row, _mm256_mul_ps(_mm256_loadu_ps(row), decay));
+                _mm256_storeu_ps(row.add(8), _mm256_mul_ps(_mm256_loadu_ps(row.add(8)), decay));
+                s.total = totals[l];
+                s.counts[bins[l] as usize] = counted[l];
+            }
+        }
     }
 }
 
@@ -236,6 +369,82 @@ mod tests {
     use super::*;
 
     const P: SketchParams = SketchParams { decay: 1.0, prior: 0.1, tail: 1.0, unseen: 0.1 };
+
+    #[cfg(target_arch = "x86_64")]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Eight values inside their sketches' ranges observed in vector lanes give, bit for bit, the odds and the
+        /// sketches `observe` gives value by value: values anywhere in the range, at its ends and at the bins' edges,
+        /// sketches whose range is a single value, counts decayed over long histories, scored and unscored lanes.
+        #[test]
+        fn lanes_observe_bit_for_bit_what_values_observe_one_by_one(
+            seed in 0u64..u64::MAX,
+            sketches in 8usize..40,
+            rounds in 1usize..60,
+            decay in proptest::sample::select(vec![1.0f32, 0.999, 0.97, 0.5]),
+        ) {
+            let Some(token) = lanes::Avx2::get() else {
+                println!("skipped: no AVX2 here (or FAULTLINE_KERNELS=scalar), so the lanes never run");
+                return Ok(());
+            };
+            let p = SketchParams { decay, prior: 0.1, tail: 1.0, unseen: 0.1 };
+            let mut rng = seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut unit = move || (next() >> 11) as f32 / (1u64 << 53) as f32;
+            // Histories of their own: a few sketches keep a single value (a range of zero width).
+            let mut one: Vec<Sketch> = (0..sketches)
+                .map(|k| {
+                    let mut s = Sketch::default();
+                    let (centre, spread) = (unit() * 200.0 - 100.0, if k % 7 == 0 { 0.0 } else { unit() * 50.0 });
+                    for _ in 0..(unit() * 300.0) as usize + 1 {
+                        s.update(centre + spread * (unit() - 0.5), &p);
+                    }
+                    s
+                })
+                .collect();
+            let mut lanes_bank = one.clone();
+            for _ in 0..rounds {
+                // Eight different sketches, each with a value inside its range.
+                let mut at = [0u32; lanes::LANES];
+                for l in 0..lanes::LANES {
+                    let mut k = (unit() * sketches as f32) as u32 % sketches as u32;
+                    while at[..l].contains(&k) {
+                        k = (k + 1) % sketches as u32;
+                    }
+                    at[l] = k;
+                }
+                let mut xs = [0f32; lanes::LANES];
+                for (l, x) in xs.iter_mut().enumerate() {
+                    let s = &one[at[l] as usize];
+                    let edge = s.lo + (s.hi - s.lo) * ((unit() * 16.0) as i32 as f32 / 16.0);
+                    *x = match (unit() * 5.0) as u32 {
+                        0 => s.lo,
+                        1 => s.hi,
+                        2 => edge.clamp(s.lo, s.hi),
+                        _ => (s.lo + (s.hi - s.lo) * unit()).clamp(s.lo, s.hi),
+                    };
+                }
+                let score = (unit() * 256.0) as u8;
+                let mut probs = [0f32; lanes::LANES];
+                lanes::observe8(token, &mut lanes_bank, &at, &xs, score, &p, &mut probs);
+                for l in 0..lanes::LANES {
+                    let want = one[at[l] as usize].observe(xs[l], score >> l & 1 == 1, &p);
+                    proptest::prop_assert_eq!(want.extra, 0.0);
+                    proptest::prop_assert_eq!(probs[l].to_bits(), want.prob.to_bits(), "lane {}", l);
+                }
+                for (a, b) in one.iter().zip(&lanes_bank) {
+                    let bits = |s: &Sketch| (s.counts.map(f32::to_bits), s.lo.to_bits(), s.hi.to_bits(), s.total.to_bits());
+                    proptest::prop_assert_eq!(bits(a), bits(b));
+                }
+            }
+        }
+    }
 
     #[test]
     fn frequent_values_are_unsurprising_and_rare_ones_are() {
