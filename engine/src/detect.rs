@@ -224,8 +224,9 @@ struct Scored {
     z_c: f32,
     /// The model's expected value before this point.
     expected: f64,
-    /// The CUSUM statistic after this point, and whether it is half-way to a change point.
+    /// The CUSUM statistic after this point, compressed, and whether it is half-way to a change point.
     stat: f32,
+    stat_c: f32,
     excursion: bool,
     // Set by `calibrate`.
     /// Surprise of the CUSUM statistic under its calibration (NaN: not computed yet; then `shift_spot`, the
@@ -279,6 +280,7 @@ impl Scored {
             z_c: 0.0,
             expected: 0.0,
             stat: 0.0,
+            stat_c: 0.0,
             excursion: false,
             shift_s: 0.0,
             shift_spot: Spot::new(0.0),
@@ -977,13 +979,17 @@ impl ShardDetector {
         }
         self.round_fill.clear();
         self.round_fill.extend_from_slice(&self.round_start);
-        let by = &mut self.by_round;
-        by.resize(self.kept.len());
+        self.by_round.resize(self.kept.len());
+        // Local slices: a store through one cannot move another's length or pointer, so neither is read again.
+        let ByRound { i: by_i, s: by_s, t: by_t, x: by_x, dt: by_dt } = &mut self.by_round;
+        let (by_i, by_s, by_t, by_x, by_dt) =
+            (&mut by_i[..], &mut by_s[..], &mut by_t[..], &mut by_x[..], &mut by_dt[..]);
+        let fill = &mut self.round_fill[..];
         for &Kept { i, s, round: r, dt } in &self.kept {
-            let at = &mut self.round_fill[r as usize];
+            let at = &mut fill[r as usize];
             let j = *at as usize;
             *at += 1;
-            (by.i[j], by.s[j], by.t[j], by.x[j], by.dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
+            (by_i[j], by_s[j], by_t[j], by_x[j], by_dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
         }
 
         for r in 0..rounds as usize {
@@ -1263,10 +1269,19 @@ impl ShardDetector {
             p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
             self.scales(p);
         }
-        // The state updates in a loop of their own: the loop above is a chain of dependent arithmetic per point
-        // (a division and a polynomial), and short loops let the processor overlap the points' chains.
+        // z against the floored scale, and |z| compressed (read by the calibration, the young residual channel and
+        // the normal band; computed once), in a loop of their own: a chain of dependent arithmetic per point (a
+        // division and a polynomial), which a short loop lets the processor overlap across points. The state updates
+        // likewise.
+        for p in &mut pts {
+            p.zf = if p.scale > 0.0 { p.residual / p.scale } else { 0.0 };
+            p.z_c = compress(p.zf.abs());
+        }
         for p in &mut pts {
             self.models(p);
+        }
+        for p in pts.iter_mut().filter(|p| p.learned) {
+            p.stat_c = compress(p.stat);
         }
         self.pts = pts;
     }
@@ -1371,9 +1386,6 @@ impl ShardDetector {
         // and kept out of it); a slow, ungated mean absolute residual floors it.
         p.residual = p.z * p.sigma;
         p.scale = p.sigma.max(self.spread[s] * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
-        p.zf = if p.scale > 0.0 { p.residual / p.scale } else { 0.0 };
-        // |z| compressed, read by the calibration, the young residual channel and the normal band (computed once).
-        p.z_c = compress(p.zf.abs());
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
     }
@@ -1423,7 +1435,7 @@ impl ShardDetector {
                 let slot = 2 * p.s as u32;
                 let shift_learns = uncalibrated_shift(p.stat) < alarm;
                 spot_points.push(faultline_shaders::SpotPointGpu { slot, x: p.z_c, learn: 1 });
-                let stat_c = compress(p.stat);
+                let stat_c = p.stat_c;
                 spot_points.push(faultline_shaders::SpotPointGpu {
                     slot: slot + 1,
                     x: stat_c,
@@ -1451,7 +1463,7 @@ impl ShardDetector {
             let s = p.s;
             if p.learned {
                 let spot = &mut self.spot_shift[s];
-                let stat_c = compress(p.stat);
+                let stat_c = p.stat_c;
                 // Learning needs only whether the surprise is under the alarm level (usually clear without computing
                 // it); its value is computed from the calibration as it stood when a change point or an event needs
                 // it (`shift_surprise`).
@@ -1477,7 +1489,7 @@ impl ShardDetector {
 
     /// The surprise of point `p`'s CUSUM statistic under its calibration before the point (see `Scored::shift_s`).
     fn shift_surprise(&self, p: &Scored) -> f64 {
-        if p.shift_s.is_nan() { p.shift_spot.surprise(compress(p.stat), &self.spot_params) } else { p.shift_s }
+        if p.shift_s.is_nan() { p.shift_spot.surprise(p.stat_c, &self.spot_params) } else { p.shift_s }
     }
 
     /// Phase three, over the round: the value's and the residual's rarity under the series' own history (−log10 p),
