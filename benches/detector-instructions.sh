@@ -45,8 +45,8 @@ for text in open(sys.argv[2]):
     phase = re.search(r"ShardDetector::(\w+)", func)
     if "SeasonalBank::" in func or "seasonal::lanes::" in func:
         part = "seasonal learning (SeasonalBank: update_round, phases_of, learn; lanes::learn8)"
-    elif "Sketch::" in func:
-        part = "rarity sketches (Sketch::observe, widen)"
+    elif "Sketch::" in func or "sketch::lanes::" in func:
+        part = "rarity sketches (Sketch::observe, widen; lanes::observe8)"
     elif "sketch::ln_slice" in func:
         part = "the round's logarithms (sketch::ln_slice)"
     elif "libm" in text or file.startswith(("e_", "w_", "s_")):
