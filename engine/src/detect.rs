@@ -1505,15 +1505,14 @@ impl ShardDetector {
         self.logs.resize(3 * n, 1.0);
         let (value_p, rest) = self.logs.split_at_mut(n);
         let (resid_p, fatigue_p) = rest.split_at_mut(n);
-        #[cfg(target_arch = "x86_64")]
-        let lanes = sketch::lanes::Avx2::get();
+        // Blocks of eight points: where all eight values (residuals) lie inside their sketches' ranges, as nearly all
+        // do, the block's value (residual) sketches observe them in vector lanes (`sketch::lanes`; no series repeats
+        // within a round, so the eight sketches differ); the rest one by one below.
+        const BLOCK: usize = 8;
         #[cfg(target_arch = "x86_64")]
         const _: () = assert!(BLOCK == sketch::lanes::LANES);
-        // Blocks of eight points: where all eight values (residuals) lie inside their sketches' ranges, as nearly all
-        // do, the block's value (residual) sketches observe them in vector lanes ([`sketch::lanes`]; no series repeats
-        // within a round, so the eight sketches differ); the rest one by one below. Inside the range the odds' extra
-        // is 0.
-        const BLOCK: usize = 8;
+        #[cfg(target_arch = "x86_64")]
+        let lanes = sketch::lanes::Avx2::get();
         for start in (0..n).step_by(BLOCK) {
             let block = start..(start + BLOCK).min(n);
             #[cfg(not(target_arch = "x86_64"))]
@@ -1551,12 +1550,16 @@ impl ShardDetector {
                 let s = p.s;
                 let scoring = p.seen > de.warmup_points;
                 let from_history = scoring && !p.young;
-                if !value_done {
+                // The extras wait in the surprises' fields for their logarithms (0 inside the range, as in the lanes).
+                if value_done {
+                    p.value_s = 0.0;
+                } else {
                     let v = self.value[s].observe(p.x as f32, scoring, &self.sketch_params);
-                    // The extras wait in the surprises' fields for their logarithms.
                     (value_p[k], p.value_s) = (v.prob, v.extra);
                 }
-                if !resid_done {
+                if resid_done {
+                    p.resid_s = 0.0;
+                } else {
                     let r = if p.learned {
                         self.resid[s].observe(p.zf, from_history, &self.sketch_params)
                     } else if from_history {
