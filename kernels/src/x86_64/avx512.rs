@@ -8,7 +8,8 @@
 //! The gathering kernel takes 16 points at a time. A run of consecutive in-bounds slots is loaded and stored like
 //! the dense form; other distinct (`vpconflictd`, AVX-512CD), in-bounds slots use hardware gathers and scalar
 //! stores (on the Zen 4 this was tuned on, `vscatterdps` was no faster), prefetching 64 points ahead once the state
-//! outgrows L2; a block with a repeated or out-of-bounds slot runs the scalar oracle.
+//! outgrows L2; a block with a repeated or out-of-bounds slot runs the scalar oracle. The last `n % 16` points go
+//! through the same gathers in masked lanes (a round of a few series would otherwise run point by point).
 // Hot path: no IO, no allocation, no logging.
 
 use std::arch::x86_64::*;
@@ -281,5 +282,45 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
         }
         i += LANES;
     }
-    scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
+    // The last `n % 16` points in masked lanes: a round of 1 to 15 series (as NAB's, where files end) would otherwise
+    // go point by point. The masked-off lanes read and write nothing.
+    let rest = n - body;
+    if rest == 0 {
+        return;
+    }
+    let mask = ((1u32 << rest) - 1) as __mmask16;
+    // SAFETY: the masked load reads `slots[body..n]` only.
+    let s = unsafe { _mm512_maskz_loadu_epi32(mask, slots.as_ptr().add(body).cast()) };
+    // Lane k of the conflict vector has a bit for every earlier lane with the same slot; only active lanes count.
+    let conflicts = _mm512_and_si512(_mm512_maskz_conflict_epi32(mask, s), _mm512_set1_epi32(i32::from(mask)));
+    if _mm512_mask_cmplt_epu32_mask(mask, s, limit_v) != mask || _mm512_test_epi32_mask(conflicts, conflicts) != 0 {
+        // A slot out of bounds (the oracle applies the points before it, then panics) or a repeated slot.
+        scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
+        return;
+    }
+    let mut out = [[0u32; LANES]; 3];
+    // SAFETY: every active lane's slot is below `limit`, so each gathered element and each scalar store is inside
+    // `level`, `mad` and `count`, and `limit <= 2^31` keeps the i32 offsets non-negative; the masked loads and stores
+    // touch `x`, `z` and `sigma` at `body..n` only; `out` rows hold 16 elements. The slots are distinct, so the order of
+    // the stores does not matter.
+    unsafe {
+        let st = step(
+            &pv,
+            _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, s, state.level.as_ptr()),
+            _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, s, state.mad.as_ptr()),
+            _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), mask, s, state.count.as_ptr().cast()),
+            _mm512_maskz_loadu_ps(mask, x.as_ptr().add(body)),
+        );
+        _mm512_mask_storeu_ps(z.as_mut_ptr().add(body), mask, st.z);
+        _mm512_mask_storeu_ps(sigma.as_mut_ptr().add(body), mask, st.sigma);
+        _mm512_storeu_ps(out[0].as_mut_ptr().cast(), st.level);
+        _mm512_storeu_ps(out[1].as_mut_ptr().cast(), st.mad);
+        _mm512_storeu_si512(out[2].as_mut_ptr().cast(), st.count);
+        for (k, &j) in slots.get_unchecked(body..n).iter().enumerate() {
+            let j = j as usize;
+            *state.level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
+            *state.mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
+            *state.count.get_unchecked_mut(j) = out[2][k];
+        }
+    }
 }
