@@ -2052,6 +2052,17 @@ pub const SPREAD_CAP: f32 = 100.0;
 /// level stuck far from the data must always be able to recover).
 pub const FORCE_SHIFT: f32 = 3.0;
 
+/// The tests' deterministic generator (xorshift64, 13/7/17), from a non-zero `state`.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1114,13 +1114,7 @@ mod tests {
         ) {
             let p = lane_params(which);
             let (mut one, mut round) = (SeasonalBank::default(), SeasonalBank::default());
-            let mut rng = seed | 1;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut next = crate::detect::xorshift(seed | 1);
             let (mut switches, mut want) = (Vec::new(), Vec::new());
             let (mut seen, mut lane_rounds) = (0, 0);
             for i in 0..rounds {
@@ -1130,8 +1124,8 @@ mod tests {
                     one.push(&p);
                     round.push(&p);
                 }
-                let shuffled = next() % 10 == 0;
-                let present: Vec<usize> = (0..joined).filter(|_| next() % 50 != 0).collect();
+                let shuffled = next().is_multiple_of(10);
+                let present: Vec<usize> = (0..joined).filter(|_| !next().is_multiple_of(50)).collect();
                 let mut points: Vec<RoundPoint> = present
                     .into_iter()
                     .map(|s| {
@@ -1141,12 +1135,12 @@ mod tests {
                         let phase = std::f64::consts::TAU * (t % 3_600_000) as f64 / 3_600_000.0;
                         let seasonal = if s % 3 == 0 { 0.0 } else { 30.0 * phase.sin() as f32 };
                         let shift = if s % 4 == 1 && i > rounds / 2 { 200.0 } else { 0.0 };
-                        let x = if next() % 97 == 0 {
+                        let x = if next().is_multiple_of(97) {
                             f32::NAN
                         } else {
                             100.0 + s as f32 + seasonal + shift + noise(next() as i64 % 10_000)
                         };
-                        let weight = if next() % 13 == 0 { 0.02 } else { 1.0 };
+                        let weight = if next().is_multiple_of(13) { 0.02 } else { 1.0 };
                         RoundPoint { s, t, dt: step, x, weight }
                     })
                     .collect();

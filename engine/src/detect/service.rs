@@ -404,13 +404,8 @@ mod tests {
         let alarm = -risk.log10();
         let sp = SpotParams::default();
         let (mut b, _) = bank(5);
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut uniform = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::detect::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut uniform = || (next() >> 11) as f64 / (1u64 << 53) as f64;
         let mut gauss = || {
             let (a, b) = (uniform().max(1e-12), uniform());
             (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()

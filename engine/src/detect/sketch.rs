@@ -389,13 +389,7 @@ mod tests {
                 return Ok(());
             };
             let p = SketchParams { decay, prior: 0.1, tail: 1.0, unseen: 0.1 };
-            let mut rng = seed | 1;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut next = crate::detect::xorshift(seed | 1);
             let mut unit = move || (next() >> 11) as f32 / (1u64 << 53) as f32;
             // Histories of their own: a few sketches keep a single value (a range of zero width).
             let mut one: Vec<Sketch> = (0..sketches)

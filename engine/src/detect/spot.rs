@@ -134,7 +134,10 @@ impl Spot {
     }
 
     /// `quantile_at(s) − t`, as `quantile_at` rounds it: a function of the fit (`m1`, `m2`) alone, which changes only
-    /// when a peak is learned, while `t` moves at every value.
+    /// when a peak is learned, while `t` moves at every value. Out of line: [`Spot::band`] needs it at a few values in a
+    /// hundred.
+    #[cold]
+    #[inline(never)]
     fn excess_at(&self, s: f64, p: &SpotParams) -> f32 {
         let (shape, scale) = self.gpd(p);
         // ln of the tail probability beyond t that gives surprise s.
@@ -153,16 +156,9 @@ impl Spot {
     #[inline(always)]
     fn excess(&mut self, level: f64, p: &SpotParams) -> f32 {
         if self.excess == UNKNOWN {
-            self.excess = self.excess_at_cold(level, p);
+            self.excess = self.excess_at(level, p);
         }
         self.excess
-    }
-
-    /// [`Spot::excess_at`] out of line: the fit changes at a few values in a hundred.
-    #[cold]
-    #[inline(never)]
-    fn excess_at_cold(&self, level: f64, p: &SpotParams) -> f32 {
-        self.excess_at(level, p)
     }
 
     /// [`Spot::exceeds`], with the same answer, deciding from the band kept by [`Spot::band`] (computed if needed)
