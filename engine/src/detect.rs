@@ -1280,6 +1280,7 @@ impl ShardDetector {
         for p in &mut pts {
             self.models(p);
         }
+        self.cusums(&mut pts);
         for p in pts.iter_mut().filter(|p| p.learned) {
             p.stat_c = compress(p.stat);
         }
@@ -1390,7 +1391,7 @@ impl ShardDetector {
         p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
     }
 
-    /// Phase one of a point, second part: the warm-up level fix and the level-shift statistic.
+    /// Phase one of a point, second part: the warm-up level fix.
     #[inline]
     fn models(&mut self, p: &mut Scored) {
         let s = p.s;
@@ -1410,10 +1411,37 @@ impl ShardDetector {
             let level = p.y - p.residual;
             self.scoring.set_level(s, level + a * p.residual.clamp(-rp.huber * p.scale, rp.huber * p.scale));
         }
-        if p.learned {
-            let (stat, _) = self.cusum[s].update(p.zf, p.y, &self.cusum_params);
-            p.stat = stat;
-            p.excursion = stat >= 0.5 * self.cusum_params.threshold;
+    }
+
+    /// Phase one, last part, over the round: the level-shift statistic of each warmed-up point. Blocks of eight
+    /// warmed-up points update their series' CUSUMs in vector lanes (`cusum::lanes`; no series repeats within a round,
+    /// so the eight records differ), the rest one by one.
+    fn cusums(&mut self, pts: &mut [Scored]) {
+        let cp = self.cusum_params;
+        #[cfg(target_arch = "x86_64")]
+        let lanes = cusum::lanes::Avx2::get();
+        for block in pts.chunks_mut(8) {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(token) = lanes
+                && block.len() == cusum::lanes::LANES
+                && block.iter().all(|p| p.learned)
+            {
+                let (mut at, mut z, mut y, mut stats) = ([0u32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+                for (l, p) in block.iter().enumerate() {
+                    (at[l], z[l], y[l]) = (p.s as u32, p.zf, p.y);
+                }
+                cusum::lanes::update8(token, &mut self.cusum, &at, &z, &y, &cp, &mut stats);
+                for (p, &stat) in block.iter_mut().zip(&stats) {
+                    p.stat = stat;
+                    p.excursion = stat >= 0.5 * cp.threshold;
+                }
+                continue;
+            }
+            for p in block.iter_mut().filter(|p| p.learned) {
+                let (stat, _) = self.cusum[p.s].update(p.zf, p.y, &cp);
+                p.stat = stat;
+                p.excursion = stat >= 0.5 * cp.threshold;
+            }
         }
     }
 

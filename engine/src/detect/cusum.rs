@@ -21,8 +21,10 @@ pub struct CusumParams {
     pub persistence: f32,
 }
 
-/// One series' CUSUM: 32 bytes.
+/// One series' CUSUM: 32 bytes, `repr(C)` so eight records transpose in vector registers into one register per field
+/// ([`lanes`]; the two pairs of counts each fill one 32-bit lane).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(C)]
 pub struct Cusum {
     /// Upward and downward statistics, in sigmas.
     pub up: f32,
@@ -97,11 +99,208 @@ impl Cusum {
     }
 }
 
+/// [`Cusum::update`] of eight series at once, in AVX2 registers, bit for bit what `update` gives point by point.
+///
+/// The eight records are loaded as eight rows of 32 bytes and transposed into one register per field: the six
+/// statistics and sums, and the two pairs of counts (`up_n`, `up_pushed` and `down_n`, `down_pushed`), whose saturating
+/// increments are one `vpaddusw` each. Every operation is the scalar one in the same order (no fused multiply-add), and
+/// each `min`/`max` the instruction whose operand order gives what `clamp` and `max(0.0)` give there (a test compares
+/// the bits).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes {
+    use std::arch::x86_64::*;
+
+    use super::{Cusum, CusumParams};
+    pub(crate) use crate::detect::seasonal::Avx2;
+    use crate::detect::seasonal::transpose8;
+
+    pub const LANES: usize = 8;
+
+    const _: () = assert!(size_of::<Cusum>() == 32 && align_of::<Cusum>() <= 32);
+
+    /// For each lane `l`: `cusums[at[l]].update(z[l], y[l], p)`, its statistic into `stats[l]`. The eight slots must
+    /// differ (no series repeats within a round); debug builds check it, and without it the results are not those of
+    /// `update`, but no memory outside the eight records is touched.
+    ///
+    /// # Panics
+    /// If a slot is out of bounds.
+    #[inline]
+    pub fn update8(
+        _: Avx2,
+        cusums: &mut [Cusum],
+        at: &[u32; LANES],
+        z: &[f32; LANES],
+        y: &[f32; LANES],
+        p: &CusumParams,
+        stats: &mut [f32; LANES],
+    ) {
+        for l in 0..LANES {
+            assert!((at[l] as usize) < cusums.len(), "CUSUM {} of {}", at[l], cusums.len());
+            debug_assert!(!at[..l].contains(&at[l]), "eight different series");
+        }
+        // SAFETY: an `Avx2` exists only where the CPU has AVX2; the slots are in bounds (checked above).
+        unsafe { update8_avx2(cusums, at, z, y, p, stats) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn update8_avx2(
+        cusums: &mut [Cusum],
+        at: &[u32; LANES],
+        z: &[f32; LANES],
+        y: &[f32; LANES],
+        p: &CusumParams,
+        stats: &mut [f32; LANES],
+    ) {
+        let base = cusums.as_mut_ptr();
+        // SAFETY (every access below): `at[l]` is in bounds (the caller checked); each record is read, then written,
+        // through its own pointer, 32 bytes.
+        let row = |l: usize| unsafe { base.add(at[l] as usize).cast::<f32>() };
+        let mut rows = [_mm256_setzero_ps(); LANES];
+        for (l, r) in rows.iter_mut().enumerate() {
+            *r = unsafe { _mm256_loadu_ps(row(l)) };
+        }
+        transpose8(&mut rows);
+        let [up0, down0, up_sum, down_sum, up_w, down_w, up_counts, down_counts] = rows;
+        let (z, y) = unsafe { (_mm256_loadu_ps(z.as_ptr()), _mm256_loadu_ps(y.as_ptr())) };
+        let zero = _mm256_setzero_ps();
+        let finite = |v: __m256| {
+            // |v| < ∞: false for ±∞ and NaN.
+            let abs = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+            _mm256_cmp_ps::<_CMP_LT_OQ>(abs, _mm256_set1_ps(f32::INFINITY))
+        };
+        let live = _mm256_and_ps(finite(z), finite(y));
+        let drift = _mm256_set1_ps(p.drift);
+        // `z.clamp(-clip, clip)` of a finite `z`: raised to −clip, then lowered to clip.
+        let zc = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-p.clip)), _mm256_set1_ps(p.clip));
+        let up = _mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(up0, zc), drift), zero);
+        let down = _mm256_max_ps(_mm256_sub_ps(_mm256_sub_ps(down0, zc), drift), zero);
+        let push_up = _mm256_max_ps(_mm256_sub_ps(zc, drift), zero);
+        let push_down = _mm256_max_ps(_mm256_sub_ps(_mm256_xor_ps(zc, _mm256_set1_ps(-0.0)), drift), zero);
+        // One side: while it is above 0 its sums grow and its counts count (saturating at `u16::MAX`), else all
+        // four restart at 0.
+        let side = |stat: __m256, sum: __m256, w: __m256, counts: __m256, push: __m256| {
+            let on = _mm256_cmp_ps::<_CMP_GT_OQ>(stat, zero);
+            let sum = _mm256_and_ps(on, _mm256_add_ps(sum, _mm256_mul_ps(push, y)));
+            let w = _mm256_and_ps(on, _mm256_add_ps(w, push));
+            // Low half of each lane: the count (+1); high half: the pushes (+1 where `push > 0`).
+            let pushed = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(push, zero));
+            let inc = _mm256_or_si256(_mm256_set1_epi32(1), _mm256_and_si256(pushed, _mm256_set1_epi32(1 << 16)));
+            let counts = _mm256_and_ps(on, _mm256_castsi256_ps(_mm256_adds_epu16(_mm256_castps_si256(counts), inc)));
+            (sum, w, counts)
+        };
+        let (up_sum2, up_w2, up_counts2) = side(up, up_sum, up_w, up_counts, push_up);
+        let (down_sum2, down_w2, down_counts2) = side(down, down_sum, down_w, down_counts, push_down);
+        // A lane whose value or residual is not finite keeps its record.
+        let keep = |new: __m256, old: __m256| _mm256_blendv_ps(old, new, live);
+        let up = keep(up, up0);
+        let down = keep(down, down0);
+        let mut rows = [
+            up,
+            down,
+            keep(up_sum2, up_sum),
+            keep(down_sum2, down_sum),
+            keep(up_w2, up_w),
+            keep(down_w2, down_w),
+            keep(up_counts2, up_counts),
+            keep(down_counts2, down_counts),
+        ];
+        // `stat`: `up.max(down)`.
+        unsafe { _mm256_storeu_ps(stats.as_mut_ptr(), _mm256_max_ps(up, down)) };
+        transpose8(&mut rows);
+        for (l, r) in rows.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(row(l), *r) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const P: CusumParams = CusumParams { drift: 0.5, threshold: 20.0, clip: 4.0, persistence: 0.5 };
+
+    /// Every bit of a record.
+    #[cfg(target_arch = "x86_64")]
+    fn bits(c: &Cusum) -> ([u32; 6], [u16; 4]) {
+        (
+            [c.up, c.down, c.up_sum, c.down_sum, c.up_w, c.down_w].map(f32::to_bits),
+            [c.up_n, c.up_pushed, c.down_n, c.down_pushed],
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Eight series updated in vector lanes give, bit for bit, the statistics and records `update` gives point by
+        /// point: residuals at the drift and the clip exactly, ±0, large, infinite and NaN (the record stays), values
+        /// infinite and NaN too, sides that sit at 0, grow and restart, and counts at their saturation.
+        #[test]
+        fn lanes_update_bit_for_bit_what_points_update_one_by_one(
+            seed in 0u64..u64::MAX,
+            series in 8usize..40,
+            rounds in 1usize..80,
+        ) {
+            let Some(token) = lanes::Avx2::get() else {
+                println!("skipped: no AVX2 here (or FAULTLINE_KERNELS=scalar), so the lanes never run");
+                return Ok(());
+            };
+            let mut next = crate::detect::xorshift(seed | 1);
+            let mut unit = move || (next() >> 11) as f32 / (1u64 << 53) as f32;
+            let mut one: Vec<Cusum> = (0..series)
+                .map(|k| {
+                    let mut c = Cusum::default();
+                    if k % 5 == 1 {
+                        // Counts at their saturation, and one short of it.
+                        (c.up, c.down, c.up_n, c.up_pushed) = (3.0, 1.0, u16::MAX - (k % 2) as u16, u16::MAX);
+                        (c.down_n, c.down_pushed) = (u16::MAX, u16::MAX - 1);
+                    }
+                    c
+                })
+                .collect();
+            let mut in_lanes = one.clone();
+            for _ in 0..rounds {
+                let mut at = [0u32; lanes::LANES];
+                for l in 0..lanes::LANES {
+                    let mut k = (unit() * series as f32) as u32 % series as u32;
+                    while at[..l].contains(&k) {
+                        k = (k + 1) % series as u32;
+                    }
+                    at[l] = k;
+                }
+                let (mut z, mut y) = ([0f32; lanes::LANES], [0f32; lanes::LANES]);
+                for l in 0..lanes::LANES {
+                    z[l] = match (unit() * 16.0) as u32 {
+                        0 => P.drift,
+                        1 => -P.drift,
+                        2 => P.clip,
+                        3 => -P.clip,
+                        4 => 0.0,
+                        5 => -0.0,
+                        6 => 1e9 * (unit() - 0.5),
+                        7 => [f32::INFINITY, f32::NEG_INFINITY, f32::NAN][(unit() * 3.0) as usize % 3],
+                        8..=10 => 1.0 + unit(),
+                        _ => 6.0 * (unit() - 0.5),
+                    };
+                    y[l] = match (unit() * 20.0) as u32 {
+                        0 => f32::NAN,
+                        1 => f32::INFINITY,
+                        2 => 0.0,
+                        _ => 1000.0 * (unit() - 0.3),
+                    };
+                }
+                let mut stats = [0f32; lanes::LANES];
+                lanes::update8(token, &mut in_lanes, &at, &z, &y, &P, &mut stats);
+                for l in 0..lanes::LANES {
+                    let (want, _) = one[at[l] as usize].update(z[l], y[l], &P);
+                    proptest::prop_assert_eq!(stats[l].to_bits(), want.to_bits(), "lane {}: z {} y {}", l, z[l], y[l]);
+                }
+                for (k, (a, b)) in one.iter().zip(&in_lanes).enumerate() {
+                    proptest::prop_assert_eq!(bits(a), bits(b), "series {}", k);
+                }
+            }
+        }
+    }
 
     #[test]
     fn noise_stays_below_the_threshold() {

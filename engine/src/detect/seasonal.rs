@@ -648,11 +648,11 @@ fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f3
 
 /// The token of the vector lanes, which the rarity sketches' lanes take too.
 #[cfg(target_arch = "x86_64")]
-pub(crate) use lanes::Avx2;
+pub(crate) use lanes::{Avx2, transpose as transpose8};
 
-/// What the seasonal learning and the rarity sketches run on in this process: "avx2" where runs of eight consecutive
-/// series learn in vector lanes (`lanes` here, and `sketch::lanes` for the sketches), else "scalar" (another
-/// architecture, a CPU without AVX2, or `FAULTLINE_KERNELS=scalar`).
+/// What the seasonal learning, the rarity sketches and the CUSUMs run on in this process: "avx2" where runs of eight
+/// series learn in vector lanes (`lanes` here, `sketch::lanes` for the sketches and `cusum::lanes` for the CUSUMs),
+/// else "scalar" (another architecture, a CPU without AVX2, or `FAULTLINE_KERNELS=scalar`).
 pub fn lanes_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if lanes::Avx2::get().is_some() {
@@ -760,7 +760,7 @@ mod lanes {
 
     /// Transposes eight rows of eight 32-bit values (its own inverse).
     #[target_feature(enable = "avx2")]
-    fn transpose(r: &mut [__m256; 8]) {
+    pub(crate) fn transpose(r: &mut [__m256; 8]) {
         {
             let t0 = _mm256_unpacklo_ps(r[0], r[1]);
             let t1 = _mm256_unpackhi_ps(r[0], r[1]);
