@@ -47,6 +47,8 @@ for text in open(sys.argv[2]):
         part = "seasonal learning (SeasonalBank: update_round, phases_of, learn; lanes::learn8)"
     elif "Sketch::" in func or "sketch::lanes::" in func:
         part = "rarity sketches (Sketch::observe, widen; lanes::observe8)"
+    elif "cusum::lanes::" in func:
+        part = "the level-shift CUSUMs' lanes (cusum::lanes::update8)"
     elif "sketch::ln_slice" in func:
         part = "the round's logarithms (sketch::ln_slice)"
     elif "libm" in text or file.startswith(("e_", "w_", "s_")):
