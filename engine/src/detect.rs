@@ -194,7 +194,12 @@ impl ByRound {
 
 /// One point on its way through the models: what the robust kernel gave, then what each phase of its round adds (see
 /// [`ShardDetector::process_scored`]).
+///
+/// `repr(C)`, its fields grouped by how [`Scored::new`] starts them: the inputs, then every field that starts at zero
+/// (false, `None`, [`Switch::Unchanged`]) in one block, which compiles to a few wide stores of zeros, then the two that
+/// start elsewhere.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Scored {
     /// Index of the point in its batch, and series slot.
     i: usize,
@@ -209,32 +214,13 @@ struct Scored {
     /// The kernel's z-score and sigma.
     z: f32,
     sigma: f32,
-    /// The spectral-residual score of the series' window with this point (0 without the channel).
-    spectral: f32,
     // Set by `models`.
-    /// Points the series has seen, this one included, and whether the model had warmed up before it.
-    seen: u32,
-    learned: bool,
-    /// Whether the residual history is still too short to certify the risk (the robust z-score stands in).
-    young: bool,
-    /// The kernel's residual, the scale floored by the slow mean absolute residual, z against it and |z| compressed.
-    residual: f32,
-    scale: f32,
-    zf: f32,
-    z_c: f32,
     /// The model's expected value before this point.
     expected: f64,
-    /// The CUSUM statistic after this point, compressed, and whether it is half-way to a change point.
-    stat: f32,
-    stat_c: f32,
-    excursion: bool,
     // Set by `calibrate`.
     /// Surprise of the CUSUM statistic under its calibration (NaN: not computed yet; then `shift_spot`, the
-    /// calibration as it stood before this point, gives it when a change point or an event needs it), and the
-    /// calibrated band of |z| (NaN: none).
+    /// calibration as it stood before this point, gives it when a change point or an event needs it).
     shift_s: f64,
-    shift_spot: Spot,
-    band: f32,
     // Set by `rarity`.
     value_s: f64,
     resid_s: f64,
@@ -244,17 +230,38 @@ struct Scored {
     spectral_s: f64,
     fatigue: f64,
     // Set by `channels`.
-    level_shift: Option<LevelShift>,
     surprise: f64,
-    anomalous: bool,
+    level_shift: Option<LevelShift>,
     // Set by `learn_seasons`.
     switch: Switch,
     /// The season's tracker (level, mean absolute error) the robust model restarts from after a switch.
     restart: (f32, f32),
+    /// The spectral-residual score of the series' window with this point (0 without the channel).
+    spectral: f32,
+    // Set by `models`.
+    /// The kernel's residual, the scale floored by the slow mean absolute residual, z against it and |z| compressed.
+    residual: f32,
+    scale: f32,
+    zf: f32,
+    z_c: f32,
+    /// The CUSUM statistic after this point, compressed, and whether it is half-way to a change point.
+    stat: f32,
+    stat_c: f32,
+    /// Points the series has seen, this one included, and whether the model had warmed up before it.
+    seen: u32,
+    learned: bool,
+    /// Whether the residual history is still too short to certify the risk (the robust z-score stands in).
+    young: bool,
+    excursion: bool,
+    anomalous: bool,
     /// A learning pause applies: the point is scored, and the models are put back as they were after its round.
     paused: bool,
     /// Likewise, for an anomaly an operator accepted (operator feedback).
     held: bool,
+    // Set by `calibrate`.
+    /// The calibrated band of |z| (NaN: none), and the shift calibration before this point (see `shift_s`).
+    band: f32,
+    shift_spot: Spot,
 }
 
 impl Scored {
