@@ -70,6 +70,9 @@ impl Avx512 {
     }
 }
 
+/// The fewest points of a round's tail (`n % 16`) that take the masked lanes; fewer go through the oracle.
+const MASKED_TAIL_MIN: usize = 4;
+
 /// The parameters broadcast to every lane, once per call.
 #[derive(Clone, Copy)]
 struct Params16 {
@@ -286,6 +289,11 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
     // go point by point. The masked-off lanes read and write nothing.
     let rest = n - body;
     if rest == 0 {
+        return;
+    }
+    if rest < MASKED_TAIL_MIN {
+        // A few points: the oracle costs less than the masked lanes' conflict check and gathers.
+        scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
         return;
     }
     let mask = ((1u32 << rest) - 1) as __mmask16;
