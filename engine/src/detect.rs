@@ -1424,16 +1424,19 @@ impl ShardDetector {
     /// warmed-up points update their series' CUSUMs in vector lanes (`cusum::lanes`; no series repeats within a round,
     /// so the eight records differ), the rest one by one.
     fn cusums(&mut self, pts: &mut [Scored]) {
+        const BLOCK: usize = 8;
+        #[cfg(target_arch = "x86_64")]
+        const _: () = assert!(BLOCK == cusum::lanes::LANES);
         let cp = self.cusum_params;
         #[cfg(target_arch = "x86_64")]
         let lanes = cusum::lanes::Avx2::get();
-        for block in pts.chunks_mut(8) {
+        for block in pts.chunks_mut(BLOCK) {
             #[cfg(target_arch = "x86_64")]
             if let Some(token) = lanes
-                && block.len() == cusum::lanes::LANES
+                && block.len() == BLOCK
                 && block.iter().all(|p| p.learned)
             {
-                let (mut at, mut z, mut y, mut stats) = ([0u32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+                let (mut at, mut z, mut y, mut stats) = ([0u32; BLOCK], [0f32; BLOCK], [0f32; BLOCK], [0f32; BLOCK]);
                 for (l, p) in block.iter().enumerate() {
                     (at[l], z[l], y[l]) = (p.s as u32, p.zf, p.y);
                 }

@@ -646,7 +646,8 @@ fn phase_scaled(rem: TimeMs, bins_per_ms: f64, bins: usize) -> (usize, usize, f3
     (b0, if b0 + 1 == bins { 0 } else { b0 + 1 }, frac)
 }
 
-/// The token of the vector lanes, which the rarity sketches' lanes take too.
+/// The token of the vector lanes, which the rarity sketches' and the CUSUMs' lanes take too, and the transpose of eight
+/// rows the CUSUMs' lanes share.
 #[cfg(target_arch = "x86_64")]
 pub(crate) use lanes::{Avx2, transpose as transpose8};
 

@@ -9,7 +9,8 @@
 //! the dense form; other distinct (`vpconflictd`, AVX-512CD), in-bounds slots use hardware gathers and scalar
 //! stores (on the Zen 4 this was tuned on, `vscatterdps` was no faster), prefetching 64 points ahead once the state
 //! outgrows L2; a block with a repeated or out-of-bounds slot runs the scalar oracle. The last `n % 16` points go
-//! through the same gathers in masked lanes (a round of a few series would otherwise run point by point).
+//! through the same gathers in masked lanes when there are at least four of them (a round of a few series would
+//! otherwise run point by point), and through the oracle when there are fewer (cheaper than the lanes' set-up).
 // Hot path: no IO, no allocation, no logging.
 
 use std::arch::x86_64::*;
@@ -285,7 +286,7 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
         }
         i += LANES;
     }
-    // The last `n % 16` points in masked lanes: a round of 1 to 15 series (as NAB's, where files end) would otherwise
+    // The last `n % 16` points in masked lanes: a round of 4 to 15 series (as NAB's, where files end) would otherwise
     // go point by point. The masked-off lanes read and write nothing.
     let rest = n - body;
     if rest == 0 {
