@@ -110,6 +110,28 @@ struct Step16 {
     sigma: __m512,
 }
 
+/// Writes the state in `st`'s first `slots.len()` lanes back to the series at `slots`, lane `k` to `slots[k]`.
+///
+/// # Safety
+/// Every slot must be below the lengths of `level`, `mad` and `count`, and `slots` at most 16 long.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn scatter(state: &mut RobustState, slots: &[u32], st: &Step16) {
+    let mut out = [[0u32; LANES]; 3];
+    // SAFETY: each row of `out` holds 16 elements; the caller vouches for the slots.
+    unsafe {
+        _mm512_storeu_ps(out[0].as_mut_ptr().cast(), st.level);
+        _mm512_storeu_ps(out[1].as_mut_ptr().cast(), st.mad);
+        _mm512_storeu_si512(out[2].as_mut_ptr().cast(), st.count);
+        for (k, &j) in slots.iter().enumerate() {
+            let j = j as usize;
+            *state.level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
+            *state.mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
+            *state.count.get_unchecked_mut(j) = out[2][k];
+        }
+    }
+}
+
 /// `-v`: flips the sign bit (AVX-512F has no float xor; the integer one is the same bits).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -254,11 +276,10 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
                     _mm_prefetch::<_MM_HINT_T0>(state.count.as_ptr().wrapping_add(j).cast());
                 }
             }
-            let mut out = [[0u32; LANES]; 3];
             // SAFETY: every lane of `s` is below `limit`, so each gathered element and each scalar store is inside
             // `level`, `mad` and `count`, and `limit <= 2^31` keeps the i32 offsets non-negative; `i + 16 <= n`
-            // bounds the contiguous `x`, `z` and `sigma` accesses; `out` rows hold 16 elements. The slots are
-            // distinct, so the order of the stores does not matter.
+            // bounds the contiguous `x`, `z` and `sigma` accesses. The slots are distinct, so the order of the stores
+            // does not matter.
             unsafe {
                 let st = step(
                     &pv,
@@ -269,15 +290,7 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
                 );
                 _mm512_storeu_ps(z.as_mut_ptr().add(i), st.z);
                 _mm512_storeu_ps(sigma.as_mut_ptr().add(i), st.sigma);
-                _mm512_storeu_ps(out[0].as_mut_ptr().cast(), st.level);
-                _mm512_storeu_ps(out[1].as_mut_ptr().cast(), st.mad);
-                _mm512_storeu_si512(out[2].as_mut_ptr().cast(), st.count);
-                for (k, &j) in slots.get_unchecked(i..i + LANES).iter().enumerate() {
-                    let j = j as usize;
-                    *state.level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
-                    *state.mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
-                    *state.count.get_unchecked_mut(j) = out[2][k];
-                }
+                scatter(state, slots.get_unchecked(i..i + LANES), &st);
             }
         } else {
             // A repeated slot: later points must see earlier updates.
@@ -307,11 +320,9 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
         scalar::robust_update_gather(state, &slots[body..], &x[body..], &mut z[body..], &mut sigma[body..], p);
         return;
     }
-    let mut out = [[0u32; LANES]; 3];
     // SAFETY: every active lane's slot is below `limit`, so each gathered element and each scalar store is inside
     // `level`, `mad` and `count`, and `limit <= 2^31` keeps the i32 offsets non-negative; the masked loads and stores
-    // touch `x`, `z` and `sigma` at `body..n` only; `out` rows hold 16 elements. The slots are distinct, so the order of
-    // the stores does not matter.
+    // touch `x`, `z` and `sigma` at `body..n` only. The slots are distinct, so the order of the stores does not matter.
     unsafe {
         let st = step(
             &pv,
@@ -322,14 +333,6 @@ fn gather(state: &mut RobustState, slots: &[u32], x: &[f32], z: &mut [f32], sigm
         );
         _mm512_mask_storeu_ps(z.as_mut_ptr().add(body), mask, st.z);
         _mm512_mask_storeu_ps(sigma.as_mut_ptr().add(body), mask, st.sigma);
-        _mm512_storeu_ps(out[0].as_mut_ptr().cast(), st.level);
-        _mm512_storeu_ps(out[1].as_mut_ptr().cast(), st.mad);
-        _mm512_storeu_si512(out[2].as_mut_ptr().cast(), st.count);
-        for (k, &j) in slots.get_unchecked(body..n).iter().enumerate() {
-            let j = j as usize;
-            *state.level.get_unchecked_mut(j) = f32::from_bits(out[0][k]);
-            *state.mad.get_unchecked_mut(j) = f32::from_bits(out[1][k]);
-            *state.count.get_unchecked_mut(j) = out[2][k];
-        }
+        scatter(state, slots.get_unchecked(body..n), &st);
     }
 }
