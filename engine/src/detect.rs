@@ -585,11 +585,17 @@ pub struct ShardDetector {
     round_of: Vec<u32>,
     /// The batch's points that are not late, in batch order.
     kept: Vec<Kept>,
-    /// The kept points ordered by round (batch order within a round), field by field: batch index, slot, time, value
-    /// and time since the series' previous point; and where each round starts in them.
+    /// The kept points ordered by round, each round in slot order, field by field: batch index, slot, time, value and
+    /// time since the series' previous point; and where each round starts in them.
     by_round: ByRound,
     round_start: Vec<u32>,
     round_fill: Vec<u32>,
+    /// Where some round of the batch came out of slot order: the kept points' (round, slot) keys with their index in
+    /// `kept`, sorted; each kept point's position in `by_round`; and, round by round, the positions in batch order
+    /// (the order `finish_round` takes them in). `emit` is empty where every round was in slot order.
+    sort_keys: Vec<(u64, u32)>,
+    sorted_at: Vec<u32>,
+    emit: Vec<u32>,
     /// One round's kernel input and output.
     slots: Vec<u32>,
     xs: Vec<f32>,
@@ -807,6 +813,9 @@ impl ShardDetector {
             by_round: ByRound::default(),
             round_start: Vec::new(),
             round_fill: Vec::new(),
+            sort_keys: Vec::new(),
+            sorted_at: Vec::new(),
+            emit: Vec::new(),
             slots: Vec::new(),
             xs: Vec::new(),
             offsets: Vec::new(),
@@ -984,19 +993,15 @@ impl ShardDetector {
         for r in 1..self.round_start.len() {
             self.round_start[r] += self.round_start[r - 1];
         }
-        self.round_fill.clear();
-        self.round_fill.extend_from_slice(&self.round_start);
         self.by_round.resize(self.kept.len());
-        // Local slices: a store through one cannot move another's length or pointer, so neither is read again.
-        let ByRound { i: by_i, s: by_s, t: by_t, x: by_x, dt: by_dt } = &mut self.by_round;
-        let (by_i, by_s, by_t, by_x, by_dt) =
-            (&mut by_i[..], &mut by_s[..], &mut by_t[..], &mut by_x[..], &mut by_dt[..]);
-        let fill = &mut self.round_fill[..];
-        for &Kept { i, s, round: r, dt } in &self.kept {
-            let at = &mut fill[r as usize];
-            let j = *at as usize;
-            *at += 1;
-            (by_i[j], by_s[j], by_t[j], by_x[j], by_dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
+        self.scatter_by_round(times, values);
+        // Each round in slot order: the phases then walk the series' state in memory order, and runs of eight take
+        // the vector lanes whatever order the series reported in. Points of one round are of different series, so
+        // their order changes nothing they compute; `finish_round` still takes them in batch order (the service
+        // score and the events are shared between series).
+        self.emit.clear();
+        if !self.round_start.windows(2).all(|w| self.by_round.s[w[0] as usize..w[1] as usize].is_sorted()) {
+            self.scatter_by_slot(times, values);
         }
 
         for r in 0..rounds as usize {
@@ -1054,12 +1059,55 @@ impl ShardDetector {
             self.rarity();
             self.channels_round();
             self.learn_seasons();
-            self.finish_round(out, &mut stats, scores.as_deref_mut());
+            self.finish_round(range.start, out, &mut stats, scores.as_deref_mut());
             if !self.frozen.is_empty() {
                 self.thaw();
             }
         }
         stats
+    }
+
+    /// The kept points into `by_round`, round by round (a counting sort on the round; stable, so batch order within a
+    /// round).
+    fn scatter_by_round(&mut self, times: &[TimeMs], values: &[f64]) {
+        self.round_fill.clear();
+        self.round_fill.extend_from_slice(&self.round_start);
+        // Local slices: a store through one cannot move another's length or pointer, so neither is read again.
+        let ByRound { i: by_i, s: by_s, t: by_t, x: by_x, dt: by_dt } = &mut self.by_round;
+        let (by_i, by_s, by_t, by_x, by_dt) =
+            (&mut by_i[..], &mut by_s[..], &mut by_t[..], &mut by_x[..], &mut by_dt[..]);
+        let fill = &mut self.round_fill[..];
+        for &Kept { i, s, round: r, dt } in &self.kept {
+            let at = &mut fill[r as usize];
+            let j = *at as usize;
+            *at += 1;
+            (by_i[j], by_s[j], by_t[j], by_x[j], by_dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
+        }
+    }
+
+    /// The kept points into `by_round` by round and, within a round, by slot; `emit` gets each round's positions in
+    /// batch order.
+    fn scatter_by_slot(&mut self, times: &[TimeMs], values: &[f64]) {
+        let kept = &self.kept;
+        self.sort_keys.clear();
+        self.sort_keys
+            .extend(kept.iter().enumerate().map(|(k, p)| ((u64::from(p.round) << 32) | u64::from(p.s), k as u32)));
+        self.sort_keys.sort_unstable();
+        self.sorted_at.resize(kept.len(), 0);
+        let by = &mut self.by_round;
+        for (j, &(_, k)) in self.sort_keys.iter().enumerate() {
+            let Kept { i, s, dt, .. } = kept[k as usize];
+            (by.i[j], by.s[j], by.t[j], by.x[j], by.dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
+            self.sorted_at[k as usize] = j as u32;
+        }
+        self.round_fill.clear();
+        self.round_fill.extend_from_slice(&self.round_start);
+        self.emit.resize(kept.len(), 0);
+        for (p, &at) in kept.iter().zip(&self.sorted_at) {
+            let fill = &mut self.round_fill[p.round as usize];
+            self.emit[*fill as usize] = at;
+            *fill += 1;
+        }
     }
 
     /// Adds a learning pause at run time (a change event's `learning_pause`): the series of `service` whose metric
@@ -1306,15 +1354,51 @@ impl ShardDetector {
 
     /// The last phase over the round (see `finish_point`), writing each point's score into `scores` when given.
     #[inline(never)]
-    fn finish_round(&mut self, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats, mut scores: Option<&mut [f64]>) {
+    fn finish_round(
+        &mut self,
+        start: usize,
+        out: &mut Vec<AnomalyEvent>,
+        stats: &mut BatchStats,
+        scores: Option<&mut [f64]>,
+    ) {
+        if !self.emit.is_empty() {
+            return self.finish_sorted_round(start, out, stats, scores);
+        }
         let pts = std::mem::take(&mut self.pts);
-        for p in &pts {
+        self.finish_points(pts.iter(), out, stats, scores);
+        self.pts = pts;
+    }
+
+    /// [`ShardDetector::finish_round`] of a round sorted by slot (see `scatter_by_slot`): its points in batch order.
+    #[inline(never)]
+    fn finish_sorted_round(
+        &mut self,
+        start: usize,
+        out: &mut Vec<AnomalyEvent>,
+        stats: &mut BatchStats,
+        scores: Option<&mut [f64]>,
+    ) {
+        let (pts, emit) = (std::mem::take(&mut self.pts), std::mem::take(&mut self.emit));
+        let in_batch_order = emit[start..start + pts.len()].iter().map(|&at| &pts[at as usize - start]);
+        self.finish_points(in_batch_order, out, stats, scores);
+        (self.pts, self.emit) = (pts, emit);
+    }
+
+    /// `finish_point` of each of `pts`, in that order, each score into `scores` when given.
+    #[inline(always)]
+    fn finish_points<'a>(
+        &mut self,
+        pts: impl Iterator<Item = &'a Scored>,
+        out: &mut Vec<AnomalyEvent>,
+        stats: &mut BatchStats,
+        mut scores: Option<&mut [f64]>,
+    ) {
+        for p in pts {
             let score = self.finish_point(p, out, stats);
             if let Some(sc) = scores.as_deref_mut() {
                 sc[p.i] = score;
             }
         }
-        self.pts = pts;
     }
 
     /// The seasonal offset of each point of the round (`self.slots`, `self.round_times`) into `self.offsets`.
@@ -1767,6 +1851,7 @@ impl ShardDetector {
 
     /// The last phase of a point: a season's switch, the score stream, the event path's hold through a level shift,
     /// the service score, the scale floor's learning, noise controls and the event. Returns the point's score.
+    #[inline(always)]
     fn finish_point(&mut self, p: &Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
         let s = p.s;
         let prof = &self.profiles[self.profile[s] as usize];
@@ -2835,6 +2920,64 @@ mod tests {
         };
         // One point a batch: position 0 changes series at every point, so nearly every lookup goes by hash.
         assert_eq!(score(per_batch), score(1));
+    }
+
+    #[test]
+    fn series_reporting_in_a_new_order_every_tick_give_what_they_give_one_by_one() {
+        // 48 series of 6 services (so the service score mixes 8 metrics), 5-minute ticks for two and a half days
+        // (the daily season is learned), each tick in a fresh random order: every round of a batch arrives out of
+        // slot order and is sorted by slot. Spikes on three series and a shift of one service's metrics give events.
+        let keys: Vec<Arc<SeriesKey>> = (0..48)
+            .map(|k| {
+                Arc::new(SeriesKey::new(&format!("svc{}", k % 6), &format!("m{}", k / 6), [] as [(&str, &str); 0]))
+            })
+            .collect();
+        let (ticks, step) = (720, 300_000);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for tick in 0..ticks {
+            for i in (1..order.len()).rev() {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                order.swap(i, (rng % (i as u64 + 1)) as usize);
+            }
+            let t = 1_700_006_400_000 + tick as TimeMs * step;
+            let day = std::f64::consts::TAU * (tick as f64 * step as f64 / 86_400_000.0);
+            for &k in &order {
+                let spike = if [5, 17, 30].contains(&k) && tick % 97 == 60 { 40.0 } else { 0.0 };
+                let shift = if k % 6 == 2 && tick >= 650 { 25.0 } else { 0.0 };
+                ids.push(keys[k].id);
+                ks.push(Arc::clone(&keys[k]));
+                ts.push(t);
+                xs.push(50.0 + k as f64 + 10.0 * day.sin() + noise(tick * 48 + k) + spike + shift);
+            }
+        }
+        let run = |batch_len: usize| {
+            let mut det = detector();
+            let (mut events, mut scores) = (Vec::new(), vec![0.0; xs.len()]);
+            let mut sorted = 0;
+            for start in (0..xs.len()).step_by(batch_len) {
+                let b = start..(start + batch_len).min(xs.len());
+                let sc = Some(&mut scores[b.clone()]);
+                det.process_scored(&ids[b.clone()], &ks[b.clone()], &ts[b.clone()], &xs[b], &mut events, sc);
+                sorted += usize::from(!det.emit.is_empty());
+            }
+            let events: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+            (events, scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), sorted)
+        };
+        // One point a call (rounds of one, in batch order) against batches of one tick (one round) and of ten ticks
+        // (ten rounds). (A batch that cuts a tick puts points of two ticks in one round, which the service score
+        // then takes in round order: that is batching, not the sort, so the batches here hold whole ticks.)
+        let (events, scores, _) = run(1);
+        assert!(events.len() >= 4, "the test shows nothing: {} events", events.len());
+        for batch_len in [48, 480] {
+            let (got_events, got_scores, sorted) = run(batch_len);
+            assert!(sorted * batch_len >= xs.len() / 2, "batches of {batch_len}: only {sorted} were sorted");
+            assert_eq!(got_scores, scores, "batches of {batch_len}");
+            assert_eq!(got_events, events, "batches of {batch_len}");
+        }
     }
 
     #[test]

@@ -372,8 +372,8 @@ impl SeasonalBank {
         if let Some(avx2) = lanes::Avx2::get()
             && lanes::allowed(self, p)
         {
-            // Runs of eight consecutive slots learn in vector registers, their phases included (bit for bit what
-            // `phases_of` and `learn` give), the other points one by one, their phases first as below.
+            // Runs of eight points learn in vector registers, their phases included (bit for bit what `phases_of` and
+            // `learn` give), the other points one by one, their phases first as below.
             let mut runs = std::mem::take(&mut self.runs);
             runs.clear();
             let mut k = 0;
@@ -664,8 +664,8 @@ pub fn lanes_name() -> &'static str {
 
 /// [`SeasonalBank::learn`] for eight series at once, in AVX2 registers, bit for bit what `learn` gives point by point.
 ///
-/// It takes runs of eight points of consecutive slots (series reporting in the order they were registered, as replays
-/// and scrapes do), whose series have seen a point before and whose values are finite:
+/// It takes runs of eight points of a round (eight different series, in any order; `process_scored` sorts a round by
+/// slot first, so they lie in memory order), whose series have seen a point before and whose values are finite:
 /// - each candidate's records of the eight series are loaded as eight rows of a 32-byte `Cand` and transposed into one
 ///   register per field, and back after the update;
 /// - the two profile bins each point touches are read and written back lane by lane (eight loads beat `vgatherdps`
@@ -725,15 +725,14 @@ mod lanes {
             && bank.series.len().saturating_mul(stride) <= i32::MAX as usize
     }
 
-    /// Whether `run` (in a bank [`allowed`] lanes for) can learn in lanes: eight consecutive slots of series that have
-    /// seen a point (the first point seeds the trackers instead), finite values, and counts that convert to `f32` as
-    /// `i32`.
+    /// Whether `run` (in a bank [`allowed`] lanes for) can learn in lanes: eight points (of eight different series, as
+    /// a round's are) of series that have seen a point (the first point seeds the trackers instead), finite values, and
+    /// counts that convert to `f32` as `i32`.
     #[inline]
     pub fn fits(bank: &SeasonalBank, run: &[RoundPoint]) -> bool {
-        let s0 = run[0].s;
         run.len() == LANES
-            && run.iter().enumerate().all(|(l, pt)| {
-                pt.s == s0 + l && pt.x.is_finite() && {
+            && run.iter().all(|pt| {
+                pt.x.is_finite() && {
                     let se = &bank.series[pt.s];
                     se.first_time != TimeMs::MIN && se.n < i32::MAX as u32 - 1
                 }
@@ -801,7 +800,11 @@ mod lanes {
         out: &mut [Switch; LANES],
     ) {
         let cands = p.periods.len();
-        let s0 = run[0].s;
+        let slots: [usize; LANES] = std::array::from_fn(|l| run[l].s);
+        debug_assert!(
+            (1..LANES).all(|l| !slots[..l].contains(&slots[l])),
+            "a run's eight points are of eight series: {slots:?}"
+        );
         // Per lane, scalar: each candidate's remainder of the point's time in its period, moved on from the last
         // point's (`phases_of`); the count, the decay factors of the point's time step, the series' plain trackers.
         let (mut xs, mut ws, mut ff, mut fe, mut elapsed) =
@@ -810,8 +813,7 @@ mod lanes {
         let mut ew = [0f32; LANES];
         let mut slow = [[0f32; LANES]; MAX_PERIODS];
         let mut rems = [[0i32; LANES]; MAX_PERIODS];
-        for (l, pt) in run.iter().enumerate() {
-            let s = s0 + l;
+        for (l, (pt, &s)) in run.iter().zip(&slots).enumerate() {
             let last = std::mem::replace(&mut bank.series[s].phase_t, pt.t);
             for (c, rems) in rems.iter_mut().enumerate().take(cands) {
                 let ks = &mut bank.cand[s * cands + c];
@@ -851,12 +853,14 @@ mod lanes {
             _mm256_storeu_ps(fe.as_mut_ptr(), flat_err);
             _mm256_storeu_ps(ff.as_mut_ptr(), flat_fast);
         }
-        for l in 0..LANES {
-            let se = &mut bank.series[s0 + l];
+        for (l, &s) in slots.iter().enumerate() {
+            let se = &mut bank.series[s];
             se.flat_err = fe[l];
             se.flat_fast = ff[l];
         }
         let elapsed_v = unsafe { _mm256_loadu_ps(elapsed.as_ptr()) };
+        // The slots as `i32` lanes (`allowed` checked that they fit), for each candidate's first bins.
+        let first_slots: [i32; LANES] = slots.map(|s| s as i32);
         // `gain`'s `flat <= 0` is false for a NaN, which then gives NaN: not-less-or-equal, unordered.
         let flat_positive = _mm256_cmp_ps::<_CMP_NLE_UQ>(flat_err, _mm256_setzero_ps());
         let one = _mm256_set1_ps(1.0);
@@ -865,10 +869,10 @@ mod lanes {
         for c in 0..cands {
             let n = p.bins[c];
             // The eight series' records of candidate `c`, one row each, transposed into fields.
-            let base_ptr = unsafe { bank.cand.as_mut_ptr().add(s0 * cands + c) };
+            let cand = bank.cand.as_mut_ptr();
             let mut rows = [_mm256_setzero_ps(); 8];
-            for (l, row) in rows.iter_mut().enumerate() {
-                *row = unsafe { _mm256_loadu_ps(base_ptr.add(l * cands).cast::<f32>()) };
+            for (row, &s) in rows.iter_mut().zip(&slots) {
+                *row = unsafe { _mm256_loadu_ps(cand.add(s * cands + c).cast::<f32>()) };
             }
             transpose(&mut rows);
             let [sum, base, spread, fast, err, ..] = rows;
@@ -894,10 +898,8 @@ mod lanes {
                 );
                 let next = _mm256_add_epi32(b0, _mm256_set1_epi32(1));
                 let b1 = _mm256_andnot_si256(_mm256_cmpeq_epi32(next, bins), next);
-                let first = _mm256_add_epi32(
-                    _mm256_set1_epi32((s0 * n) as i32),
-                    _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), bins),
-                );
+                // Each series' first bin; `allowed` checked that these fit an `i32`.
+                let first = _mm256_mullo_epi32(unsafe { _mm256_loadu_si256(first_slots.as_ptr().cast()) }, bins);
                 let (mut i0, mut i1) = ([0i32; LANES], [0i32; LANES]);
                 unsafe {
                     _mm256_storeu_si256(i0.as_mut_ptr().cast(), _mm256_add_epi32(first, b0));
@@ -947,8 +949,8 @@ mod lanes {
             rows[3] = fast;
             rows[4] = err;
             transpose(&mut rows);
-            for (l, row) in rows.iter().enumerate() {
-                unsafe { _mm256_storeu_ps(base_ptr.add(l * cands).cast::<f32>(), *row) };
+            for (row, &s) in rows.iter().zip(&slots) {
+                unsafe { _mm256_storeu_ps(cand.add(s * cands + c).cast::<f32>(), *row) };
             }
             let (mut o0, mut o1) = ([0f32; LANES], [0f32; LANES]);
             unsafe {
@@ -974,7 +976,7 @@ mod lanes {
                     }
                 }
             }
-            *o = bank.decide(s0 + l, best, &lane_gains, elapsed[l], p);
+            *o = bank.decide(slots[l], best, &lane_gains, elapsed[l], p);
         }
     }
 }
@@ -1102,10 +1104,10 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
 
-        /// Rounds of many series in slot order take the vector lanes where the CPU has AVX2 (runs of eight
-        /// consecutive slots), and the scalar path elsewhere: both give what each point gives alone, bit for bit,
-        /// through seasons found and lost, anomalous weights, time steps of their own, gaps longer than a period,
-        /// values that are not finite, series joining late, and rounds out of slot order or with series missing.
+        /// Rounds of many series take the vector lanes where the CPU has AVX2 (runs of eight points, in slot order or
+        /// not), and the scalar path elsewhere: both give what each point gives alone, bit for bit, through seasons
+        /// found and lost, anomalous weights, time steps of their own, gaps longer than a period, values that are not
+        /// finite, series joining late, and rounds in slot order, rotated, shuffled or with series missing.
         #[test]
         fn lanes_learn_bit_for_bit_what_points_learn_one_by_one(
             seed in 0u64..u64::MAX,
@@ -1125,7 +1127,7 @@ mod tests {
                     one.push(&p);
                     round.push(&p);
                 }
-                let shuffled = next().is_multiple_of(10);
+                let order = next() % 4;
                 let present: Vec<usize> = (0..joined).filter(|_| !next().is_multiple_of(50)).collect();
                 let mut points: Vec<RoundPoint> = present
                     .into_iter()
@@ -1145,9 +1147,13 @@ mod tests {
                         RoundPoint { s, t, dt: step, x, weight }
                     })
                     .collect();
-                if shuffled {
+                if order == 1 {
                     let k = 3.min(points.len());
                     points.rotate_left(k);
+                } else if order == 2 {
+                    for k in (1..points.len()).rev() {
+                        points.swap(k, (next() % (k as u64 + 1)) as usize);
+                    }
                 }
                 want.clear();
                 want.extend(points.iter().map(|q| one.update(q.s, q.t, q.dt, q.x, q.weight, &p)));
