@@ -590,11 +590,13 @@ pub struct ShardDetector {
     by_round: ByRound,
     round_start: Vec<u32>,
     round_fill: Vec<u32>,
-    /// Where some round of the batch came out of slot order: the kept points' (round, slot) keys with their index in
-    /// `kept`, sorted; each kept point's position in `by_round`; and, round by round, the positions in batch order
-    /// (the order `finish_round` takes them in). `emit` is empty where every round was in slot order.
-    sort_keys: Vec<(u64, u32)>,
-    sorted_at: Vec<u32>,
+    /// Where a round of the batch is put in slot order (`sort_round`): the permutation, a table by slot or sort keys
+    /// to find it, and the fields' copies; and, for the whole batch, each point's position in `by_round`, in batch
+    /// order within each round (the order `finish_round` takes them in). `emit` is empty where no round was sorted.
+    perm: Vec<u32>,
+    slot_table: Vec<u32>,
+    sort_keys: Vec<u64>,
+    by_round_tmp: ByRound,
     emit: Vec<u32>,
     /// One round's kernel input and output.
     slots: Vec<u32>,
@@ -813,8 +815,10 @@ impl ShardDetector {
             by_round: ByRound::default(),
             round_start: Vec::new(),
             round_fill: Vec::new(),
+            perm: Vec::new(),
+            slot_table: Vec::new(),
             sort_keys: Vec::new(),
-            sorted_at: Vec::new(),
+            by_round_tmp: ByRound::default(),
             emit: Vec::new(),
             slots: Vec::new(),
             xs: Vec::new(),
@@ -995,17 +999,11 @@ impl ShardDetector {
         }
         self.by_round.resize(self.kept.len());
         self.scatter_by_round(times, values);
-        // Each round in slot order: the phases then walk the series' state in memory order, and runs of eight take
-        // the vector lanes whatever order the series reported in. Points of one round are of different series, so
-        // their order changes nothing they compute; `finish_round` still takes them in batch order (the service
-        // score and the events are shared between series).
         self.emit.clear();
-        if !self.round_start.windows(2).all(|w| self.by_round.s[w[0] as usize..w[1] as usize].is_sorted()) {
-            self.scatter_by_slot(times, values);
-        }
 
         for r in 0..rounds as usize {
             let range = self.round_start[r] as usize..self.round_start[r + 1] as usize;
+            self.sort_round(range.clone());
             self.slots.clear();
             self.xs.clear();
             self.round_times.clear();
@@ -1085,28 +1083,58 @@ impl ShardDetector {
         }
     }
 
-    /// The kept points into `by_round` by round and, within a round, by slot; `emit` gets each round's positions in
-    /// batch order.
-    fn scatter_by_slot(&mut self, times: &[TimeMs], values: &[f64]) {
-        let kept = &self.kept;
-        self.sort_keys.clear();
-        self.sort_keys
-            .extend(kept.iter().enumerate().map(|(k, p)| ((u64::from(p.round) << 32) | u64::from(p.s), k as u32)));
-        self.sort_keys.sort_unstable();
-        self.sorted_at.resize(kept.len(), 0);
-        let by = &mut self.by_round;
-        for (j, &(_, k)) in self.sort_keys.iter().enumerate() {
-            let Kept { i, s, dt, .. } = kept[k as usize];
-            (by.i[j], by.s[j], by.t[j], by.x[j], by.dt[j]) = (i, s, times[i as usize], values[i as usize], dt);
-            self.sorted_at[k as usize] = j as u32;
+    /// Puts round `range` of `by_round` in slot order where its series reported out of it (average runs of ascending
+    /// slots shorter than [`SORT_RUN`]: many producers interleaving, not one scrape that a batch cut in two), and
+    /// records in `emit` where each of its points went, so `finish_round` still takes them in batch order.
+    ///
+    /// The phases then walk the series' state in memory order. The points of a round are of different series, so their
+    /// order changes nothing they compute; the service score and the events, shared between series, come in batch
+    /// order. A round whose slots span at most [`SORT_SPAN`] times its points is placed through a table indexed by
+    /// slot; a sparser one is sorted.
+    fn sort_round(&mut self, range: std::ops::Range<usize>) {
+        let (start, n) = (range.start, range.len());
+        let slots = &self.by_round.s[range.clone()];
+        let descents = slots.windows(2).filter(|w| w[1] < w[0]).count();
+        if descents * SORT_RUN <= n {
+            return;
         }
-        self.round_fill.clear();
-        self.round_fill.extend_from_slice(&self.round_start);
-        self.emit.resize(kept.len(), 0);
-        for (p, &at) in kept.iter().zip(&self.sorted_at) {
-            let fill = &mut self.round_fill[p.round as usize];
-            self.emit[*fill as usize] = at;
-            *fill += 1;
+        // perm[j]: the offset in the round, in batch order, of the point that goes to offset j.
+        let perm = &mut self.perm;
+        perm.clear();
+        let (lo, hi) = slots.iter().fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        let span = (hi - lo) as usize + 1;
+        if span <= SORT_SPAN * n {
+            let table = &mut self.slot_table;
+            table.clear();
+            table.resize(span, u32::MAX);
+            for (q, &s) in slots.iter().enumerate() {
+                table[(s - lo) as usize] = q as u32;
+            }
+            perm.extend(table.iter().copied().filter(|&q| q != u32::MAX));
+        } else {
+            let keys = &mut self.sort_keys;
+            keys.clear();
+            keys.extend(slots.iter().enumerate().map(|(q, &s)| (u64::from(s) << 32) | q as u64));
+            keys.sort_unstable();
+            perm.extend(keys.iter().map(|&k| k as u32));
+        }
+        debug_assert_eq!(perm.len(), n, "a round holds each series once");
+        fn permute<T: Copy>(field: &mut [T], perm: &[u32], tmp: &mut Vec<T>) {
+            tmp.clear();
+            tmp.extend(perm.iter().map(|&q| field[q as usize]));
+            field.copy_from_slice(tmp);
+        }
+        let (by, tmp) = (&mut self.by_round, &mut self.by_round_tmp);
+        permute(&mut by.i[range.clone()], perm, &mut tmp.i);
+        permute(&mut by.s[range.clone()], perm, &mut tmp.s);
+        permute(&mut by.t[range.clone()], perm, &mut tmp.t);
+        permute(&mut by.x[range.clone()], perm, &mut tmp.x);
+        permute(&mut by.dt[range], perm, &mut tmp.dt);
+        if self.emit.is_empty() {
+            self.emit.extend(0..self.kept.len() as u32);
+        }
+        for (j, &q) in perm.iter().enumerate() {
+            self.emit[start + q as usize] = (start + j) as u32;
         }
     }
 
@@ -1369,7 +1397,8 @@ impl ShardDetector {
         self.pts = pts;
     }
 
-    /// [`ShardDetector::finish_round`] of a round sorted by slot (see `scatter_by_slot`): its points in batch order.
+    /// [`ShardDetector::finish_round`] where a round of the batch was put in slot order (see `sort_round`): its points
+    /// in batch order.
     #[inline(never)]
     fn finish_sorted_round(
         &mut self,
@@ -2168,6 +2197,14 @@ const KERNEL_GATE_AFTER: u32 = 8;
 /// hold a million points, and positions past this are looked up by hash.
 const POSITION_CACHE: usize = 1 << 16;
 
+/// A round is put in slot order where its ascending runs of slots are shorter than this on average (see
+/// `ShardDetector::sort_round`).
+const SORT_RUN: usize = 16;
+
+/// A round whose slots span at most this many times its points is put in slot order through a table by slot, else
+/// sorted (see `ShardDetector::sort_round`).
+const SORT_SPAN: usize = 8;
+
 /// Cap of one residual in the scale floor's mean, in multiples of that mean.
 pub const SPREAD_CAP: f32 = 100.0;
 
@@ -2924,15 +2961,15 @@ mod tests {
 
     #[test]
     fn series_reporting_in_a_new_order_every_tick_give_what_they_give_one_by_one() {
-        // 48 series of 6 services (so the service score mixes 8 metrics), 5-minute ticks for two and a half days
-        // (the daily season is learned), each tick in a fresh random order: every round of a batch arrives out of
+        // 48 series of 6 services (so the service score mixes 8 metrics), 5-minute ticks for four days (the daily
+        // season is learned and used), each tick in a fresh random order: every round of a batch arrives out of
         // slot order and is sorted by slot. Spikes on three series and a shift of one service's metrics give events.
         let keys: Vec<Arc<SeriesKey>> = (0..48)
             .map(|k| {
                 Arc::new(SeriesKey::new(&format!("svc{}", k % 6), &format!("m{}", k / 6), [] as [(&str, &str); 0]))
             })
             .collect();
-        let (ticks, step) = (720, 300_000);
+        let (ticks, step) = (1152, 300_000);
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let mut order: Vec<usize> = (0..keys.len()).collect();
         let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -2947,10 +2984,11 @@ mod tests {
             let day = std::f64::consts::TAU * (tick as f64 * step as f64 / 86_400_000.0);
             for &k in &order {
                 let spike = if [5, 17, 30].contains(&k) && tick % 97 == 60 { 40.0 } else { 0.0 };
-                let shift = if k % 6 == 2 && tick >= 650 { 25.0 } else { 0.0 };
+                let shift = if k % 6 == 2 && tick >= 1080 { 25.0 } else { 0.0 };
                 ids.push(keys[k].id);
                 ks.push(Arc::clone(&keys[k]));
-                ts.push(t);
+                // Up to 50 s late, differently for each point: each series' time steps vary.
+                ts.push(t + ((tick * 7 + k * 13) % 50) as TimeMs * 1_000);
                 xs.push(50.0 + k as f64 + 10.0 * day.sin() + noise(tick * 48 + k) + spike + shift);
             }
         }
@@ -2963,16 +3001,24 @@ mod tests {
                 let sc = Some(&mut scores[b.clone()]);
                 det.process_scored(&ids[b.clone()], &ks[b.clone()], &ts[b.clone()], &xs[b], &mut events, sc);
                 sorted += usize::from(!det.emit.is_empty());
+                // Each round of the batch is in slot order, or was left as it came (its ascending runs long enough).
+                for w in det.round_start.windows(2) {
+                    let slots = &det.by_round.s[w[0] as usize..w[1] as usize];
+                    let descents = slots.windows(2).filter(|p| p[1] < p[0]).count();
+                    assert!(descents == 0 || descents * SORT_RUN <= slots.len(), "{slots:?}");
+                }
             }
             let events: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
             (events, scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), sorted)
         };
-        // One point a call (rounds of one, in batch order) against batches of one tick (one round) and of ten ticks
-        // (ten rounds). (A batch that cuts a tick puts points of two ticks in one round, which the service score
-        // then takes in round order: that is batching, not the sort, so the batches here hold whole ticks.)
+        // One point a call (rounds of one, in batch order) against batches of a twelfth of a tick (four of the 48
+        // series: their slots usually span more than `SORT_SPAN` times four, so they are sorted), of one tick (one
+        // round, placed through the table by slot) and of ten ticks (ten rounds). (A batch that cuts a tick unevenly
+        // can put points of two ticks in one round, which the service score then takes in round order: that is
+        // batching, not the sort, so the batches here divide a tick.)
         let (events, scores, _) = run(1);
         assert!(events.len() >= 4, "the test shows nothing: {} events", events.len());
-        for batch_len in [48, 480] {
+        for batch_len in [4, 48, 480] {
             let (got_events, got_scores, sorted) = run(batch_len);
             assert!(sorted * batch_len >= xs.len() / 2, "batches of {batch_len}: only {sorted} were sorted");
             assert_eq!(got_scores, scores, "batches of {batch_len}");
