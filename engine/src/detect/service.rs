@@ -372,13 +372,8 @@ mod tests {
 
     #[test]
     fn the_quiet_margin_decides_as_the_surprise_does() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut unit = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::detect::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
         let (mut fast, mut near) = (0, 0);
         for alarm in [1.3, 2.0, 3.4, 5.0, 8.0, 15.0] {
             let u_alarm = normal_quantile_of_surprise(alarm);
