@@ -585,8 +585,9 @@ pub struct ShardDetector {
     round_of: Vec<u32>,
     /// The batch's points that are not late, in batch order.
     kept: Vec<Kept>,
-    /// The kept points ordered by round, each round in slot order, field by field: batch index, slot, time, value and
-    /// time since the series' previous point; and where each round starts in them.
+    /// The kept points ordered by round (in batch order within a round, or in slot order where `sort_round` put it
+    /// so), field by field: batch index, slot, time, value and time since the series' previous point; and where each
+    /// round starts in them.
     by_round: ByRound,
     round_start: Vec<u32>,
     round_fill: Vec<u32>,
@@ -2970,15 +2971,12 @@ mod tests {
             })
             .collect();
         let (ticks, step) = (1152, 300_000);
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut order: Vec<usize> = (0..keys.len()).collect();
         let (mut ids, mut ks, mut ts, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for tick in 0..ticks {
             for i in (1..order.len()).rev() {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                order.swap(i, (rng % (i as u64 + 1)) as usize);
+                order.swap(i, (next() % (i as u64 + 1)) as usize);
             }
             let t = 1_700_006_400_000 + tick as TimeMs * step;
             let day = std::f64::consts::TAU * (tick as f64 * step as f64 / 86_400_000.0);

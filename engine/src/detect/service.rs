@@ -301,7 +301,7 @@ const QUIET_MARGIN: f64 = 1e-6;
 
 /// Whether the uncalibrated (normal) reading of `score` is under the alarm level `alarm`, whose deviate is `u_alarm`
 /// (`u_quiet`: [`QUIET_MARGIN`] below it). Most points lie well under it: below `u_quiet` the statistic is quiet without
-/// its cube root or the normal tail (what the exact test below computes).
+/// its cube root or the normal tail, which decide only within the margin.
 #[inline]
 fn quiet_normal(score: ServiceScore, u_alarm: f64, u_quiet: f64, alarm: f64) -> bool {
     score.u_at_most(u_quiet) || (score.u_at_most(u_alarm) && normal_surprise(score.u()) < alarm)
