@@ -42,8 +42,8 @@ pub fn latency_histogram() -> Histogram<u64> {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub source: String,
-    /// The robust kernels' implementation (`Kernels::name`), and the seasonal learning's: "avx2" where runs of eight
-    /// consecutive series learn in vector lanes, else "scalar".
+    /// The robust kernels' implementation (`Kernels::name`), and the seasonal learning's: "avx2" where blocks of eight
+    /// points of a round learn in vector lanes, else "scalar".
     pub kernel: &'static str,
     pub seasonal_lanes: &'static str,
     /// The scoring backend that ran ("cpu" or "gpu"), and why (e.g. `auto: no GPU (no adapter: …), using cpu`).
