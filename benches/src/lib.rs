@@ -42,7 +42,7 @@ pub struct SyntheticSource {
     keys: Vec<Arc<SeriesKey>>,
     /// The series of this tick, in reporting order (a permutation of `0..keys.len()`).
     order: Vec<u32>,
-    shuffled: bool,
+    reporting: Order,
     ticks: u64,
     tick: u64,
     next: usize,
@@ -68,7 +68,7 @@ impl SyntheticSource {
         let mut src = Self {
             keys,
             order: (0..series as u32).collect(),
-            shuffled: order == Order::Shuffled,
+            reporting: order,
             ticks,
             tick: 0,
             next: 0,
@@ -87,7 +87,7 @@ impl SyntheticSource {
 
     /// A new reporting order for the next tick (Fisher–Yates), where the order is [`Order::Shuffled`].
     fn shuffle(&mut self) {
-        if !self.shuffled {
+        if self.reporting == Order::Fixed {
             return;
         }
         for i in (1..self.order.len()).rev() {
@@ -127,7 +127,7 @@ impl Source for SyntheticSource {
     }
 
     fn describe(&self) -> String {
-        let order = if self.shuffled { ", shuffled every tick" } else { "" };
+        let order = if self.reporting == Order::Shuffled { ", shuffled every tick" } else { "" };
         format!("synthetic ({} series x {} ticks{order})", self.keys.len(), self.ticks)
     }
 }

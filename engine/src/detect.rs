@@ -1381,7 +1381,8 @@ impl ShardDetector {
         self.pts = pts;
     }
 
-    /// The last phase over the round (see `finish_point`), writing each point's score into `scores` when given.
+    /// The last phase over the round (see `finish_point`), writing each point's score into `scores` when given. Where
+    /// a round of the batch was put in slot order (see `sort_round`), its points go in batch order through `emit`.
     #[inline(never)]
     fn finish_round(
         &mut self,
@@ -1390,28 +1391,16 @@ impl ShardDetector {
         stats: &mut BatchStats,
         scores: Option<&mut [f64]>,
     ) {
-        if !self.emit.is_empty() {
-            return self.finish_sorted_round(start, out, stats, scores);
-        }
         let pts = std::mem::take(&mut self.pts);
-        self.finish_points(pts.iter(), out, stats, scores);
+        if self.emit.is_empty() {
+            self.finish_points(pts.iter(), out, stats, scores);
+        } else {
+            let emit = std::mem::take(&mut self.emit);
+            let in_batch_order = emit[start..start + pts.len()].iter().map(|&at| &pts[at as usize - start]);
+            self.finish_points(in_batch_order, out, stats, scores);
+            self.emit = emit;
+        }
         self.pts = pts;
-    }
-
-    /// [`ShardDetector::finish_round`] where a round of the batch was put in slot order (see `sort_round`): its points
-    /// in batch order.
-    #[inline(never)]
-    fn finish_sorted_round(
-        &mut self,
-        start: usize,
-        out: &mut Vec<AnomalyEvent>,
-        stats: &mut BatchStats,
-        scores: Option<&mut [f64]>,
-    ) {
-        let (pts, emit) = (std::mem::take(&mut self.pts), std::mem::take(&mut self.emit));
-        let in_batch_order = emit[start..start + pts.len()].iter().map(|&at| &pts[at as usize - start]);
-        self.finish_points(in_batch_order, out, stats, scores);
-        (self.pts, self.emit) = (pts, emit);
     }
 
     /// `finish_point` of each of `pts`, in that order, each score into `scores` when given.
