@@ -315,8 +315,31 @@ pub fn ln(x: f32) -> f32 {
 }
 
 /// [`ln`] of every value of `xs`, in place. When every value is a positive normal number (always, in the detector's
-/// use), one branch-free pass the compiler runs in vector registers; otherwise value by value.
+/// use), one branch-free pass the compiler runs in vector registers; otherwise value by value. Where the vector lanes
+/// run (`lanes::Avx2`), the same code compiled for AVX2: eight values a register instead of SSE2's four, the same
+/// operations on each, so the same bits.
 pub fn ln_slice(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = lanes::Avx2::get() {
+        return ln_slice_avx2(token, xs);
+    }
+    ln_slice_any(xs)
+}
+
+/// [`ln_slice`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+fn ln_slice_avx2(_: lanes::Avx2, xs: &mut [f32]) {
+    #[target_feature(enable = "avx2")]
+    fn avx2(xs: &mut [f32]) {
+        ln_slice_any(xs)
+    }
+    // SAFETY: an `Avx2` exists only where the CPU has AVX2.
+    unsafe { avx2(xs) }
+}
+
+/// [`ln_slice`]'s body, for the target's baseline or, inlined into an AVX2 function, for AVX2.
+#[inline(always)]
+fn ln_slice_any(xs: &mut [f32]) {
     if xs.iter().fold(true, |all, &x| all & normal(x)) {
         for x in xs.iter_mut() {
             *x = ln_normal(*x);
@@ -518,6 +541,18 @@ mod tests {
                 v[1234] = o;
             }
             let want: Vec<u32> = v.iter().map(|&x| ln(x).to_bits()).collect();
+            let mut any = v.clone();
+            ln_slice_any(&mut any);
+            assert_eq!(any.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "baseline, {odd:?}");
+            #[cfg(target_arch = "x86_64")]
+            match lanes::Avx2::get() {
+                Some(token) => {
+                    let mut avx2 = v.clone();
+                    ln_slice_avx2(token, &mut avx2);
+                    assert_eq!(avx2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "AVX2, {odd:?}");
+                }
+                None => println!("AVX2 version not checked: no AVX2 here (or FAULTLINE_KERNELS=scalar)"),
+            }
             ln_slice(&mut v);
             assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "{odd:?}");
         }
