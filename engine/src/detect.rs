@@ -1527,9 +1527,7 @@ impl ShardDetector {
     /// warmed-up points update their series' CUSUMs in vector lanes (`cusum::lanes`; no series repeats within a round,
     /// so the eight records differ), the rest one by one.
     fn cusums(&mut self, pts: &mut [Scored]) {
-        const BLOCK: usize = 8;
-        #[cfg(target_arch = "x86_64")]
-        const _: () = assert!(BLOCK == cusum::lanes::LANES);
+        const BLOCK: usize = LANES;
         let cp = self.cusum_params;
         #[cfg(target_arch = "x86_64")]
         let lanes = cusum::lanes::Avx2::get();
@@ -1649,9 +1647,7 @@ impl ShardDetector {
         // Blocks of eight points: where all eight values (residuals) lie inside their sketches' ranges, as nearly all
         // do, the block's value (residual) sketches observe them in vector lanes (`sketch::lanes`; no series repeats
         // within a round, so the eight sketches differ); the rest one by one below.
-        const BLOCK: usize = 8;
-        #[cfg(target_arch = "x86_64")]
-        const _: () = assert!(BLOCK == sketch::lanes::LANES);
+        const BLOCK: usize = LANES;
         #[cfg(target_arch = "x86_64")]
         let lanes = sketch::lanes::Avx2::get();
         for start in (0..n).step_by(BLOCK) {
@@ -2179,6 +2175,12 @@ pub const COMPRESS_KNEE: f32 = 50.0;
 
 // The per-series state stays within a kibibyte.
 const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
+
+/// Points in a block of the detector's vector lanes (eight `f32` of an AVX2 register: the seasonal learning's, the
+/// sketches' and the CUSUMs' lanes). A round runs its blocks of this many points in the lanes, the rest one by one.
+pub const LANES: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(LANES == cusum::lanes::LANES && LANES == sketch::lanes::LANES);
 
 /// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
 const KERNEL_GATE_AFTER: u32 = 8;

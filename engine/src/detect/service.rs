@@ -62,9 +62,8 @@ pub struct ServiceBank {
     /// Sum of the latest values of the service's traffic series, and how many of them have reported.
     volume: Vec<f64>,
     volume_series: Vec<u32>,
-    /// The deviate at which the uncalibrated (normal) reading reaches the alarm level, the deviate [`QUIET_MARGIN`]
-    /// below it, and that level.
-    u_alarm: Option<(f64, f64, f64)>,
+    /// The deviate at which the uncalibrated (normal) reading reaches the alarm level, and that level.
+    u_alarm: Option<(f64, f64)>,
     // Per series slot.
     of: Vec<u32>,
     /// The latest value of a traffic series (NaN before its first, and for other roles).
@@ -242,16 +241,15 @@ impl ServiceBank {
                 self.spot[v].update(u as f32, !anomalous && quiet, sp);
             }
         } else {
-            let (u_alarm, u_quiet) = match self.u_alarm {
-                Some((u, q, a)) if a == alarm => (u, q),
+            let u_alarm = match self.u_alarm {
+                Some((u, a)) if a == alarm => u,
                 _ => {
                     let u = normal_quantile_of_surprise(alarm);
-                    let q = u * (1.0 - QUIET_MARGIN);
-                    self.u_alarm = Some((u, q, alarm));
-                    (u, q)
+                    self.u_alarm = Some((u, alarm));
+                    u
                 }
             };
-            let quiet = quiet_normal(score, u_alarm, u_quiet, alarm);
+            let quiet = quiet_normal(score, u_alarm, alarm);
             let x = if score.u_at_most(f64::from(spot.t)) { spot.t } else { score.u() as f32 };
             self.spot[v].update(x, !anomalous && quiet, sp);
         }
@@ -299,12 +297,12 @@ fn normal_surprise(u: f64) -> f64 {
 /// about the deviate over ln 10 (a relative change of 1e-6 in a deviate of 3 moves the surprise by about 4e-6).
 const QUIET_MARGIN: f64 = 1e-6;
 
-/// Whether the uncalibrated (normal) reading of `score` is under the alarm level `alarm`, whose deviate is `u_alarm`
-/// (`u_quiet`: [`QUIET_MARGIN`] below it). Most points lie well under it: below `u_quiet` the statistic is quiet without
-/// its cube root or the normal tail, which decide only within the margin.
+/// Whether the uncalibrated (normal) reading of `score` is under the alarm level `alarm`, whose deviate is `u_alarm`.
+/// Most points lie well under it: more than [`QUIET_MARGIN`] below it the statistic is quiet without its cube root or
+/// the normal tail, which decide only within the margin.
 #[inline]
-fn quiet_normal(score: ServiceScore, u_alarm: f64, u_quiet: f64, alarm: f64) -> bool {
-    score.u_at_most(u_quiet) || (score.u_at_most(u_alarm) && normal_surprise(score.u()) < alarm)
+fn quiet_normal(score: ServiceScore, u_alarm: f64, alarm: f64) -> bool {
+    score.u_at_most(u_alarm * (1.0 - QUIET_MARGIN)) || (score.u_at_most(u_alarm) && normal_surprise(score.u()) < alarm)
 }
 
 /// The deviate whose one-sided normal surprise is `s` (bisection; once per detector).
@@ -392,7 +390,7 @@ mod tests {
                 let mean_sq = f64::from_bits((edge * edge * edge).to_bits().wrapping_add(k as u64 % 7).wrapping_sub(3));
                 let score = ServiceScore { mean_sq, series };
                 let exact = score.u_at_most(u_alarm) && normal_surprise(score.u()) < alarm;
-                assert_eq!(quiet_normal(score, u_alarm, u_quiet, alarm), exact, "{score:?} at alarm {alarm}");
+                assert_eq!(quiet_normal(score, u_alarm, alarm), exact, "{score:?} at alarm {alarm}");
                 fast += usize::from(score.u_at_most(u_quiet));
                 near += usize::from(
                     k % 2 == 0 && score.u_at_most(u_quiet) && !score.u_at_most(u_quiet * (1.0 - QUIET_MARGIN)),

@@ -24,7 +24,7 @@ use super::nab::{
     load_corpus, load_results, load_windows, validate,
 };
 use crate::config::Config;
-use crate::detect::ShardDetector;
+use crate::detect::{LANES, ShardDetector};
 use crate::error::{Error, Result};
 use crate::model::SeriesKey;
 
@@ -107,11 +107,10 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
         .iter()
         .map(|&k| Arc::new(SeriesKey::new(&corpus[k].name, "value", [("file", corpus[k].name.as_str())])))
         .collect();
-    let len = |f: usize| corpus[files[f]].times.len();
-    let mut scores: Vec<Vec<f64>> = (0..files.len()).map(|f| vec![0.0; len(f)]).collect();
-    let lengths: Vec<usize> = (0..files.len()).map(len).collect();
-    let columns = columns(&lengths, LANES);
-    let longest = columns.iter().map(|c| c.iter().map(|&f| len(f)).sum::<usize>()).max().unwrap_or(0);
+    let len: Vec<usize> = files.iter().map(|&k| corpus[k].times.len()).collect();
+    let mut scores: Vec<Vec<f64>> = len.iter().map(|&n| vec![0.0; n]).collect();
+    let columns = columns(&len, LANES);
+    let longest = columns.iter().map(|c| c.iter().map(|&f| len[f]).sum::<usize>()).max().unwrap_or(0);
     // Per column: its next file (an index into the column) and the row its current file starts at.
     let mut cursor = vec![(0, 0); columns.len()];
     let (mut block_ids, mut block_keys) = (Vec::new(), Vec::new());
@@ -122,8 +121,8 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
     while row < longest {
         active.clear();
         for (column, (next, start)) in columns.iter().zip(&mut cursor) {
-            while *next < column.len() && *start + len(column[*next]) <= row {
-                *start += len(column[*next]);
+            while *next < column.len() && *start + len[column[*next]] <= row {
+                *start += len[column[*next]];
                 *next += 1;
             }
             if let Some(&f) = column.get(*next) {
@@ -134,7 +133,7 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
         // slot order, which it would otherwise put them in).
         active.sort_by_key(|&(_, start)| start);
         // The row where the first of the active files runs out.
-        let end = active.iter().map(|&(f, start)| start + len(f)).min().unwrap_or(longest);
+        let end = active.iter().map(|&(f, start)| start + len[f]).min().unwrap_or(longest);
         // More columns than a batch holds: each batch is one row of a group of them.
         let group = active.len().min(batch);
         let rows = (batch / group).max(1);
@@ -170,9 +169,6 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
     }
     files.iter().copied().zip(scores).collect()
 }
-
-/// The detector's vector lanes: [`columns`] makes the rounds a multiple of this.
-const LANES: usize = 8;
 
 /// Files of `lengths` rows laid end to end in columns (each a list of indices into `lengths`, in the order they
 /// run), so that the rounds of a batch, one row of every column, hold a multiple of `lanes` points for as long as
