@@ -22,12 +22,10 @@ pub enum Error {
     /// A record or file could not be decoded. `at` names the record (file and line, topic/partition/offset).
     #[error("cannot decode {at}: {reason}")]
     Decode { at: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file and the system's reason, in one line. The reason is not also this error's `source`: the CLI prints a
+    /// chain of sources after the message (`{:#}`), which would repeat it.
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: std::io::Error },
     /// An external system failed (Kafka, GPU, a sink).
     #[error("{system}: {message}")]
     External { system: &'static str, message: String, retry: RetryHint },
@@ -42,7 +40,7 @@ impl Error {
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), reason: source }
     }
 
     pub fn decode(at: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -52,7 +50,7 @@ impl Error {
     pub fn retry_hint(&self) -> RetryHint {
         match self {
             Self::External { retry, .. } => *retry,
-            Self::Io { source, .. } => match source.kind() {
+            Self::Io { reason, .. } => match reason.kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     RetryHint::Retry
                 }

@@ -138,7 +138,10 @@ fn missing_input_file_is_a_clear_error() {
     std::fs::write(&cfg, "[source]\nkind = \"jsonl\"\npath = \"no/such/file.jsonl\"\n").unwrap();
     let out = faultline(&["run", "--config", cfg.to_str().unwrap()], &dir);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no/such/file.jsonl"), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("no/such/file.jsonl"), "{err}");
+    // The system's reason once, not again as the error's source.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
 
 #[test]

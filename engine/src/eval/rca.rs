@@ -548,35 +548,59 @@ type Row = (TimeMs, Vec<(Arc<SeriesKey>, f64)>);
 
 /// Parses a PetShop metrics file: three header rows (component / metric / statistic), a `unix_timestamp` row, data.
 /// Each column becomes the series `(component, "<metric>_<statistic>")`, e.g. `latency_p90`, `availability_average`.
+///
+/// An empty cell (or `NaN`) is a value missing at that timestamp. Anything else wrong is an error naming the file's
+/// line, and the column where there is one: a header row missing its label or a column's name, a row with more or fewer
+/// cells than the header, a timestamp or value that is not a finite number. A corrupt file would otherwise score
+/// different series, or fewer points, and give different numbers without saying so.
 fn petshop_metrics(path: &Path, keys: &mut Keys) -> Result<Vec<Row>> {
     let text = read(path)?;
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let at = |i: usize| format!("{} line {}", path.display(), i + 1);
     if rows.len() < 4 || !rows[3].first().is_some_and(|c| c.starts_with("unix_timestamp")) {
         return Err(Error::decode(path.display().to_string(), "expected 3 header rows and a `unix_timestamp` row"));
     }
-    let cols: Vec<Option<Arc<SeriesKey>>> = (0..rows[0].len())
+    let width = rows[0].len();
+    for (i, what) in ["component", "metric", "statistic"].into_iter().enumerate() {
+        if i > 0 && !rows[i][0].trim().eq_ignore_ascii_case(what) {
+            return Err(Error::decode(at(i), format!("expected the `{what}` header row, found {:?}", rows[i][0])));
+        }
+        if rows[i].len() != width {
+            return Err(Error::decode(at(i), format!("{} cells, the first header row has {width}", rows[i].len())));
+        }
+        if let Some(c) = rows[i].iter().skip(1).position(|c| c.trim().is_empty()) {
+            return Err(Error::decode(at(i), format!("column {} has no {what}", c + 2)));
+        }
+    }
+    let cols: Vec<Arc<SeriesKey>> = (1..width)
         .map(|c| {
-            if c == 0 {
-                return None;
-            }
-            let (comp, metric, stat) = (rows[0].get(c)?, rows[1].get(c)?, rows[2].get(c)?);
-            Some(keys.get(comp, &format!("{}_{}", metric.to_lowercase(), stat.to_lowercase())))
+            let (comp, metric, stat) = (rows[0][c].trim(), rows[1][c].trim(), rows[2][c].trim());
+            keys.get(comp, &format!("{}_{}", metric.to_lowercase(), stat.to_lowercase()))
         })
         .collect();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows.len() - 4);
     for (i, row) in rows.iter().enumerate().skip(4) {
-        let t: f64 = row[0].trim().parse().map_err(|_| {
-            Error::decode(format!("{} line {}", path.display(), i + 1), format!("bad timestamp {:?}", row[0]))
-        })?;
-        let vals = row
-            .iter()
-            .enumerate()
-            .skip(1)
-            .filter_map(|(c, v)| {
-                let v: f64 = v.trim().parse().ok().filter(|v: &f64| v.is_finite())?;
-                Some((cols.get(c)?.clone()?, v))
-            })
-            .collect();
+        if row.len() != width {
+            return Err(Error::decode(at(i), format!("{} cells, the header has {width}", row.len())));
+        }
+        let t: f64 = row[0]
+            .trim()
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite())
+            .ok_or_else(|| Error::decode(at(i), format!("bad timestamp {:?}", row[0])))?;
+        let mut vals = Vec::with_capacity(width - 1);
+        for (cell, key) in row[1..].iter().zip(&cols) {
+            let cell = cell.trim();
+            if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
+                continue;
+            }
+            let v: f64 = cell.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
+                let column = format!("{} {}", key.service, key.metric);
+                Error::decode(at(i), format!("{column}: value {cell:?} is not a finite number"))
+            })?;
+            vals.push((Arc::clone(key), v));
+        }
         out.push(((t * 1000.0) as TimeMs, vals));
     }
     Ok(out)
@@ -828,6 +852,50 @@ mod tests {
         assert_eq!(r.stats.overall().cases, 12);
         assert_eq!(r.missed_faults, 0);
         assert!(r.stats.overall().top(1) >= 0.9, "{}", r.stats.table("kind"));
+    }
+
+    /// PetShop metrics files: a missing value is skipped, everything else wrong is an error naming its line (and
+    /// column), never a silently different set of series or points.
+    #[test]
+    fn petshop_metrics_skip_missing_values_and_reject_corrupt_rows() {
+        let dir = scratch("petshop-metrics");
+        let header =
+            "microservice,front,front\nmetric,latency,availability\nstatistic,Average,Average\nunix_timestamp,,\n";
+        let parse = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("{header}{body}")).unwrap();
+            petshop_metrics(&path, &mut Keys::default())
+        };
+        let rows = parse("ok.csv", "100,0.5,\n400,NaN,99.5\n").unwrap();
+        let got: Vec<(TimeMs, Vec<(String, f64)>)> =
+            rows.iter().map(|(t, v)| (*t, v.iter().map(|(k, x)| (k.metric.to_string(), *x)).collect())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (100_000, vec![("latency_average".into(), 0.5)]),
+                (400_000, vec![("availability_average".into(), 99.5)])
+            ]
+        );
+        for (body, says) in [
+            ("100,0.5,abc\n", "line 5: front availability_average: value \"abc\" is not a finite number"),
+            ("100,0.5,inf\n", "line 5: front availability_average: value \"inf\" is not a finite number"),
+            ("100,0.5,1,7\n", "line 5: 4 cells, the header has 3"),
+            ("100,0.5\n", "line 5: 2 cells, the header has 3"),
+            ("100,1,1\nNaN,1,1\n", "line 6: bad timestamp \"NaN\""),
+        ] {
+            let e = parse("bad.csv", body).unwrap_err().to_string();
+            assert!(e.contains(says), "{body:?}: {e}");
+        }
+        let path = dir.join("header.csv");
+        for (text, says) in [
+            (header.replace("statistic,", "stat,"), "line 3: expected the `statistic` header row"),
+            (header.replace("metric,latency,", "metric,,"), "line 2: column 2 has no metric"),
+            (header.replace(",Average,Average", ",Average"), "line 3: 2 cells, the first header row has 3"),
+        ] {
+            std::fs::write(&path, format!("{text}100,1,1\n")).unwrap();
+            let e = petshop_metrics(&path, &mut Keys::default()).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
     }
 
     /// A PetShop-layout dataset: front -> mid -> store; in the issue, store's availability drops.
