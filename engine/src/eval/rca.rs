@@ -478,7 +478,14 @@ pub fn load_case(dir: &Path) -> Result<Case> {
             .ok()
             .filter(|v: &f64| v.is_finite())
             .ok_or_else(|| Error::decode(at(), format!("field `value`: {:?} is not a finite number", f[3])))?;
-        points.push(CasePoint { time, key: keys.get(f[1].trim(), f[2].trim()), value });
+        let (service, metric) = (f[1].trim(), f[2].trim());
+        // As the pipeline's input does: a series needs both names.
+        for (name, text) in [("service", service), ("metric", metric)] {
+            if text.is_empty() {
+                return Err(Error::decode(at(), format!("field `{name}`: must not be empty")));
+            }
+        }
+        points.push(CasePoint { time, key: keys.get(service, metric), value });
     }
     points.sort_by_key(|p| p.time);
     let mut edges = Vec::new();
@@ -616,16 +623,26 @@ pub fn load_petshop(dir: &Path) -> Result<PetShop> {
     let header: Vec<String> = lines.next().unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect();
     let mut edges = Vec::new();
     for (i, line) in lines.enumerate() {
+        let at = || format!("{} line {}", graph_path.display(), i + 2);
+        if line.trim().is_empty() {
+            continue;
+        }
         let f: Vec<&str> = line.split(',').collect();
-        let from = f.first().map(|s| s.trim()).unwrap_or_default();
-        for (c, v) in f.iter().enumerate().skip(1) {
-            let w: f64 = v.trim().parse().map_err(|_| {
-                Error::decode(format!("{} line {}", graph_path.display(), i + 2), format!("bad adjacency value {v:?}"))
-            })?;
-            if w != 0.0
-                && let Some(to) = header.get(c)
-                && to != from
-            {
+        if f.len() != header.len() {
+            return Err(Error::decode(at(), format!("{} cells, the header has {}", f.len(), header.len())));
+        }
+        let from = f[0].trim();
+        if from.is_empty() {
+            return Err(Error::decode(at(), "the row names no component"));
+        }
+        for (v, to) in f.iter().zip(&header).skip(1) {
+            let w: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|w: &f64| w.is_finite())
+                .ok_or_else(|| Error::decode(at(), format!("column {to:?}: bad adjacency value {v:?}")))?;
+            if w != 0.0 && to != from {
                 edges.push((from.to_string(), to.clone()));
             }
         }
@@ -842,6 +859,15 @@ mod tests {
         .unwrap();
         let err = load_case(&dir).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("field `value`"), "{err}");
+        for (row, field) in [("1767571260, ,lat,1", "service"), ("1767571260,db,,1", "metric")] {
+            std::fs::write(
+                dir.join("metrics.csv"),
+                format!("timestamp,service,metric,value\n1767571200,db,lat,1\n{row}\n"),
+            )
+            .unwrap();
+            let err = load_case(&dir).unwrap_err().to_string();
+            assert!(err.contains(&format!("line 3: field `{field}`: must not be empty")), "{err}");
+        }
     }
 
     #[test]
@@ -895,6 +921,16 @@ mod tests {
             std::fs::write(&path, format!("{text}100,1,1\n")).unwrap();
             let e = petshop_metrics(&path, &mut Keys::default()).unwrap_err().to_string();
             assert!(e.contains(says), "{text:?}: {e}");
+        }
+        // The call graph: a row of the wrong width, a value that is not a finite number, a row without its component.
+        for (row, says) in [
+            ("front,0,1,0", "graph.csv line 2: 4 cells, the header has 3"),
+            ("front,0,NaN", "graph.csv line 2: column \"mid\": bad adjacency value \"NaN\""),
+            (",0,1", "graph.csv line 2: the row names no component"),
+        ] {
+            std::fs::write(dir.join("graph.csv"), format!(",front,mid\n{row}\nmid,0,0\n")).unwrap();
+            let e = load_petshop(&dir).err().expect("a bad graph is an error").to_string();
+            assert!(e.contains(says), "{row:?}: {e}");
         }
     }
 
