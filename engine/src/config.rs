@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// When scoring on the GPU, a batch is handed on once it is full or once this long has passed since the source
     /// began filling it, whichever comes first.
     pub gpu_max_wait: HumanDuration,
+    /// The most series this instance models, all shards together (0: no limit). Points of further series are refused
+    /// and counted (see `detect::SeriesLimit`).
+    pub max_series: usize,
 }
 
 /// The scoring backend: the CPU kernels (the reference), the GPU (wgpu compute shaders, same answers), or the GPU

@@ -41,6 +41,7 @@ pub mod spot;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use faultline_kernels::robust::MAD_TO_SIGMA;
 use faultline_kernels::{Kernels, RobustParams, RobustState};
@@ -149,6 +150,9 @@ pub struct BatchStats {
     pub points: u64,
     pub late: u64,
     pub new_series: u64,
+    /// Points of series this shard has no model for, refused because the instance models its limit of series already
+    /// (`engine.max-series`, see [`SeriesLimit`]).
+    pub refused: u64,
     pub anomalies: u64,
     /// Anomalous points silenced by the low-volume guard.
     pub low_volume: u64,
@@ -542,8 +546,12 @@ pub struct ShardDetector {
     cfg: DetectorConfig,
     rca: RcaConfig,
     index: IdMap<u32>,
+    /// The instance's limit on modelled series, shared by its shards (none: no limit), and whether this shard has
+    /// refused a series yet (it says so once).
+    limit: Option<Arc<SeriesLimit>>,
+    refusing: bool,
     /// The series id and slot last seen at each batch position, for the first [`POSITION_CACHE`] positions (see
-    /// `slot_of`).
+    /// `slot_of`). [`REFUSED`] is no slot: the position is looked up again.
     by_position: Vec<(SeriesId, u32)>,
     keys: Vec<Arc<SeriesKey>>,
     seasonal: SeasonalBank,
@@ -831,6 +839,8 @@ impl ShardDetector {
             logs: Vec::new(),
             season_points: Vec::new(),
             switches: Vec::new(),
+            limit: None,
+            refusing: false,
             by_position: Vec::new(),
             runtime_pauses: vec![None; pauses.len()],
             pauses,
@@ -850,6 +860,13 @@ impl ShardDetector {
 
     pub fn series_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Shares the instance's limit on modelled series (`engine.max-series`) with this shard: once the shards together
+    /// model `limit.max` series, points of a series this shard has no model for are refused (skipped, and counted in
+    /// [`BatchStats::refused`]) until the process restarts; the series that have a model go on as before.
+    pub fn limit_series(&mut self, limit: Arc<SeriesLimit>) {
+        self.limit = Some(limit);
     }
 
     /// Series whose seasonal baselines and calibrations are kept on the host: every series on the CPU backend, none
@@ -892,6 +909,17 @@ impl ShardDetector {
     fn slot_of_id(&mut self, id: SeriesId, key: &Arc<SeriesKey>, stats: &mut BatchStats) -> u32 {
         if let Some(&s) = self.index.get(&id) {
             return s;
+        }
+        if let Some(limit) = &self.limit
+            && !limit.take()
+        {
+            if !self.refusing {
+                self.refusing = true;
+                tracing::warn!(limit = limit.max, service = %key.service, metric = %key.metric,
+                    "Series limit reached (engine.max-series): points of series without a model are refused and \
+                     counted from now on; series with a model go on.");
+            }
+            return REFUSED;
         }
         stats.new_series += 1;
         let s = self.scoring.push();
@@ -971,6 +999,10 @@ impl ShardDetector {
         let mut rounds = 0;
         for i in 0..ids.len() {
             let s = self.slot_of(i, ids[i], &keys[i], &mut stats);
+            if s == REFUSED {
+                stats.refused += 1;
+                continue;
+            }
             let su = s as usize;
             let t = times[i];
             // Models read event time only: a point not newer than the series' last one is late and skipped.
@@ -2185,6 +2217,31 @@ const _: () = assert!(LANES == cusum::lanes::LANES && LANES == sketch::lanes::LA
 /// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
 const KERNEL_GATE_AFTER: u32 = 8;
 
+/// What `slot_of` gives for a point refused by the series limit (never a slot: a shard holds fewer series).
+const REFUSED: u32 = u32::MAX;
+
+/// An engine instance's limit on the series it models, shared by its shards (`engine.max-series`): a guard against
+/// a label with unbounded values (a request id, a pod name that changes on every deploy) filling the box's memory with
+/// models. Each series with a model takes one place, for the life of the process.
+#[derive(Debug)]
+pub struct SeriesLimit {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl SeriesLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { max, used: AtomicUsize::new(0) })
+    }
+
+    /// Takes a place for a new series; false once all `max` are taken.
+    fn take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| (used < self.max).then_some(used + 1))
+            .is_ok()
+    }
+}
+
 /// Batch positions the series lookup caches (16 bytes each, 1 MiB per shard at most): a GPU shard's batches can
 /// hold a million points, and positions past this are looked up by hash.
 const POSITION_CACHE: usize = 1 << 16;
@@ -2301,6 +2358,57 @@ mod tests {
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
         let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
         assert_eq!(stats.late, 2);
+    }
+
+    /// Two shards sharing a limit of three series: the fourth series is refused wherever it comes, its points
+    /// counted and skipped (no score, no event), and the series that have a model score as they would without it.
+    #[test]
+    fn a_shared_series_limit_refuses_new_series_and_leaves_the_others_alone() {
+        let limit = SeriesLimit::new(3);
+        let (mut a, mut b) = (detector(), detector());
+        a.limit_series(Arc::clone(&limit));
+        b.limit_series(Arc::clone(&limit));
+        let keys: Vec<Arc<SeriesKey>> =
+            (0..5).map(|k| Arc::new(SeriesKey::new(&format!("svc{k}"), "latency", [] as [(&str, &str); 0]))).collect();
+        // Each batch: one point of each of the given series at minute `m`; a jump over minutes 300 to 305.
+        let batch = |det: &mut ShardDetector, which: &[usize], m: i64, scores: &mut Vec<f64>| {
+            let ks: Vec<Arc<SeriesKey>> = which.iter().map(|&k| Arc::clone(&keys[k])).collect();
+            let ids: Vec<SeriesId> = ks.iter().map(|k| k.id).collect();
+            let x = if (300..306).contains(&m) { 500.0 } else { 100.0 + noise(m as usize) };
+            scores.clear();
+            scores.resize(ids.len(), 0.0);
+            let mut out = Vec::new();
+            let stats = det.process_scored(
+                &ids,
+                &ks,
+                &vec![m * 60_000; ids.len()],
+                &vec![x; ids.len()],
+                &mut out,
+                Some(scores),
+            );
+            (stats, out)
+        };
+        let (mut sa, mut sb, mut alone) = (Vec::new(), Vec::new(), Vec::new());
+        let mut solo = detector();
+        let (mut refused, mut events) = (0, Vec::new());
+        for m in 0..320 {
+            // Shard a: series 0 and 1, and from minute 100 series 3; shard b: series 2, and from minute 50 series 4.
+            let (st, ev) = batch(&mut a, if m < 100 { &[0, 1] } else { &[0, 1, 3] }, m, &mut sa);
+            refused += st.refused;
+            events.extend(ev);
+            let (st, _) = batch(&mut b, if m < 50 { &[2] } else { &[2, 4] }, m, &mut sb);
+            refused += st.refused;
+            if m >= 50 {
+                assert_eq!(sb[1], 0.0, "a refused point has no score");
+            }
+            // Series 0 with a model of its own and no limit: the same scores.
+            batch(&mut solo, &[0], m, &mut alone);
+            assert_eq!(sa[0].to_bits(), alone[0].to_bits(), "minute {m}");
+        }
+        assert_eq!((a.series_count(), b.series_count()), (2, 1));
+        assert_eq!(refused, 220 + 270, "series 3's 220 points and series 4's 270");
+        assert!(events.iter().all(|e| e.key.service.as_ref() != "svc3"), "no event of a refused series");
+        assert!(events.iter().any(|e| e.time >= 300 * 60_000), "the series with a model still alert");
     }
 
     #[test]

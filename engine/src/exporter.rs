@@ -89,6 +89,11 @@ pub fn render(live: &Live) -> Result<String> {
     counter("faultline_anomalies_total", "Anomaly events raised", sum(|c| &*c.anomalies))?;
     counter("faultline_late_points_total", "Points not newer than their series' last point", sum(|c| &*c.late))?;
     counter(
+        "faultline_series_limit_refused_points_total",
+        "Points of series without a model refused because engine.max-series series are modelled",
+        sum(|c| &*c.refused),
+    )?;
+    counter(
         "faultline_suppressed_low_volume_total",
         "Anomalous points silenced by the low-volume guard",
         sum(|c| &*c.low_volume),

@@ -279,6 +279,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 eprintln!("report written to {}", p.display());
             }
             if let Some(p) = metrics_out {
+                // Its folder is made if missing, as the sinks' and the report's are.
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
                 std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
                     .with_context(|| format!("writing {}", p.display()))?;
             }

@@ -12,6 +12,8 @@ use serde::Serialize;
 pub struct ShardCounters {
     pub points: CachePadded<AtomicU64>,
     pub late: CachePadded<AtomicU64>,
+    /// Points of new series refused by the series limit (`engine.max-series`).
+    pub refused: CachePadded<AtomicU64>,
     pub anomalies: CachePadded<AtomicU64>,
     pub series: CachePadded<AtomicU64>,
     pub low_volume: CachePadded<AtomicU64>,
@@ -54,6 +56,8 @@ pub struct RunSummary {
     pub points: u64,
     pub series: u64,
     pub late_points: u64,
+    /// Points of series without a model refused because the instance modelled `engine.max-series` series already.
+    pub series_limit_refused_points: u64,
     pub dead_letters: u64,
     pub anomalies: u64,
     /// Anomalous points the low-volume guard silenced (their service carried too little traffic).
@@ -126,8 +130,8 @@ impl RunSummary {
             "processed {} points of {} series from {} in {:.2} s ({:.0} points/s, {} shards, {} kernels, seasonal lanes {}, \
              backend {} ({}))\n\
              anomalies: {}, incidents: {} ({} too small to report; {:.0} anomaly events per reported incident), \
-             late points skipped: {}, dead letters: {}, silenced by the low-volume guard: {}, scored under a learning \
-             pause: {}\n\
+             late points skipped: {}, refused by the series limit: {}, dead letters: {}, silenced by the low-volume \
+             guard: {}, scored under a learning pause: {}\n\
              batch latency (µs): p50 {} p99 {} p99.9 {} max {}; root-cause ranking per report version (µs): p50 {} \
              p99 {} max {}\n\
              cost: {:.3} CPU-seconds per million points ({:.2} CPU-s in all); energy: {}",
@@ -146,6 +150,7 @@ impl RunSummary {
             self.incidents_dropped_small,
             self.anomalies as f64 / self.incidents.max(1) as f64,
             self.late_points,
+            self.series_limit_refused_points,
             self.dead_letters,
             self.suppressed_low_volume,
             self.learning_paused_points,

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::clock;
 use crate::config::{Backend, Config};
 use crate::delivery::Progress;
-use crate::detect::{ScoringBackend, ShardDetector};
+use crate::detect::{ScoringBackend, SeriesLimit, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::exporter::{Exporter, Live};
@@ -174,10 +174,14 @@ pub fn run(
 
     let mut shard_txs = Vec::with_capacity(shards);
     let mut workers = Vec::with_capacity(shards);
+    let series_limit = (cfg.engine.max_series > 0).then(|| SeriesLimit::new(cfg.engine.max_series));
     for shard in 0..shards {
         let (tx, rx) = bounded::<ShardBatch>(cfg.engine.queue_depth);
         shard_txs.push(tx);
         let mut det = ShardDetector::with_backend(&cfg.detector, &cfg.rca, backend.for_shard(kernels));
+        if let Some(limit) = &series_limit {
+            det.limit_series(Arc::clone(limit));
+        }
         // Learning pauses among the changes known at the start (`rca.changes`) apply from the first point.
         for c in rca.changes.iter().filter(|c| shard_of(service_id(&c.service), shards) == shard) {
             if let Some(p) = &c.learning_pause {
@@ -292,6 +296,7 @@ pub fn run(
         points,
         series: sum(|c| c.series.load(std::sync::atomic::Ordering::Relaxed)),
         late_points: sum(|c| c.late.load(std::sync::atomic::Ordering::Relaxed)),
+        series_limit_refused_points: sum(|c| c.refused.load(std::sync::atomic::Ordering::Relaxed)),
         dead_letters: dead.count(),
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
         suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
@@ -431,6 +436,7 @@ fn shard_loop(
             counters.add(&counters.anomalies, stats.anomalies);
         }
         counters.add(&counters.late, stats.late);
+        counters.add(&counters.refused, stats.refused);
         counters.add(&counters.low_volume, stats.low_volume);
         counters.add(&counters.learning_paused, stats.learning_paused);
         counters.add(&counters.feedback_held, stats.feedback_held);

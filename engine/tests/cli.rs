@@ -144,6 +144,44 @@ fn missing_input_file_is_a_clear_error() {
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
 
+/// `engine.max-series`: the third series of a file is refused (its points counted, not scored), the log says so
+/// once, and the two series with a model are counted as such.
+#[test]
+fn the_series_limit_refuses_series_past_it_and_counts_their_points() {
+    let dir = scratch("max-series");
+    let mut points = String::new();
+    for m in 0..50 {
+        for (k, (service, from)) in [("a", 0), ("b", 0), ("c", 10)].into_iter().enumerate() {
+            if m >= from {
+                let t = 1_767_571_200_000i64 + m * 60_000;
+                points.push_str(&format!(
+                    "{{\"time\": {t}, \"service\": \"{service}\", \"metric\": \"latency\", \"value\": {}}}\n",
+                    100 + k
+                ));
+            }
+        }
+    }
+    std::fs::write(dir.join("points.jsonl"), points).unwrap();
+    let base = "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n";
+    // One shard: the first two series take the places, the third (from minute 10) is refused.
+    std::fs::write(dir.join("run.toml"), format!("[engine]\nshards = 1\nmax-series = 2\n{base}")).unwrap();
+    let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("Series limit reached").count(), 1, "{err}");
+    assert!(err.contains("refused by the series limit: 40"), "{err}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+    assert_eq!((m["series"].as_u64(), m["series_limit_refused_points"].as_u64()), (Some(2), Some(40)), "{m}");
+    assert_eq!(m["points"].as_u64(), Some(140));
+    // Two shards share the limit: two series in all, whichever came first (shards run in parallel).
+    let m = run_config(&dir, &format!("[engine]\nshards = 2\nmax-series = 2\n{base}"));
+    assert_eq!(m["series"].as_u64(), Some(2), "{m}");
+    assert!(matches!(m["series_limit_refused_points"].as_u64(), Some(40 | 50)), "{m}");
+    let m = run_config(&dir, &format!("[engine]\nshards = 2\n{base}"));
+    assert_eq!((m["series"].as_u64(), m["series_limit_refused_points"].as_u64()), (Some(3), Some(0)), "no limit: {m}");
+}
+
 #[test]
 fn schema_command_prints_the_schema() {
     let out = faultline(&["schema", "root-cause"], &repo_root());
@@ -365,7 +403,14 @@ fn a_run_writes_an_html_report_that_the_report_command_rebuilds_from_the_event_f
     let a = report(&[], "out/a.html");
     assert_eq!(report(&[], "out/b.html"), a, "the same run's report, byte for byte");
     // The run's own report is the same but for the rows only a run knows (its time, engine and cost).
-    let run_only = ["run time", "engine", "CPU cost", "late points skipped", "silenced by the low-volume guard"];
+    let run_only = [
+        "run time",
+        "engine",
+        "CPU cost",
+        "late points skipped",
+        "points refused by the series limit",
+        "silenced by the low-volume guard",
+    ];
     let run_html: String = std::fs::read_to_string(dir.join("out/run.html"))
         .unwrap()
         .lines()
