@@ -180,6 +180,21 @@ fn the_series_limit_refuses_series_past_it_and_counts_their_points() {
     assert!(matches!(m["series_limit_refused_points"].as_u64(), Some(40 | 50)), "{m}");
     let m = run_config(&dir, &format!("[engine]\nshards = 2\n{base}"));
     assert_eq!((m["series"].as_u64(), m["series_limit_refused_points"].as_u64()), (Some(3), Some(0)), "no limit: {m}");
+    // Text logs are not coloured off a terminal; JSON logs are one object a line.
+    assert!(!err.contains('\u{1b}'), "escape codes in logs to a pipe: {err:?}");
+    std::fs::write(dir.join("run.toml"), format!("[engine]\nshards = 1\nmax-series = 2\n{base}")).unwrap();
+    let out = faultline(&["run", "--config", "run.toml", "--log-format", "json"], &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let logs: Vec<serde_json::Value> =
+        text(&out.stderr).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(logs.len(), 1, "{}", text(&out.stderr));
+    assert_eq!(logs[0]["level"], "WARN");
+    assert_eq!(logs[0]["fields"]["service"], "c");
+    assert!(logs[0]["fields"]["message"].as_str().unwrap().starts_with("Series limit reached"));
+    // A log filter that does not parse is an error, not silently "warn".
+    let out = faultline(&["--log", "faultline=nonsense", "default-config"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid log filter"), "{}", text(&out.stderr));
 }
 
 #[test]
