@@ -690,20 +690,34 @@ impl Config {
             merge(&mut root, table);
         }
         let mut problems = Vec::new();
+        // The settings the environment set, as dotted paths, and the variable that set each.
+        let mut from_env = Vec::new();
         for (k, v) in env {
             let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase().replace('_', "-")).collect();
             if let Err(e) = set_path(&mut root, &path, parse_env_value(&v)) {
                 problems.push(format!("{k}: {e}"));
             }
+            from_env.push((path.join("."), k));
         }
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
-        let source = user.map_or("configuration", |(n, _)| n);
-        let cfg: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::config(format!("{source}: {}", e.message().trim())))?;
+        // The merged table has no spans left: the error names the setting by its path (`engine.shards`,
+        // `detector.overrides[0].direction`), and the variable or file it came from.
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let at = e.path().to_string();
+            let message = e.inner().message().trim().to_owned();
+            let source = match from_env.iter().find(|(path, _)| at == *path || at.starts_with(&format!("{path}."))) {
+                Some((_, var)) => format!("environment variable {var}"),
+                None => user.map_or("the defaults", |(n, _)| n).to_owned(),
+            };
+            if at == "." {
+                Error::config(format!("{source}: {message}"))
+            } else {
+                Error::config(format!("{source}: {at}: {message}"))
+            }
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -1171,6 +1185,34 @@ mod tests {
         assert_eq!(cfg.engine.shards, 3);
         let env = [("FAULTLINE__DETECTOR__M_OF_N".to_string(), "[3, 4]".to_string())];
         assert_eq!(Config::from_layers(None, env).unwrap().detector.m_of_n, [3, 4]);
+    }
+
+    /// A value of the wrong type or an unknown name is reported with the setting's path and where it came from.
+    #[test]
+    fn a_bad_value_names_its_setting_and_its_source() {
+        let err = |user: Option<&str>, env: &[(&str, &str)]| {
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            Config::from_layers(user.map(|u| ("x.toml", u)), env).unwrap_err().to_string()
+        };
+        let e = err(Some("[engine]\nshards = \"four\"\n"), &[]);
+        assert!(e.contains("x.toml: engine.shards: invalid type: string \"four\""), "{e}");
+        let e = err(
+            Some(
+                "[[detector.overrides]]\nmetric = \"a\"\n[[detector.overrides]]\nmetric = \"b\"\ndirection = \"sideways\"\n",
+            ),
+            &[],
+        );
+        assert!(e.contains("x.toml: detector.overrides[1].direction: unknown variant `sideways`"), "{e}");
+        let e = err(Some("[engine]\nshard = 2\n"), &[]);
+        assert!(e.contains("x.toml: engine.shard: unknown field `shard`"), "{e}");
+        // From the environment, over a file that is fine: the variable is named.
+        let e = err(Some("[engine]\nshards = 2\n"), &[("FAULTLINE__DETECTOR__CALIBRATION__QUANTILE", "high")]);
+        assert!(
+            e.contains(
+                "environment variable FAULTLINE__DETECTOR__CALIBRATION__QUANTILE: detector.calibration.quantile"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
