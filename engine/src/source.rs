@@ -304,10 +304,17 @@ impl PointDecoder {
 pub struct JsonlSource {
     name: String,
     reader: Box<dyn BufRead + Send>,
-    line: String,
+    line: Vec<u8>,
     line_no: u64,
     decoder: PointDecoder,
 }
+
+/// The longest line a JSON-lines source reads whole (a point is a few hundred bytes); a longer one is dead-lettered
+/// and skipped, so a stream without newlines cannot fill the memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How much of a dead-lettered line that is too long or not UTF-8 goes into the dead letter's `raw`.
+const RAW_PREFIX: usize = 4096;
 
 impl JsonlSource {
     /// `"-"` reads standard input.
@@ -321,7 +328,23 @@ impl JsonlSource {
     }
 
     pub fn from_reader(name: impl Into<String>, reader: Box<dyn BufRead + Send>) -> Self {
-        Self { name: name.into(), reader, line: String::new(), line_no: 0, decoder: PointDecoder::new() }
+        Self { name: name.into(), reader, line: Vec::new(), line_no: 0, decoder: PointDecoder::new() }
+    }
+}
+
+/// Reads and drops the rest of a line, its newline included, without keeping it.
+fn skip_line(reader: &mut dyn BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(at) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(at + 1);
+            return Ok(());
+        }
+        let n = buf.len();
+        reader.consume(n);
     }
 }
 
@@ -329,28 +352,33 @@ impl Source for JsonlSource {
     fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool> {
         while batch.len() < max {
             self.line.clear();
-            let n = match self.reader.read_line(&mut self.line) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.line_no += 1;
-                    dead.record(&self.name, &format!("line {}", self.line_no), "line is not valid UTF-8", "")?;
-                    // Skip the rest of the bad line.
-                    let mut junk = Vec::new();
-                    self.reader.read_until(b'\n', &mut junk).map_err(|e| Error::io(&self.name, e))?;
-                    continue;
-                }
-                Err(e) => return Err(Error::io(&self.name, e)),
-            };
+            // At most `MAX_LINE` bytes and the newline.
+            let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| Error::io(&self.name, e))?;
             if n == 0 {
                 return Ok(false);
             }
             self.line_no += 1;
-            let text = self.line.trim();
+            let at = || format!("line {}", self.line_no);
+            if self.line.len() > MAX_LINE && self.line.last() != Some(&b'\n') {
+                // Dead-lettered with its start; the rest of it is read and dropped, up to its newline.
+                let raw = String::from_utf8_lossy(&self.line[..RAW_PREFIX]).into_owned();
+                dead.record(&self.name, &at(), &format!("line longer than {MAX_LINE} bytes"), &raw)?;
+                skip_line(&mut self.reader).map_err(|e| Error::io(&self.name, e))?;
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&self.line) else {
+                let raw = String::from_utf8_lossy(&self.line[..self.line.len().min(RAW_PREFIX)]).into_owned();
+                dead.record(&self.name, &at(), "line is not valid UTF-8", raw.trim_end())?;
+                continue;
+            };
+            let text = text.trim();
             if text.is_empty() {
                 continue;
             }
             if let Err(reason) = self.decoder.decode_into(text, batch) {
-                dead.record(&self.name, &format!("line {}", self.line_no), &reason, text)?;
+                dead.record(&self.name, &at(), &reason, text)?;
             }
         }
         Ok(true)
@@ -409,5 +437,41 @@ mod tests {
         assert!(lines[2]["reason"].as_str().unwrap().contains("field `time`"));
         assert_eq!(lines[3]["at"], "line 7");
         assert!(lines[3]["reason"].as_str().unwrap().contains("outside 1970-01-01"), "{}", lines[3]);
+    }
+
+    /// A line that is not UTF-8, or longer than `MAX_LINE`, is one dead letter (with its start in `raw`); the lines
+    /// after it are read as usual, the first one included.
+    #[test]
+    fn a_line_not_utf8_or_too_long_is_one_dead_letter_and_nothing_else_is_lost() {
+        let point = |m: i64| {
+            format!(
+                "{{\"time\":{},\"service\":\"a\",\"metric\":\"m\",\"value\":{m}}}\n",
+                1_767_571_200_000 + m * 60_000
+            )
+        };
+        let mut input = point(0).into_bytes();
+        input.extend_from_slice(b"{\"service\":\"a\xff\xfe\"}\n");
+        input.extend(point(1).bytes());
+        input.extend(std::iter::repeat_n(b'y', 3 * MAX_LINE));
+        input.push(b'\n');
+        input.extend(point(2).bytes());
+        input.extend(std::iter::repeat_n(b'z', MAX_LINE + 1));
+        let mut src = JsonlSource::from_reader(
+            "test",
+            Box::new(std::io::BufReader::with_capacity(1000, std::io::Cursor::new(input))),
+        );
+        let buf = Buf::default();
+        let mut dead = DeadLetters::to_writer(Box::new(buf.clone()));
+        let mut batch = Batch::default();
+        assert!(!src.next_batch(&mut batch, 100, &mut dead).unwrap());
+        assert_eq!(batch.values, vec![0.0, 1.0, 2.0], "every good line is read");
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let got: Vec<(&str, &str)> =
+            lines.iter().map(|l| (l["at"].as_str().unwrap(), l["reason"].as_str().unwrap())).collect();
+        let long = format!("line longer than {MAX_LINE} bytes");
+        assert_eq!(got, [("line 2", "line is not valid UTF-8"), ("line 4", long.as_str()), ("line 6", long.as_str())]);
+        assert_eq!(lines[0]["raw"], "{\"service\":\"a\u{fffd}\u{fffd}\"}");
+        assert_eq!(lines[1]["raw"].as_str().unwrap().len(), RAW_PREFIX);
     }
 }
