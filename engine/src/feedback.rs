@@ -133,6 +133,8 @@ fn parse_series_id(hex: &str) -> std::result::Result<SeriesId, String> {
 /// Reads a feedback file: one JSON verdict per line (blank lines skipped). The error names the line.
 pub fn load_feedback(path: &std::path::Path) -> Result<Vec<Feedback>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // A byte order mark (files saved by some Windows tools) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         out.push(Feedback::parse(line).map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e))?);
@@ -150,6 +152,21 @@ mod tests {
              \"service\": \"checkout\", \"time_ms\": 60000, \"observed\": 130.0, \"expected\": 100.0, \
              \"direction\": \"up\"{extra}}}, \"by\": \"alice\"}}"
         )
+    }
+
+    /// A feedback file: blank lines skipped, a byte order mark before the first line ignored, a bad line named.
+    #[test]
+    fn a_feedback_file_is_read_line_by_line() {
+        let path = std::env::temp_dir().join(format!("faultline-feedback-{}.jsonl", std::process::id()));
+        let id = anomaly_id(0xff, 60_000);
+        std::fs::write(&path, format!("\u{feff}{}\n\n{}\n", record("reject", &id, ""), record("accept", &id, "")))
+            .unwrap();
+        let verdicts: Vec<Verdict> = load_feedback(&path).unwrap().iter().map(|f| f.verdict).collect();
+        assert_eq!(verdicts, [Verdict::Reject, Verdict::Accept]);
+        std::fs::write(&path, format!("{}\n{{\n", record("reject", &id, ""))).unwrap();
+        let e = load_feedback(&path).unwrap_err().to_string();
+        assert!(e.contains(&format!("{} line 2", path.display())), "{e}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -368,6 +368,8 @@ impl ChangeEvent {
 /// Reads change events, one JSON object per line (`{"time", "service", "kind", "description"}`).
 pub fn load_changes(path: &std::path::Path) -> Result<Vec<ChangeEvent>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // A byte order mark (files saved by some Windows tools) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let c = ChangeEvent::parse(line).map_err(|e| Error::decode(format!("{} line {}", path.display(), i + 1), e))?;
@@ -980,6 +982,23 @@ fn report_paragraph(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A changes file: sorted by time, a byte order mark before the first line ignored, a bad line named.
+    #[test]
+    fn a_changes_file_is_read_line_by_line_and_sorted() {
+        let path = std::env::temp_dir().join(format!("faultline-changes-{}.jsonl", std::process::id()));
+        let line = |t: &str, svc: &str| {
+            format!("{{\"time\": \"{t}\", \"service\": \"{svc}\", \"kind\": \"deploy\", \"description\": \"v2\"}}\n")
+        };
+        let text = format!("\u{feff}{}\n{}", line("2026-01-05T02:00:00Z", "b"), line("2026-01-05T01:00:00Z", "a"));
+        std::fs::write(&path, text).unwrap();
+        let got: Vec<String> = load_changes(&path).unwrap().iter().map(|c| c.service.to_string()).collect();
+        assert_eq!(got, ["a", "b"]);
+        std::fs::write(&path, format!("{}{{\"service\": \"c\"}}\n", line("2026-01-05T02:00:00Z", "b"))).unwrap();
+        let e = load_changes(&path).unwrap_err().to_string();
+        assert!(e.contains(&format!("{} line 2", path.display())), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn learned_edges_join_and_age_out_but_configured_edges_stay() {

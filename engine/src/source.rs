@@ -373,7 +373,8 @@ impl Source for JsonlSource {
                 dead.record(&self.name, &at(), "line is not valid UTF-8", raw.trim_end())?;
                 continue;
             };
-            let text = text.trim();
+            // A byte order mark (files saved by some Windows tools) starts the first line, not the point.
+            let text = if self.line_no == 1 { text.trim_start_matches('\u{feff}') } else { text }.trim();
             if text.is_empty() {
                 continue;
             }
@@ -440,7 +441,7 @@ mod tests {
     }
 
     /// A line that is not UTF-8, or longer than `MAX_LINE`, is one dead letter (with its start in `raw`); the lines
-    /// after it are read as usual, the first one included.
+    /// after it are read as usual, the first one included. A byte order mark before the first line is not part of it.
     #[test]
     fn a_line_not_utf8_or_too_long_is_one_dead_letter_and_nothing_else_is_lost() {
         let point = |m: i64| {
@@ -449,7 +450,8 @@ mod tests {
                 1_767_571_200_000 + m * 60_000
             )
         };
-        let mut input = point(0).into_bytes();
+        let mut input = b"\xef\xbb\xbf".to_vec();
+        input.extend(point(0).bytes());
         input.extend_from_slice(b"{\"service\":\"a\xff\xfe\"}\n");
         input.extend(point(1).bytes());
         input.extend(std::iter::repeat_n(b'y', 3 * MAX_LINE));
