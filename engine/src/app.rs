@@ -21,7 +21,8 @@ pub fn build_source(cfg: &Config) -> Result<(Box<dyn Source>, RcaInputs)> {
     build_source_with(cfg, Arc::new(AtomicBool::new(false)), None)
 }
 
-/// As [`build_source`]; a Kafka source stops when `stop` is set and waits for `dead_letters` on a revoke.
+/// As [`build_source`]; a Kafka source, an OTLP/HTTP receiver and standard input stop when `stop` is set, and a
+/// Kafka source waits for `dead_letters` on a revoke.
 pub fn build_source_with(
     cfg: &Config,
     stop: Arc<AtomicBool>,
@@ -40,7 +41,7 @@ pub fn build_source_with(
             changes.extend(sim.changes().iter().cloned());
             Box::new(SimSource::new(sim))
         }
-        SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path)?),
+        SourceKind::Jsonl => Box::new(JsonlSource::open(&cfg.source.path, Arc::clone(&stop))?),
         SourceKind::Kafka => Box::new(KafkaSource::new(&cfg.kafka, &cfg.source.kafka, dead_letters, stop)?),
         SourceKind::OtlpHttp => Box::new(crate::otlp_http::OtlpHttpSource::new(&cfg.source.otlp_http, stop)?),
         #[cfg(feature = "tables")]
@@ -58,7 +59,8 @@ pub fn run_config(cfg: &Config, extra: Vec<Box<dyn Sink>>) -> Result<RunSummary>
     run_config_until(cfg, extra, Arc::new(AtomicBool::new(false)))
 }
 
-/// As [`run_config`]; a Kafka source drains, commits and ends once `stop` is set (SIGTERM/SIGINT in `main`).
+/// As [`run_config`]; a Kafka source drains, commits and ends once `stop` is set (SIGTERM/SIGINT in `main`), and an
+/// OTLP/HTTP receiver or standard input ends there, the points read so far processed and the sinks flushed.
 pub fn run_config_until(cfg: &Config, extra: Vec<Box<dyn Sink>>, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     let needs_producer = cfg.sinks.iter().any(|s| s.kind == SinkKind::Kafka) || !cfg.dead_letter.topic.is_empty();
     let producer =

@@ -278,7 +278,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 report::check_source(&cfg)?;
             }
             let stop = Arc::new(AtomicBool::new(false));
-            if matches!(cfg.source.kind, SourceKind::Kafka | SourceKind::OtlpHttp) {
+            let live_stdin = cfg.source.kind == SourceKind::Jsonl && cfg.source.path == "-";
+            if matches!(cfg.source.kind, SourceKind::Kafka | SourceKind::OtlpHttp) || live_stdin {
                 // First SIGTERM/SIGINT: stop fetching, drain, flush, commit, exit 0. A second one exits at once
                 // (nothing is lost either way: uncommitted input is read again on restart).
                 for sig in [SIGTERM, SIGINT] {

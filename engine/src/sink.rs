@@ -59,20 +59,25 @@ pub fn open_output(path: &str) -> Result<Box<dyn Write + Send>> {
     Ok(Box::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?))
 }
 
-/// One JSON object per line: anomaly events and/or root-cause reports.
+/// One JSON object per line: anomaly events and/or root-cause reports. Buffered, and written out after each batch
+/// that added lines (one write per batch): a live input's events appear as the batches that found them are done,
+/// not when the buffer fills.
 pub struct JsonlSink {
     name: String,
     w: BufWriter<Box<dyn Write + Send>>,
     anomalies: bool,
     reports: bool,
+    /// Lines are waiting in the buffer.
+    unwritten: bool,
 }
 
 impl JsonlSink {
     pub fn new(name: &str, w: Box<dyn Write + Send>, anomalies: bool, reports: bool) -> Self {
-        Self { name: name.into(), w: BufWriter::with_capacity(1 << 16, w), anomalies, reports }
+        Self { name: name.into(), w: BufWriter::with_capacity(1 << 16, w), anomalies, reports, unwritten: false }
     }
 
     fn line<T: serde::Serialize>(&mut self, v: &T) -> Result<()> {
+        self.unwritten = true;
         serde_json::to_writer(&mut self.w, v).map_err(|e| Error::Internal(format!("serialising an event: {e}")))?;
         self.w.write_all(b"\n").map_err(|e| Error::io(&self.name, e))
     }
@@ -89,6 +94,13 @@ impl Sink for JsonlSink {
 
     fn finish(&mut self) -> Result<()> {
         self.w.flush().map_err(|e| Error::io(&self.name, e))
+    }
+
+    fn ticket(&mut self) -> Result<Option<Ticket>> {
+        if std::mem::take(&mut self.unwritten) {
+            self.w.flush().map_err(|e| Error::io(&self.name, e))?;
+        }
+        Ok(None)
     }
 }
 
@@ -202,5 +214,22 @@ impl Write for SharedBuf {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::tests::Buf;
+
+    /// A JSON-lines sink writes a batch's lines out when the batch is done (`ticket`), not when its buffer fills.
+    #[test]
+    fn a_jsonl_sink_writes_each_batch_out() {
+        let out = Buf::default();
+        let mut sink = JsonlSink::new("test", Box::new(out.clone()), true, true);
+        sink.line(&serde_json::json!({"kind": "anomaly"})).unwrap();
+        assert!(out.0.lock().unwrap().is_empty(), "buffered within the batch");
+        assert!(sink.ticket().unwrap().is_none());
+        assert_eq!(out.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count(), 1, "written at the batch's end");
     }
 }

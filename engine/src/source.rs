@@ -6,6 +6,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -303,11 +307,31 @@ impl PointDecoder {
 /// Faultline JSON points, one per line, from a file or standard input.
 pub struct JsonlSource {
     name: String,
-    reader: Box<dyn BufRead + Send>,
+    input: LineInput,
     line: Vec<u8>,
     line_no: u64,
     decoder: PointDecoder,
 }
+
+/// Where a JSON-lines source's lines come from.
+enum LineInput {
+    /// A file: read directly, a batch at a time (its reads never wait for data).
+    Reader(Box<dyn BufRead + Send>),
+    /// Standard input, which may be a live stream (`my-exporter | faultline run`): a thread reads it, and a batch is
+    /// handed on once the lines that have come are read and [`LIVE_WAIT`] has passed without another, instead of once
+    /// `batch-size` points have come. A stop (SIGTERM) is seen while no line comes.
+    Live { from: Receiver<std::io::Result<Read>>, chunk: Vec<u8>, at: usize, stop: Arc<AtomicBool> },
+}
+
+/// What a live input's reading thread sends: whole lines read together (as many as had come, up to [`CHUNK`] bytes),
+/// or the start of a line longer than [`MAX_LINE`] (the rest of it read and dropped).
+enum Read {
+    Lines(Vec<u8>),
+    TooLong(Vec<u8>),
+}
+
+/// About how many bytes of lines a live input's reading thread sends at once.
+const CHUNK: usize = 1 << 16;
 
 /// The longest line a JSON-lines source reads whole (a point is a few hundred bytes); a longer one is dead-lettered
 /// and skipped, so a stream without newlines cannot fill the memory.
@@ -316,20 +340,148 @@ pub const MAX_LINE: usize = 1 << 20;
 /// How much of a dead-lettered line that is too long or not UTF-8 goes into the dead letter's `raw`.
 const RAW_PREFIX: usize = 4096;
 
+/// How long a live input's batch waits for another line before it is handed on (the latency bound it adds), and
+/// how often a live input with no line coming looks for a stop.
+pub const LIVE_WAIT: Duration = Duration::from_millis(5);
+const LIVE_POLL: Duration = Duration::from_millis(100);
+
+/// Chunks a live input's reading thread may be ahead of the pipeline (backpressure beyond them).
+const LIVE_QUEUE: usize = 16;
+
 impl JsonlSource {
-    /// `"-"` reads standard input.
-    pub fn open(path: &str) -> Result<Self> {
-        let (name, reader): (String, Box<dyn BufRead + Send>) = if path == "-" {
-            ("stdin".into(), Box::new(BufReader::new(std::io::stdin())))
-        } else {
-            (path.into(), Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?)))
-        };
-        Ok(Self::from_reader(name, reader))
+    /// `"-"` reads standard input (live, see [`JsonlSource::live`]; `stop` ends it), a path a file.
+    pub fn open(path: &str, stop: Arc<AtomicBool>) -> Result<Self> {
+        if path == "-" {
+            return Self::live("stdin", std::io::stdin(), stop);
+        }
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self::from_reader(path, Box::new(BufReader::new(file))))
     }
 
+    /// A source reading `reader` directly, for input that does not wait for data (a file).
     pub fn from_reader(name: impl Into<String>, reader: Box<dyn BufRead + Send>) -> Self {
-        Self { name: name.into(), reader, line: Vec::new(), line_no: 0, decoder: PointDecoder::new() }
+        Self::with_input(name, LineInput::Reader(reader))
     }
+
+    /// A source reading `reader` (a pipe, standard input) on a thread of its own, so that its batches go on as its
+    /// lines come (see [`LineInput::Live`]); it ends at the end of the input, or once `stop` is set.
+    pub fn live(name: &str, reader: impl std::io::Read + Send + 'static, stop: Arc<AtomicBool>) -> Result<Self> {
+        let (tx, from) = bounded(LIVE_QUEUE);
+        std::thread::Builder::new()
+            .name(format!("read {name}"))
+            .spawn(move || {
+                let mut reader = BufReader::with_capacity(CHUNK, reader);
+                let (mut lines, mut line) = (Vec::with_capacity(CHUNK), Vec::new());
+                loop {
+                    let read = read_line_capped(&mut reader, &mut line);
+                    let sent = match read {
+                        Ok(Some(false)) => {
+                            lines.extend_from_slice(&line);
+                            // Sent once the lines read fill a chunk, or before a read that may wait.
+                            if lines.len() < CHUNK && !reader.buffer().is_empty() {
+                                continue;
+                            }
+                            tx.send(Ok(Read::Lines(std::mem::replace(&mut lines, Vec::with_capacity(CHUNK)))))
+                        }
+                        Ok(Some(true)) => {
+                            // The lines before it first, in order.
+                            let before = std::mem::replace(&mut lines, Vec::with_capacity(CHUNK));
+                            if !before.is_empty() && tx.send(Ok(Read::Lines(before))).is_err() {
+                                return;
+                            }
+                            tx.send(Ok(Read::TooLong(line[..RAW_PREFIX].to_vec())))
+                        }
+                        Ok(None) => {
+                            if !lines.is_empty() {
+                                let _ = tx.send(Ok(Read::Lines(lines)));
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            if !lines.is_empty() {
+                                let _ = tx.send(Ok(Read::Lines(std::mem::take(&mut lines))));
+                            }
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    // The source is gone (the run ended): stop reading.
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the {name} reader: {e}")))?;
+        Ok(Self::with_input(name, LineInput::Live { from, chunk: Vec::new(), at: 0, stop }))
+    }
+
+    fn with_input(name: impl Into<String>, input: LineInput) -> Self {
+        Self { name: name.into(), input, line: Vec::new(), line_no: 0, decoder: PointDecoder::new() }
+    }
+
+    /// The next line, into `self.line`; a live input waits at most until [`LIVE_WAIT`] after `filling` when the
+    /// batch already holds points, and as long as it takes (looking for a stop) when it does not.
+    fn next_line(&mut self, batch_empty: bool, filling: Instant) -> Result<NextLine> {
+        match &mut self.input {
+            LineInput::Reader(reader) => {
+                match read_line_capped(reader.as_mut(), &mut self.line).map_err(|e| Error::io(&self.name, e))? {
+                    Some(too_long) => Ok(NextLine::Line { too_long }),
+                    None => Ok(NextLine::End),
+                }
+            }
+            LineInput::Live { from, chunk, at, stop } => loop {
+                if *at < chunk.len() {
+                    let rest = &chunk[*at..];
+                    let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+                    self.line.clear();
+                    self.line.extend_from_slice(&rest[..end]);
+                    *at += end;
+                    return Ok(NextLine::Line { too_long: false });
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(NextLine::End);
+                }
+                let wait = if batch_empty { LIVE_POLL } else { LIVE_WAIT.saturating_sub(filling.elapsed()) };
+                match from.recv_timeout(wait) {
+                    Ok(Ok(Read::Lines(lines))) => (*chunk, *at) = (lines, 0),
+                    Ok(Ok(Read::TooLong(start))) => {
+                        self.line = start;
+                        return Ok(NextLine::Line { too_long: true });
+                    }
+                    Ok(Err(e)) => return Err(Error::io(&self.name, e)),
+                    Err(RecvTimeoutError::Timeout) if batch_empty => {}
+                    Err(RecvTimeoutError::Timeout) => return Ok(NextLine::NotYet),
+                    Err(RecvTimeoutError::Disconnected) => return Ok(NextLine::End),
+                }
+            },
+        }
+    }
+}
+
+/// What [`JsonlSource::next_line`] found.
+enum NextLine {
+    /// A line (`too_long`: longer than [`MAX_LINE`], only its start kept).
+    Line { too_long: bool },
+    /// A live input has no line for now: the batch goes on as it is.
+    NotYet,
+    /// The input ended, or was stopped.
+    End,
+}
+
+/// Reads the next line of `reader` into `line` (cleared first), its newline included: `None` at the end of the
+/// input, else whether it is longer than [`MAX_LINE`] (then `line` holds its first `MAX_LINE + 1` bytes, and the rest
+/// of it is read and dropped).
+fn read_line_capped(reader: &mut dyn BufRead, line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let n = std::io::Read::take(&mut *reader, MAX_LINE as u64 + 1).read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let too_long = line.len() > MAX_LINE && line.last() != Some(&b'\n');
+    if too_long {
+        skip_line(reader)?;
+    }
+    Ok(Some(too_long))
 }
 
 /// Reads and drops the rest of a line, its newline included, without keeping it.
@@ -350,22 +502,19 @@ fn skip_line(reader: &mut dyn BufRead) -> std::io::Result<()> {
 
 impl Source for JsonlSource {
     fn next_batch(&mut self, batch: &mut Batch, max: usize, dead: &mut DeadLetters) -> Result<bool> {
+        let filling = Instant::now();
         while batch.len() < max {
-            self.line.clear();
-            // At most `MAX_LINE` bytes and the newline.
-            let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut self.line)
-                .map_err(|e| Error::io(&self.name, e))?;
-            if n == 0 {
-                return Ok(false);
-            }
+            let too_long = match self.next_line(batch.is_empty(), filling)? {
+                NextLine::Line { too_long } => too_long,
+                NextLine::NotYet => return Ok(true),
+                NextLine::End => return Ok(false),
+            };
             self.line_no += 1;
             let at = || format!("line {}", self.line_no);
-            if self.line.len() > MAX_LINE && self.line.last() != Some(&b'\n') {
-                // Dead-lettered with its start; the rest of it is read and dropped, up to its newline.
+            if too_long {
+                // Dead-lettered with its start; the rest of it was read and dropped, up to its newline.
                 let raw = String::from_utf8_lossy(&self.line[..RAW_PREFIX]).into_owned();
                 dead.record(&self.name, &at(), &format!("line longer than {MAX_LINE} bytes"), &raw)?;
-                skip_line(&mut self.reader).map_err(|e| Error::io(&self.name, e))?;
                 continue;
             }
             let Ok(text) = std::str::from_utf8(&self.line) else {
@@ -391,12 +540,13 @@ impl Source for JsonlSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Mutex;
 
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    /// A writer whose bytes the test reads back (shared with the sinks' tests).
+    pub(crate) struct Buf(pub(crate) Arc<Mutex<Vec<u8>>>);
     impl Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -475,5 +625,60 @@ mod tests {
         assert_eq!(got, [("line 2", "line is not valid UTF-8"), ("line 4", long.as_str()), ("line 6", long.as_str())]);
         assert_eq!(lines[0]["raw"], "{\"service\":\"a\u{fffd}\u{fffd}\"}");
         assert_eq!(lines[1]["raw"].as_str().unwrap().len(), RAW_PREFIX);
+    }
+
+    /// A live input (a pipe) hands on the lines that have come without waiting for a full batch or the end, goes on
+    /// with later lines, and ends at a stop or at the end of the input.
+    #[test]
+    fn a_live_input_hands_on_what_has_come_and_ends_at_a_stop_or_its_end() {
+        use std::io::Write as _;
+        let point = |m: i64| {
+            format!(
+                "{{\"time\":{},\"service\":\"a\",\"metric\":\"m\",\"value\":{m}}}\n",
+                1_767_571_200_000 + m * 60_000
+            )
+        };
+        let run = |stop_it: bool| {
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut src = JsonlSource::live("pipe", reader, Arc::clone(&stop)).unwrap();
+            let mut dead = DeadLetters::to_writer(Box::new(Buf::default()));
+            let mut batch = Batch::default();
+            writer.write_all((point(0) + &point(1) + &point(2)).as_bytes()).unwrap();
+            let started = Instant::now();
+            assert!(src.next_batch(&mut batch, 4096, &mut dead).unwrap(), "more to come");
+            assert_eq!(batch.values, [0.0, 1.0, 2.0]);
+            assert!(started.elapsed() < Duration::from_secs(5), "handed on without the end of the input");
+            batch.clear();
+            writer.write_all(point(3).as_bytes()).unwrap();
+            assert!(src.next_batch(&mut batch, 4096, &mut dead).unwrap());
+            assert_eq!(batch.values, [3.0]);
+            batch.clear();
+            // A line too long between two points: one dead letter, in its place.
+            let mut long = vec![b'y'; MAX_LINE + 10];
+            long.push(b'\n');
+            let writing = std::thread::spawn(move || {
+                writer.write_all(&long).unwrap();
+                writer.write_all(point(4).as_bytes()).unwrap();
+                writer
+            });
+            while batch.is_empty() {
+                assert!(src.next_batch(&mut batch, 4096, &mut dead).unwrap());
+            }
+            let writer = writing.join().unwrap();
+            assert_eq!((batch.values.as_slice(), dead.count()), ([4.0].as_slice(), 1));
+            assert_eq!(src.line_no, 6, "the long line counted as line 5");
+            batch.clear();
+            if stop_it {
+                // Nothing comes; the stop is seen while waiting for a line.
+                stop.store(true, Ordering::Relaxed);
+            } else {
+                drop(writer);
+            }
+            assert!(!src.next_batch(&mut batch, 4096, &mut dead).unwrap(), "ended");
+            assert!(batch.is_empty());
+        };
+        run(true);
+        run(false);
     }
 }

@@ -197,6 +197,46 @@ fn the_series_limit_refuses_series_past_it_and_counts_their_points() {
     assert!(text(&out.stderr).contains("invalid log filter"), "{}", text(&out.stderr));
 }
 
+/// Standard input is a live stream: its points are scored as they come (the events of a jump are written while the
+/// input is still open), and SIGTERM ends the run cleanly: the points read so far processed, the sinks flushed, the
+/// summary printed, exit 0.
+#[test]
+fn standard_input_is_scored_as_it_comes_and_sigterm_ends_the_run_cleanly() {
+    use std::io::Write as _;
+    let dir = scratch("stdin");
+    let cfg = "[source]\nkind = \"jsonl\"\npath = \"-\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n";
+    std::fs::write(dir.join("run.toml"), cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["run", "--config", "run.toml"])
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for m in 0..300i64 {
+        let v = if m >= 280 { 500.0 } else { 100.0 + (m * 7 % 11) as f64 / 5.0 };
+        let t = 1_767_571_200_000 + m * 60_000;
+        writeln!(stdin, "{{\"time\": {t}, \"service\": \"a\", \"metric\": \"latency\", \"value\": {v}}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let events = dir.join("out/events.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"kind\":\"anomaly\"")) {
+        assert!(std::time::Instant::now() < deadline, "no event while the input is open");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -TERM failed");
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    assert!(err.contains("processed 300 points of 1 series"), "{err}");
+}
+
 #[test]
 fn schema_command_prints_the_schema() {
     let out = faultline(&["schema", "root-cause"], &repo_root());
