@@ -318,14 +318,14 @@ enum LineInput {
     /// A file: read directly, a batch at a time (its reads never wait for data).
     Reader(Box<dyn BufRead + Send>),
     /// Standard input, which may be a live stream (`my-exporter | faultline run`): a thread reads it, and a batch is
-    /// handed on once the lines that have come are read and [`LIVE_WAIT`] has passed without another, instead of once
-    /// `batch-size` points have come. A stop (SIGTERM) is seen while no line comes.
-    Live { from: Receiver<std::io::Result<Read>>, chunk: Vec<u8>, at: usize, stop: Arc<AtomicBool> },
+    /// handed on at most [`LIVE_WAIT`] after its first line once no more lines have come, instead of once `batch-size`
+    /// points have come. A stop (SIGTERM) is seen while no line comes.
+    Live { from: Receiver<std::io::Result<Sent>>, chunk: Vec<u8>, at: usize, stop: Arc<AtomicBool> },
 }
 
 /// What a live input's reading thread sends: whole lines read together (as many as had come, up to [`CHUNK`] bytes),
 /// or the start of a line longer than [`MAX_LINE`] (the rest of it read and dropped).
-enum Read {
+enum Sent {
     Lines(Vec<u8>),
     TooLong(Vec<u8>),
 }
@@ -340,7 +340,8 @@ pub const MAX_LINE: usize = 1 << 20;
 /// How much of a dead-lettered line that is too long or not UTF-8 goes into the dead letter's `raw`.
 const RAW_PREFIX: usize = 4096;
 
-/// How long a live input's batch waits for another line before it is handed on (the latency bound it adds), and
+/// How long after its first line a live input's batch waits for more lines before it is handed on (the latency it
+/// adds at most), and
 /// how often a live input with no line coming looks for a stop.
 pub const LIVE_WAIT: Duration = Duration::from_millis(5);
 const LIVE_POLL: Duration = Duration::from_millis(100);
@@ -381,25 +382,25 @@ impl JsonlSource {
                             if lines.len() < CHUNK && !reader.buffer().is_empty() {
                                 continue;
                             }
-                            tx.send(Ok(Read::Lines(std::mem::replace(&mut lines, Vec::with_capacity(CHUNK)))))
+                            tx.send(Ok(Sent::Lines(std::mem::replace(&mut lines, Vec::with_capacity(CHUNK)))))
                         }
                         Ok(Some(true)) => {
                             // The lines before it first, in order.
                             let before = std::mem::replace(&mut lines, Vec::with_capacity(CHUNK));
-                            if !before.is_empty() && tx.send(Ok(Read::Lines(before))).is_err() {
+                            if !before.is_empty() && tx.send(Ok(Sent::Lines(before))).is_err() {
                                 return;
                             }
-                            tx.send(Ok(Read::TooLong(line[..RAW_PREFIX].to_vec())))
+                            tx.send(Ok(Sent::TooLong(line[..RAW_PREFIX].to_vec())))
                         }
                         Ok(None) => {
                             if !lines.is_empty() {
-                                let _ = tx.send(Ok(Read::Lines(lines)));
+                                let _ = tx.send(Ok(Sent::Lines(lines)));
                             }
                             return;
                         }
                         Err(e) => {
                             if !lines.is_empty() {
-                                let _ = tx.send(Ok(Read::Lines(std::mem::take(&mut lines))));
+                                let _ = tx.send(Ok(Sent::Lines(std::mem::take(&mut lines))));
                             }
                             let _ = tx.send(Err(e));
                             return;
@@ -443,8 +444,8 @@ impl JsonlSource {
                 }
                 let wait = if batch_empty { LIVE_POLL } else { LIVE_WAIT.saturating_sub(filling.elapsed()) };
                 match from.recv_timeout(wait) {
-                    Ok(Ok(Read::Lines(lines))) => (*chunk, *at) = (lines, 0),
-                    Ok(Ok(Read::TooLong(start))) => {
+                    Ok(Ok(Sent::Lines(lines))) => (*chunk, *at) = (lines, 0),
+                    Ok(Ok(Sent::TooLong(start))) => {
                         self.line = start;
                         return Ok(NextLine::Line { too_long: true });
                     }
