@@ -708,7 +708,9 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
             let at = e.path().to_string();
             let message = e.inner().message().trim().to_owned();
-            let source = match from_env.iter().find(|(path, _)| at == *path || at.starts_with(&format!("{path}."))) {
+            let under =
+                |path: &str| at == path || at.starts_with(&format!("{path}.")) || at.starts_with(&format!("{path}["));
+            let source = match from_env.iter().find(|(path, _)| under(path)) {
                 Some((_, var)) => format!("environment variable {var}"),
                 None => user.map_or("the defaults", |(n, _)| n).to_owned(),
             };
@@ -1205,6 +1207,8 @@ mod tests {
         assert!(e.contains("x.toml: detector.overrides[1].direction: unknown variant `sideways`"), "{e}");
         let e = err(Some("[engine]\nshard = 2\n"), &[]);
         assert!(e.contains("x.toml: engine.shard: unknown field `shard`"), "{e}");
+        let e = err(None, &[("FAULTLINE__DETECTOR__M_OF_N", "[2, \"x\"]")]);
+        assert!(e.contains("environment variable FAULTLINE__DETECTOR__M_OF_N: detector.m-of-n[1]"), "{e}");
         // From the environment, over a file that is fine: the variable is named.
         let e = err(Some("[engine]\nshards = 2\n"), &[("FAULTLINE__DETECTOR__CALIBRATION__QUANTILE", "high")]);
         assert!(

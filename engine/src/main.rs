@@ -280,8 +280,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let stop = Arc::new(AtomicBool::new(false));
             let live_stdin = cfg.source.kind == SourceKind::Jsonl && cfg.source.path == "-";
             if matches!(cfg.source.kind, SourceKind::Kafka | SourceKind::OtlpHttp) || live_stdin {
-                // First SIGTERM/SIGINT: stop fetching, drain, flush, commit, exit 0. A second one exits at once
-                // (nothing is lost either way: uncommitted input is read again on restart).
+                // First SIGTERM/SIGINT: stop reading, drain, flush, commit (Kafka), exit 0. A second one exits at
+                // once (Kafka's uncommitted input is read again on restart; what standard input gave is lost).
                 for sig in [SIGTERM, SIGINT] {
                     signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
                         .context("installing a signal handler")?;
