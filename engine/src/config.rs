@@ -57,6 +57,9 @@ pub struct EngineConfig {
     /// The most series this instance models, all shards together (0: no limit). Points of further series are refused
     /// and counted (see `detect::SeriesLimit`).
     pub max_series: usize,
+    /// Forget a series once it has sent no point for this long in event time (its model freed, its slot reused;
+    /// see `ShardDetector::forget_idle_series`); 0s = never.
+    pub series_idle: HumanDuration,
 }
 
 /// The scoring backend: the CPU kernels (the reference), the GPU (wgpu compute shaders, same answers), or the GPU
@@ -742,6 +745,10 @@ impl Config {
         }
         if e.backend == Backend::Gpu && !cfg!(feature = "gpu") {
             p.push("engine.backend = \"gpu\" needs a build with the `gpu` feature (use \"cpu\" or \"auto\")".into());
+        }
+        let idle = e.series_idle.0;
+        if !idle.is_zero() && idle < std::time::Duration::from_secs(1) {
+            p.push(format!("engine.series-idle must be 0s (never forget a series) or at least 1s, got {idle:?}"));
         }
         if e.shards > 1024 {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));

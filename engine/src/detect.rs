@@ -474,6 +474,24 @@ impl ScoringBackend {
         }
     }
 
+    /// Makes slot `s` fresh again, as [`ScoringBackend::push`] leaves a new one (a slot reused for another series).
+    fn reset(&mut self, s: usize) {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state.reset(s),
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(g) => {
+                if let Some(se) = &mut g.seasonal {
+                    se.reset(s as u32);
+                }
+                if let Some(sp) = &mut g.spot {
+                    sp.reset(2 * s as u32);
+                    sp.reset(2 * s as u32 + 1);
+                }
+                g.robust.reset(s as u32);
+            }
+        }
+    }
+
     /// Points seen by series `s`, this one included once it has been scored.
     #[inline]
     fn count(&self, s: usize) -> u32 {
@@ -550,10 +568,16 @@ pub struct ShardDetector {
     /// refused a series yet (it says so once).
     limit: Option<Arc<SeriesLimit>>,
     refusing: bool,
+    /// Forgetting series that have gone quiet (`engine.series-idle`; none: series are kept), and the slots of
+    /// forgotten series, which new series take before the shard adds slots.
+    idle: Option<IdleSeries>,
+    free: Vec<u32>,
     /// The series id and slot last seen at each batch position, for the first [`POSITION_CACHE`] positions (see
     /// `slot_of`). [`REFUSED`] is no slot: the position is looked up again.
     by_position: Vec<(SeriesId, u32)>,
+    /// Each slot's series, and the key a forgotten series' slot holds until a new series takes it.
     keys: Vec<Arc<SeriesKey>>,
+    keys_vacant: Arc<SeriesKey>,
     seasonal: SeasonalBank,
     /// The per-service multivariate score and each series' part in it.
     service: ServiceBank,
@@ -841,6 +865,9 @@ impl ShardDetector {
             switches: Vec::new(),
             limit: None,
             refusing: false,
+            idle: None,
+            free: Vec::new(),
+            keys_vacant: Arc::new(SeriesKey::new("", "", std::iter::empty::<(&str, &str)>())),
             by_position: Vec::new(),
             runtime_pauses: vec![None; pauses.len()],
             pauses,
@@ -858,8 +885,9 @@ impl ShardDetector {
         }
     }
 
+    /// Series with a model (forgotten series are not counted).
     pub fn series_count(&self) -> usize {
-        self.keys.len()
+        self.keys.len() - self.free.len()
     }
 
     /// Shares the instance's limit on modelled series (`engine.max-series`) with this shard: once the shards together
@@ -867,6 +895,13 @@ impl ShardDetector {
     /// [`BatchStats::refused`]) until the process restarts; the series that have a model go on as before.
     pub fn limit_series(&mut self, limit: Arc<SeriesLimit>) {
         self.limit = Some(limit);
+    }
+
+    /// Lets [`ShardDetector::forget_quiet`] forget series that have sent no point for `after_ms` of event time
+    /// (`engine.series-idle`).
+    pub fn forget_idle_series(&mut self, after_ms: TimeMs) {
+        let after = after_ms.max(1);
+        self.idle = Some(IdleSeries { after, step: (after / 4).max(1), next: TimeMs::MIN });
     }
 
     /// Series whose seasonal baselines and calibrations are kept on the host: every series on the CPU backend, none
@@ -922,10 +957,6 @@ impl ShardDetector {
             return REFUSED;
         }
         stats.new_series += 1;
-        let s = self.scoring.push();
-        if let Some(sp) = &mut self.spectral {
-            sp.push();
-        }
         let mut prof = Profile::resolve(&self.cfg, &self.rca, &key.service, &key.metric);
         for (i, rp) in self.runtime_pauses.iter().enumerate() {
             if let Some((service, metric)) = rp
@@ -937,34 +968,128 @@ impl ShardDetector {
         }
         prof.feedback = !self.feedback.is_empty() && self.feedback.contains_key(&id);
         let pi = self.profile_index(prof);
+        // A forgotten series' slot, made fresh, before a new one.
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.renew_slot(s as usize, key.service_id);
+                s
+            }
+            None => self.add_slot(key.service_id),
+        };
         self.index.insert(id, s);
-        self.keys.push(Arc::clone(key));
+        self.keys[s as usize] = Arc::clone(key);
+        self.profile[s as usize] = pi;
+        s
+    }
+
+    /// Adds a slot with every model fresh, a member of service `service_id`.
+    fn add_slot(&mut self, service_id: u64) -> u32 {
+        let s = self.scoring.push();
+        if let Some(sp) = &mut self.spectral {
+            sp.push();
+        }
         // The seasonal bank and the calibrators live on the device with the GPU backend.
         if self.scoring.on_host() {
             self.seasonal.push(&self.seasonal_params);
-            // The peaks threshold starts at 1 sigma (or 1 CUSUM unit) and climbs to its quantile.
             self.spot_point.push(Spot::new(1.0));
             self.spot_shift.push(Spot::new(1.0));
         }
-        self.service.push(key.service_id);
-        self.cusum.push(Cusum::default());
-        self.anchor.push(f32::NAN);
-        self.hold_level.push(f32::NAN);
-        self.hold_sigma.push(0.0);
-        self.hold_n.push(0);
-        self.hold_sum.push(0.0);
-        self.spread.push(0.0);
-        self.value.push(Sketch::default());
-        self.resid.push(Sketch::default());
-        self.burst.push(Burst::default());
-        self.alarms.push(0.0);
-        self.peak.push(0.0);
-        self.profile.push(pi);
-        self.flags.push(0);
-        self.run_start.push(TimeMs::MIN);
-        self.last_time.push(TimeMs::MIN);
-        self.round_of.push(0);
+        self.service.push(service_id);
+        // Room for the slot in the detector's own state; `fresh_fields` sets it.
+        let n = s as usize + 1;
+        self.keys.push(Arc::clone(&self.keys_vacant));
+        self.cusum.resize(n, Cusum::default());
+        self.anchor.resize(n, 0.0);
+        self.hold_level.resize(n, 0.0);
+        self.hold_sigma.resize(n, 0.0);
+        self.hold_n.resize(n, 0);
+        self.hold_sum.resize(n, 0.0);
+        self.spread.resize(n, 0.0);
+        self.value.resize(n, Sketch::default());
+        self.resid.resize(n, Sketch::default());
+        self.burst.resize(n, Burst::default());
+        self.alarms.resize(n, 0.0);
+        self.peak.resize(n, 0.0);
+        self.profile.resize(n, 0);
+        self.flags.resize(n, 0);
+        self.run_start.resize(n, 0);
+        self.last_time.resize(n, 0);
+        self.round_of.resize(n, 0);
+        self.fresh_fields(s as usize);
         s
+    }
+
+    /// Makes forgotten series' slot `s` fresh for a new series of service `service_id`, as `add_slot` adds one.
+    fn renew_slot(&mut self, s: usize, service_id: u64) {
+        self.scoring.reset(s);
+        if let Some(sp) = &mut self.spectral {
+            sp.reset(s);
+        }
+        if self.scoring.on_host() {
+            self.seasonal.reset(s, &self.seasonal_params);
+            self.spot_point[s] = Spot::new(1.0);
+            self.spot_shift[s] = Spot::new(1.0);
+        }
+        self.service.join(s, service_id);
+        self.fresh_fields(s);
+    }
+
+    /// The detector's own state of slot `s` as a new series starts with it.
+    fn fresh_fields(&mut self, s: usize) {
+        self.cusum[s] = Cusum::default();
+        self.anchor[s] = f32::NAN;
+        self.hold_level[s] = f32::NAN;
+        self.hold_sigma[s] = 0.0;
+        self.hold_n[s] = 0;
+        self.hold_sum[s] = 0.0;
+        self.spread[s] = 0.0;
+        self.value[s] = Sketch::default();
+        self.resid[s] = Sketch::default();
+        self.burst[s] = Burst::default();
+        self.alarms[s] = 0.0;
+        self.peak[s] = 0.0;
+        self.flags[s] = 0;
+        self.run_start[s] = TimeMs::MIN;
+        self.last_time[s] = TimeMs::MIN;
+        self.round_of[s] = 0;
+    }
+
+    /// Between batches, with [`ShardDetector::forget_idle_series`] set: once the event time `now` (an
+    /// [`EventClock`]'s, the instance's) has moved on by a quarter of the idle time since the last look, forgets
+    /// every series whose last point is more than the idle time older than `now`, and returns how many. A forgotten
+    /// series' model goes, its place under [`SeriesLimit`] is given back, its service's score and volume no longer
+    /// count it, and its slot goes to the next new series, fresh. A forgotten series that reports again is a new
+    /// series: it starts again from the cold-start ladder's first rung. A forgotten slot's last time is
+    /// `TimeMs::MAX` until a new series takes it, so it is forgotten once.
+    pub fn forget_quiet(&mut self, now: TimeMs) -> u64 {
+        let Some(idle) = &mut self.idle else {
+            return 0;
+        };
+        if now == TimeMs::MIN || now < idle.next {
+            return 0;
+        }
+        idle.next = now.saturating_add(idle.step);
+        let cutoff = now.saturating_sub(idle.after);
+        let before = self.free.len();
+        // Highest slot first: new series take the lowest free slot first.
+        for s in (0..self.last_time.len()).rev() {
+            if self.last_time[s] < cutoff {
+                self.index.remove(&self.keys[s].id);
+                self.keys[s] = Arc::clone(&self.keys_vacant);
+                self.service.leave(s);
+                self.last_time[s] = TimeMs::MAX;
+                self.free.push(s as u32);
+            }
+        }
+        let forgotten = self.free.len() - before;
+        if forgotten > 0 {
+            if let Some(limit) = &self.limit {
+                limit.give_back(forgotten);
+            }
+            // The position cache may name a forgotten series' slot.
+            self.by_position.clear();
+        }
+        forgotten as u64
     }
 
     /// Scores a batch of points (series in any order, each series in event-time order) and appends anomaly events.
@@ -2217,6 +2342,51 @@ const _: () = assert!(LANES == cusum::lanes::LANES && LANES == sketch::lanes::LA
 /// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
 const KERNEL_GATE_AFTER: u32 = 8;
 
+/// `engine.series-idle` in a shard (see [`ShardDetector::forget_idle_series`]): the idle time, how far the event
+/// time moves between looks for quiet series, and when the shard looks next.
+#[derive(Debug, Clone, Copy)]
+struct IdleSeries {
+    after: TimeMs,
+    step: TimeMs,
+    next: TimeMs,
+}
+
+/// The event time quiet series are measured against (`engine.series-idle`): the latest time that two series have
+/// reached, i.e. the latest point's time among all series but the one with the very latest point. One series whose
+/// clock runs far ahead (a point stamped next year) cannot make the engine forget the others. The pipeline keeps one
+/// for the instance, fed every point in input order, so what is forgotten does not depend on the shard count.
+#[derive(Debug, Clone, Copy)]
+pub struct EventClock {
+    latest: (TimeMs, SeriesId),
+    now: TimeMs,
+}
+
+impl Default for EventClock {
+    fn default() -> Self {
+        Self { latest: (TimeMs::MIN, 0), now: TimeMs::MIN }
+    }
+}
+
+impl EventClock {
+    /// Moves the clock on with a point of series `id` at `t`.
+    #[inline]
+    pub fn see(&mut self, id: SeriesId, t: TimeMs) {
+        if t > self.latest.0 {
+            if self.latest.1 != id {
+                self.now = self.latest.0;
+            }
+            self.latest = (t, id);
+        } else if t > self.now && id != self.latest.1 {
+            self.now = t;
+        }
+    }
+
+    /// The event time (`TimeMs::MIN` until two series have sent a point).
+    pub fn now(&self) -> TimeMs {
+        self.now
+    }
+}
+
 /// What `slot_of` gives for a point refused by the series limit (never a slot: a shard holds fewer series).
 const REFUSED: u32 = u32::MAX;
 
@@ -2239,6 +2409,11 @@ impl SeriesLimit {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| (used < self.max).then_some(used + 1))
             .is_ok()
+    }
+
+    /// Gives back the places of `n` forgotten series.
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -2409,6 +2584,122 @@ mod tests {
         assert_eq!(refused, 220 + 270, "series 3's 220 points and series 4's 270");
         assert!(events.iter().all(|e| e.key.service.as_ref() != "svc3"), "no event of a refused series");
         assert!(events.iter().any(|e| e.time >= 300 * 60_000), "the series with a model still alert");
+    }
+
+    /// A day of 5-minute points of a series with a daily cycle, noise, two spikes and a level shift: enough to give
+    /// it a season, calibrations, sketches, CUSUM and burst state, an anchor and events.
+    fn eventful(days: usize, base: f64, seed: usize) -> Vec<f64> {
+        let n = days * 288;
+        (0..n)
+            .map(|i| {
+                let day = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+                let mut x = base + 0.3 * base * day.sin() + 0.02 * base * noise(i + seed);
+                if (n / 3..n / 3 + 4).contains(&i) || (n / 2..n / 2 + 4).contains(&i) {
+                    x += 2.0 * base;
+                }
+                if i > 3 * n / 4 {
+                    x += 0.5 * base;
+                }
+                x
+            })
+            .collect()
+    }
+
+    /// Points of `series` (each with its values), one of each per batch of 5-minute steps from `t0`, each batch
+    /// followed by a look for quiet series at `clock`'s time, as the pipeline does; every score and event, the new
+    /// series and the series forgotten.
+    fn stream(
+        det: &mut ShardDetector,
+        clock: &mut EventClock,
+        series: &[(&Arc<SeriesKey>, &[f64])],
+        t0: TimeMs,
+    ) -> (Vec<u64>, Vec<String>, (u64, u64)) {
+        let (mut bits, mut events, mut total) = (Vec::new(), Vec::new(), (0, 0));
+        let n = series[0].1.len();
+        for i in 0..n {
+            let keys: Vec<Arc<SeriesKey>> = series.iter().map(|(k, _)| Arc::clone(k)).collect();
+            let ids: Vec<SeriesId> = keys.iter().map(|k| k.id).collect();
+            let xs: Vec<f64> = series.iter().map(|(_, v)| v[i]).collect();
+            let mut scores = vec![0.0; keys.len()];
+            let mut out = Vec::new();
+            let st = det.process_scored(
+                &ids,
+                &keys,
+                &vec![t0 + i as i64 * 300_000; keys.len()],
+                &xs,
+                &mut out,
+                Some(&mut scores),
+            );
+            bits.extend(scores.iter().map(|s| s.to_bits()));
+            events.extend(out.iter().map(|e| format!("{e:?}")));
+            for &id in &ids {
+                clock.see(id, t0 + i as i64 * 300_000);
+            }
+            total.0 += st.new_series;
+            total.1 += det.forget_quiet(clock.now());
+        }
+        (bits, events, total)
+    }
+
+    /// A forgotten series' slot, taken by a new series, is as fresh as a new slot: the new series scores bit for bit
+    /// as it does in a detector that never saw the old one, and the old one, back later, is a new series.
+    #[test]
+    fn a_forgotten_series_slot_serves_the_next_series_as_a_fresh_one() {
+        for spectral in [false, true] {
+            let tweak = |c: &mut DetectorConfig| {
+                c.spectral.enabled = spectral;
+                c.spectral.warmup_points = 50;
+            };
+            let (mut det, mut fresh) = (detector_with(tweak), detector_with(tweak));
+            let (mut clock_det, mut clock_fresh) = (EventClock::default(), EventClock::default());
+            det.forget_idle_series(86_400_000);
+            let key = |service: &str, metric: &str| Arc::new(SeriesKey::new(service, metric, [] as [(&str, &str); 0]));
+            let (a1, a2, b1, b2) = (key("a", "latency"), key("a", "errors"), key("b", "latency"), key("b", "errors"));
+            let (c1, c2) = (key("c", "x"), key("c", "y"));
+            let (xa1, xa2, xb1, xb2) =
+                (eventful(4, 100.0, 0), eventful(4, 5.0, 9), eventful(3, 40.0, 3), eventful(3, 2.0, 5));
+            let (_, events_a, st) = stream(&mut det, &mut clock_det, &[(&a1, &xa1), (&a2, &xa2)], 0);
+            assert!(!events_a.is_empty() && st.0 == 2 && st.1 == 0);
+            // Two days after a's last point, a point of each of c's series: after their batch a's two series are
+            // forgotten (the event time is the latest that two series have reached).
+            let later = 6 * 86_400_000;
+            let (_, _, st) = stream(&mut det, &mut clock_det, &[(&c1, &[1.0]), (&c2, &[1.0])], later);
+            assert_eq!((st.0, st.1, det.series_count()), (2, 2, 2));
+            // b takes a's slots, and scores as in a detector of its own; c, quiet since, is forgotten a day on.
+            let (bits, events, st) = stream(&mut det, &mut clock_det, &[(&b1, &xb1), (&b2, &xb2)], later + 300_000);
+            assert_eq!((st.0, st.1, det.series_count(), det.keys.len()), (2, 2, 2, 4), "slots reused");
+            let (bits_fresh, events_fresh, _) =
+                stream(&mut fresh, &mut clock_fresh, &[(&b1, &xb1), (&b2, &xb2)], later + 300_000);
+            assert!(!events.is_empty());
+            assert_eq!(events, events_fresh, "spectral {spectral}");
+            assert_eq!(bits, bits_fresh, "spectral {spectral}");
+            // a comes back as a new series, in c's first slot.
+            let back = later + 3 * 86_400_000;
+            let (_, _, st) = stream(&mut det, &mut clock_det, &[(&a1, &xa1[..10])], back);
+            assert_eq!((st.0, st.1, det.index[&a1.id]), (1, 0, 2));
+        }
+    }
+
+    /// A series limit counts the series with a model: forgotten series give their places back.
+    #[test]
+    fn forgotten_series_give_their_places_under_the_limit_back() {
+        let limit = SeriesLimit::new(2);
+        let (mut det, mut clock_det) = (detector(), EventClock::default());
+        det.limit_series(Arc::clone(&limit));
+        det.forget_idle_series(3_600_000);
+        let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
+        let xs = wobble(20, 10.0, 1.0);
+        let (_, _, st) = stream(&mut det, &mut clock_det, &[(&a, &xs), (&b, &xs), (&c, &xs)], 0);
+        assert_eq!((st.0, det.series_count()), (2, 2), "c refused while a and b have the places");
+        // c and d alone, refused, for two and a half hours: their points move the shard's time on, and a and b are
+        // forgotten after the batch that moves it an hour past their last points; c and d take their places.
+        let ys = wobble(30, 10.0, 1.0);
+        let (scores, _, st) = stream(&mut det, &mut clock_det, &[(&c, &ys), (&d, &ys)], 20 * 300_000);
+        assert_eq!((st.0, st.1, det.series_count()), (2, 2, 2));
+        assert_eq!(limit.used.load(Ordering::Relaxed), 2);
+        // Minute 100 + 5 i passes 95 + 60 at i = 12; from point 13 on c and d have models, and scores.
+        assert!(scores[..26].iter().all(|&s| s == 0), "refused points score 0");
+        assert!(!det.index.contains_key(&a.id) && det.index.contains_key(&c.id) && det.index.contains_key(&d.id));
     }
 
     #[test]

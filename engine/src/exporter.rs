@@ -94,6 +94,11 @@ pub fn render(live: &Live) -> Result<String> {
         sum(|c| &*c.refused),
     )?;
     counter(
+        "faultline_series_forgotten_total",
+        "Series forgotten after sending no point for engine.series-idle (models freed, slots reused)",
+        sum(|c| &*c.forgotten),
+    )?;
+    counter(
         "faultline_suppressed_low_volume_total",
         "Anomalous points silenced by the low-volume guard",
         sum(|c| &*c.low_volume),

@@ -234,6 +234,19 @@ impl GpuContext {
         self.queue.submit([enc.finish()]);
     }
 
+    /// Writes zeros over slot `slot` of the state buffers `buffers` (each with its bytes per slot), which hold room
+    /// for `capacity` slots: a slot reused for another series starts from zeros, as a new slot does (buffers are
+    /// created zeroed, so a slot past `capacity` is zero when they grow).
+    pub(crate) fn zero_slot(&self, buffers: &[(&wgpu::Buffer, u64)], slot: u32, capacity: u64) {
+        if u64::from(slot) >= capacity {
+            return;
+        }
+        for &(buffer, stride) in buffers {
+            let zeros = vec![0u8; stride as usize];
+            self.queue.write_buffer(buffer, u64::from(slot) * stride, &zeros);
+        }
+    }
+
     /// Copies each piece `(buffer, offset, bytes)` into `stash`, one after another, in one submission, and makes the
     /// stash bigger first when it is too small: learning pauses save a few series' device state this way, and
     /// [`GpuContext::unstash`] puts it back. Offsets and sizes are multiples of 4, as every piece of state is.
@@ -535,6 +548,14 @@ impl GpuRobust {
 
     pub fn is_empty(&self) -> bool {
         self.count.is_empty()
+    }
+
+    /// Makes `slot` fresh again, as [`GpuRobust::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, slot: u32) {
+        self.pending_levels.retain(|&(s, _)| s != slot);
+        self.pending_mads.retain(|&(s, _)| s != slot);
+        self.count[slot as usize] = 0;
+        self.ctx.zero_slot(&[(&self.level, 4), (&self.mad, 4), (&self.count_buf, 4)], slot, self.capacity);
     }
 
     /// Sets the level of `slot` (a re-baseline); it takes effect before the next chunk is scored.

@@ -14,7 +14,10 @@ pub struct ShardCounters {
     pub late: CachePadded<AtomicU64>,
     /// Points of new series refused by the series limit (`engine.max-series`).
     pub refused: CachePadded<AtomicU64>,
+    /// Series forgotten after going quiet (`engine.series-idle`).
+    pub forgotten: CachePadded<AtomicU64>,
     pub anomalies: CachePadded<AtomicU64>,
+    /// Series with a model now (a gauge the shard sets after each batch).
     pub series: CachePadded<AtomicU64>,
     pub low_volume: CachePadded<AtomicU64>,
     pub learning_paused: CachePadded<AtomicU64>,
@@ -58,6 +61,8 @@ pub struct RunSummary {
     pub late_points: u64,
     /// Points of series without a model refused because the instance modelled `engine.max-series` series already.
     pub series_limit_refused_points: u64,
+    /// Series forgotten after sending no point for `engine.series-idle` (their models freed, slots reused).
+    pub series_forgotten: u64,
     pub dead_letters: u64,
     pub anomalies: u64,
     /// Anomalous points the low-volume guard silenced (their service carried too little traffic).
@@ -167,7 +172,11 @@ impl RunSummary {
                 (Some(j), Some(per)) => format!("{per:.1} J per million points ({j:.1} J in all, CPU packages, RAPL)"),
                 _ => "not measured (no readable RAPL counters)".to_string(),
             },
-        ) + &if self.feedback_verdicts > 0 {
+        ) + &if self.series_forgotten > 0 {
+            format!("\nseries forgotten after going quiet (engine.series-idle): {}", self.series_forgotten)
+        } else {
+            String::new()
+        } + &if self.feedback_verdicts > 0 {
             format!(
                 "\noperator feedback: verdicts applied: {}, points scored with learning held: {}, events not raised \
                  within a rejected deviation: {}, re-baselines: {}",

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::clock;
 use crate::config::{Backend, Config};
 use crate::delivery::Progress;
-use crate::detect::{ScoringBackend, SeriesLimit, ShardDetector};
+use crate::detect::{EventClock, ScoringBackend, SeriesLimit, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
 use crate::exporter::{Exporter, Live};
@@ -52,6 +52,8 @@ struct ShardBatch {
     /// Operator feedback the source read with this batch, each in the part of the shard that owns its service.
     feedback: Vec<Feedback>,
     watermark: TimeMs,
+    /// The instance's event time for forgetting quiet series (`engine.series-idle`; `TimeMs::MIN`: off or not yet).
+    event_time: TimeMs,
     dispatched: Instant,
     ids: Vec<SeriesId>,
     keys: Vec<Arc<SeriesKey>>,
@@ -182,6 +184,9 @@ pub fn run(
         if let Some(limit) = &series_limit {
             det.limit_series(Arc::clone(limit));
         }
+        if !cfg.engine.series_idle.0.is_zero() {
+            det.forget_idle_series(cfg.engine.series_idle.as_millis_i64());
+        }
         // Learning pauses among the changes known at the start (`rca.changes`) apply from the first point.
         for c in rca.changes.iter().filter(|c| shard_of(service_id(&c.service), shards) == shard) {
             if let Some(p) = &c.learning_pause {
@@ -221,6 +226,8 @@ pub fn run(
     let mut batch = Batch::with_capacity(target);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
+    // The event time quiet series are measured against, fed every point in input order (`engine.series-idle`).
+    let mut event_clock = (!cfg.engine.series_idle.0.is_zero()).then(EventClock::default);
     let mut route_result = source.start(Arc::clone(&progress));
     while route_result.is_ok() {
         batch.clear();
@@ -248,7 +255,13 @@ pub fn run(
         let feedback = source.take_feedback();
         if !batch.is_empty() || !changes.is_empty() || !feedback.is_empty() {
             watermark = watermark.max(batch.max_time().unwrap_or(TimeMs::MIN));
-            if !route(&batch, seq, watermark, &shard_txs, &tap, changes, feedback) {
+            let event_time = event_clock.as_mut().map_or(TimeMs::MIN, |c| {
+                for (&id, &t) in batch.ids.iter().zip(&batch.times) {
+                    c.see(id, t);
+                }
+                c.now()
+            });
+            if !route(&batch, seq, (watermark, event_time), &shard_txs, &tap, changes, feedback) {
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
@@ -297,6 +310,7 @@ pub fn run(
         series: sum(|c| c.series.load(std::sync::atomic::Ordering::Relaxed)),
         late_points: sum(|c| c.late.load(std::sync::atomic::Ordering::Relaxed)),
         series_limit_refused_points: sum(|c| c.refused.load(std::sync::atomic::Ordering::Relaxed)),
+        series_forgotten: sum(|c| c.forgotten.load(std::sync::atomic::Ordering::Relaxed)),
         dead_letters: dead.count(),
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
         suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
@@ -344,17 +358,19 @@ impl EdgeTap {
     }
 }
 
-/// Splits a batch by owning shard and sends every shard its part (empty parts too). False if a receiver is gone.
+/// Splits a batch by owning shard and sends every shard its part (empty parts too), with the watermark and the event
+/// time for quiet series (`clocks`). False if a receiver is gone.
 fn route(
     batch: &Batch,
     seq: u64,
-    watermark: TimeMs,
+    clocks: (TimeMs, TimeMs),
     txs: &[Sender<ShardBatch>],
     tap: &EdgeTap,
     changes: Vec<ChangeEvent>,
     feedback: Vec<Feedback>,
 ) -> bool {
     let n = txs.len();
+    let (watermark, event_time) = clocks;
     let dispatched = clock::now();
     let cap = batch.len() / n + batch.len() / (4 * n) + 16;
     let mut parts: Vec<ShardBatch> = (0..n)
@@ -366,6 +382,7 @@ fn route(
             pauses: Vec::new(),
             feedback: Vec::new(),
             watermark,
+            event_time,
             dispatched,
             ids: Vec::with_capacity(cap),
             keys: Vec::with_capacity(cap),
@@ -425,7 +442,6 @@ fn shard_loop(
             apply_feedback(det, f, counters);
         }
         let mut events = Vec::new();
-        let series_before = det.series_count();
         let stats = det.process(&b.ids, &b.keys, &b.times, &b.values, &mut events);
         if b.warm {
             // Published before: the models learn the points, the collector drops their events.
@@ -442,7 +458,9 @@ fn shard_loop(
         counters.add(&counters.feedback_held, stats.feedback_held);
         counters.add(&counters.feedback_suppressed, stats.feedback_suppressed);
         counters.add(&counters.feedback_rebaselines, stats.feedback_rebaselines);
-        counters.add(&counters.series, (det.series_count() - series_before) as u64);
+        // After the batch: the series it left quiet for `engine.series-idle` are forgotten (a no-op when unset).
+        counters.add(&counters.forgotten, det.forget_quiet(b.event_time));
+        counters.series.store(det.series_count() as u64, std::sync::atomic::Ordering::Relaxed);
         let done_msg = ShardDone {
             seq: b.seq,
             warm: b.warm,

@@ -838,6 +838,9 @@ fn write_summary(h: &mut String, events: &Collector, pass: &PointPass, summary: 
         row("CPU cost", format!("{:.3} CPU-seconds per million points", s.cpu_s_per_million_points));
         row("late points skipped", s.late_points.to_string());
         row("points refused by the series limit", s.series_limit_refused_points.to_string());
+        if s.series_forgotten > 0 {
+            row("series forgotten after going quiet", s.series_forgotten.to_string());
+        }
         row("silenced by the low-volume guard", s.suppressed_low_volume.to_string());
         if s.feedback_verdicts > 0 {
             row("operator verdicts applied", s.feedback_verdicts.to_string());

@@ -67,6 +67,11 @@ impl RobustState {
         (self.level.len() - 1) as u32
     }
 
+    /// Makes slot `i` fresh again, as [`RobustState::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, i: usize) {
+        (self.level[i], self.mad[i], self.count[i]) = (0.0, 0.0, 0);
+    }
+
     /// Sigma estimate of slot `i`, floored as the kernel floors it.
     #[inline]
     pub fn sigma(&self, i: usize, p: &RobustParams) -> f32 {

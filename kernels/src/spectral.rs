@@ -107,6 +107,12 @@ impl SpectralState {
         (self.count.len() - 1) as u32
     }
 
+    /// Makes slot `s` fresh again, as [`SpectralState::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, s: usize) {
+        self.window[s * WINDOW..(s + 1) * WINDOW].fill(0.0);
+        self.count[s] = 0;
+    }
+
     pub fn len(&self) -> usize {
         self.count.len()
     }

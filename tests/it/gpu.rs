@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use faultline::config::Backend;
-use faultline::detect::{ScoringBackend, ShardDetector};
+use faultline::detect::{EventClock, ScoringBackend, ShardDetector};
 use faultline::gpu::{GpuContext, GpuRobust, GpuSpectral};
 use faultline::pipeline::resolve_backend;
 use faultline_kernels::spectral::spectral_update_gather;
@@ -821,4 +821,81 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
     near(&cpu.profile, &dev.profile, "profile");
     near(&cpu.cand, &dev.cand, "cand");
     near(&cpu.plain, &dev.plain, "plain");
+}
+
+/// A forgotten series' slot on the device is as fresh as a new one: with `engine.series-idle`, a GPU shard that
+/// forgets two seasonal series and gives their slots to two new ones scores the new ones exactly as a GPU shard that
+/// never saw the old ones (robust state, seasonal profiles and trackers, calibrators and spectral windows reset on the
+/// device).
+#[test]
+fn a_forgotten_series_slot_on_the_device_serves_the_next_series_fresh() {
+    let Some(ctx) = context() else { return };
+    let mut cfg = faultline::config::Config::default_config().unwrap();
+    cfg.detector.spectral.enabled = true;
+    cfg.detector.spectral.warmup_points = 100;
+    let gpu = || {
+        ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+            ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
+        })
+    };
+    let (mut det, mut fresh) = (gpu(), gpu());
+    let (mut clock_det, mut clock_fresh) = (EventClock::default(), EventClock::default());
+    const DAY: i64 = 86_400_000;
+    const STEP: i64 = 300_000;
+    det.forget_idle_series(DAY);
+    let key =
+        |svc: &str, metric: &str| Arc::new(faultline::model::SeriesKey::new(svc, metric, [] as [(&str, &str); 0]));
+    // Days of 5-minute points of a daily cycle with noise, two 4-point spikes and a level shift.
+    let values = |days: i64, base: f64, seed: u64| {
+        let mut rng = Rng(seed);
+        let n = (days * DAY / STEP) as usize;
+        (0..n)
+            .map(|i| {
+                let day = (std::f64::consts::TAU * (i % 288) as f64 / 288.0).sin();
+                let spike =
+                    if (n / 3..n / 3 + 4).contains(&i) || (n / 2..n / 2 + 4).contains(&i) { 2.0 * base } else { 0.0 };
+                let shift = if i > 3 * n / 4 { 0.5 * base } else { 0.0 };
+                base + 0.3 * base * day + 0.02 * base * f64::from(rng.unit()) + spike + shift
+            })
+            .collect::<Vec<f64>>()
+    };
+    // Each batch followed by a look for quiet series at the event time, as the pipeline does.
+    let run = |det: &mut ShardDetector,
+               clock: &mut EventClock,
+               series: &[(&Arc<faultline::model::SeriesKey>, &[f64])],
+               t0: i64| {
+        let (mut events, mut scores, mut forgotten) = (Vec::new(), Vec::new(), 0);
+        for i in 0..series[0].1.len() {
+            let ks: Vec<_> = series.iter().map(|(k, _)| Arc::clone(k)).collect();
+            let ids: Vec<_> = ks.iter().map(|k| k.id).collect();
+            let xs: Vec<f64> = series.iter().map(|(_, v)| v[i]).collect();
+            let mut sc = vec![0.0; ks.len()];
+            let st =
+                det.process_scored(&ids, &ks, &vec![t0 + i as i64 * STEP; ks.len()], &xs, &mut events, Some(&mut sc));
+            scores.extend(sc.iter().map(|s| s.to_bits()));
+            assert_eq!(st.points, ids.len() as u64);
+            for &id in &ids {
+                clock.see(id, t0 + i as i64 * STEP);
+            }
+            forgotten += det.forget_quiet(clock.now());
+        }
+        let events: Vec<String> = events.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect();
+        (events, scores, forgotten)
+    };
+    let (a1, a2, b1, b2, c1, c2) =
+        (key("a", "x"), key("a", "y"), key("b", "x"), key("b", "y"), key("c", "x"), key("c", "y"));
+    let (xa1, xa2, xb1, xb2) = (values(4, 100.0, 3), values(4, 7.0, 5), values(3, 40.0, 7), values(3, 3.0, 11));
+    let (events_a, _, _) = run(&mut det, &mut clock_det, &[(&a1, &xa1), (&a2, &xa2)], 0);
+    assert!(!events_a.is_empty());
+    let later = 6 * DAY;
+    let (_, _, forgotten) = run(&mut det, &mut clock_det, &[(&c1, &[1.0]), (&c2, &[1.0])], later);
+    assert_eq!((forgotten, det.series_count()), (2, 2), "a's series forgotten");
+    let (events, scores, _) = run(&mut det, &mut clock_det, &[(&b1, &xb1), (&b2, &xb2)], later + STEP);
+    let (events_fresh, scores_fresh, _) = run(&mut fresh, &mut clock_fresh, &[(&b1, &xb1), (&b2, &xb2)], later + STEP);
+    assert_eq!(det.scoring().name(), "gpu", "the GPU backend must not have fallen back");
+    assert_eq!(det.spectral().unwrap().backend().name(), "gpu");
+    assert!(!events.is_empty());
+    assert_eq!(events, events_fresh, "b's events in a's slots and in a shard of their own");
+    assert_eq!(scores, scores_fresh, "b's scores in a's slots and in a shard of their own");
+    eprintln!("{} events of a, {} of b, the same in a fresh shard", events_a.len(), events.len());
 }

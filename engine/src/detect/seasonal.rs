@@ -198,6 +198,16 @@ impl SeasonalBank {
         self.series.push(SeriesState::default());
     }
 
+    /// Makes series `s`'s state fresh again, as [`SeasonalBank::push`] leaves a new series (a slot reused).
+    pub fn reset(&mut self, s: usize, p: &SeasonalParams) {
+        let c = p.periods.len();
+        for (profile, &n) in self.profile.iter_mut().zip(&p.bins) {
+            profile[s * n..(s + 1) * n].fill(0.0);
+        }
+        self.cand[s * c..(s + 1) * c].fill(Cand::default());
+        self.series[s] = SeriesState::default();
+    }
+
     /// The active candidate of series `s`, if it has a season.
     #[inline]
     pub fn active(&self, s: usize) -> Option<usize> {

@@ -52,7 +52,10 @@ pub struct ServiceParams {
 #[derive(Default)]
 pub struct ServiceBank {
     index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    /// Services whose series have all been forgotten, for the next new service to reuse.
+    free: Vec<u32>,
     // Per service.
+    id: Vec<u64>,
     base: Vec<TimeMs>,
     now: Vec<TimeMs>,
     sum: Vec<f64>,
@@ -112,24 +115,67 @@ impl ServiceBank {
 
     /// Registers the next series slot (slots are dense, in order) as a member of service `service_id`.
     pub fn push(&mut self, service_id: u64) {
-        let slot = self.of.len() as u32;
-        let v = *self.index.entry(service_id).or_insert_with(|| {
-            self.base.push(TimeMs::MIN);
-            self.now.push(TimeMs::MIN);
-            self.sum.push(0.0);
-            self.weight.push(0.0);
-            self.spot.push(Spot::new(1.0));
-            self.members.push(Vec::new());
-            self.volume.push(0.0);
-            self.volume_series.push(0);
-            (self.base.len() - 1) as u32
-        });
-        self.members[v as usize].push(slot);
-        self.of.push(v);
+        let slot = self.of.len();
+        self.of.push(u32::MAX);
         self.c.push(0.0);
         self.e.push(0.0);
         self.z.push(0.0);
         self.last_volume.push(f32::NAN);
+        self.join(slot, service_id);
+    }
+
+    /// Makes series slot `s`, fresh (pushed, or left), a member of service `service_id`.
+    pub fn join(&mut self, s: usize, service_id: u64) {
+        let v = match self.index.get(&service_id) {
+            Some(&v) => v,
+            None => {
+                let v = match self.free.pop() {
+                    Some(v) => {
+                        let i = v as usize;
+                        (self.id[i], self.base[i], self.now[i], self.sum[i], self.weight[i]) =
+                            (service_id, TimeMs::MIN, TimeMs::MIN, 0.0, 0.0);
+                        (self.spot[i], self.volume[i], self.volume_series[i]) = (Spot::new(1.0), 0.0, 0);
+                        v
+                    }
+                    None => {
+                        self.id.push(service_id);
+                        self.base.push(TimeMs::MIN);
+                        self.now.push(TimeMs::MIN);
+                        self.sum.push(0.0);
+                        self.weight.push(0.0);
+                        self.spot.push(Spot::new(1.0));
+                        self.members.push(Vec::new());
+                        self.volume.push(0.0);
+                        self.volume_series.push(0);
+                        (self.base.len() - 1) as u32
+                    }
+                };
+                self.index.insert(service_id, v);
+                v
+            }
+        };
+        self.members[v as usize].push(s as u32);
+        self.of[s] = v;
+    }
+
+    /// Takes series slot `s` out of its service (the series is forgotten): its terms leave the service's sums and its
+    /// traffic value the volume; a service left without series is forgotten too (its calibration with it), and its
+    /// place reused by the next new service. The slot is fresh for [`ServiceBank::join`] afterwards.
+    pub fn leave(&mut self, s: usize) {
+        let v = self.of[s] as usize;
+        self.members[v].retain(|&m| m as usize != s);
+        if self.members[v].is_empty() {
+            self.index.remove(&self.id[v]);
+            self.free.push(v as u32);
+        } else {
+            self.sum[v] -= self.c[s];
+            self.weight[v] -= self.e[s];
+            if !self.last_volume[s].is_nan() {
+                self.volume_series[v] -= 1;
+                self.volume[v] -= f64::from(self.last_volume[s]);
+            }
+        }
+        (self.of[s], self.c[s], self.e[s], self.z[s], self.last_volume[s]) = (u32::MAX, 0.0, 0.0, 0.0, f32::NAN);
     }
 
     /// Whether `s`'s service has more than one series (else it has no multivariate score).
@@ -346,6 +392,41 @@ mod tests {
             b.push(k.service_id);
         }
         (b, keys)
+    }
+
+    /// A series that leaves its service takes its terms and its traffic out of the service's sums; a service left
+    /// without series is forgotten, and its place goes to the next new service, fresh.
+    #[test]
+    fn a_series_leaving_takes_its_part_with_it() {
+        let (mut b, _) = bank(3);
+        let (mut alone, _) = bank(1);
+        for (i, t) in (0..50).map(|i| (i, i as i64 * 60_000)) {
+            let z = (i % 7) as f32 - 3.0;
+            for s in 0..3 {
+                b.update(s, t, z * (s + 1) as f32, &P);
+            }
+            alone.update(0, t, z, &P);
+        }
+        b.record_volume(0, 10.0);
+        b.record_volume(2, 32.5);
+        b.leave(1);
+        b.leave(2);
+        assert!(!b.multivariate(0), "one series left");
+        assert_eq!(b.members[0], [0]);
+        assert_eq!(b.volume(0), Some(10.0), "the departed traffic series' value left the volume");
+        let (with, without) = (b.score(0, &P), alone.score(0, &P));
+        assert!((with.mean_sq - without.mean_sq).abs() < 1e-9 * without.mean_sq, "{with:?} {without:?}");
+        assert!((with.series - without.series).abs() < 1e-9, "{with:?} {without:?}");
+        // The last series leaves: the service is forgotten; a new service takes its place fresh, and slot 1 joins it.
+        b.leave(0);
+        assert!(b.index.is_empty() && b.free == [0]);
+        let other = SeriesKey::new("other", "m", [("", ""); 0]).service_id;
+        b.join(1, other);
+        assert_eq!((b.of[1], b.free.len(), b.index[&other]), (0, 0, 0));
+        assert_eq!((b.base[0], b.sum[0], b.weight[0], b.volume(1)), (TimeMs::MIN, 0.0, 0.0, None));
+        b.push(other);
+        assert_eq!(b.members[0], [1, 3]);
+        assert!(b.multivariate(3));
     }
 
     #[test]

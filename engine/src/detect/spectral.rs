@@ -45,6 +45,15 @@ impl SpectralBackend {
         }
     }
 
+    /// Makes slot `s` fresh again (a slot reused for another series).
+    fn reset(&mut self, s: usize) {
+        match self {
+            SpectralBackend::Cpu(st) => st.reset(s),
+            #[cfg(feature = "gpu")]
+            SpectralBackend::Gpu(g) => g.reset(s as u32),
+        }
+    }
+
     /// Scores a chunk in which no series repeats.
     fn update(&mut self, slots: &[u32], x: &[f32], scores: &mut [f32], p: &SpectralParams) {
         match self {
@@ -123,6 +132,12 @@ impl SpectralChannel {
     pub fn push(&mut self) {
         self.backend.push();
         self.sketch.push(Sketch::default());
+    }
+
+    /// Makes slot `s` fresh again, as [`SpectralChannel::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, s: usize) {
+        self.backend.reset(s);
+        self.sketch[s] = Sketch::default();
     }
 
     /// Starts a round's input.

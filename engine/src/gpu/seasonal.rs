@@ -150,6 +150,14 @@ impl GpuSeasonal {
         (self.first_time.len() - 1) as u32
     }
 
+    /// Makes `slot` fresh again, as [`GpuSeasonal::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, slot: u32) {
+        (self.first_time[slot as usize], self.active[slot as usize]) = (TimeMs::MIN, 0);
+        let strides = Self::strides(&self.params);
+        let buffers: [(&wgpu::Buffer, u64); 4] = std::array::from_fn(|i| (&self.state[i], strides[i]));
+        self.ctx.zero_slot(&buffers, slot, self.capacity);
+    }
+
     pub fn len(&self) -> usize {
         self.first_time.len()
     }

@@ -63,6 +63,11 @@ impl GpuSpectral {
         (self.series - 1) as u32
     }
 
+    /// Makes `slot` fresh again, as [`GpuSpectral::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, slot: u32) {
+        self.ctx.zero_slot(&[(&self.window, WINDOW as u64 * 4), (&self.count, 4)], slot, self.capacity);
+    }
+
     pub fn len(&self) -> usize {
         self.series
     }

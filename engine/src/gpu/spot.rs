@@ -75,6 +75,16 @@ impl GpuSpot {
         self.len - 1
     }
 
+    /// Makes calibrator `slot` fresh again, as [`GpuSpot::push`] leaves a new one (a slot reused for another series).
+    pub fn reset(&mut self, slot: u32) {
+        if slot < self.initialised {
+            let fresh = Spot::new(self.t0);
+            let st = SpotStateGpu { t: fresh.t, m1: fresh.m1, m2: fresh.m2, n: fresh.n, peaks: fresh.peaks };
+            let at = u64::from(slot) * size_of::<SpotStateGpu>() as u64;
+            self.ctx.queue.write_buffer(&self.state, at, bytemuck::bytes_of(&st));
+        }
+    }
+
     /// Saves calibrators `slots` on the device (a learning pause), for [`GpuSpot::restore_slots`] to put back.
     pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
         self.reserve_state()?;
