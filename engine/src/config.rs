@@ -89,6 +89,8 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub path: String,
+    /// Points stamped more than this past the machine's clock are dead-lettered (0s = accept any time).
+    pub max_future: HumanDuration,
     pub kafka: KafkaSourceConfig,
     pub table: TableConfig,
     pub otlp_http: OtlpHttpConfig,

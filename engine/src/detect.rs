@@ -991,6 +991,7 @@ impl ShardDetector {
         // The seasonal bank and the calibrators live on the device with the GPU backend.
         if self.scoring.on_host() {
             self.seasonal.push(&self.seasonal_params);
+            // The peaks threshold starts at 1 sigma (or 1 CUSUM unit) and climbs to its quantile.
             self.spot_point.push(Spot::new(1.0));
             self.spot_shift.push(Spot::new(1.0));
         }

@@ -188,6 +188,21 @@ impl Batch {
         self.values.clear();
     }
 
+    /// Keeps the points `keep(i)` is true for, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut w = 0;
+        for i in 0..self.len() {
+            if keep(i) {
+                self.ids.swap(w, i);
+                self.keys.swap(w, i);
+                self.times.swap(w, i);
+                self.values.swap(w, i);
+                w += 1;
+            }
+        }
+        self.truncate(w);
+    }
+
     /// Largest event time in the batch, if any.
     pub fn max_time(&self) -> Option<TimeMs> {
         self.times.iter().copied().max()

@@ -36,7 +36,7 @@ use crate::metrics::{LatencySummary, RunSummary, ShardCounters, latency_histogra
 use crate::model::{Batch, SeriesId, SeriesKey, TimeMs, service_id};
 use crate::rca::{ChangeEvent, ChangePause, EdgeSeen, IncidentTracker, RcaInputs};
 use crate::sink::Sink;
-use crate::source::{DeadLetters, Source};
+use crate::source::{DeadLetters, Source, refuse_future};
 
 /// The part of a batch one shard owns.
 struct ShardBatch {
@@ -226,6 +226,8 @@ pub fn run(
     let mut batch = Batch::with_capacity(target);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
+    let max_future = (!cfg.source.max_future.0.is_zero()).then(|| cfg.source.max_future.as_millis_i64());
+    let source_name = source.describe();
     // The event time quiet series are measured against, fed every point in input order (`engine.series-idle`).
     let mut event_clock = (!cfg.engine.series_idle.0.is_zero()).then(EventClock::default);
     let mut route_result = source.start(Arc::clone(&progress));
@@ -243,7 +245,14 @@ pub fn run(
                 Err(e) => break Err(e),
             }
         };
-        let more = match more {
+        let more = match more.and_then(|m| {
+            // Points stamped past `source.max-future` go to the dead letters before anything sees them.
+            match max_future {
+                Some(ahead) => refuse_future(&mut batch, ahead, dead, &source_name, &format!("batch {}", seq + 1)),
+                None => Ok(()),
+            }
+            .map(|()| m)
+        }) {
             Ok(m) => m,
             Err(e) => {
                 route_result = Err(e);

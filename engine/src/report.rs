@@ -426,8 +426,8 @@ pub struct PointPass {
 }
 
 /// Reads `source` to its end, summarising the values of the series in `want` (dead letters are counted, not written:
-/// the run wrote them already).
-fn read_points(source: &mut dyn Source, want: &HashSet<SeriesId>) -> Result<PointPass> {
+/// the run wrote them already; points past `max_future`, the run's `source.max-future`, are among them).
+fn read_points(source: &mut dyn Source, want: &HashSet<SeriesId>, max_future: Option<TimeMs>) -> Result<PointPass> {
     let mut dead = DeadLetters::to_writer(Box::new(std::io::sink()));
     let mut batch = Batch::with_capacity(4096);
     let mut seen = HashSet::new();
@@ -436,6 +436,9 @@ fn read_points(source: &mut dyn Source, want: &HashSet<SeriesId>) -> Result<Poin
     loop {
         batch.clear();
         let more = source.next_batch(&mut batch, 4096, &mut dead)?;
+        if let Some(ahead) = max_future {
+            crate::source::refuse_future(&mut batch, ahead, &mut dead, "", "")?;
+        }
         for ((&id, &t), &v) in batch.ids.iter().zip(&batch.times).zip(&batch.values) {
             points += 1;
             seen.insert(id);
@@ -465,7 +468,8 @@ pub fn build(cfg: &Config, events: &Collector, summary: Option<&RunSummary>, opt
     let chosen = choose(events, opts);
     let want: HashSet<SeriesId> = chosen.iter().copied().collect();
     let (mut source, _) = crate::app::build_source(cfg)?;
-    let pass = read_points(source.as_mut(), &want)?;
+    let max_future = (!cfg.source.max_future.0.is_zero()).then(|| cfg.source.max_future.as_millis_i64());
+    let pass = read_points(source.as_mut(), &want, max_future)?;
     render(&source.describe(), events, &chosen, &pass, summary, opts)
 }
 

@@ -68,6 +68,51 @@ pub trait Source: Send {
     }
 }
 
+/// `source.max-future`: moves the points of `batch` stamped more than `ahead_ms` past this machine's clock to the
+/// dead-letter output (`source`, `at`: the batch and the point's place in it), keeping the others in order. One point
+/// with a clock far ahead would otherwise make every later point of its series late (skipped) until real time caught
+/// up with it. Reads the clock once a batch; a batch with no such point is left untouched. A warm-up batch (points
+/// read again, see [`Batch::warm`]) drops them without a dead letter: they had theirs when first read.
+pub fn refuse_future(
+    batch: &mut Batch,
+    ahead_ms: TimeMs,
+    dead: &mut DeadLetters,
+    source: &str,
+    at: &str,
+) -> Result<()> {
+    let now = crate::clock::wall_ms();
+    let horizon = now.saturating_add(ahead_ms);
+    if batch.times.iter().all(|&t| t <= horizon) {
+        return Ok(());
+    }
+    // To the second; to the minute past an hour; in days past two days.
+    let span = |ms: TimeMs| match ms.max(0) {
+        ms if ms >= 172_800_000 => format!("{} days", ms / 86_400_000),
+        ms => {
+            let unit = if ms >= 3_600_000 { 60_000 } else { 1000 };
+            humantime::format_duration(Duration::from_millis((ms / unit * unit) as u64)).to_string()
+        }
+    };
+    let keep: Vec<bool> = batch.times.iter().map(|&t| t <= horizon).collect();
+    for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k && !batch.warm) {
+        let (key, t) = (&batch.keys[i], batch.times[i]);
+        let reason = format!(
+            "field `time`: {} is {} ahead of this machine's clock (source.max-future = {})",
+            crate::clock::fmt_time(t),
+            span(t.saturating_sub(now)),
+            span(ahead_ms)
+        );
+        let labels: serde_json::Map<String, serde_json::Value> =
+            key.labels.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(&**v))).collect();
+        let raw = serde_json::json!({
+            "time": t, "service": &*key.service, "metric": &*key.metric, "labels": labels, "value": batch.values[i],
+        });
+        dead.record(source, &format!("{at} point {}", i + 1), &reason, &raw.to_string())?;
+    }
+    batch.retain(|i| keep[i]);
+    Ok(())
+}
+
 /// Undecodable records, one JSON object per line: `{"schema","source","at","reason","raw"}`; or, for a Kafka
 /// source with `dead-letter.topic` set, the original records on a dead-letter topic.
 pub struct DeadLetters {
@@ -556,6 +601,44 @@ pub(crate) mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Points past `source.max-future` leave the batch, the others stay in order; a warm-up batch drops them
+    /// without a dead letter.
+    #[test]
+    fn points_stamped_past_the_horizon_are_refused() {
+        let key = Arc::new(SeriesKey::new("a", "m", [("pod", "p1")]));
+        let now = crate::clock::wall_ms();
+        let batch = |warm| {
+            let mut b = Batch::default();
+            for (t, v) in [(now - 60_000, 1.0), (now + 7_230_000, 2.0), (now + 60_000, 3.0), (TimeMs::MAX, 4.0)] {
+                b.push(&key, t, v);
+            }
+            b.warm = warm;
+            b
+        };
+        let buf = Buf::default();
+        let mut dead = DeadLetters::to_writer(Box::new(buf.clone()));
+        let mut b = batch(false);
+        refuse_future(&mut b, 600_000, &mut dead, "src", "batch 7").unwrap();
+        assert_eq!((b.values.as_slice(), b.times[1]), ([1.0, 3.0].as_slice(), now + 60_000));
+        assert_eq!(dead.count(), 2);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            (lines[0]["at"].as_str(), lines[1]["at"].as_str()),
+            (Some("batch 7 point 2"), Some("batch 7 point 4"))
+        );
+        let reason = lines[0]["reason"].as_str().unwrap();
+        assert!(reason.contains(" is 2h ahead of this machine's clock (source.max-future = 10m)"), "{reason}");
+        let raw: Value = serde_json::from_str(lines[0]["raw"].as_str().unwrap()).unwrap();
+        assert_eq!((raw["labels"]["pod"].as_str(), raw["value"].as_f64()), (Some("p1"), Some(2.0)));
+        let mut b = batch(true);
+        refuse_future(&mut b, 600_000, &mut dead, "src", "batch 8").unwrap();
+        assert_eq!((b.len(), dead.count()), (2, 2), "a warm-up batch's refused points had their dead letters");
+        let mut b = batch(false);
+        refuse_future(&mut b, TimeMs::MAX, &mut dead, "src", "batch 9").unwrap();
+        assert_eq!((b.len(), dead.count()), (4, 2), "no horizon past the end of time");
     }
 
     #[test]

@@ -244,6 +244,50 @@ fn series_quiet_past_the_idle_time_are_forgotten_and_their_places_reused() {
     assert!(text(&out.stderr).contains("engine.series-idle must be 0s"), "{}", text(&out.stderr));
 }
 
+/// `source.max-future` dead-letters a point stamped far past the clock, which would otherwise make every later point
+/// of its series late; the report's second read leaves it out too.
+#[test]
+fn a_point_stamped_far_in_the_future_is_a_dead_letter_not_the_end_of_its_series() {
+    let dir = scratch("max-future");
+    let mut points = String::new();
+    for m in 0..30 {
+        points.push_str(&latency_point("a", m, 100));
+        if m == 10 {
+            // A producer whose clock jumped to 2100.
+            points.push_str(&latency_point("a", 38_914_560, 100));
+        }
+    }
+    std::fs::write(dir.join("points.jsonl"), points).unwrap();
+    let base = "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n[dead-letter]\npath = \"out/dead.jsonl\"\n";
+    let counts = |m: &serde_json::Value| ["points", "late_points", "dead_letters"].map(|f| m[f].as_u64().unwrap());
+    // Accepted, the point makes the series' 19 later points late.
+    assert_eq!(counts(&run_config(&dir, base)), [31, 19, 0]);
+    let cfg = base.replace("path = \"points.jsonl\"\n", "path = \"points.jsonl\"\nmax-future = \"10m\"\n");
+    std::fs::write(dir.join("run.toml"), &cfg).unwrap();
+    let out = faultline(
+        &["run", "--config", "run.toml", "--metrics-out", "out/metrics.json", "--report", "out/r.html"],
+        &dir,
+    );
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+    assert_eq!(counts(&m), [30, 0, 1], "{m}");
+    let dead = std::fs::read_to_string(dir.join("out/dead.jsonl")).unwrap();
+    let dead: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+    let reason = dead["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("field `time`: 2100-")
+            && reason.ends_with("ahead of this machine's clock (source.max-future = 10m)"),
+        "{reason}"
+    );
+    assert_eq!((dead["at"].as_str(), dead["source"].as_str()), (Some("batch 1 point 12"), Some("jsonl points.jsonl")));
+    let raw: serde_json::Value = serde_json::from_str(dead["raw"].as_str().unwrap()).unwrap();
+    assert_eq!((raw["service"].as_str(), raw["value"].as_f64()), (Some("a"), Some(100.0)), "{raw}");
+    // The report's span is the points the run scored: 2026, not 2100.
+    let html = std::fs::read_to_string(dir.join("out/r.html")).unwrap();
+    assert!(!html.contains("2100-"), "the refused point is charted");
+}
+
 /// Standard input is a live stream: its points are scored as they come (the events of a jump are written while the
 /// input is still open), and SIGTERM ends the run cleanly: the points read so far processed, the sinks flushed, the
 /// summary printed, exit 0.
