@@ -38,8 +38,6 @@ pub mod sketch;
 pub mod spectral;
 pub mod spot;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,27 +59,8 @@ use crate::event::{AnomalyEvent, Channels, Direction, FeedbackNote, LevelShift, 
 use crate::feedback::{Feedback, Verdict};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuError, GpuRobust, GpuSeasonal, spot::GpuSpot};
+pub use crate::model::{IdHasher, IdMap};
 use crate::model::{SeriesId, SeriesKey, TimeMs};
-
-/// Series ids are already well-mixed hashes; hashing them again is wasted work.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-pub type IdMap<V> = HashMap<SeriesId, V, BuildHasherDefault<IdHasher>>;
 
 /// Detector settings resolved for one series from the defaults, the first matching override and matching rules.
 #[derive(Debug, Clone, Copy, PartialEq)]

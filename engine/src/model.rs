@@ -4,10 +4,98 @@
 //! (XXH3-64 over a length-prefixed encoding, see [`series_id`]); the value is part of the output schema, so the
 //! encoding must never change.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Stable 64-bit identity of one series.
 pub type SeriesId = u64;
+
+/// Series ids are already well-mixed hashes; hashing them again is wasted work.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; this fallback keeps the trait total.
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A hash map by series id (or another id that is already a hash).
+pub type IdMap<V> = HashMap<SeriesId, V, BuildHasherDefault<IdHasher>>;
+
+/// A map by series id that forgets what has not been used for a while, for what the sources keep per series (their
+/// interned keys, OTLP's cumulative state), which would otherwise grow with every series ever seen (pods come and go).
+///
+/// Two generations: the entries used in this one, and those of the one before. An entry found in the older generation
+/// moves to the current one; a generation ends after [`Recent::GENERATION_PER_ENTRY`] uses per entry held (at least
+/// [`Recent::MIN_GENERATION`]), and the older one is dropped with it. An entry used once a generation lives on, moved
+/// once a generation: with every series reporting at one rate, a series is forgotten after 16 to 64 of its
+/// reporting intervals without a point, and a lookup costs one more hash insert in 16 at most.
+pub struct Recent<V> {
+    current: IdMap<V>,
+    older: IdMap<V>,
+    uses: u64,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Self { current: IdMap::default(), older: IdMap::default(), uses: 0 }
+    }
+}
+
+impl<V> Recent<V> {
+    pub const MIN_GENERATION: u64 = 1 << 20;
+    pub const GENERATION_PER_ENTRY: u64 = 16;
+
+    /// Counts one use, ending the generation when it is due.
+    #[inline]
+    fn tick(&mut self) {
+        self.uses += 1;
+        let held = (self.current.len() + self.older.len()) as u64;
+        if self.uses >= Self::MIN_GENERATION.max(Self::GENERATION_PER_ENTRY * held) {
+            self.older = std::mem::take(&mut self.current);
+            self.uses = 0;
+        }
+    }
+
+    /// The entry of `id`, made by `make` if it has none (or has been forgotten).
+    #[inline]
+    pub fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> V) -> &mut V {
+        self.tick();
+        match self.current.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.older.remove(&id).unwrap_or_else(make)),
+        }
+    }
+
+    /// Sets the entry of `id`, returning the one it had (`None` if none, or forgotten).
+    #[inline]
+    pub fn insert(&mut self, id: u64, v: V) -> Option<V> {
+        self.tick();
+        let old = self.current.insert(id, v);
+        old.or_else(|| self.older.remove(&id))
+    }
+
+    /// Entries held, of both generations.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.older.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Event time in milliseconds since the Unix epoch.
 pub type TimeMs = i64;
@@ -212,6 +300,35 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries in use live on, with their values, through any number of generations; entries not used for two
+    /// generations are gone; an entry's value comes back from the older generation.
+    #[test]
+    fn recent_forgets_what_is_not_used() {
+        let mut r: Recent<u64> = Recent::default();
+        for id in 0..1000u64 {
+            r.get_or_insert_with(id, || id * 3);
+        }
+        for id in 1_000_000..1_002_000u64 {
+            r.get_or_insert_with(id, || 0);
+        }
+        assert_eq!(r.len(), 3000);
+        // Three generations' uses of the first thousand only.
+        for n in 0..3 * Recent::<u64>::MIN_GENERATION {
+            let id = n % 1000;
+            assert_eq!(*r.get_or_insert_with(id, || unreachable!("{id} was forgotten")), id * 3);
+        }
+        assert_eq!(r.len(), 1000, "the ids not used since are forgotten");
+        assert!(r.older.is_empty() || r.current.len() + r.older.len() == 1000);
+        // `insert` returns the value an entry had, from whichever generation holds it.
+        for n in 0..Recent::<u64>::MIN_GENERATION {
+            if n % 1000 != 7 {
+                r.get_or_insert_with(n % 1000, || 0);
+            }
+        }
+        assert_eq!(r.insert(7, 1), Some(21));
+        assert_eq!(r.insert(1_000_001, 1), None, "forgotten");
+    }
 
     #[test]
     fn series_id_ignores_label_order_and_is_stable() {

@@ -17,7 +17,6 @@
 //! A record that does not parse is an error (the caller dead-letters it); decoding never fails a batch.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -27,7 +26,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 
-use crate::model::{Batch, SeriesKey, TimeMs, series_id, series_id_in};
+use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id, series_id_in};
 
 const NO_RECORDED_VALUE: u32 = 1;
 
@@ -49,8 +48,10 @@ enum Prev {
 /// Decodes OTLP metrics, interning series keys and keeping cumulative state per series.
 #[derive(Default)]
 pub struct OtlpDecoder {
-    keys: HashMap<u64, Arc<SeriesKey>, IdHash>,
-    prev: HashMap<u64, Prev, IdHash>,
+    /// Interned keys, and each cumulative series' previous point, forgetting series not seen for a while (see
+    /// [`Recent`]: a counter back after that long gives its next rate since its start time).
+    keys: Recent<Arc<SeriesKey>>,
+    prev: Recent<Prev>,
     delta_buckets: Vec<u64>,
     id_buf: Vec<u8>,
     pub stats: OtlpStats,
@@ -233,40 +234,10 @@ impl OtlpDecoder {
         let metric: Cow<'_, str> =
             if suffix.is_empty() { Cow::Borrowed(ctx.name) } else { Cow::Owned(format!("{}{suffix}", ctx.name)) };
         let id = series_id_in(&mut self.id_buf, ctx.service, &metric, labels.iter().map(|(k, v)| (*k, &**v)));
-        let key = self
-            .keys
-            .entry(id)
-            .or_insert_with(|| Arc::new(SeriesKey::new(ctx.service, &metric, labels.iter().map(|(k, v)| (*k, &**v)))));
+        let key = self.keys.get_or_insert_with(id, || {
+            Arc::new(SeriesKey::new(ctx.service, &metric, labels.iter().map(|(k, v)| (*k, &**v))))
+        });
         b.push(key, (t_ns / 1_000_000) as TimeMs, v);
-    }
-}
-
-/// Series ids are already uniform 64-bit hashes: use them as the table hash instead of hashing them again.
-#[derive(Default, Clone, Copy)]
-struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; this fallback keeps the trait total.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
     }
 }
 

@@ -3,7 +3,6 @@
 //! Every source fills the same [`Batch`] type; a bad record is written to the dead letters with the reason and its
 //! position, counted, and the stream goes on.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,7 @@ use crate::delivery::{Progress, Ticket};
 use crate::error::{Error, Result};
 use crate::kafka::producer::{KafkaProducer, Origin};
 use crate::metrics::LatencySummary;
-use crate::model::{Batch, SeriesKey, TimeMs, series_id};
+use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id};
 use crate::sim::Simulator;
 
 /// A source of telemetry batches.
@@ -252,7 +251,8 @@ struct JsonPoint<'a> {
 
 /// Decodes one JSON point, interning its series key. Errors name the field.
 pub struct PointDecoder {
-    keys: HashMap<u64, Arc<SeriesKey>>,
+    /// Interned keys, forgetting series not seen for a while (see [`Recent`]).
+    keys: Recent<Arc<SeriesKey>>,
     label_buf: Vec<(String, String)>,
 }
 
@@ -264,7 +264,7 @@ impl Default for PointDecoder {
 
 impl PointDecoder {
     pub fn new() -> Self {
-        Self { keys: HashMap::new(), label_buf: Vec::new() }
+        Self { keys: Recent::default(), label_buf: Vec::new() }
     }
 
     /// Decodes `text` (one JSON object) and appends it to `batch`.
@@ -340,10 +340,10 @@ impl PointDecoder {
             self.label_buf.sort_by(|a, b| a.0.cmp(&b.0));
         }
         let id = series_id(&p.service, &p.metric, self.label_buf.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let label_buf = &self.label_buf;
         let key = self
             .keys
-            .entry(id)
-            .or_insert_with(|| Arc::new(SeriesKey::new(&p.service, &p.metric, self.label_buf.iter().cloned())));
+            .get_or_insert_with(id, || Arc::new(SeriesKey::new(&p.service, &p.metric, label_buf.iter().cloned())));
         batch.push(key, time, value);
         Ok(())
     }

@@ -13,7 +13,6 @@
 //! at all, or lacks a configured column, is an error naming the file and the column.
 // Hot path: per row, no allocation once a series is known (its key is interned), no logging.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use crate::clock::{check_time, parse_time};
 use crate::config::{TableConfig, TableFormat};
 use crate::error::{Error, Result};
-use crate::model::{Batch, SeriesKey, series_id_in};
+use crate::model::{Batch, Recent, SeriesKey, series_id_in};
 use crate::source::{DeadLetters, Source};
 
 /// Rows read from the file at a time.
@@ -45,7 +44,8 @@ pub struct TableSource {
     row: usize,
     /// Rows before the current batch (for dead letters: `row N` counts from 1, the header of a CSV not counted).
     rows_before: u64,
-    keys: HashMap<u64, Arc<SeriesKey>>,
+    /// Interned keys, forgetting series not seen for a while (see [`Recent`]).
+    keys: Recent<Arc<SeriesKey>>,
     id_buf: Vec<u8>,
     /// The label columns (indices into `labels` of [`Cast`]) in the order of their names, as a key sorts its labels.
     label_order: Vec<usize>,
@@ -135,7 +135,7 @@ impl TableSource {
             current: None,
             row: 0,
             rows_before: 0,
-            keys: HashMap::new(),
+            keys: Recent::default(),
             id_buf: Vec::new(),
             label_order,
         })
@@ -220,7 +220,7 @@ impl TableSource {
             .map(|&i| (columns[4 + i].as_str(), text(&c.labels[i], r)))
             .filter(|(_, v)| !v.is_empty());
         let id = series_id_in(&mut self.id_buf, service, metric, labels.clone());
-        let key = self.keys.entry(id).or_insert_with(|| Arc::new(SeriesKey::new(service, metric, labels)));
+        let key = self.keys.get_or_insert_with(id, || Arc::new(SeriesKey::new(service, metric, labels)));
         batch.push(key, time, value);
         Ok(())
     }
