@@ -1035,7 +1035,7 @@ impl ShardDetector {
     }
 
     /// Between batches, with [`ShardDetector::forget_idle_series`] set: once the event time `now` (an
-    /// [`EventClock`]'s, the instance's) has moved on by a quarter of the idle time since the last look, forgets
+    /// [`EventClock`]'s, the instance's) has passed the next multiple of a quarter of the idle time, forgets
     /// every series whose last point is more than the idle time older than `now`, and returns how many. A forgotten
     /// series' model goes, its place under [`SeriesLimit`] is given back, its service's score and volume no longer
     /// count it, and its slot goes to the next new series, fresh. A forgotten series that reports again is a new
@@ -1048,7 +1048,9 @@ impl ShardDetector {
         if now == TimeMs::MIN || now < idle.next {
             return 0;
         }
-        idle.next = now.saturating_add(idle.step);
+        // Looks fall on multiples of the step in event time, so an instance that restarts with a warm-up looks when
+        // one that ran on would (once its clock has come that far).
+        idle.next = (now.div_euclid(idle.step) + 1).saturating_mul(idle.step);
         let cutoff = now.saturating_sub(idle.after);
         let before = self.free.len();
         // Highest slot first: new series take the lowest free slot first.
@@ -2658,6 +2660,20 @@ mod tests {
             let (_, _, st) = stream(&mut det, &mut clock_det, &[(&a1, &xa1[..10])], back);
             assert_eq!((st.0, st.1, det.index[&a1.id]), (1, 0, 2));
         }
+    }
+
+    /// Looks for quiet series fall on multiples of a quarter of the idle time, wherever the clock stood at the last.
+    #[test]
+    fn looks_for_quiet_series_fall_on_multiples_of_their_step() {
+        let mut det = detector();
+        det.forget_idle_series(3_600_000);
+        run(&mut det, &key("a"), &[1.0], 0);
+        let minute = 60_000;
+        assert_eq!(det.forget_quiet(50 * minute), 0, "a look: nothing is quiet for an hour yet");
+        assert_eq!(det.forget_quiet(59 * minute), 0, "no look before minute 60");
+        // Minute 62 is past the look due at minute 60 (not 50 + 15): a, quiet since minute 0, is forgotten.
+        assert_eq!(det.forget_quiet(62 * minute), 1);
+        assert_eq!(det.series_count(), 0);
     }
 
     /// A series limit counts the series with a model: forgotten series give their places back.
