@@ -218,10 +218,15 @@ fn series_quiet_past_the_idle_time_are_forgotten_and_their_places_reused() {
     let base = "[source]\nkind = \"jsonl\"\npath = \"points.jsonl\"\n";
     let engine = "[engine]\nshards = 1\nbatch-size = 2\nmax-series = 2\n";
     std::fs::write(dir.join("run.toml"), format!("{engine}series-idle = \"1h\"\n{base}")).unwrap();
-    let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
+    let out = faultline(
+        &["run", "--config", "run.toml", "--metrics-out", "out/metrics.json", "--report", "out/r.html"],
+        &dir,
+    );
     assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("series forgotten after going quiet (engine.series-idle): 2"), "{err}");
+    let html = std::fs::read_to_string(dir.join("out/r.html")).unwrap();
+    assert!(html.contains("series forgotten after going quiet</th><td class=\"n\">2<"), "the report's summary row");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
     // c's and d's first points are refused: a and b are forgotten after the batch that moves the time past them.
