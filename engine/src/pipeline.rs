@@ -245,6 +245,8 @@ pub fn run(
                 Err(e) => break Err(e),
             }
         };
+        // A batch whose points were all refused still goes through (empty), so a committing source commits them.
+        let read_any = !batch.is_empty();
         let more = match more.and_then(|m| {
             // Points stamped past `source.max-future` go to the dead letters before anything sees them.
             match max_future {
@@ -262,7 +264,7 @@ pub fn run(
         // Change events (e.g. from a Kafka topic) travel with the batch, so they reach the incident tracker in order.
         let changes = source.take_changes();
         let feedback = source.take_feedback();
-        if !batch.is_empty() || !changes.is_empty() || !feedback.is_empty() {
+        if read_any || !changes.is_empty() || !feedback.is_empty() {
             watermark = watermark.max(batch.max_time().unwrap_or(TimeMs::MIN));
             let event_time = event_clock.as_mut().map_or(TimeMs::MIN, |c| {
                 for (&id, &t) in batch.ids.iter().zip(&batch.times) {
