@@ -871,7 +871,8 @@ impl ShardDetector {
 
     /// Shares the instance's limit on modelled series (`engine.max-series`) with this shard: once the shards together
     /// model `limit.max` series, points of a series this shard has no model for are refused (skipped, and counted in
-    /// [`BatchStats::refused`]) until the process restarts; the series that have a model go on as before.
+    /// [`BatchStats::refused`]) until a place is free (a restart, or a series forgotten by
+    /// [`ShardDetector::forget_quiet`]); the series that have a model go on as before.
     pub fn limit_series(&mut self, limit: Arc<SeriesLimit>) {
         self.limit = Some(limit);
     }
@@ -2374,7 +2375,7 @@ const REFUSED: u32 = u32::MAX;
 
 /// An engine instance's limit on the series it models, shared by its shards (`engine.max-series`): a guard against
 /// a label with unbounded values (a request id, a pod name that changes on every deploy) filling the box's memory with
-/// models. Each series with a model takes one place, for the life of the process.
+/// models. Each series with a model takes one place, until it is forgotten (`engine.series-idle`).
 #[derive(Debug)]
 pub struct SeriesLimit {
     max: usize,
