@@ -235,10 +235,11 @@ fn series_quiet_past_the_idle_time_are_forgotten_and_their_places_reused() {
     };
     assert_eq!(counts(&m), [2, 2, 2], "{m}");
     // The event time is the instance's: four shards forget the same series after the same batch. The shards run
-    // apart, so how many of c's and d's points come before a's and b's places are given back varies (at least 2).
+    // apart, so how many of c's and d's points come before a's and b's places are given back varies (none to a few:
+    // a shard may forget after that batch before or after another scores its part of it).
     let m = run_config(&dir, &format!("{}series-idle = \"1h\"\n{base}", engine.replace("shards = 1", "shards = 4")));
     let [series, forgotten, refused] = counts(&m);
-    assert!((series, forgotten) == (2, 2) && (2..120).contains(&refused), "four shards: {m}");
+    assert!((series, forgotten) == (2, 2) && refused < 120, "four shards: {m}");
     // Without it, a and b keep their places and c and d are refused throughout.
     let m = run_config(&dir, &format!("{engine}{base}"));
     assert_eq!(counts(&m), [2, 0, 120], "{m}");
