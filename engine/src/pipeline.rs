@@ -184,8 +184,8 @@ pub fn run(
         if let Some(limit) = &series_limit {
             det.limit_series(Arc::clone(limit));
         }
-        if !cfg.engine.series_idle.0.is_zero() {
-            det.forget_idle_series(cfg.engine.series_idle.as_millis_i64());
+        if let Some(idle) = cfg.engine.series_idle.millis_unless_zero() {
+            det.forget_idle_series(idle);
         }
         // Learning pauses among the changes known at the start (`rca.changes`) apply from the first point.
         for c in rca.changes.iter().filter(|c| shard_of(service_id(&c.service), shards) == shard) {
@@ -226,10 +226,10 @@ pub fn run(
     let mut batch = Batch::with_capacity(target);
     let mut seq = 0u64;
     let mut watermark = TimeMs::MIN;
-    let max_future = (!cfg.source.max_future.0.is_zero()).then(|| cfg.source.max_future.as_millis_i64());
+    let max_future = cfg.source.max_future.millis_unless_zero();
     let source_name = source.describe();
     // The event time quiet series are measured against, fed every point in input order (`engine.series-idle`).
-    let mut event_clock = (!cfg.engine.series_idle.0.is_zero()).then(EventClock::default);
+    let mut event_clock = cfg.engine.series_idle.millis_unless_zero().map(|_| EventClock::default());
     let mut route_result = source.start(Arc::clone(&progress));
     while route_result.is_ok() {
         batch.clear();

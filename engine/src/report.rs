@@ -468,8 +468,7 @@ pub fn build(cfg: &Config, events: &Collector, summary: Option<&RunSummary>, opt
     let chosen = choose(events, opts);
     let want: HashSet<SeriesId> = chosen.iter().copied().collect();
     let (mut source, _) = crate::app::build_source(cfg)?;
-    let max_future = (!cfg.source.max_future.0.is_zero()).then(|| cfg.source.max_future.as_millis_i64());
-    let pass = read_points(source.as_mut(), &want, max_future)?;
+    let pass = read_points(source.as_mut(), &want, cfg.source.max_future.millis_unless_zero())?;
     render(&source.describe(), events, &chosen, &pass, summary, opts)
 }
 

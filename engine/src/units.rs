@@ -18,6 +18,11 @@ impl HumanDuration {
     pub fn as_millis_i64(self) -> i64 {
         i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
     }
+
+    /// Milliseconds, or `None` for zero: the settings where `"0s"` means off.
+    pub fn millis_unless_zero(self) -> Option<i64> {
+        (!self.0.is_zero()).then(|| self.as_millis_i64())
+    }
 }
 
 impl FromStr for HumanDuration {

@@ -129,27 +129,24 @@ impl ServiceBank {
         let v = match self.index.get(&service_id) {
             Some(&v) => v,
             None => {
-                let v = match self.free.pop() {
-                    Some(v) => {
-                        let i = v as usize;
-                        (self.id[i], self.base[i], self.now[i], self.sum[i], self.weight[i]) =
-                            (service_id, TimeMs::MIN, TimeMs::MIN, 0.0, 0.0);
-                        (self.spot[i], self.volume[i], self.volume_series[i]) = (Spot::new(1.0), 0.0, 0);
-                        v
-                    }
-                    None => {
-                        self.id.push(service_id);
-                        self.base.push(TimeMs::MIN);
-                        self.now.push(TimeMs::MIN);
-                        self.sum.push(0.0);
-                        self.weight.push(0.0);
-                        self.spot.push(Spot::new(1.0));
-                        self.members.push(Vec::new());
-                        self.volume.push(0.0);
-                        self.volume_series.push(0);
-                        (self.base.len() - 1) as u32
-                    }
-                };
+                // A forgotten service's place (its members list is empty), or room for a new one; either is then set
+                // to what a new service starts with.
+                let v = self.free.pop().unwrap_or_else(|| {
+                    self.members.push(Vec::new());
+                    self.id.push(0);
+                    self.base.push(0);
+                    self.now.push(0);
+                    self.sum.push(0.0);
+                    self.weight.push(0.0);
+                    self.spot.push(Spot::new(1.0));
+                    self.volume.push(0.0);
+                    self.volume_series.push(0);
+                    (self.id.len() - 1) as u32
+                });
+                let i = v as usize;
+                (self.id[i], self.base[i], self.now[i], self.sum[i], self.weight[i]) =
+                    (service_id, TimeMs::MIN, TimeMs::MIN, 0.0, 0.0);
+                (self.spot[i], self.volume[i], self.volume_series[i]) = (Spot::new(1.0), 0.0, 0);
                 self.index.insert(service_id, v);
                 v
             }
