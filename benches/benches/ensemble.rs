@@ -11,6 +11,9 @@
 //!
 //! - `ensemble/full/{n}`: `ShardDetector::process` with the embedded default detector configuration.
 //! - `ensemble/kernel/{n}`: the detected robust kernel (`Kernels::robust_update_gather`) over the same values.
+//! - `ensemble/save/{n}`: saving every series' model (`ShardDetector::save_models`, `engine.state-dir`).
+//! - `ensemble/new/{n}` and `ensemble/restored/{n}`: the first tick of a fresh detector, every series new, and of one
+//!   that loaded the saved models, every series taking its model back (a restart).
 //! - `ensemble/ln/{ln_slice,libm}/{n}`: the rarity phase's logarithms (`sketch::ln_slice`) against the library's
 //!   `ln` in f64 (what the detector called before), over a round's and a large batch's probabilities.
 //!
@@ -174,6 +177,31 @@ fn ensemble(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // Saved models (`engine.state-dir`): saving every series' model; and the first tick after a restart, each
+        // series registering and taking its saved model back (`restored`), beside the first tick of new series
+        // (`new`: registering, fresh models). The detector and its loaded models are built outside the timed region.
+        let saved = det.save_models().expect("the CPU backend");
+        g.bench_function(BenchmarkId::new("save", n), |b| b.iter(|| det.save_models().expect("the CPU backend")));
+        let tick = streams.tick(t_full);
+        for (name, load) in [("new", false), ("restored", true)] {
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_batched_ref(
+                    || {
+                        let mut fresh = ShardDetector::new(&cfg.detector, &cfg.rca, kernels);
+                        if load {
+                            fresh.load_models(saved.clone()).expect("the CPU backend");
+                        }
+                        fresh
+                    },
+                    |fresh| {
+                        let stats = fresh.process(&streams.ids, &streams.keys, &tick.times, &tick.values, &mut events);
+                        events.clear();
+                        stats
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     g.finish();
 }

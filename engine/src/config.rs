@@ -60,6 +60,11 @@ pub struct EngineConfig {
     /// Forget a series once it has sent no point for this long in event time (its model freed, its slot reused;
     /// see `ShardDetector::forget_idle_series`); 0s = never.
     pub series_idle: HumanDuration,
+    /// A directory the models are saved in at the stop (and every `state-every`) and loaded from at the start
+    /// (`detect::persist`); empty = models live in memory only.
+    pub state_dir: String,
+    /// Also save the models this often while running (wall clock); 0s = only at the stop.
+    pub state_every: HumanDuration,
 }
 
 /// The scoring backend: the CPU kernels (the reference), the GPU (wgpu compute shaders, same answers), or the GPU
@@ -751,6 +756,20 @@ impl Config {
         let idle = e.series_idle.0;
         if !idle.is_zero() && idle < std::time::Duration::from_secs(1) {
             p.push(format!("engine.series-idle must be 0s (never forget a series) or at least 1s, got {idle:?}"));
+        }
+        let every = e.state_every.0;
+        if !every.is_zero() && every < std::time::Duration::from_secs(1) {
+            p.push(format!("engine.state-every must be 0s (save at the stop only) or at least 1s, got {every:?}"));
+        }
+        if !every.is_zero() && e.state_dir.trim().is_empty() {
+            p.push("engine.state-every needs engine.state-dir (the directory the models are saved in)".into());
+        }
+        if !e.state_dir.trim().is_empty() && e.backend == Backend::Gpu {
+            p.push(
+                "engine.state-dir needs engine.backend = \"cpu\" or \"auto\" (models are saved from the host; the GPU \
+                 backend keeps them on the device)"
+                    .into(),
+            );
         }
         if e.shards > 1024 {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));

@@ -32,6 +32,7 @@
 
 pub mod burst;
 pub mod cusum;
+pub mod persist;
 pub mod seasonal;
 pub mod service;
 pub mod sketch;
@@ -143,6 +144,8 @@ pub struct BatchStats {
     pub feedback_suppressed: u64,
     /// Series re-baselined to the level they held when an operator rejected an event as normal.
     pub feedback_rebaselines: u64,
+    /// New series that took back a saved model (`engine.state-dir`).
+    pub restored: u64,
 }
 
 /// A point of the batch that is not late: its index in the batch, its series slot, its round (the k-th point of a
@@ -508,6 +511,15 @@ impl ScoringBackend {
         }
     }
 
+    /// The robust state on the host, read only (the saved models read it).
+    fn host_state_ref(&self) -> &RobustState {
+        match self {
+            ScoringBackend::Cpu { state, .. } => state,
+            #[cfg(feature = "gpu")]
+            ScoringBackend::Gpu(_) => unreachable!("the GPU backend keeps the robust state on the device"),
+        }
+    }
+
     /// The robust state as the host sees it (downloaded from the device for the GPU backend). For tests.
     pub fn robust_state(&mut self) -> RobustState {
         match self {
@@ -636,6 +648,9 @@ pub struct ShardDetector {
     frozen_bins: Vec<f32>,
     #[cfg(feature = "gpu")]
     frozen_slots: Vec<u32>,
+    /// Saved models loaded (`engine.state-dir`) whose series have not registered yet: each goes into its series'
+    /// slot at the series' first point.
+    pending: persist::Pending,
     /// Operator feedback by series (see `add_feedback`): only series whose profile has `feedback` set look here.
     feedback: IdMap<SeriesFeedback>,
     feedback_params: FeedbackParams,
@@ -861,6 +876,7 @@ impl ShardDetector {
                 hold_max_ms: cfg.feedback.hold_max.as_millis_i64(),
             },
             holds: 0,
+            pending: persist::Pending::default(),
         }
     }
 
@@ -959,6 +975,11 @@ impl ShardDetector {
         self.index.insert(id, s);
         self.keys[s as usize] = Arc::clone(key);
         self.profile[s as usize] = pi;
+        // A series whose model was saved before a restart takes it back.
+        if let Some(m) = self.pending.remove(&id) {
+            self.restore_series(s as usize, &m);
+            stats.restored += 1;
+        }
         s
     }
 
@@ -1041,7 +1062,8 @@ impl ShardDetector {
     /// series' model goes, its place under [`SeriesLimit`] is given back, its service's score and volume no longer
     /// count it, and its slot goes to the next new series, fresh. A forgotten series that reports again is a new
     /// series: it starts again from the cold-start ladder's first rung. A forgotten slot's last time is
-    /// `TimeMs::MAX` until a new series takes it, so it is forgotten once.
+    /// `TimeMs::MAX` until a new series takes it, so it is forgotten once. Saved models loaded whose series have not
+    /// come back are forgotten by the same rule (`engine.state-dir`), and counted with them.
     pub fn forget_quiet(&mut self, now: TimeMs) -> u64 {
         let Some(idle) = &mut self.idle else {
             return 0;
@@ -1072,7 +1094,8 @@ impl ShardDetector {
             // The position cache may name a forgotten series' slot.
             self.by_position.clear();
         }
-        forgotten as u64
+        // Saved models loaded whose series have stayed away as long are forgotten too (they hold no place).
+        (forgotten + self.forget_pending(cutoff)) as u64
     }
 
     /// Scores a batch of points (series in any order, each series in event-time order) and appends anomaly events.
@@ -2661,6 +2684,85 @@ mod tests {
             let (_, _, st) = stream(&mut det, &mut clock_det, &[(&a1, &xa1[..10])], back);
             assert_eq!((st.0, st.1, det.index[&a1.id]), (1, 0, 2));
         }
+    }
+
+    /// A detector that saves its models, and a new one that loads them (through the file's bytes), go on as the one
+    /// that ran on: every score and event after the save bit for bit the same, for a service of two series (its
+    /// multivariate score) and one of one, with and without the spectral channel. A series saved but quiet since is
+    /// kept by the next save, and one the configuration no longer reads the same way is refused.
+    #[test]
+    fn saved_models_loaded_again_go_on_as_the_detector_that_ran_on() {
+        use super::persist::ModelFile;
+        // The saves come 16 points before a's spike at point 576 and inside it (its M-of-N window and run open), both
+        // inside the multivariate score's rebase period (40 points from 550): the service's sums hold the saved terms.
+        for (spectral, cut) in [(false, 560), (true, 560), (false, 578), (true, 578)] {
+            let tweak = |c: &mut DetectorConfig| {
+                c.spectral.enabled = spectral;
+                c.spectral.warmup_points = 50;
+            };
+            let (mut on, mut before) = (detector_with(tweak), detector_with(tweak));
+            let (mut clock_on, mut clock_before, mut clock_after) =
+                (EventClock::default(), EventClock::default(), EventClock::default());
+            let key = |service: &str, metric: &str| Arc::new(SeriesKey::new(service, metric, [] as [(&str, &str); 0]));
+            let (a1, a2, b1, q) = (key("a", "latency"), key("a", "errors"), key("b", "latency"), key("q", "x"));
+            let (xa1, xa2, xb1) = (eventful(4, 100.0, 0), eventful(4, 5.0, 9), eventful(4, 40.0, 3));
+            let all = |from: usize| [(&a1, &xa1[from..]), (&a2, &xa2[from..]), (&b1, &xb1[from..])];
+            // q reports only before the save.
+            let t_cut = cut as i64 * 300_000;
+            stream(&mut on, &mut clock_on, &[(&q, &xb1[..3])], -3_000_000);
+            stream(&mut before, &mut clock_before, &[(&q, &xb1[..3])], -3_000_000);
+            let first = all(0).map(|(k, x)| (k, &x[..cut]));
+            stream(&mut on, &mut clock_on, &first, 0);
+            stream(&mut before, &mut clock_before, &first, 0);
+            let file = ModelFile::merge(before.model_shape(), [before.save_models().unwrap()]);
+            let bytes = file.to_bytes();
+            let file = ModelFile::from_bytes(&bytes, "test").unwrap();
+            assert_eq!(file.models.series.len(), 4);
+            let mut after = detector_with(tweak);
+            file.check_shape(&after.model_shape(), std::path::Path::new("dir")).unwrap();
+            assert_eq!(after.load_models(file.models).unwrap(), 4);
+            let (bits_on, events_on, _) = stream(&mut on, &mut clock_on, &all(cut), t_cut);
+            let (bits_after, events_after, st) = stream(&mut after, &mut clock_after, &all(cut), t_cut);
+            assert!(events_on.len() > 10, "the points after the save raise events: {}", events_on.len());
+            assert_eq!(events_after, events_on, "spectral {spectral}, cut {cut}");
+            assert_eq!(bits_after, bits_on, "spectral {spectral}, cut {cut}");
+            assert_eq!((st.0, after.pending_models()), (3, 1), "three series came back, q waits");
+            // A detector that starts fresh scores the same points otherwise (the test can tell).
+            let (bits_fresh, _, _) = stream(&mut detector_with(tweak), &mut EventClock::default(), &all(cut), t_cut);
+            assert_ne!(bits_fresh, bits_on);
+            // The next save keeps q, and every model of both detectors is the same to the bit (the same models save
+            // to the same bytes, whatever their slots).
+            let saved = after.save_models().unwrap();
+            assert!(saved.series.iter().any(|m| m.id == q.id));
+            let again = ModelFile { saved_at_ms: 0, ..ModelFile::merge(after.model_shape(), [saved]) };
+            let ran_on =
+                ModelFile { saved_at_ms: 0, ..ModelFile::merge(on.model_shape(), [on.save_models().unwrap()]) };
+            assert!(again.to_bytes() == ran_on.to_bytes(), "spectral {spectral}: {again:?}\n{ran_on:?}");
+            // Other seasonal bins: refused, naming both.
+            let other = detector_with(|c| c.seasonal.bins = crate::config::Bins::All(48));
+            let err = again.check_shape(&other.model_shape(), std::path::Path::new("dir")).unwrap_err().to_string();
+            assert!(err.contains("engine.state-dir") && err.contains("48"), "{err}");
+        }
+    }
+
+    /// A damaged models file is an error that names it and says what is wrong, never a panic or models half read.
+    #[test]
+    fn a_damaged_models_file_is_refused_with_its_reason() {
+        use super::persist::ModelFile;
+        let mut det = detector();
+        run(&mut det, &key("a"), &wobble(50, 10.0, 1.0), 0);
+        let bytes = ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).to_bytes();
+        let err = |b: &[u8]| ModelFile::from_bytes(b, "dir/models.bin").unwrap_err().to_string();
+        assert!(err(b"{}").contains("not a Faultline models file"), "{}", err(b"{}"));
+        assert!(err(&bytes[..bytes.len() - 3]).contains("truncated"));
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(err(&flipped).contains("checksum"));
+        let mut newer = bytes.clone();
+        newer[8] = 9;
+        assert!(err(&newer).contains("format version 9"));
+        assert!(err(&bytes[..3]).starts_with("cannot decode dir/models.bin"));
+        assert!(ModelFile::from_bytes(&bytes, "x").is_ok());
     }
 
     /// Looks for quiet series fall on multiples of a quarter of the idle time, wherever the clock stood at the last.

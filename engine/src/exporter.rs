@@ -94,6 +94,11 @@ pub fn render(live: &Live) -> Result<String> {
         sum(|c| &*c.refused),
     )?;
     counter(
+        "faultline_series_restored_total",
+        "Series that took back the model saved before the restart (engine.state-dir)",
+        sum(|c| &*c.restored),
+    )?;
+    counter(
         "faultline_series_forgotten_total",
         "Series forgotten after sending no point for engine.series-idle (models freed, slots reused)",
         sum(|c| &*c.forgotten),

@@ -16,6 +16,8 @@ pub struct ShardCounters {
     pub refused: CachePadded<AtomicU64>,
     /// Series forgotten after going quiet (`engine.series-idle`).
     pub forgotten: CachePadded<AtomicU64>,
+    /// Series that took back a saved model (`engine.state-dir`).
+    pub restored: CachePadded<AtomicU64>,
     pub anomalies: CachePadded<AtomicU64>,
     /// Series with a model now (a gauge the shard sets after each batch).
     pub series: CachePadded<AtomicU64>,
@@ -63,6 +65,10 @@ pub struct RunSummary {
     pub series_limit_refused_points: u64,
     /// Series forgotten after sending no point for `engine.series-idle` (their models freed, slots reused).
     pub series_forgotten: u64,
+    /// Series that took back the model saved before the restart (`engine.state-dir`), and the saved models' files
+    /// written (the last at the stop).
+    pub series_restored: u64,
+    pub models_saved: u64,
     pub dead_letters: u64,
     pub anomalies: u64,
     /// Anomalous points the low-volume guard silenced (their service carried too little traffic).
@@ -172,7 +178,14 @@ impl RunSummary {
                 (Some(j), Some(per)) => format!("{per:.1} J per million points ({j:.1} J in all, CPU packages, RAPL)"),
                 _ => "not measured (no readable RAPL counters)".to_string(),
             },
-        ) + &if self.series_forgotten > 0 {
+        ) + &if self.series_restored > 0 || self.models_saved > 0 {
+            format!(
+                "\nsaved models (engine.state-dir): series that took theirs back: {}, files written: {}",
+                self.series_restored, self.models_saved
+            )
+        } else {
+            String::new()
+        } + &if self.series_forgotten > 0 {
             format!("\nseries forgotten after going quiet (engine.series-idle): {}", self.series_forgotten)
         } else {
             String::new()

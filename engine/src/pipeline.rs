@@ -22,11 +22,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use faultline_kernels::Kernels;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock;
 use crate::config::{Backend, Config};
 use crate::delivery::Progress;
+use crate::detect::persist::{self, ModelFile, ModelShape, ShardModels};
 use crate::detect::{EventClock, ScoringBackend, SeriesLimit, ShardDetector};
 use crate::error::{Error, Result};
 use crate::event::AnomalyEvent;
@@ -54,6 +55,8 @@ struct ShardBatch {
     watermark: TimeMs,
     /// The instance's event time for forgetting quiet series (`engine.series-idle`; `TimeMs::MIN`: off or not yet).
     event_time: TimeMs,
+    /// Save the models after this batch (`engine.state-every`).
+    save: bool,
     dispatched: Instant,
     ids: Vec<SeriesId>,
     keys: Vec<Arc<SeriesKey>>,
@@ -157,7 +160,21 @@ pub fn run(
     if let Some(err) = &selection.fallback {
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
-    let backend = resolve_backend(cfg.engine.backend)?;
+    // Saved models (`engine.state-dir`) are read and written on the host, so `auto` means the CPU with them.
+    let state_dir = Some(cfg.engine.state_dir.trim()).filter(|d| !d.is_empty()).map(std::path::PathBuf::from);
+    let backend = match (&state_dir, cfg.engine.backend) {
+        (Some(_), Backend::Auto) => {
+            ResolvedBackend::cpu("auto: engine.state-dir saves the models from the host".into())
+        }
+        _ => resolve_backend(cfg.engine.backend)?,
+    };
+    let loading = clock::now();
+    let mut loaded = match &state_dir {
+        Some(dir) => ModelFile::load(dir)?,
+        None => None,
+    };
+    let load_ms = loading.elapsed().as_millis() as u64;
+    let mut loaded_parts: Vec<ShardModels> = Vec::new();
     // Feedback known at the start: each verdict applies from the time of the event it judges.
     let file = cfg.detector.feedback.file.trim();
     let known_feedback = if file.is_empty() { Vec::new() } else { load_feedback(std::path::Path::new(file))? };
@@ -176,6 +193,15 @@ pub fn run(
 
     let mut shard_txs = Vec::with_capacity(shards);
     let mut workers = Vec::with_capacity(shards);
+    let mut shape = ModelShape { periods: Vec::new(), bins: Vec::new() };
+    // The shards' saved models go to a thread of their own, which writes the file once every shard's part is in.
+    let (models_tx, models_rx) = match &state_dir {
+        Some(_) => {
+            let (tx, rx) = crossbeam_channel::unbounded::<(u64, ShardModels)>();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let series_limit = (cfg.engine.max_series > 0).then(|| SeriesLimit::new(cfg.engine.max_series));
     for shard in 0..shards {
         let (tx, rx) = bounded::<ShardBatch>(cfg.engine.queue_depth);
@@ -186,6 +212,19 @@ pub fn run(
         }
         if let Some(idle) = cfg.engine.series_idle.millis_unless_zero() {
             det.forget_idle_series(idle);
+        }
+        if shard == 0 {
+            shape = det.model_shape();
+            if let (Some(file), Some(dir)) = (loaded.take(), &state_dir) {
+                file.check_shape(&shape, dir)?;
+                info!(path = %dir.join(persist::FILE_NAME).display(), series = file.models.series.len(),
+                    services = file.models.services.len(), saved_at = %clock::fmt_time(file.saved_at_ms), ms = load_ms,
+                    "Loaded saved models: each series takes its model back at its first point.");
+                loaded_parts = persist::split(file.models, shards, shard_of);
+            }
+        }
+        if let Some(part) = loaded_parts.get_mut(shard) {
+            det.load_models(std::mem::take(part))?;
         }
         // Learning pauses among the changes known at the start (`rca.changes`) apply from the first point.
         for c in rca.changes.iter().filter(|c| shard_of(service_id(&c.service), shards) == shard) {
@@ -198,13 +237,32 @@ pub fn run(
         }
         let done_tx = done_tx.clone();
         let counters = Arc::clone(&counters);
+        let models_tx = models_tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("shard-{shard}"))
-            .spawn(move || shard_loop(shard, &mut det, &rx, &done_tx, &counters[shard]))
+            .spawn(move || {
+                shard_loop(shard, &mut det, &rx, &done_tx, models_tx.as_ref(), &counters[shard]);
+                // At the stop, also after a failure elsewhere: what the models learned from every batch they scored.
+                if let Some(tx) = &models_tx {
+                    send_models(shard, &det, FINAL_SAVE, tx);
+                }
+            })
             .map_err(|e| Error::Internal(format!("cannot start shard thread: {e}")))?;
         workers.push(h);
     }
     drop(done_tx);
+    drop(models_tx);
+    let saver = match (&state_dir, models_rx) {
+        (Some(dir), Some(rx)) => {
+            let (dir, shape) = (dir.clone(), shape.clone());
+            let h = std::thread::Builder::new()
+                .name("model-saver".into())
+                .spawn(move || save_models(&dir, &shape, shards, &rx))
+                .map_err(|e| Error::Internal(format!("cannot start the model saver thread: {e}")))?;
+            Some(h)
+        }
+        _ => None,
+    };
 
     let progress = Progress::new();
     let tracker = IncidentTracker::new(&cfg.rca, rca);
@@ -230,6 +288,8 @@ pub fn run(
     let source_name = source.describe();
     // The event time quiet series are measured against, fed every point in input order (`engine.series-idle`).
     let mut event_clock = cfg.engine.series_idle.millis_unless_zero().map(|_| EventClock::default());
+    let save_every = (state_dir.is_some() && !cfg.engine.state_every.0.is_zero()).then_some(cfg.engine.state_every.0);
+    let mut last_save = clock::now();
     let mut route_result = source.start(Arc::clone(&progress));
     while route_result.is_ok() {
         batch.clear();
@@ -272,7 +332,13 @@ pub fn run(
                 }
                 c.now()
             });
-            if !route(&batch, seq, (watermark, event_time), &shard_txs, &tap, changes, feedback) {
+            // A save of the models is due (`engine.state-every`): every shard saves after this batch.
+            let save = save_every.is_some_and(|every| last_save.elapsed() >= every);
+            if save {
+                last_save = clock::now();
+            }
+            let stamp = Stamp { seq, watermark, event_time, save };
+            if !route(&batch, stamp, &shard_txs, &tap, changes, feedback) {
                 // A shard or the collector stopped: its error is reported below.
                 break;
             }
@@ -292,6 +358,10 @@ pub fn run(
         w.join().map_err(|_| Error::Internal("a shard thread panicked".into()))?;
     }
     let collected = collector.join().map_err(|_| Error::Internal("the collector thread panicked".into()))?;
+    let models_saved = match saver {
+        Some(h) => h.join().map_err(|_| Error::Internal("the model saver thread panicked".into()))?,
+        None => Ok(0),
+    };
     // Commit what is complete and close the source, also after a failure (then nothing unacknowledged is
     // committed: the source commits only batches that `progress` reports complete).
     let clean = route_result.is_ok() && collected.is_ok();
@@ -299,6 +369,7 @@ pub fn run(
     route_result?;
     let collected = collected?;
     finished?;
+    let models_saved = models_saved?;
 
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_s = match (cpu_before, clock::process_cpu()) {
@@ -322,6 +393,8 @@ pub fn run(
         late_points: sum(|c| c.late.load(std::sync::atomic::Ordering::Relaxed)),
         series_limit_refused_points: sum(|c| c.refused.load(std::sync::atomic::Ordering::Relaxed)),
         series_forgotten: sum(|c| c.forgotten.load(std::sync::atomic::Ordering::Relaxed)),
+        series_restored: sum(|c| c.restored.load(std::sync::atomic::Ordering::Relaxed)),
+        models_saved,
         dead_letters: dead.count(),
         anomalies: sum(|c| c.anomalies.load(std::sync::atomic::Ordering::Relaxed)),
         suppressed_low_volume: sum(|c| c.low_volume.load(std::sync::atomic::Ordering::Relaxed)),
@@ -369,19 +442,28 @@ impl EdgeTap {
     }
 }
 
-/// Splits a batch by owning shard and sends every shard its part (empty parts too), with the watermark and the event
-/// time for quiet series (`clocks`). False if a receiver is gone.
+/// What the router stamps on every shard's part of a batch besides its points.
+struct Stamp {
+    seq: u64,
+    watermark: TimeMs,
+    /// The event time for quiet series (`engine.series-idle`).
+    event_time: TimeMs,
+    /// Whether the shards save their models after it (`engine.state-every`).
+    save: bool,
+}
+
+/// Splits a batch by owning shard and sends every shard its part (empty parts too), stamped. False if a receiver is
+/// gone.
 fn route(
     batch: &Batch,
-    seq: u64,
-    clocks: (TimeMs, TimeMs),
+    stamp: Stamp,
     txs: &[Sender<ShardBatch>],
     tap: &EdgeTap,
     changes: Vec<ChangeEvent>,
     feedback: Vec<Feedback>,
 ) -> bool {
     let n = txs.len();
-    let (watermark, event_time) = clocks;
+    let Stamp { seq, watermark, event_time, save } = stamp;
     let dispatched = clock::now();
     let cap = batch.len() / n + batch.len() / (4 * n) + 16;
     let mut parts: Vec<ShardBatch> = (0..n)
@@ -394,6 +476,7 @@ fn route(
             feedback: Vec::new(),
             watermark,
             event_time,
+            save,
             dispatched,
             ids: Vec::with_capacity(cap),
             keys: Vec::with_capacity(cap),
@@ -438,11 +521,62 @@ fn apply_feedback(det: &mut ShardDetector, f: &Feedback, counters: &ShardCounter
         by = %f.by, note = %f.note, ?applied, "Applied operator feedback.");
 }
 
+/// The sequence number a shard's last save (at the stop) carries.
+const FINAL_SAVE: u64 = u64::MAX;
+
+/// Sends shard `shard`'s models, as they stand after batch `seq`, to the saver.
+fn send_models(shard: usize, det: &ShardDetector, seq: u64, tx: &Sender<(u64, ShardModels)>) {
+    match det.save_models() {
+        Ok(m) => {
+            let _ = tx.send((seq, m));
+        }
+        Err(e) => error!(shard, error = %e, "Cannot save this shard's models."),
+    }
+}
+
+/// The model saver's thread: gathers every shard's models saved after one batch (or at the stop) and writes them to
+/// `dir` in one file. A periodic save that fails is logged and the run goes on; the save at the stop failing is the
+/// run's error. Returns the files written.
+fn save_models(
+    dir: &std::path::Path,
+    shape: &ModelShape,
+    shards: usize,
+    rx: &Receiver<(u64, ShardModels)>,
+) -> Result<u64> {
+    let mut parts: BTreeMap<u64, Vec<ShardModels>> = BTreeMap::new();
+    let mut written = 0;
+    for (seq, m) in rx {
+        let got = parts.entry(seq).or_default();
+        got.push(m);
+        if got.len() < shards {
+            continue;
+        }
+        let file = ModelFile::merge(shape.clone(), parts.remove(&seq).expect("just filled"));
+        let series = file.models.series.len();
+        let started = clock::now();
+        match file.save(dir) {
+            Ok((path, bytes)) => {
+                written += 1;
+                info!(path = %path.display(), series, bytes, ms = started.elapsed().as_millis() as u64,
+                    at_stop = seq == FINAL_SAVE, "Saved the models.");
+            }
+            Err(e) if seq == FINAL_SAVE => return Err(e),
+            Err(e) => error!(error = %e, "Cannot save the models; the run goes on, the next save tries again."),
+        }
+    }
+    if parts.contains_key(&FINAL_SAVE) {
+        // A shard stopped without its models (it panicked): a file without its series would lose them.
+        error!("Not all shards saved their models at the stop; the file saved before is kept.");
+    }
+    Ok(written)
+}
+
 fn shard_loop(
     shard: usize,
     det: &mut ShardDetector,
     rx: &Receiver<ShardBatch>,
     done: &Sender<ShardDone>,
+    saver: Option<&Sender<(u64, ShardModels)>>,
     counters: &ShardCounters,
 ) {
     for b in rx {
@@ -471,6 +605,12 @@ fn shard_loop(
         counters.add(&counters.feedback_rebaselines, stats.feedback_rebaselines);
         // After the batch: the series it left quiet for `engine.series-idle` are forgotten (a no-op when unset).
         counters.add(&counters.forgotten, det.forget_quiet(b.event_time));
+        counters.add(&counters.restored, stats.restored);
+        if b.save
+            && let Some(tx) = saver
+        {
+            send_models(shard, det, b.seq, tx);
+        }
         counters.series.store(det.series_count() as u64, std::sync::atomic::Ordering::Relaxed);
         let done_msg = ShardDone {
             seq: b.seq,

@@ -844,6 +844,9 @@ fn write_summary(h: &mut String, events: &Collector, pass: &PointPass, summary: 
         if s.series_forgotten > 0 {
             row("series forgotten after going quiet", s.series_forgotten.to_string());
         }
+        if s.series_restored > 0 {
+            row("series that took back a saved model", s.series_restored.to_string());
+        }
         row("silenced by the low-volume guard", s.suppressed_low_volume.to_string());
         if s.feedback_verdicts > 0 {
             row("operator verdicts applied", s.feedback_verdicts.to_string());

@@ -250,6 +250,87 @@ fn series_quiet_past_the_idle_time_are_forgotten_and_their_places_reused() {
     assert!(text(&out.stderr).contains("engine.series-idle must be 0s"), "{}", text(&out.stderr));
 }
 
+/// `engine.state-dir`: a run stopped and started again on the rest of its input goes on from the models it saved,
+/// publishing the anomaly events one run over the whole input publishes; without the saved models it does not. A
+/// damaged file stops the start with its reason.
+#[test]
+fn a_restart_with_saved_models_goes_on_as_one_run_over_the_whole_input() {
+    let dir = scratch("state-dir");
+    let point = |service: &str, metric: &str, m: i64, v: f64| {
+        let t = 1_767_571_200_000i64 + m * 60_000;
+        format!("{{\"time\": {t}, \"service\": \"{service}\", \"metric\": \"{metric}\", \"value\": {v}}}\n")
+    };
+    let (mut first, mut second) = (String::new(), String::new());
+    for m in 0..600i64 {
+        let wobble = (m * 7919 % 13) as f64 / 6.0 - 1.0;
+        // a's latency and errors rise together at minute 450 for 20 minutes.
+        let fault = (450..470).contains(&m);
+        let lines = point("a", "latency", m, 100.0 + 2.0 * wobble + if fault { 80.0 } else { 0.0 })
+            + &point("a", "errors", m, 5.0 + 0.2 * wobble + if fault { 4.0 } else { 0.0 })
+            + &point("b", "latency", m, 40.0 - wobble);
+        if m < 400 { &mut first } else { &mut second }.push_str(&lines);
+    }
+    std::fs::write(dir.join("first.jsonl"), &first).unwrap();
+    std::fs::write(dir.join("second.jsonl"), &second).unwrap();
+    std::fs::write(dir.join("whole.jsonl"), first + &second).unwrap();
+    let config = |input: &str, state: bool, events: &str| {
+        let engine = if state { "[engine]\nshards = 2\nstate-dir = \"state\"\n" } else { "[engine]\nshards = 2\n" };
+        format!(
+            "{engine}[source]\nkind = \"jsonl\"\npath = \"{input}\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"out/{events}\"\n"
+        )
+    };
+    let anomalies = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("out").join(file)).unwrap();
+        let mut lines: Vec<String> =
+            text.lines().filter(|l| l.contains("\"kind\":\"anomaly\"")).map(str::to_owned).collect();
+        // Events of one time come in batch order, and the halves are batched apart from the whole: compare as sets.
+        lines.sort();
+        lines
+    };
+    run_config(&dir, &config("whole.jsonl", false, "whole.jsonl"));
+    let whole: Vec<String> = anomalies("whole.jsonl");
+    let cut = 1_767_571_200_000i64 + 400 * 60_000;
+    let time = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["time_ms"].as_i64().unwrap();
+    let whole_after: Vec<&String> = whole.iter().filter(|l| time(l) >= cut).collect();
+    assert!(whole_after.len() >= 2, "the fault raises events: {whole:?}");
+
+    run_config(&dir, &config("first.jsonl", true, "first.jsonl"));
+    assert!(dir.join("state/models.bin").exists(), "saved at the stop");
+    std::fs::write(dir.join("run.toml"), config("second.jsonl", true, "second.jsonl")).unwrap();
+    let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("series that took theirs back: 3, files written: 1"), "{err}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/metrics.json")).unwrap()).unwrap();
+    assert_eq!((m["series_restored"].as_u64(), m["late_points"].as_u64()), (Some(3), Some(0)), "{m}");
+    let resumed = anomalies("second.jsonl");
+    assert_eq!(resumed.iter().collect::<Vec<_>>(), whole_after, "the restart publishes what one run does");
+
+    // Without the saved models the second part starts cold and publishes something else.
+    run_config(&dir, &config("second.jsonl", false, "cold.jsonl"));
+    assert_ne!(anomalies("cold.jsonl"), resumed);
+
+    // A damaged file: the start fails, naming the file and what is wrong.
+    std::fs::write(dir.join("state/models.bin"), b"not models").unwrap();
+    std::fs::write(dir.join("run.toml"), config("second.jsonl", true, "second.jsonl")).unwrap();
+    let out = faultline(&["run", "--config", "run.toml"], &dir);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("models.bin") && err.contains("not a Faultline models file"), "{err}");
+    // state-every without a directory, or under a second, is a configuration error; so is the GPU backend with
+    // saved models.
+    std::fs::write(dir.join("bad.toml"), "[engine]\nstate-every = \"10ms\"\n").unwrap();
+    let out = faultline(&["check-config", "bad.toml"], &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("engine.state-every must be 0s"), "{err}");
+    assert!(err.contains("engine.state-every needs engine.state-dir"), "{err}");
+    std::fs::write(dir.join("bad.toml"), "[engine]\nbackend = \"gpu\"\nstate-dir = \"state\"\n").unwrap();
+    let out = faultline(&["check-config", "bad.toml"], &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("engine.state-dir needs engine.backend"), "{err}");
+}
+
 /// `source.max-future` dead-letters a point stamped far past the clock, which would otherwise make every later point
 /// of its series late; the report's second read leaves it out too.
 #[test]

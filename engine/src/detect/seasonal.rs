@@ -93,7 +93,7 @@ pub struct RoundPoint {
 }
 
 /// One series' seasonal state apart from its profile bins (see [`SeasonalBank::save`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct SeasonalSaved {
     cand: [Cand; MAX_PERIODS],
     series: SeriesState,
@@ -103,7 +103,7 @@ pub struct SeasonalSaved {
 ///
 /// `repr(C)`, 32 bytes: five `f32` fields, an explicit pad and `rem`, so eight records transpose in vector registers
 /// into one register per field ([`lanes`]).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 struct Cand {
     /// Sum of the profile (to centre it), slow base and the mean absolute residual around base plus profile, fast
@@ -121,7 +121,7 @@ struct Cand {
 }
 
 /// One series' plain level test and bookkeeping.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct SeriesState {
     /// Fast level of `x` and its mean absolute one-step error.
     flat_fast: f32,

@@ -67,6 +67,12 @@ pub struct ServiceBank {
     volume_series: Vec<u32>,
     /// The deviate at which the uncalibrated (normal) reading reaches the alarm level, and that level.
     u_alarm: Option<(f64, f64)>,
+    /// Saved services not yet back (`engine.state-dir`): a service's first series to register brings it back.
+    pending: HashMap<u64, ServiceModel, BuildHasherDefault<IdHasher>>,
+    /// Per service brought back from its saved state: its volume holds its saved series' traffic, and (until its next
+    /// rebase) its sums hold their terms, whether they have come back yet or not.
+    saved_volume: Vec<bool>,
+    saved_terms: Vec<bool>,
     // Per series slot.
     of: Vec<u32>,
     /// The latest value of a traffic series (NaN before its first, and for other roles).
@@ -74,6 +80,33 @@ pub struct ServiceBank {
     c: Vec<f64>,
     e: Vec<f64>,
     z: Vec<f32>,
+}
+
+/// One service's multivariate state as saved (`engine.state-dir`): its time base, latest time, sums, volume and
+/// calibration. The sums and the volume hold its series' terms (each series' own are in its [`SeriesPart`]): a
+/// series that does not come back leaves the sums at the service's next rebase, and the volume when it is forgotten
+/// (`engine.series-idle`), as a quiet series does.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct ServiceModel {
+    pub id: u64,
+    base: TimeMs,
+    now: TimeMs,
+    sum: f64,
+    weight: f64,
+    volume: f64,
+    volume_series: u32,
+    spot: Spot,
+}
+
+/// One series' part in its service's score as saved: its scaled terms and the time base they are scaled to, its last
+/// residual and its latest traffic value.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct SeriesPart {
+    base: TimeMs,
+    c: f64,
+    e: f64,
+    z: f32,
+    last_volume: f32,
 }
 
 /// The service's statistic at one point.
@@ -141,12 +174,21 @@ impl ServiceBank {
                     self.spot.push(Spot::new(1.0));
                     self.volume.push(0.0);
                     self.volume_series.push(0);
+                    self.saved_volume.push(false);
+                    self.saved_terms.push(false);
                     (self.id.len() - 1) as u32
                 });
                 let i = v as usize;
                 (self.id[i], self.base[i], self.now[i], self.sum[i], self.weight[i]) =
                     (service_id, TimeMs::MIN, TimeMs::MIN, 0.0, 0.0);
                 (self.spot[i], self.volume[i], self.volume_series[i]) = (Spot::new(1.0), 0.0, 0);
+                // A saved service comes back as it was saved; its series' parts come back with them (`restore_part`).
+                let saved = self.pending.remove(&service_id);
+                if let Some(m) = saved {
+                    (self.base[i], self.now[i], self.sum[i], self.weight[i]) = (m.base, m.now, m.sum, m.weight);
+                    (self.spot[i], self.volume[i], self.volume_series[i]) = (m.spot, m.volume, m.volume_series);
+                }
+                (self.saved_volume[i], self.saved_terms[i]) = (saved.is_some(), saved.is_some());
                 self.index.insert(service_id, v);
                 v
             }
@@ -173,6 +215,96 @@ impl ServiceBank {
             }
         }
         (self.of[s], self.c[s], self.e[s], self.z[s], self.last_volume[s]) = (u32::MAX, 0.0, 0.0, 0.0, f32::NAN);
+    }
+
+    /// Series slot `s`'s part in its service's score, for the saved models.
+    pub fn part(&self, s: usize) -> SeriesPart {
+        let base = self.base[self.of[s] as usize];
+        SeriesPart { base, c: self.c[s], e: self.e[s], z: self.z[s], last_volume: self.last_volume[s] }
+    }
+
+    /// Puts series slot `s`'s saved part back into its service (joined, fresh, the series just registered again).
+    /// Where the service came back from its saved state, its sums (until a rebase) and volume hold the part already;
+    /// elsewhere its terms, rescaled to the service's time base, join the sums and its traffic value the volume.
+    pub fn restore_part(&mut self, s: usize, part: &SeriesPart, p: &ServiceParams) {
+        let v = self.of[s] as usize;
+        if self.saved_terms[v] {
+            (self.c[s], self.e[s]) = (part.c, part.e);
+        } else {
+            if self.base[v] == TimeMs::MIN && part.base != TimeMs::MIN {
+                (self.base[v], self.now[v]) = (part.base, part.base);
+            }
+            // Terms scaled to an older base shrink to the service's (a rebase since): `exp(−Δ / horizon)`.
+            let f = if part.base == self.base[v] || part.base == TimeMs::MIN {
+                1.0
+            } else {
+                (-((self.base[v] - part.base) as f64) / p.horizon_ms).exp()
+            };
+            (self.c[s], self.e[s]) = (part.c * f, part.e * f);
+            self.sum[v] += self.c[s];
+            self.weight[v] += self.e[s];
+        }
+        if !self.saved_volume[v] && !part.last_volume.is_nan() {
+            self.volume_series[v] += 1;
+            self.volume[v] += f64::from(part.last_volume);
+        }
+        (self.z[s], self.last_volume[s]) = (part.z, part.last_volume);
+    }
+
+    /// Takes a saved series that did not come back (forgotten, `engine.series-idle`) out of its service's saved sums
+    /// and volume, as [`ServiceBank::leave`] takes a live one out.
+    pub fn forget_part(&mut self, service_id: u64, part: &SeriesPart) {
+        let volume = (!part.last_volume.is_nan()).then_some(f64::from(part.last_volume));
+        if let Some(&v) = self.index.get(&service_id) {
+            let v = v as usize;
+            if self.saved_terms[v] {
+                self.sum[v] -= part.c;
+                self.weight[v] -= part.e;
+            }
+            if self.saved_volume[v]
+                && let Some(x) = volume
+            {
+                self.volume_series[v] -= 1;
+                self.volume[v] -= x;
+            }
+        } else if let Some(m) = self.pending.get_mut(&service_id) {
+            m.sum -= part.c;
+            m.weight -= part.e;
+            if let Some(x) = volume {
+                m.volume_series -= 1;
+                m.volume -= x;
+            }
+        }
+    }
+
+    /// Every service's saved state: those with series now, and those loaded whose series have not come back.
+    pub fn save(&self) -> Vec<ServiceModel> {
+        let live = self.index.values().map(|&v| {
+            let v = v as usize;
+            let (sum, weight, volume, volume_series) =
+                (self.sum[v], self.weight[v], self.volume[v], self.volume_series[v]);
+            ServiceModel {
+                id: self.id[v],
+                base: self.base[v],
+                now: self.now[v],
+                sum,
+                weight,
+                volume,
+                volume_series,
+                spot: self.spot[v],
+            }
+        });
+        live.chain(self.pending.values().copied()).collect()
+    }
+
+    /// Saved services, each brought back when its first series registers (a service with series now keeps its own
+    /// state).
+    pub fn load(&mut self, services: impl IntoIterator<Item = ServiceModel>) {
+        for m in services {
+            if !self.index.contains_key(&m.id) {
+                self.pending.insert(m.id, m);
+            }
+        }
     }
 
     /// Whether `s`'s service has more than one series (else it has no multivariate score).
@@ -239,6 +371,8 @@ impl ServiceBank {
     fn rebase(&mut self, v: usize, p: &ServiceParams) {
         let f = (-((self.now[v] - self.base[v]) as f64) / p.horizon_ms).exp();
         self.base[v] = self.now[v];
+        // The sums are made again from the series here: saved series not back yet leave them.
+        self.saved_terms[v] = false;
         let (mut sum, mut weight) = (0.0, 0.0);
         for &m in &self.members[v] {
             let m = m as usize;

@@ -9,13 +9,21 @@
 //! State per series: the window ring and count (260 bytes) and the score sketch (76 bytes).
 // Hot path: no IO, no allocation per point, no logging per point.
 
-use faultline_kernels::spectral::{SpectralParams, SpectralState, spectral_update_gather};
+use faultline_kernels::spectral::{SpectralParams, SpectralState, WINDOW, spectral_update_gather};
 
 use super::ScoringBackend;
 use super::sketch::{Sketch, SketchParams};
 use crate::config::DetectorConfig;
 #[cfg(feature = "gpu")]
 use crate::gpu::GpuSpectral;
+
+/// One series' spectral state as saved (`engine.state-dir`): its window ring, count and score sketch.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpectralSaved {
+    window: Vec<f32>,
+    count: u32,
+    sketch: Sketch,
+}
 
 /// Where the windows live: the host, or the device the shard's robust state is on.
 pub enum SpectralBackend {
@@ -138,6 +146,32 @@ impl SpectralChannel {
     pub fn reset(&mut self, s: usize) {
         self.backend.reset(s);
         self.sketch[s] = Sketch::default();
+    }
+
+    /// Slot `s`'s window, count and score sketch, for the saved models (`engine.state-dir`); `None` where the windows
+    /// live on the device.
+    pub fn save(&self, s: usize) -> Option<SpectralSaved> {
+        match &self.backend {
+            SpectralBackend::Cpu(st) => Some(SpectralSaved {
+                window: st.window[s * WINDOW..(s + 1) * WINDOW].to_vec(),
+                count: st.count[s],
+                sketch: self.sketch[s],
+            }),
+            #[cfg(feature = "gpu")]
+            SpectralBackend::Gpu(_) => None,
+        }
+    }
+
+    /// Puts back what [`SpectralChannel::save`] saved into slot `s` (host windows; a saved window of another length
+    /// leaves the slot fresh).
+    pub fn restore(&mut self, s: usize, saved: &SpectralSaved) {
+        if let SpectralBackend::Cpu(st) = &mut self.backend
+            && saved.window.len() == WINDOW
+        {
+            st.window[s * WINDOW..(s + 1) * WINDOW].copy_from_slice(&saved.window);
+            st.count[s] = saved.count;
+            self.sketch[s] = saved.sketch;
+        }
     }
 
     /// Starts a round's input.

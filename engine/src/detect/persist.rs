@@ -1,0 +1,325 @@
+//! Saving what a shard's series have learned and loading it again (`engine.state-dir`), so a restart keeps its
+//! models: a deploy, a crash or a reboot of an instance whose input cannot be read again (OTLP/HTTP, standard input,
+//! a Kafka topic past its retention) does not send every series back to the cold-start ladder's first rung.
+//!
+//! A saved series is every model's state of its slot ([`SeriesModel`]): the robust level and scale, the seasonal
+//! profiles and tests, both calibrations, the change-point statistics and the event path's hold, the rarity sketches,
+//! the burst and spectral channels, fatigue and novelty, the M-of-N history and its last event time; and its part in
+//! its service's multivariate score ([`SeriesPart`]) beside the service's own state ([`ServiceModel`]). What config
+//! decides (thresholds, noise controls, rules, pauses) is not saved: a restored series takes the configuration it
+//! registers under. Loaded series wait in the shard until their first point; until then they cost only their saved
+//! bytes, and a later save writes them again, so a series that stays quiet through a run keeps its model.
+//!
+//! The file (`models.bin`): the magic bytes `FLMODELS`, the format version (u32, little-endian), the payload's length
+//! (u64) and its XXH3-64 (u64), then the payload: a [`ModelFile`] in postcard's wire format. It is written to a
+//! temporary file beside it, synced and renamed over the old one, so a crash mid-save leaves the previous file whole.
+// Not on the hot path: runs on a series' first point after a restart, and once a save.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::burst::Burst;
+use super::cusum::Cusum;
+use super::seasonal::SeasonalSaved;
+use super::service::{SeriesPart, ServiceModel};
+use super::sketch::Sketch;
+use super::spectral::SpectralSaved;
+use super::spot::Spot;
+use super::{IdMap, ShardDetector};
+use crate::error::{Error, Result};
+use crate::model::{SeriesId, TimeMs};
+
+/// The saved file's first bytes.
+const MAGIC: &[u8; 8] = b"FLMODELS";
+/// The payload's format; a file of another version is refused with both named.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic, version, length and checksum.
+const HEADER: usize = 8 + 4 + 8 + 8;
+/// The file's name in `engine.state-dir`.
+pub const FILE_NAME: &str = "models.bin";
+
+/// Everything one series has learned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesModel {
+    pub id: SeriesId,
+    pub service_id: u64,
+    /// Robust level, mean absolute deviation and points seen.
+    robust: (f32, f32, u32),
+    seasonal: SeasonalSaved,
+    /// Every candidate period's profile bins, in order.
+    bins: Vec<f32>,
+    spot_point: Spot,
+    spot_shift: Spot,
+    spectral: Option<SpectralSaved>,
+    cusum: Cusum,
+    anchor: f32,
+    /// The event path's hold: level, scale, points and sum.
+    hold: (f32, f32, u16, f32),
+    spread: f32,
+    value: Sketch,
+    resid: Sketch,
+    burst: Burst,
+    alarms: f32,
+    peak: f32,
+    flags: u16,
+    run_start: TimeMs,
+    pub last_time: TimeMs,
+    service: SeriesPart,
+}
+
+/// What decides the shape of a series' state: a file saved under other seasonal periods or bins cannot be loaded
+/// (its profiles would be read at the wrong phases).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelShape {
+    pub periods: Vec<TimeMs>,
+    pub bins: Vec<usize>,
+}
+
+/// One shard's saved models (its live series, and those loaded that have not come back yet).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ShardModels {
+    pub series: Vec<SeriesModel>,
+    pub services: Vec<ServiceModel>,
+}
+
+/// The saved file's payload: every shard's models, merged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub shape: ModelShape,
+    /// When it was saved (wall clock, ms since the epoch).
+    pub saved_at_ms: i64,
+    pub models: ShardModels,
+}
+
+impl ModelFile {
+    /// Every shard's models in one file.
+    pub fn merge(shape: ModelShape, parts: impl IntoIterator<Item = ShardModels>) -> Self {
+        let mut models = ShardModels::default();
+        for p in parts {
+            models.series.extend(p.series);
+            models.services.extend(p.services);
+        }
+        Self { shape, saved_at_ms: crate::clock::wall_ms(), models }
+    }
+
+    /// The file's bytes (header and payload).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload = postcard::to_stdvec(self).expect("the models serialise (no maps with non-string keys, no I/O)");
+        let mut out = Vec::with_capacity(HEADER + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Reads a file's bytes; `at` names it in errors.
+    pub fn from_bytes(bytes: &[u8], at: &str) -> Result<Self> {
+        let bad = |reason: String| Error::decode(at, reason);
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(bad("not a Faultline models file (no FLMODELS header)".into()));
+        }
+        let word = |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().expect("eight bytes"));
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
+        if version != FORMAT_VERSION {
+            return Err(bad(format!("format version {version}; this build reads version {FORMAT_VERSION}")));
+        }
+        let (len, sum) = (word(12..20), word(20..28));
+        let payload = &bytes[HEADER..];
+        if payload.len() as u64 != len {
+            return Err(bad(format!("truncated or extended: {} payload bytes, the header says {len}", payload.len())));
+        }
+        if xxhash_rust::xxh3::xxh3_64(payload) != sum {
+            return Err(bad("checksum mismatch: the file is corrupt".into()));
+        }
+        postcard::from_bytes(payload).map_err(|e| bad(format!("payload: {e}")))
+    }
+
+    /// Loads `dir`'s file: `None` when there is none yet (a first start).
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(FILE_NAME);
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::from_bytes(&bytes, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Writes the file into `dir` (created if missing) atomically: a temporary file, synced, renamed over the old.
+    /// Returns the file's path and size.
+    pub fn save(&self, dir: &Path) -> Result<(PathBuf, u64)> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (path, tmp) = (dir.join(FILE_NAME), dir.join(format!("{FILE_NAME}.tmp")));
+        let bytes = self.to_bytes();
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        write().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok((path, bytes.len() as u64))
+    }
+
+    /// Checks that the file's models fit a detector of `shape`.
+    pub fn check_shape(&self, shape: &ModelShape, at: &Path) -> Result<()> {
+        if self.shape == *shape {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "engine.state-dir: {} holds models of seasonal periods {:?} ms with {:?} bins, the configuration has {:?} \
+             ms with {:?} bins; its series cannot be read under these (move the file away to start every series \
+             fresh, or restore [detector.seasonal])",
+            at.join(FILE_NAME).display(),
+            self.shape.periods,
+            self.shape.bins,
+            shape.periods,
+            shape.bins
+        )))
+    }
+}
+
+impl ShardDetector {
+    /// The shape of this detector's series state (see [`ModelShape`]).
+    pub fn model_shape(&self) -> ModelShape {
+        ModelShape { periods: self.seasonal_params.periods.clone(), bins: self.seasonal_params.bins.clone() }
+    }
+
+    /// Everything this shard's series have learned, and the loaded models of series that have not come back yet.
+    /// Only where the models live on the host (the CPU backend); the GPU backend's live on the device.
+    pub fn save_models(&self) -> Result<ShardModels> {
+        self.models_on_host()?;
+        let mut series: Vec<SeriesModel> = self.index.values().map(|&s| self.series_model(s as usize)).collect();
+        // In a fixed order (service, then series), so the same models save to the same bytes whatever their slots.
+        series.sort_unstable_by_key(|m| (m.service_id, m.id));
+        let mut pending: Vec<&SeriesModel> = self.pending.values().collect();
+        pending.sort_unstable_by_key(|m| (m.service_id, m.id));
+        series.extend(pending.into_iter().cloned());
+        let mut services = self.service.save();
+        services.sort_unstable_by_key(|m| m.id);
+        Ok(ShardModels { series, services })
+    }
+
+    /// An error unless the models live on the host.
+    fn models_on_host(&self) -> Result<()> {
+        if self.scoring.on_host() {
+            return Ok(());
+        }
+        Err(Error::config(
+            "engine.state-dir: saved models need the CPU backend (engine.backend = \"cpu\"): the GPU backend's models \
+             live on the device",
+        ))
+    }
+
+    /// Slot `s`'s state.
+    fn series_model(&self, s: usize) -> SeriesModel {
+        let state = self.scoring.host_state_ref();
+        let mut bins = Vec::with_capacity(self.seasonal_params.stride());
+        let seasonal = self.seasonal.save(s, &self.seasonal_params, &mut bins);
+        let key = &self.keys[s];
+        SeriesModel {
+            id: key.id,
+            service_id: key.service_id,
+            robust: (state.level[s], state.mad[s], state.count[s]),
+            seasonal,
+            bins,
+            spot_point: self.spot_point[s],
+            spot_shift: self.spot_shift[s],
+            spectral: self.spectral.as_ref().and_then(|sp| sp.save(s)),
+            cusum: self.cusum[s],
+            anchor: self.anchor[s],
+            hold: (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]),
+            spread: self.spread[s],
+            value: self.value[s],
+            resid: self.resid[s],
+            burst: self.burst[s],
+            alarms: self.alarms[s],
+            peak: self.peak[s],
+            flags: self.flags[s],
+            run_start: self.run_start[s],
+            last_time: self.last_time[s],
+            service: self.service.part(s),
+        }
+    }
+
+    /// Loads saved models: each series takes its model back at its first point (from the cold-start ladder's rung
+    /// it had reached, its points up to its saved last time late). Call before the first batch; the models must be
+    /// of this detector's shape ([`ModelFile::check_shape`]; a series of another is skipped). Returns how many series
+    /// were loaded; an error on the GPU backend.
+    pub fn load_models(&mut self, models: ShardModels) -> Result<usize> {
+        self.models_on_host()?;
+        let stride = self.seasonal_params.stride();
+        let before = self.pending.len();
+        for m in models.series {
+            if m.bins.len() == stride && !self.index.contains_key(&m.id) {
+                self.pending.insert(m.id, m);
+            }
+        }
+        let n = self.pending.len() - before;
+        self.service.load(models.services);
+        Ok(n)
+    }
+
+    /// Series loaded that have not come back yet.
+    pub fn pending_models(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Puts a loaded model into series slot `s` (fresh, the series just registered).
+    pub(super) fn restore_series(&mut self, s: usize, m: &SeriesModel) {
+        let state = self.scoring.host_state();
+        (state.level[s], state.mad[s], state.count[s]) = m.robust;
+        self.seasonal.restore(s, &self.seasonal_params, &m.seasonal, &m.bins);
+        self.spot_point[s] = m.spot_point;
+        self.spot_shift[s] = m.spot_shift;
+        if let (Some(sp), Some(saved)) = (&mut self.spectral, &m.spectral) {
+            sp.restore(s, saved);
+        }
+        self.cusum[s] = m.cusum;
+        self.anchor[s] = m.anchor;
+        (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]) = m.hold;
+        self.spread[s] = m.spread;
+        self.value[s] = m.value;
+        self.resid[s] = m.resid;
+        self.burst[s] = m.burst;
+        self.alarms[s] = m.alarms;
+        self.peak[s] = m.peak;
+        self.flags[s] = m.flags;
+        self.run_start[s] = m.run_start;
+        self.last_time[s] = m.last_time;
+        self.service.restore_part(s, &m.service, &self.service_params);
+    }
+
+    /// Drops loaded models of series quiet since before `cutoff` (`engine.series-idle`): they are forgotten as a live
+    /// series would be. Returns how many.
+    pub(super) fn forget_pending(&mut self, cutoff: TimeMs) -> usize {
+        let before = self.pending.len();
+        let service = &mut self.service;
+        self.pending.retain(|_, m| {
+            let keep = m.last_time >= cutoff;
+            if !keep {
+                service.forget_part(m.service_id, &m.service);
+            }
+            keep
+        });
+        before - self.pending.len()
+    }
+}
+
+/// Splits loaded models by the shard that owns their service (`shard_of` the service id over `shards`).
+pub fn split(models: ShardModels, shards: usize, shard_of: impl Fn(u64, usize) -> usize) -> Vec<ShardModels> {
+    let mut parts: Vec<ShardModels> = (0..shards).map(|_| ShardModels::default()).collect();
+    for m in models.series {
+        parts[shard_of(m.service_id, shards)].series.push(m);
+    }
+    for m in models.services {
+        parts[shard_of(m.id, shards)].services.push(m);
+    }
+    parts
+}
+
+/// Loaded models by series id (for [`ShardDetector`]'s waiting series).
+pub type Pending = IdMap<SeriesModel>;
