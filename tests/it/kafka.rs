@@ -450,13 +450,20 @@ fn a_second_run_resumes_after_the_committed_offsets_and_emits_nothing_twice() {
     assert_eq!(dead.len(), 2, "each bad record dead-lettered exactly once");
 }
 
-/// Run 1 reads the fixture's first 1450 records (into the outage) and stops, committing them; run 2, started with
-/// `cfg`, reads the rest. Returns both runs' summaries and every anomaly event the two published.
-fn restart_in_the_outage(mock: &Mock, group: &str, cfg: Config) -> (RunSummary, RunSummary, Vec<String>) {
+/// Run 1 reads the fixture's first 1450 records (into the outage) and stops, committing them (saving its models in
+/// `state_dir` when given); run 2, started with `cfg`, reads the rest. Returns both runs' summaries and every anomaly
+/// event the two published.
+fn restart_in_the_outage(
+    mock: &Mock,
+    group: &str,
+    cfg: Config,
+    state_dir: Option<&str>,
+) -> (RunSummary, RunSummary, Vec<String>) {
     let records = fixture_records();
     let (first, second) = records.split_at(1450);
     mock.produce("telemetry", first);
     let mut idle = engine_config(&mock.servers, group, "json", "");
+    idle.engine.state_dir = state_dir.unwrap_or_default().to_owned();
     idle.source.kafka.stop_when_idle = faultline::units::HumanDuration(Duration::from_secs(3));
     let one = std::thread::spawn(move || app::run_config(&idle, Vec::new())).join().unwrap().unwrap();
     assert_eq!(mock.committed(group, "telemetry", 1), [1450]);
@@ -475,7 +482,7 @@ fn a_restart_with_warm_up_publishes_exactly_what_an_uninterrupted_run_would_have
     mock.topics(&[("telemetry", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
     let mut cfg = engine_config(&mock.servers, "g-warm", "json", "");
     cfg.source.kafka.warm_up_records = 100_000;
-    let (one, two, got) = restart_in_the_outage(&mock, "g-warm", cfg);
+    let (one, two, got) = restart_in_the_outage(&mock, "g-warm", cfg, None);
     assert_eq!((two.warm_up_points, two.points), (1448, 152), "run 2 re-learns run 1's points, then scores its own");
     assert!(one.anomalies > 0);
     assert_eq!(two.warm_up_events_dropped, one.anomalies, "run 1's events are raised again, and dropped");
@@ -492,9 +499,31 @@ fn a_restart_with_warm_up_publishes_exactly_what_an_uninterrupted_run_would_have
     // The same restart without warm-up: run 2's models start cold, and publish something else.
     let cold = Mock::new();
     cold.topics(&[("telemetry", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
-    let (_, two, got) = restart_in_the_outage(&cold, "g-cold", engine_config(&cold.servers, "g-cold", "json", ""));
+    let (_, two, got) =
+        restart_in_the_outage(&cold, "g-cold", engine_config(&cold.servers, "g-cold", "json", ""), None);
     assert_eq!((two.warm_up_points, two.points), (0, 152));
     assert_ne!(sorted(got), sorted(want), "a cold restart should differ from the uninterrupted run");
+}
+
+/// `engine.state-dir` instead of warm-up: run 1 saves its models when it stops, run 2 loads them and reads only what
+/// run 1 did not commit, and the two publish exactly what one uninterrupted replay publishes.
+#[test]
+fn a_restart_with_saved_models_publishes_exactly_what_an_uninterrupted_run_would_have() {
+    let (want, _) = file_replay();
+    let mock = Mock::new();
+    mock.topics(&[("telemetry", 1), ("anomalies", 1), ("reports", 1), ("dead", 1)]);
+    let dir = std::env::temp_dir().join(format!("faultline-it-{}-saved-models", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.to_str().unwrap();
+    let mut cfg = engine_config(&mock.servers, "g-saved", "json", "");
+    cfg.engine.state_dir = state.to_owned();
+    let (one, two, got) = restart_in_the_outage(&mock, "g-saved", cfg, Some(state));
+    assert!(one.anomalies > 0 && one.models_saved == 1);
+    assert_eq!((two.warm_up_points, two.points, two.late_points), (0, 152, 0), "run 2 reads only its own records");
+    assert_eq!(two.series_restored, one.series, "every series of run 1 takes its model back");
+    assert_eq!(got.len() as u64, one.anomalies + two.anomalies);
+    assert_eq!(sorted(got), sorted(want), "the restart changed what was published");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
