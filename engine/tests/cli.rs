@@ -331,6 +331,56 @@ fn a_restart_with_saved_models_goes_on_as_one_run_over_the_whole_input() {
     assert!(!out.status.success() && err.contains("engine.state-dir needs engine.backend"), "{err}");
 }
 
+/// `engine.state-every`: a run killed (SIGKILL, no stop) keeps the models of its last periodic save, and the next run
+/// takes them back.
+#[test]
+fn a_crash_keeps_the_models_of_the_last_periodic_save() {
+    use std::io::Write as _;
+    let dir = scratch("state-every");
+    let line = |m: i64| {
+        let v = if m >= 380 { 500.0 } else { 100.0 + (m * 7 % 11) as f64 / 5.0 };
+        let t = 1_767_571_200_000 + m * 60_000;
+        format!("{{\"time\": {t}, \"service\": \"a\", \"metric\": \"latency\", \"value\": {v}}}\n")
+    };
+    let engine = "[engine]\nstate-dir = \"state\"\nstate-every = \"1s\"\n";
+    let cfg = format!("{engine}[source]\nkind = \"jsonl\"\npath = \"-\"\n");
+    std::fs::write(dir.join("run.toml"), cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["run", "--config", "run.toml"])
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for m in 0..300 {
+        stdin.write_all(line(m).as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    // A second on, the next batch is saved after it is scored.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    stdin.write_all(line(300).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let saved = dir.join("state/models.bin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !saved.exists() {
+        assert!(std::time::Instant::now() < deadline, "no periodic save");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let rest: String = (301..400).map(line).collect();
+    std::fs::write(dir.join("rest.jsonl"), rest).unwrap();
+    let cfg = format!("{engine}[source]\nkind = \"jsonl\"\npath = \"rest.jsonl\"\n");
+    let m = run_config(&dir, &cfg);
+    let counts = ["series_restored", "late_points", "points"].map(|f| m[f].as_u64().unwrap());
+    assert_eq!(counts, [1, 0, 99], "the series resumes after its last saved point: {m}");
+    assert!(m["anomalies"].as_u64().unwrap() > 0, "the jump at minute 380 is found: {m}");
+}
+
 /// `source.max-future` dead-letters a point stamped far past the clock, which would otherwise make every later point
 /// of its series late; the report's second read leaves it out too.
 #[test]

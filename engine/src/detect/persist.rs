@@ -12,7 +12,8 @@
 //!
 //! The file (`models.bin`): the magic bytes `FLMODELS`, the format version (u32, little-endian), the payload's length
 //! (u64) and its XXH3-64 (u64), then the payload: a [`ModelFile`] in postcard's wire format. It is written to a
-//! temporary file beside it, synced and renamed over the old one, so a crash mid-save leaves the previous file whole.
+//! temporary file beside it, synced and renamed over the old one (and the directory synced), so a crash mid-save
+//! leaves the previous file whole.
 // Not on the hot path: runs on a series' first point after a restart, and once a save.
 
 use std::io::Write as _;
@@ -148,8 +149,8 @@ impl ModelFile {
         }
     }
 
-    /// Writes the file into `dir` (created if missing) atomically: a temporary file, synced, renamed over the old.
-    /// Returns the file's path and size.
+    /// Writes the file into `dir` (created if missing) atomically: a temporary file, synced, renamed over the old,
+    /// and the directory synced so the rename outlives a power cut. Returns the file's path and size.
     pub fn save(&self, dir: &Path) -> Result<(PathBuf, u64)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (path, tmp) = (dir.join(FILE_NAME), dir.join(format!("{FILE_NAME}.tmp")));
@@ -161,6 +162,8 @@ impl ModelFile {
         };
         write().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        #[cfg(unix)]
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
         Ok((path, bytes.len() as u64))
     }
 
