@@ -33,7 +33,7 @@ impl BurstParams {
 }
 
 /// One series' recent mean residual and the record range it has kept.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Burst {
     pub mean: f32,
     /// Lowest and highest mean so far (NaN before the first point).

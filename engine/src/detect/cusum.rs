@@ -23,7 +23,7 @@ pub struct CusumParams {
 
 /// One series' CUSUM: 32 bytes, `repr(C)` so eight records transpose in vector registers into one register per field
 /// (`lanes`; the two pairs of counts each fill one 32-bit lane).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[repr(C)]
 pub struct Cusum {
     /// Upward and downward statistics, in sigmas.

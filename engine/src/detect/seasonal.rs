@@ -93,17 +93,45 @@ pub struct RoundPoint {
 }
 
 /// One series' seasonal state apart from its profile bins (see [`SeasonalBank::save`]).
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct SeasonalSaved {
     cand: [Cand; MAX_PERIODS],
     series: SeriesState,
+}
+
+impl SeasonalSaved {
+    /// Every field as plain numbers (the saved models' file, `persist::SeasonalParts`).
+    pub fn to_parts(&self) -> super::persist::SeasonalParts {
+        let s = &self.series;
+        super::persist::SeasonalParts {
+            cand: self.cand.map(|k| [k.sum, k.base, k.spread, k.fast, k.err]),
+            rem: self.cand.map(|k| k.rem),
+            flat: [s.flat_fast, s.flat_err],
+            n: s.n,
+            active: s.active,
+            first_time: s.first_time,
+            phase_t: s.phase_t,
+        }
+    }
+
+    /// The state [`SeasonalSaved::to_parts`] gave.
+    pub fn from_parts(p: &super::persist::SeasonalParts) -> Self {
+        let cand = std::array::from_fn(|c| {
+            let [sum, base, spread, fast, err] = p.cand[c];
+            Cand { sum, base, spread, fast, err, pad: 0.0, rem: p.rem[c] }
+        });
+        let [flat_fast, flat_err] = p.flat;
+        let series =
+            SeriesState { flat_fast, flat_err, n: p.n, active: p.active, first_time: p.first_time, phase_t: p.phase_t };
+        Self { cand, series }
+    }
 }
 
 /// One candidate period's test and profile bookkeeping for one series.
 ///
 /// `repr(C)`, 32 bytes: five `f32` fields, an explicit pad and `rem`, so eight records transpose in vector registers
 /// into one register per field ([`lanes`]).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Copy)]
 #[repr(C)]
 struct Cand {
     /// Sum of the profile (to centre it), slow base and the mean absolute residual around base plus profile, fast
@@ -121,7 +149,7 @@ struct Cand {
 }
 
 /// One series' plain level test and bookkeeping.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct SeriesState {
     /// Fast level of `x` and its mean absolute one-step error.
     flat_fast: f32,

@@ -95,7 +95,7 @@ pub struct ServiceModel {
     weight: f64,
     volume: f64,
     volume_series: u32,
-    spot: Spot,
+    spot: super::persist::SpotParts,
 }
 
 /// One series' part in its service's score as saved: its scaled terms and the time base they are scaled to, its last
@@ -186,7 +186,8 @@ impl ServiceBank {
                 let saved = self.pending.remove(&service_id);
                 if let Some(m) = saved {
                     (self.base[i], self.now[i], self.sum[i], self.weight[i]) = (m.base, m.now, m.sum, m.weight);
-                    (self.spot[i], self.volume[i], self.volume_series[i]) = (m.spot, m.volume, m.volume_series);
+                    (self.spot[i], self.volume[i], self.volume_series[i]) =
+                        ((&m.spot).into(), m.volume, m.volume_series);
                 }
                 (self.saved_volume[i], self.saved_terms[i]) = (saved.is_some(), saved.is_some());
                 self.index.insert(service_id, v);
@@ -291,7 +292,7 @@ impl ServiceBank {
                 weight,
                 volume,
                 volume_series,
-                spot: self.spot[v],
+                spot: (&self.spot[v]).into(),
             }
         });
         live.chain(self.pending.values().copied()).collect()

@@ -29,7 +29,7 @@ pub struct SketchParams {
 }
 
 /// One series' sketch: 76 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sketch {
     pub counts: [f32; BINS],
     pub lo: f32,

@@ -22,6 +22,7 @@ use crate::gpu::GpuSpectral;
 pub struct SpectralSaved {
     window: Vec<f32>,
     count: u32,
+    #[serde(with = "super::persist::SketchDef")]
     sketch: Sketch,
 }
 

@@ -52,7 +52,7 @@ impl Default for SpotParams {
 }
 
 /// One series' calibrator: 24 bytes.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Spot {
     /// Peaks threshold: the running `quantile` estimate.
     pub t: f32,
