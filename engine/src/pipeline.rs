@@ -252,12 +252,15 @@ pub fn run(
     }
     drop(done_tx);
     drop(models_tx);
+    // A periodic save is in flight from when the source marks its batch until the saver has written it: no second one
+    // is marked meanwhile, so a slow disk cannot pile up copies of the models.
+    let save_in_flight = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let saver = match (&state_dir, models_rx) {
         (Some(dir), Some(rx)) => {
-            let (dir, shape) = (dir.clone(), shape.clone());
+            let (dir, shape, in_flight) = (dir.clone(), shape.clone(), Arc::clone(&save_in_flight));
             let h = std::thread::Builder::new()
                 .name("model-saver".into())
-                .spawn(move || save_models(&dir, &shape, shards, &rx))
+                .spawn(move || save_models(&dir, &shape, shards, &rx, &in_flight))
                 .map_err(|e| Error::Internal(format!("cannot start the model saver thread: {e}")))?;
             Some(h)
         }
@@ -333,7 +336,8 @@ pub fn run(
                 c.now()
             });
             // A save of the models is due (`engine.state-every`): every shard saves after this batch.
-            let save = save_every.is_some_and(|every| last_save.elapsed() >= every);
+            let save = save_every.is_some_and(|every| last_save.elapsed() >= every)
+                && !save_in_flight.swap(true, std::sync::atomic::Ordering::AcqRel);
             if save {
                 last_save = clock::now();
             }
@@ -536,12 +540,13 @@ fn send_models(shard: usize, det: &ShardDetector, seq: u64, tx: &Sender<(u64, Sh
 
 /// The model saver's thread: gathers every shard's models saved after one batch (or at the stop) and writes them to
 /// `dir` in one file. A periodic save that fails is logged and the run goes on; the save at the stop failing is the
-/// run's error. Returns the files written.
+/// run's error. Clears `in_flight` once a periodic save is written (or has failed). Returns the files written.
 fn save_models(
     dir: &std::path::Path,
     shape: &ModelShape,
     shards: usize,
     rx: &Receiver<(u64, ShardModels)>,
+    in_flight: &std::sync::atomic::AtomicBool,
 ) -> Result<u64> {
     let mut parts: BTreeMap<u64, Vec<ShardModels>> = BTreeMap::new();
     let mut written = 0;
@@ -563,6 +568,7 @@ fn save_models(
             Err(e) if seq == FINAL_SAVE => return Err(e),
             Err(e) => error!(error = %e, "Cannot save the models; the run goes on, the next save tries again."),
         }
+        in_flight.store(false, std::sync::atomic::Ordering::Release);
     }
     if parts.contains_key(&FINAL_SAVE) {
         // A shard stopped without its models (it panicked): a file without its series would lose them.
