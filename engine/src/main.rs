@@ -95,6 +95,21 @@ enum Cmd {
     },
     /// Validate a config file and report every problem at once.
     CheckConfig { config: PathBuf },
+    /// Describe the models saved in a state directory (`engine.state-dir`): when they were saved, how many series
+    /// stand at each rung of the cold-start ladder, and what the models of the series asked about hold as normal.
+    Models {
+        /// The state directory (its `models.bin` is read; the file's checksum is verified).
+        dir: PathBuf,
+        /// List these series: a service, or `service/metric` (`*` matches anything; repeatable).
+        #[arg(long = "series")]
+        series: Vec<String>,
+        /// The config the models ran under (for `detector.warmup-points`); the embedded default if not given.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the description as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the embedded default config.
     DefaultConfig,
     /// Print the JSON Schema of an output event, or of an operator's feedback (an input).
@@ -313,6 +328,15 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Eval { which: EvalCmd::Rca { on, config, json } } => eval_rca(on, config.as_deref(), json)?,
         Cmd::DefaultConfig => print!("{}", faultline::config::DEFAULT_TOML),
+        Cmd::Models { dir, series, config, json } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = faultline::detect::persist::ModelsReport::read(&dir, cfg.detector.warmup_points, &series)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+        }
         Cmd::Eval { which: EvalCmd::Nab { data, labels, config, scores, out, windows, json } } => {
             let cfg = Config::load(config.as_deref())?;
             let report = nab_run::run(&cfg, &nab_run::NabRun { data, labels, scores, out, windows })?;

@@ -296,6 +296,30 @@ fn a_restart_with_saved_models_goes_on_as_one_run_over_the_whole_input() {
 
     run_config(&dir, &config("first.jsonl", true, "first.jsonl"));
     assert!(dir.join("state/models.bin").exists(), "saved at the stop");
+    // `faultline models` describes the file, and lists the series asked about.
+    let out = faultline(&["models", "state", "--series", "a", "--json"], &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (d["series"].as_u64(), d["services"].as_u64(), d["robust"].as_u64()),
+        (Some(3), Some(2), Some(3)),
+        "{d}"
+    );
+    let rows: Vec<(&str, u64)> = d["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["series"].as_str().unwrap(), r["points"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows, [("a/errors", 400), ("a/latency", 400)]);
+    let level = d["rows"][1]["level"].as_f64().unwrap();
+    assert!((level - 100.0).abs() < 2.0, "a/latency's normal is about 100: {level}");
+    let out = faultline(&["models", "state"], &dir);
+    assert!(
+        text(&out.stdout).contains("3 series of 2 services: 0 on cold-start rules, 3 on the robust model"),
+        "{}",
+        text(&out.stdout)
+    );
     std::fs::write(dir.join("run.toml"), config("second.jsonl", true, "second.jsonl")).unwrap();
     let out = faultline(&["run", "--config", "run.toml", "--metrics-out", "out/metrics.json"], &dir);
     assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));

@@ -18,6 +18,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,10 @@ pub const FILE_NAME: &str = "models.bin";
 pub struct SeriesModel {
     pub id: SeriesId,
     pub service_id: u64,
+    /// The series' key, for people reading the file (`faultline models`); a series takes its model back by its id.
+    pub service: Arc<str>,
+    pub metric: Arc<str>,
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
     /// Robust level, mean absolute deviation and points seen.
     robust: (f32, f32, u32),
     seasonal: SeasonalParts,
@@ -71,7 +76,8 @@ pub struct SeriesModel {
     flags: u16,
     run_start: TimeMs,
     pub last_time: TimeMs,
-    service: SeriesPart,
+    /// Its part in its service's multivariate score.
+    part: SeriesPart,
 }
 
 // The model types' serialised forms are declared here, not derived on the types: serde's generated code beside the
@@ -300,6 +306,9 @@ impl ShardDetector {
         SeriesModel {
             id: key.id,
             service_id: key.service_id,
+            service: Arc::clone(&key.service),
+            metric: Arc::clone(&key.metric),
+            labels: key.labels.clone(),
             robust: (state.level[s], state.mad[s], state.count[s]),
             seasonal: seasonal.to_parts(),
             bins,
@@ -318,7 +327,7 @@ impl ShardDetector {
             flags: self.flags[s],
             run_start: self.run_start[s],
             last_time: self.last_time[s],
-            service: self.service.part(s),
+            part: self.service.part(s),
         }
     }
 
@@ -367,7 +376,7 @@ impl ShardDetector {
         self.flags[s] = m.flags;
         self.run_start[s] = m.run_start;
         self.last_time[s] = m.last_time;
-        self.service.restore_part(s, &m.service, &self.service_params);
+        self.service.restore_part(s, &m.part, &self.service_params);
     }
 
     /// Drops loaded models of series quiet since before `cutoff` (`engine.series-idle`): they are forgotten as a live
@@ -378,7 +387,7 @@ impl ShardDetector {
         self.pending.retain(|_, m| {
             let keep = m.last_time >= cutoff;
             if !keep {
-                service.forget_part(m.service_id, &m.service);
+                service.forget_part(m.service_id, &m.part);
             }
             keep
         });
@@ -400,3 +409,165 @@ pub fn split(models: ShardModels, shards: usize, shard_of: impl Fn(u64, usize) -
 
 /// Loaded models by series id (for [`ShardDetector`]'s waiting series).
 pub type Pending = IdMap<SeriesModel>;
+
+/// What `faultline models` says about a saved models file: when and under what shape it was saved, how many series
+/// stand at each rung of the cold-start ladder, and, for the series asked about, what each model holds as normal.
+#[derive(Debug, Serialize)]
+pub struct ModelsReport {
+    pub path: String,
+    pub bytes: u64,
+    pub format_version: u32,
+    pub saved_at: String,
+    pub periods: Vec<String>,
+    pub bins: Vec<usize>,
+    pub series: usize,
+    pub services: usize,
+    /// Series by the rung they had reached: cold-start rules, robust model, seasonal model.
+    pub cold_start: usize,
+    pub robust: usize,
+    pub seasonal: usize,
+    /// The oldest and newest last points among the series.
+    pub oldest_last_point: Option<String>,
+    pub newest_last_point: Option<String>,
+    /// The series asked about (`--series`), in service, metric and label order.
+    pub rows: Vec<SeriesRow>,
+}
+
+/// One series' model as saved.
+#[derive(Debug, Serialize)]
+pub struct SeriesRow {
+    /// `service/metric{label=value,…}`.
+    pub series: String,
+    pub id: String,
+    pub stage: &'static str,
+    pub points: u32,
+    /// The active season's period (none: the series has no season).
+    pub season: Option<String>,
+    /// The robust model's level (of the value less its seasonal profile where a season is active) and scale (sigma).
+    pub level: f32,
+    pub scale: f32,
+    /// Of the last points in the M-of-N window, how many were anomalous.
+    pub anomalous_recently: u32,
+    pub last_point: String,
+}
+
+impl ModelsReport {
+    /// Reads `dir`'s file and describes it; `warmup` is `detector.warmup-points` (the robust rung starts after it),
+    /// `series` are patterns (`service`, `service/metric`, `*` anywhere) of the series to list.
+    pub fn read(dir: &Path, warmup: u32, series: &[String]) -> Result<Self> {
+        let path = dir.join(FILE_NAME);
+        let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        let Some(file) = ModelFile::load(dir)? else {
+            return Err(Error::io(&path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        };
+        let stage = |m: &SeriesModel| match (m.robust.2 > warmup, m.seasonal.active > 0) {
+            (false, _) => "cold-start",
+            (true, false) => "robust",
+            (true, true) => "seasonal",
+        };
+        let count = |name: &str| file.models.series.iter().filter(|m| stage(m) == name).count();
+        let last = file.models.series.iter().map(|m| m.last_time).filter(|&t| t != TimeMs::MIN);
+        let wanted = |m: &SeriesModel| {
+            series.iter().any(|p| match p.split_once('/') {
+                Some((sv, me)) => crate::config::glob_match(sv, &m.service) && crate::config::glob_match(me, &m.metric),
+                None => crate::config::glob_match(p, &m.service),
+            })
+        };
+        let mut rows: Vec<(&SeriesModel, SeriesRow)> = file
+            .models
+            .series
+            .iter()
+            .filter(|m| wanted(m))
+            .map(|m| {
+                let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let name = if labels.is_empty() {
+                    format!("{}/{}", m.service, m.metric)
+                } else {
+                    format!("{}/{}{{{}}}", m.service, m.metric, labels.join(","))
+                };
+                let season = (m.seasonal.active > 0)
+                    .then(|| file.shape.periods.get(usize::from(m.seasonal.active) - 1))
+                    .flatten()
+                    .map(|&p| {
+                        humantime::format_duration(std::time::Duration::from_millis(p.max(0) as u64)).to_string()
+                    });
+                let row = SeriesRow {
+                    series: name,
+                    id: format!("{:016x}", m.id),
+                    stage: stage(m),
+                    points: m.robust.2,
+                    season,
+                    level: m.robust.0,
+                    scale: m.robust.1 * faultline_kernels::robust::MAD_TO_SIGMA,
+                    anomalous_recently: u32::from(m.flags).count_ones(),
+                    last_point: crate::clock::fmt_time(m.last_time),
+                };
+                (m, row)
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0.service, &a.0.metric, &a.0.labels).cmp(&(&b.0.service, &b.0.metric, &b.0.labels)));
+        Ok(Self {
+            path: path.display().to_string(),
+            bytes,
+            format_version: FORMAT_VERSION,
+            saved_at: crate::clock::fmt_time(file.saved_at_ms),
+            periods: file
+                .shape
+                .periods
+                .iter()
+                .map(|&p| humantime::format_duration(std::time::Duration::from_millis(p.max(0) as u64)).to_string())
+                .collect(),
+            bins: file.shape.bins.clone(),
+            series: file.models.series.len(),
+            services: file.models.services.len(),
+            cold_start: count("cold-start"),
+            robust: count("robust"),
+            seasonal: count("seasonal"),
+            oldest_last_point: last.clone().min().map(crate::clock::fmt_time),
+            newest_last_point: last.max().map(crate::clock::fmt_time),
+            rows: rows.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
+
+    /// The report as text.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{} ({} bytes, format {}), saved {}\nseasonal periods {} with {:?} bins\n{} series of {} services: {} on \
+             cold-start rules, {} on the robust model, {} seasonal\n",
+            self.path,
+            self.bytes,
+            self.format_version,
+            self.saved_at,
+            self.periods.join(", "),
+            self.bins,
+            self.series,
+            self.services,
+            self.cold_start,
+            self.robust,
+            self.seasonal
+        );
+        if let (Some(a), Some(b)) = (&self.oldest_last_point, &self.newest_last_point) {
+            out += &format!("last points from {a} to {b}\n");
+        }
+        if !self.rows.is_empty() {
+            out += &format!(
+                "\n{:<48} {:<10} {:>8} {:>8} {:>12} {:>12} {:>6}  {}\n",
+                "series", "stage", "points", "season", "level", "scale", "recent", "last point"
+            );
+            for r in &self.rows {
+                out += &format!(
+                    "{:<48} {:<10} {:>8} {:>8} {:>12.4} {:>12.4} {:>6}  {}\n",
+                    r.series,
+                    r.stage,
+                    r.points,
+                    r.season.as_deref().unwrap_or("none"),
+                    r.level,
+                    r.scale,
+                    r.anomalous_recently,
+                    r.last_point
+                );
+            }
+        }
+        out
+    }
+}
