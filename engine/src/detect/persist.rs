@@ -433,6 +433,11 @@ pub struct ModelsReport {
     pub rows: Vec<SeriesRow>,
 }
 
+/// A seasonal period as people write it (`1day`, `7days`).
+fn period(ms: TimeMs) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
 /// One series' model as saved.
 #[derive(Debug, Serialize)]
 pub struct SeriesRow {
@@ -488,9 +493,7 @@ impl ModelsReport {
                 let season = (m.seasonal.active > 0)
                     .then(|| file.shape.periods.get(usize::from(m.seasonal.active) - 1))
                     .flatten()
-                    .map(|&p| {
-                        humantime::format_duration(std::time::Duration::from_millis(p.max(0) as u64)).to_string()
-                    });
+                    .map(|&p| period(p));
                 let row = SeriesRow {
                     series: name,
                     id: format!("{:016x}", m.id),
@@ -511,12 +514,7 @@ impl ModelsReport {
             bytes,
             format_version: FORMAT_VERSION,
             saved_at: crate::clock::fmt_time(file.saved_at_ms),
-            periods: file
-                .shape
-                .periods
-                .iter()
-                .map(|&p| humantime::format_duration(std::time::Duration::from_millis(p.max(0) as u64)).to_string())
-                .collect(),
+            periods: file.shape.periods.iter().map(|&p| period(p)).collect(),
             bins: file.shape.bins.clone(),
             series: file.models.series.len(),
             services: file.models.services.len(),
