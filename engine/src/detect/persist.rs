@@ -187,14 +187,7 @@ impl ModelFile {
 
     /// The file's bytes (header and payload).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = postcard::to_stdvec(self).expect("the models serialise (no maps with non-string keys, no I/O)");
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        framed(&postcard::to_stdvec(self).expect("the models serialise (no maps with non-string keys, no I/O)"))
     }
 
     /// Reads a file's bytes; `at` names it in errors.
@@ -216,7 +209,35 @@ impl ModelFile {
         if xxhash_rust::xxh3::xxh3_64(payload) != sum {
             return Err(bad("checksum mismatch: the file is corrupt".into()));
         }
-        postcard::from_bytes(payload).map_err(|e| bad(format!("payload: {e}")))
+        let file: Self = postcard::from_bytes(payload).map_err(|e| bad(format!("payload: {e}")))?;
+        file.check().map_err(bad)?;
+        Ok(file)
+    }
+
+    /// What the detector relies on in the models it loads, checked on every file read: the checksum says only that
+    /// the bytes are the ones written, not that their writer (another build, a tool, a hand) wrote models this build
+    /// can run. A seasonal phase off its period would send the seasonal lanes' stores outside the profile they
+    /// address, an active season past the configured candidates would stop the shard, event times outside what a
+    /// source accepts would overflow the time steps. The first model that breaks one is named, with its field.
+    fn check(&self) -> std::result::Result<(), String> {
+        let shape = &self.shape;
+        if shape.periods.len() != shape.bins.len()
+            || shape.periods.len() > MAX_PERIODS
+            || shape.periods.iter().zip(&shape.bins).any(|(&p, &b)| p <= 0 || b == 0)
+        {
+            return Err(format!(
+                "seasonal shape: periods {:?} ms with {:?} bins (at most {MAX_PERIODS} periods, each positive, with at \
+                 least one bin)",
+                shape.periods, shape.bins
+            ));
+        }
+        for m in &self.models.series {
+            m.check(shape).map_err(|e| format!("series {}/{} ({:016x}): {e}", m.service, m.metric, m.id))?;
+        }
+        for v in &self.models.services {
+            v.check().map_err(|e| format!("service {:016x}: {e}", v.id))?;
+        }
+        Ok(())
     }
 
     /// Loads `dir`'s file: `None` when there is none yet (a first start).
@@ -262,6 +283,70 @@ impl ModelFile {
             shape.periods,
             shape.bins
         )))
+    }
+}
+
+/// A file's bytes around `payload`: magic, version, length and checksum first.
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A saved event time, field `field`: none yet (`TimeMs::MIN`), or within [`crate::clock::MAX_TIME_MS`] of the epoch
+/// either way, so the detector's time steps cannot overflow (sources give 0 ..= that; the detector itself takes earlier
+/// times too).
+pub(super) fn check_time(field: &str, t: TimeMs) -> std::result::Result<(), String> {
+    let max = crate::clock::MAX_TIME_MS;
+    if t == TimeMs::MIN || (-max..=max).contains(&t) {
+        return Ok(());
+    }
+    Err(format!("field `{field}`: {t} ms is no event time (they lie within {max} ms of 1970-01-01)"))
+}
+
+impl SeriesModel {
+    /// What the detector relies on in one loaded series under the file's `shape` (see [`ModelFile::check`]).
+    fn check(&self, shape: &ModelShape) -> std::result::Result<(), String> {
+        let stride: usize = shape.bins.iter().sum();
+        if self.bins.len() != stride {
+            return Err(format!("field `bins`: {} values, the seasonal shape has {stride}", self.bins.len()));
+        }
+        let se = &self.seasonal;
+        if usize::from(se.active) > shape.periods.len() {
+            return Err(format!(
+                "field `seasonal.active`: season {} of {} candidate periods",
+                se.active,
+                shape.periods.len()
+            ));
+        }
+        let times = [
+            ("last_time", self.last_time),
+            ("run_start", self.run_start),
+            ("seasonal.first_time", se.first_time),
+            ("seasonal.phase_t", se.phase_t),
+        ];
+        for (field, t) in times {
+            check_time(field, t)?;
+        }
+        if se.phase_t != TimeMs::MIN {
+            for (c, &period) in shape.periods.iter().enumerate() {
+                let want = se.phase_t.rem_euclid(period);
+                if se.rem[c] != want {
+                    return Err(format!(
+                        "field `seasonal.rem[{c}]`: {} ms, but its phase time lies {want} ms into the {period} ms period",
+                        se.rem[c]
+                    ));
+                }
+            }
+        }
+        if let Some(sp) = &self.spectral {
+            sp.check()?;
+        }
+        self.part.check()
     }
 }
 
@@ -567,5 +652,161 @@ impl ModelsReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use faultline_kernels::Kernels;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock;
+    use crate::config::Config;
+    use crate::model::SeriesKey;
+
+    const DAY: usize = 288; // 5-minute points
+    const T0: TimeMs = 1_700_006_400_000; // a midnight, UTC
+
+    fn detector() -> ShardDetector {
+        let cfg = Config::default_config().unwrap();
+        ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect())
+    }
+
+    /// Eight series of three services: a round of eight, so the seasonal, sketch and CUSUM lanes run where they can.
+    fn keys() -> Vec<Arc<SeriesKey>> {
+        let names = [("a", "latency"), ("a", "errors"), ("a", "requests"), ("b", "latency"), ("b", "errors")];
+        let names = names.into_iter().chain([("b", "requests"), ("c", "latency"), ("c", "errors")]);
+        names.map(|(sv, me)| Arc::new(SeriesKey::new(sv, me, [] as [(&str, &str); 0]))).collect()
+    }
+
+    /// Points `from..to` of every series (a daily wave and noise; a spike on the afternoon of day 6), one batch a step.
+    fn feed(det: &mut ShardDetector, keys: &[Arc<SeriesKey>], from: usize, to: usize) -> usize {
+        let ids: Vec<SeriesId> = keys.iter().map(|k| k.id).collect();
+        let (mut out, mut events) = (Vec::new(), 0);
+        for i in from..to {
+            let xs: Vec<f64> = (0..keys.len())
+                .map(|k| {
+                    let wave = (std::f64::consts::TAU * (i % DAY) as f64 / DAY as f64).sin();
+                    let noise = ((i * 7919 + k * 104_729) % 1000) as f64 / 1000.0 - 0.5;
+                    let spike = if (6 * DAY + 150..6 * DAY + 153).contains(&i) { 30.0 } else { 0.0 };
+                    (k + 1) as f64 * (100.0 + 40.0 * wave + 4.0 * noise + spike)
+                })
+                .collect();
+            out.clear();
+            det.process(&ids, keys, &vec![T0 + i as i64 * 300_000; keys.len()], &xs, &mut out);
+            events += out.len();
+        }
+        events
+    }
+
+    /// The models of eight series after six days, their daily season found, as a file's bytes.
+    fn saved() -> &'static [u8] {
+        static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+        BYTES.get_or_init(|| {
+            let mut det = detector();
+            feed(&mut det, &keys(), 0, 6 * DAY);
+            ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).to_bytes()
+        })
+    }
+
+    /// Loads `file` into a fresh detector and scores day 7 with it: the events it raises.
+    fn run_on(file: ModelFile) -> usize {
+        let mut det = detector();
+        file.check_shape(&det.model_shape(), Path::new("dir")).unwrap();
+        assert_eq!(det.load_models(file.models).unwrap(), 8);
+        feed(&mut det, &keys(), 6 * DAY, 7 * DAY)
+    }
+
+    /// A file whose checksum holds but whose models break what the detector relies on (a seasonal phase off its
+    /// period, which the seasonal lanes address profile bins by; a season past the configured candidates; event times
+    /// no source gives; a profile or window of the wrong length; a shape that cannot be) is refused, naming the series
+    /// or service and the field; the file as saved loads and runs on.
+    #[test]
+    fn a_models_file_that_breaks_what_the_detector_relies_on_is_refused_naming_the_series_and_field() {
+        let file = ModelFile::from_bytes(saved(), "dir/models.bin").unwrap();
+        fn a(f: &mut ModelFile) -> &mut SeriesModel {
+            f.models.series.iter_mut().find(|m| &*m.service == "a" && &*m.metric == "latency").unwrap()
+        }
+        let m = a(&mut file.clone()).clone();
+        assert_eq!((m.seasonal.active, m.seasonal.rem[0]), (1, (m.seasonal.phase_t - T0) % 86_400_000), "daily season");
+        let with_json = |v: &mut serde_json::Value, field: &str, to: serde_json::Value| v[field] = to;
+        type Break = Box<dyn Fn(&mut ModelFile)>;
+        let breaks: Vec<(&str, Break)> = vec![
+            ("field `seasonal.rem[0]`", Box::new(move |f| a(f).seasonal.rem[0] += 1)),
+            ("field `seasonal.rem[1]`", Box::new(move |f| a(f).seasonal.rem[1] = 7 * 86_400_000 + 5)),
+            ("field `seasonal.active`: season 3 of 2", Box::new(move |f| a(f).seasonal.active = 3)),
+            ("field `last_time`", Box::new(move |f| a(f).last_time = -clock::MAX_TIME_MS - 5)),
+            ("field `run_start`", Box::new(move |f| a(f).run_start = i64::MAX)),
+            ("field `seasonal.first_time`", Box::new(move |f| a(f).seasonal.first_time = clock::MAX_TIME_MS + 1)),
+            ("field `seasonal.phase_t`", Box::new(move |f| a(f).seasonal.phase_t = TimeMs::MIN + 1)),
+            ("field `bins`", Box::new(move |f| _ = a(f).bins.pop())),
+            (
+                "field `part.base`",
+                Box::new(move |f| {
+                    let mut v = serde_json::to_value(a(f).part).unwrap();
+                    with_json(&mut v, "base", (TimeMs::MIN / 2).into());
+                    // JSON has no NaN: a series that is not a traffic series has none.
+                    with_json(&mut v, "last_volume", 0.0.into());
+                    a(f).part = serde_json::from_value(v).unwrap();
+                }),
+            ),
+            (
+                "field `spectral.window`",
+                Box::new(move |f| {
+                    let sketch = serde_json::json!({"counts": vec![0.0; BINS], "lo": 0.0, "hi": 1.0,
+                        "total": 0.0});
+                    let v = serde_json::json!({"window": vec![0.0; 3], "count": 3, "sketch": sketch});
+                    a(f).spectral = Some(serde_json::from_value(v).unwrap());
+                }),
+            ),
+            ("seasonal shape", Box::new(|f| f.shape.periods[1] = 0)),
+            ("seasonal shape", Box::new(|f| f.shape.bins.push(4))),
+        ];
+        let series = format!("series a/latency ({:016x})", m.id);
+        for (field, break_it) in &breaks {
+            let mut f = file.clone();
+            break_it(&mut f);
+            let err = ModelFile::from_bytes(&f.to_bytes(), "dir/models.bin").unwrap_err().to_string();
+            assert!(err.starts_with("cannot decode dir/models.bin") && err.contains(field), "{field}: {err}");
+            assert!(err.contains(&series) || field.starts_with("seasonal shape"), "{err}");
+        }
+        // A service's time base.
+        let mut f = file.clone();
+        let mut v = serde_json::to_value(f.models.services[0]).unwrap();
+        with_json(&mut v, "now", (clock::MAX_TIME_MS + 1).into());
+        f.models.services[0] = serde_json::from_value(v).unwrap();
+        let err = ModelFile::from_bytes(&f.to_bytes(), "x").unwrap_err().to_string();
+        assert!(err.contains(&format!("service {:016x}: field `now`", f.models.services[0].id)), "{err}");
+        // As saved, it loads and runs on: day 7's spike is found.
+        assert!(run_on(file) > 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any bytes under a valid header (the payload changed here and there, the checksum made to match): the file
+        /// is refused with its reason, or it loads, and a detector with its models scores a day on; never a panic.
+        #[test]
+        fn a_models_file_changed_anywhere_is_refused_or_runs(
+            changes in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..6),
+        ) {
+            let mut payload = saved()[HEADER..].to_vec();
+            for (at, flip) in &changes {
+                let i = at.index(payload.len());
+                payload[i] ^= flip;
+            }
+            match ModelFile::from_bytes(&framed(&payload), "dir/models.bin") {
+                Err(e) => prop_assert!(e.to_string().starts_with("cannot decode dir/models.bin"), "{e}"),
+                Ok(file) if file.shape == detector().model_shape() => {
+                    let mut det = detector();
+                    det.load_models(file.models).unwrap();
+                    feed(&mut det, &keys(), 6 * DAY, 7 * DAY);
+                }
+                Ok(_) => {}
+            }
+        }
     }
 }

@@ -856,7 +856,9 @@ mod lanes {
             for (c, rems) in rems.iter_mut().enumerate().take(cands) {
                 let ks = &mut bank.cand[s * cands + c];
                 ks.rem = rem(last, ks.rem, pt.t, p.periods[c]);
-                // `allowed` checked that every period, so every remainder, fits an `i32`.
+                // `allowed` checked that every period, so every remainder, fits an `i32`. A remainder lies in
+                // [0, period): the detector's own, and a loaded model's, which `persist` checks when it reads the file
+                // (the bins below are addressed from it without a bounds check).
                 rems[l] = ks.rem as i32;
             }
             let se = &mut bank.series[s];

@@ -109,6 +109,21 @@ pub struct SeriesPart {
     last_volume: f32,
 }
 
+impl ServiceModel {
+    /// What the detector relies on in a loaded service (see `persist::ModelFile::check`): event times it can subtract.
+    pub fn check(&self) -> Result<(), String> {
+        super::persist::check_time("base", self.base)?;
+        super::persist::check_time("now", self.now)
+    }
+}
+
+impl SeriesPart {
+    /// What the detector relies on in a loaded series' part (see `persist::ModelFile::check`).
+    pub fn check(&self) -> Result<(), String> {
+        super::persist::check_time("part.base", self.base)
+    }
+}
+
 /// The service's statistic at one point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceScore {
@@ -211,7 +226,7 @@ impl ServiceBank {
             self.sum[v] -= self.c[s];
             self.weight[v] -= self.e[s];
             if !self.last_volume[s].is_nan() {
-                self.volume_series[v] -= 1;
+                self.volume_series[v] = self.volume_series[v].saturating_sub(1);
                 self.volume[v] -= f64::from(self.last_volume[s]);
             }
         }
@@ -265,7 +280,7 @@ impl ServiceBank {
             if self.saved_volume[v]
                 && let Some(x) = volume
             {
-                self.volume_series[v] -= 1;
+                self.volume_series[v] = self.volume_series[v].saturating_sub(1);
                 self.volume[v] -= x;
             }
         } else if let Some(m) = self.pending.get_mut(&service_id) {

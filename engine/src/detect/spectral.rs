@@ -26,6 +26,16 @@ pub struct SpectralSaved {
     sketch: Sketch,
 }
 
+impl SpectralSaved {
+    /// What the channel relies on in a loaded series (see `persist::ModelFile::check`): a whole window.
+    pub fn check(&self) -> Result<(), String> {
+        if self.window.len() == WINDOW {
+            return Ok(());
+        }
+        Err(format!("field `spectral.window`: {} values, the window holds {WINDOW}", self.window.len()))
+    }
+}
+
 /// Where the windows live: the host, or the device the shard's robust state is on.
 pub enum SpectralBackend {
     Cpu(SpectralState),
