@@ -2686,6 +2686,26 @@ mod tests {
         }
     }
 
+    /// The models give the same events at any scale up to the largest value the sources admit (`MAX_VALUE`, 1e30): a
+    /// series' eventful days (a daily wave, two spikes, a level shift), scaled by 1e15 and 1e27 (its peak then near
+    /// 4e29), raise events at the same points, of the same stage and direction, as unscaled.
+    #[test]
+    fn the_models_give_the_same_events_at_any_scale_up_to_the_largest_value() {
+        let key = Arc::new(SeriesKey::new("a", "bytes", [] as [(&str, &str); 0]));
+        let base = eventful(4, 100.0, 0);
+        let events = |scale: f64| {
+            let xs: Vec<f64> = base.iter().map(|x| x * scale).collect();
+            assert!(xs.iter().all(|x| x.abs() <= crate::model::MAX_VALUE));
+            let ev = run(&mut detector(), &key, &xs, 0);
+            ev.iter().map(|e| (e.time, e.stage, e.direction, e.level_shift.is_some())).collect::<Vec<_>>()
+        };
+        let unscaled = events(1.0);
+        assert!(unscaled.len() > 10, "{unscaled:?}");
+        for scale in [1e15, 1e27] {
+            assert_eq!(events(scale), unscaled, "scaled by {scale:e}");
+        }
+    }
+
     /// A detector that saves its models, and a new one that loads them (through the file's bytes), go on as the one
     /// that ran on: every score and event after the save bit for bit the same, for a service of two series (its
     /// multivariate score) and one of one, with and without the spectral channel. A series saved but quiet since is

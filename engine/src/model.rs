@@ -100,6 +100,23 @@ impl<V> Recent<V> {
 /// Event time in milliseconds since the Unix epoch.
 pub type TimeMs = i64;
 
+/// The largest magnitude a point's value may have. The detector's models keep their state in `f32`: they give the same
+/// events at any scale up to here (measured from 1e3 to 1e31; BENCHMARKS.md, "Values the models hold"), and no metric
+/// comes near it (a 64-bit counter ends at 1.8e19). A value past it is a fault upstream, and one past `f32`'s range
+/// (3.4e38) would turn into an infinity that spoils its series' model for good.
+pub const MAX_VALUE: f64 = 1e30;
+
+/// Why `v` cannot be a point's value (non-finite, or past ±[`MAX_VALUE`]); `None` when it can.
+pub fn value_problem(v: f64) -> Option<String> {
+    if !v.is_finite() {
+        Some(format!("expected a finite number, got {v}"))
+    } else if v.abs() > MAX_VALUE {
+        Some(format!("{v:e} lies past ±1e30, the range the models hold (a metric this large is a fault upstream)"))
+    } else {
+        None
+    }
+}
+
 /// The identity of one series. Shared by `Arc` so that batches carry it without allocating per point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesKey {

@@ -12,7 +12,8 @@
 //! - histogram → `<name>.count_rate` (observations per second), `<name>.p50` and `<name>.p99` estimated from the
 //!   bucket counts of the interval (linear interpolation inside the bucket, clamped to min/max when given).
 //! - summary → `<name>.count_rate` and `<name>.p50` / `<name>.p99` when those quantiles are present.
-//! - exponential histograms, points flagged "no recorded value" and non-finite values are skipped and counted.
+//! - exponential histograms, points flagged "no recorded value" and values that are not finite or lie past
+//!   ±[`MAX_VALUE`](crate::model::MAX_VALUE) (1e30) are skipped and counted.
 //!
 //! A record that does not parse is an error (the caller dead-letters it); decoding never fails a batch.
 
@@ -34,8 +35,8 @@ const NO_RECORDED_VALUE: u32 = 1;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OtlpStats {
     pub points: u64,
-    /// Data points skipped: no recorded value, non-finite, exponential histogram, or a first cumulative point with
-    /// no start time (nothing to take a rate against).
+    /// Data points skipped: no recorded value, non-finite or past ±1e30, exponential histogram, or a first cumulative
+    /// point with no start time (nothing to take a rate against).
     pub skipped: u64,
 }
 
@@ -227,7 +228,7 @@ impl OtlpDecoder {
     }
 
     fn push(&mut self, ctx: &Ctx<'_>, suffix: &str, labels: &[(&str, Cow<'_, str>)], t_ns: u64, v: f64, b: &mut Batch) {
-        if !v.is_finite() {
+        if crate::model::value_problem(v).is_some() {
             self.stats.skipped += 1;
             return;
         }
@@ -382,6 +383,19 @@ mod tests {
         let mut b2 = Batch::default();
         assert_eq!(d.decode_json(&json, &mut b2).unwrap(), 2);
         assert_eq!((b2.ids, b2.values), (b.ids, b.values));
+        // A value past the range the models hold is skipped and counted, as a non-finite one is; ±1e30 is a value.
+        let points = [4e38, -2e30, f64::INFINITY, 1e30].map(|v| number(T0, 0, v, vec![]));
+        let req = request(
+            "checkout",
+            vec![Metric {
+                name: "queue_depth".into(),
+                data: Some(metric::Data::Gauge(Gauge { data_points: points.to_vec() })),
+                ..Default::default()
+            }],
+        );
+        let (mut d, mut b) = (OtlpDecoder::new(), Batch::default());
+        assert_eq!(d.decode_proto(&req.encode_to_vec(), &mut b).unwrap(), 1);
+        assert_eq!((b.values.as_slice(), d.stats.skipped), (&[1e30][..], 3));
     }
 
     #[test]

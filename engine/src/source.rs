@@ -320,6 +320,9 @@ impl PointDecoder {
             _ => None,
         }
         .ok_or_else(|| format!("field `value`: expected a finite number, got {}", p.value))?;
+        if let Some(problem) = crate::model::value_problem(value) {
+            return Err(format!("field `value`: {problem}"));
+        }
         if p.service.is_empty() {
             return Err("field `service`: must not be empty".into());
         }
@@ -653,6 +656,12 @@ pub(crate) mod tests {
             r#"{"time":"noon","service":"a","metric":"m","value":2}"#,
             "\n",
             r#"{"time":-86400000,"service":"a","metric":"m","value":2}"#,
+            "\n",
+            r#"{"time":1767571380000,"service":"a","metric":"m","value":1e308}"#,
+            "\n",
+            r#"{"time":1767571440000,"service":"a","metric":"m","value":-2e30}"#,
+            "\n",
+            r#"{"time":1767571500000,"service":"a","metric":"m","value":-1e30}"#,
             "\n"
         );
         let mut src = JsonlSource::from_reader("test", Box::new(std::io::Cursor::new(input.as_bytes().to_vec())));
@@ -660,10 +669,10 @@ pub(crate) mod tests {
         let mut dead = DeadLetters::to_writer(Box::new(buf.clone()));
         let mut batch = Batch::default();
         assert!(!src.next_batch(&mut batch, 100, &mut dead).unwrap());
-        assert_eq!(batch.len(), 2);
-        assert_eq!(batch.values, vec![1.5, 2.0]);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.values, vec![1.5, 2.0, -1e30], "±1e30 is a value");
         assert_ne!(batch.ids[0], batch.ids[1], "labels are part of the identity");
-        assert_eq!(dead.count(), 4);
+        assert_eq!(dead.count(), 6);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["at"], "line 2");
@@ -672,6 +681,12 @@ pub(crate) mod tests {
         assert!(lines[2]["reason"].as_str().unwrap().contains("field `time`"));
         assert_eq!(lines[3]["at"], "line 7");
         assert!(lines[3]["reason"].as_str().unwrap().contains("outside 1970-01-01"), "{}", lines[3]);
+        // Past the range the models hold (1e308 would be an infinity in their f32 state).
+        for (line, at) in lines[4..].iter().zip(["line 8", "line 9"]) {
+            assert_eq!(line["at"], at);
+            let reason = line["reason"].as_str().unwrap();
+            assert!(reason.starts_with("field `value`: ") && reason.contains("past ±1e30"), "{reason}");
+        }
     }
 
     /// A line that is not UTF-8, or longer than `MAX_LINE`, is one dead letter (with its start in `raw`); the lines

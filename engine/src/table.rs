@@ -203,6 +203,9 @@ impl TableSource {
             return Err(format!("column `{}`: expected a finite number, got {:?}", column(3), cell(&c.raw[3], r)));
         }
         let value = c.value.value(r);
+        if let Some(problem) = crate::model::value_problem(value) {
+            return Err(format!("column `{}`: {problem}", column(3)));
+        }
         fn text(a: &StringArray, r: usize) -> &str {
             if a.is_null(r) { "" } else { a.value(r) }
         }
@@ -356,6 +359,7 @@ mod tests {
                    soon,api,latency,2,h1\n\
                    1767571320000,,latency,2,h1\n\
                    1767571330000,api\n\
+                   1767571340000,api,latency,4e38,h1\n\
                    1767571380000,\"api\",latency,2.5,\n";
         let path = scratch("bad.csv", csv);
         let mut cfg = Config::default_config().unwrap().source.table;
@@ -366,7 +370,7 @@ mod tests {
         assert_eq!(batch.keys[0].labels.len(), 1, "host = h1");
         assert!(batch.keys[1].labels.is_empty(), "an empty cell leaves the label out");
         let at: Vec<&str> = dead.iter().map(|d| d["at"].as_str().unwrap()).collect();
-        assert_eq!(at, ["row 2", "row 3", "row 4", "row 5"]);
+        assert_eq!(at, ["row 2", "row 3", "row 4", "row 5", "row 6"]);
         assert!(dead[0]["reason"].as_str().unwrap().starts_with("column `value`"), "{}", dead[0]);
         assert!(dead[1]["reason"].as_str().unwrap().starts_with("column `time`"), "{}", dead[1]);
         assert!(dead[2]["reason"].as_str().unwrap().starts_with("column `service`"), "{}", dead[2]);
@@ -376,6 +380,8 @@ mod tests {
             dead[3]
         );
         assert!(dead[0]["raw"].as_str().unwrap().contains("\"value\":\"abc\""), "{}", dead[0]);
+        let past = dead[4]["reason"].as_str().unwrap();
+        assert!(past.starts_with("column `value`: 4e38 lies past ±1e30"), "{past}");
 
         // Semicolons, as many European spreadsheet exports write them.
         let path2 = scratch(

@@ -1,11 +1,12 @@
 //! Bad input never panics: every decoder of outside input, fed random bytes and mutated valid records, returns
-//! points or an error saying what is wrong. Points it does return are usable (finite values, times in range), and a
-//! table source accounts for every row: a point or a dead letter, never both, never neither.
+//! points or an error saying what is wrong. Points it does return are usable (values finite and within the ±1e30 the
+//! models hold, times in range), and a table source accounts for every row: a point or a dead letter, never both,
+//! never neither.
 
 use faultline::clock::MAX_TIME_MS;
 use faultline::config::Config;
 use faultline::feedback::Feedback;
-use faultline::model::Batch;
+use faultline::model::{Batch, MAX_VALUE};
 use faultline::otlp::OtlpDecoder;
 use faultline::rca::ChangeEvent;
 use faultline::source::{DeadLetters, PointDecoder, Source};
@@ -23,7 +24,7 @@ use crate::support::fixture;
 /// What every decoded point must be.
 fn usable(batch: &Batch) -> Result<(), TestCaseError> {
     for (&t, &v) in batch.times.iter().zip(&batch.values) {
-        prop_assert!(v.is_finite(), "non-finite value {v}");
+        prop_assert!(v.is_finite() && v.abs() <= MAX_VALUE, "value {v} past what the models hold");
         prop_assert!((0..=MAX_TIME_MS).contains(&t), "time {t} out of range");
     }
     Ok(())

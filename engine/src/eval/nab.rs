@@ -679,7 +679,12 @@ fn parse_data_file(path: &Path, name: String) -> Result<NabFile> {
         };
         file.times.push(parse_timestamp(timestamp.trim()).map_err(|reason| Error::decode(here(), reason))?);
         let value = value.trim();
-        file.values.push(value.parse().map_err(|_| Error::decode(here(), format!("value {value:?} is not a number")))?);
+        let value: f64 =
+            value.parse().map_err(|_| Error::decode(here(), format!("value {value:?} is not a number")))?;
+        if let Some(problem) = crate::model::value_problem(value) {
+            return Err(Error::decode(here(), format!("value: {problem}")));
+        }
+        file.values.push(value);
     }
     Ok(file)
 }
