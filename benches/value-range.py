@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""What range of values the models hold: the same six series at scales from 1e3 up, through `faultline run`.
+"""What range of values the models hold: the same six series at scales from 1e-13 to 1e39, through `faultline run`.
 
-    python3 benches/value-range.py [FAULTLINE_BINARY]
+    python3 benches/value-range.py [FAULTLINE_BINARY [EXPONENT...]]   # scales 10^EXPONENT; the first is the reference
 
 The models keep their state in 32-bit floats. This replays six series of 4,000 one-minute points (a daily wave with
-noise; spikes of ten times the level; uniform noise from zero to the scale; sign flips; a jump from 1 to the scale
-halfway; the wave alternating with zeros), all multiplied by one scale, with and without the spectral channel, and
-prints for each scale the events raised, whether they are the same (series, time, stage, direction) as at 1e3, the
-dead letters, and the series whose saved level or scale is not finite. The sources refuse values past 1e30
-(`model::MAX_VALUE`): past it the points are dead letters and nothing reaches the models.
+noise; spikes of ten times the level; uniform noise from zero to the scale; sign flips; a jump to the scale halfway,
+from a thousandth of it; the wave alternating with zeros), all multiplied by one scale, with and without the spectral
+channel, and prints for each scale the events raised, whether they are the same (series, time, stage, direction) as
+at the first scale, the dead letters, and the series whose saved level or scale is not finite. The sources refuse
+values past 1e30 (`model::MAX_VALUE`): past it the points are dead letters and nothing reaches the models. Below
+`detector.abs-floor` (1e-12) a series' noise is under the least scale its z-scores are measured against.
 """
 import json
 import math
@@ -19,6 +20,7 @@ import sys
 import tempfile
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/faultline"
+EXPONENTS = [int(e) for e in sys.argv[2:]] or [3, -13, -12, -11, -10, -9, -6, -5, -3, 0, 9, 15, 19, 25, 28, 31, 33, 35, 39]
 T0 = 1_767_571_200_000
 
 
@@ -32,7 +34,7 @@ def write_points(path, scale):
                 scale * (1 + 0.01 * rng.random()) * (10 if i % 97 == 0 else 1),
                 scale * rng.random(),
                 (scale if rng.random() < 0.5 else -scale) * (1 + 0.01 * rng.random()),
-                scale * rng.random() if i > 2000 else 1.0,
+                scale * rng.random() if i > 2000 else scale * 1e-3,
                 scale * (1 + 0.3 * day) if i % 2 else 0.0,
             ]
             for s, x in enumerate(v):
@@ -77,11 +79,12 @@ path = "{d}/dead.jsonl"
 
 
 def main():
-    print(f"{'scale':>7} {'spectral':>8} {'events':>6} {'as at 1e3':>9} {'dead letters':>12}  models not finite")
+    first = f"as at 1e{EXPONENTS[0]}"
+    print(f"{'scale':>7} {'spectral':>8} {'events':>6} {first:>9} {'dead letters':>12}  models not finite")
     with tempfile.TemporaryDirectory() as tmp:
         for spectral in (False, True):
             reference = None
-            for e in (3, 9, 15, 19, 25, 28, 31, 33, 35, 37, 39):
+            for e in EXPONENTS:
                 key, dead, broken = run(10.0**e, spectral, tmp)
                 reference = key if reference is None else reference
                 same = "yes" if key == reference else "no"

@@ -258,6 +258,8 @@ pub struct DetectorConfig {
     pub huber: f64,
     pub anomaly_weight: f64,
     pub rel_floor: f64,
+    /// Absolute floor on the robust scale, in the metric's unit.
+    pub abs_floor: f64,
     pub m_of_n: [u32; 2],
     pub direction: DirectionFilter,
     pub min_abs_deviation: f64,
@@ -805,6 +807,7 @@ impl Config {
         check_range(&mut p, "detector.huber", d.huber, 0.1, 100.0);
         check_range(&mut p, "detector.anomaly-weight", d.anomaly_weight, 0.0, 1.0);
         check_range(&mut p, "detector.rel-floor", d.rel_floor, 0.0, 1.0);
+        check_range(&mut p, "detector.abs-floor", d.abs_floor, 1e-30, 1e30);
         check_range(&mut p, "detector.min-abs-deviation", d.min_abs_deviation, 0.0, f64::MAX);
         check_range(&mut p, "detector.min-rel-deviation", d.min_rel_deviation, 0.0, 100.0);
         check_m_of_n(&mut p, "detector.m-of-n", d.m_of_n);

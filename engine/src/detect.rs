@@ -734,7 +734,7 @@ impl ShardDetector {
             huber: cfg.huber as f32,
             threshold: cfg.threshold as f32,
             anomaly_weight: cfg.anomaly_weight as f32,
-            abs_floor: 1e-6,
+            abs_floor: cfg.abs_floor as f32,
             rel_floor: cfg.rel_floor as f32,
         }
     }
@@ -2686,9 +2686,10 @@ mod tests {
         }
     }
 
-    /// The models give the same events at any scale up to the largest value the sources admit (`MAX_VALUE`, 1e30): a
-    /// series' eventful days (a daily wave, two spikes, a level shift), scaled by 1e15 and 1e27 (its peak then near
-    /// 4e29), raise events at the same points, of the same stage and direction, as unscaled.
+    /// The models give the same events at any scale from far below any metric's noise (the scale's absolute floor,
+    /// `detector.abs-floor`, 1e-12) up to the largest value the sources admit (`MAX_VALUE`, 1e30): a series' eventful
+    /// days (a daily wave, two spikes, a level shift), scaled by 1e-9 (its noise then about 2e-9), 1e15 and 1e27 (its
+    /// peak then near 4e29), raise events at the same points, of the same stage and direction, as unscaled.
     #[test]
     fn the_models_give_the_same_events_at_any_scale_up_to_the_largest_value() {
         let key = Arc::new(SeriesKey::new("a", "bytes", [] as [(&str, &str); 0]));
@@ -2701,7 +2702,7 @@ mod tests {
         };
         let unscaled = events(1.0);
         assert!(unscaled.len() > 10, "{unscaled:?}");
-        for scale in [1e15, 1e27] {
+        for scale in [1e-9, 1e15, 1e27] {
             assert_eq!(events(scale), unscaled, "scaled by {scale:e}");
         }
     }

@@ -101,7 +101,7 @@ impl<V> Recent<V> {
 pub type TimeMs = i64;
 
 /// The largest magnitude a point's value may have. The detector's models keep their state in `f32`: they give the same
-/// events at any scale up to here (measured from 1e3 to 1e31; BENCHMARKS.md, "Values the models hold"), and no metric
+/// events at any scale up to here (measured from 1e-10 to 1e31; BENCHMARKS.md, "Values the models hold"), and no metric
 /// comes near it (a 64-bit counter ends at 1.8e19). A value past it is a fault upstream, and one past `f32`'s range
 /// (3.4e38) would turn into an infinity that spoils its series' model for good.
 pub const MAX_VALUE: f64 = 1e30;
