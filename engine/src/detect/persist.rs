@@ -223,11 +223,11 @@ impl ModelFile {
         let shape = &self.shape;
         if shape.periods.len() != shape.bins.len()
             || shape.periods.len() > MAX_PERIODS
-            || shape.periods.iter().zip(&shape.bins).any(|(&p, &b)| p <= 0 || b == 0)
+            || shape.periods.iter().zip(&shape.bins).any(|(&p, &b)| p <= 0 || !(2..=1024).contains(&b))
         {
             return Err(format!(
-                "seasonal shape: periods {:?} ms with {:?} bins (at most {MAX_PERIODS} periods, each positive, with at \
-                 least one bin)",
+                "seasonal shape: periods {:?} ms with {:?} bins (at most {MAX_PERIODS} periods, each positive, with 2 \
+                 to 1024 bins, as detector.seasonal allows)",
                 shape.periods, shape.bins
             ));
         }
@@ -764,6 +764,7 @@ mod tests {
             ),
             ("seasonal shape", Box::new(|f| f.shape.periods[1] = 0)),
             ("seasonal shape", Box::new(|f| f.shape.bins.push(4))),
+            ("seasonal shape", Box::new(|f| f.shape.bins[0] = usize::MAX)),
         ];
         let series = format!("series a/latency ({:016x})", m.id);
         for (field, break_it) in &breaks {
