@@ -14,6 +14,20 @@ fn faultline(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_faultline")).args(args).current_dir(cwd).env_remove("RUST_LOG").output().unwrap()
 }
 
+/// Starts `faultline run --config run.toml` in `dir` with its standard input a pipe (a live stream), standard output
+/// dropped and standard error to `stderr`.
+fn run_on_stdin(dir: &Path, stderr: std::process::Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["run", "--config", "run.toml"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -369,15 +383,7 @@ fn a_crash_keeps_the_models_of_the_last_periodic_save() {
     let engine = "[engine]\nstate-dir = \"state\"\nstate-every = \"1s\"\n";
     let cfg = format!("{engine}[source]\nkind = \"jsonl\"\npath = \"-\"\n");
     std::fs::write(dir.join("run.toml"), cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["run", "--config", "run.toml"])
-        .current_dir(&dir)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_on_stdin(&dir, std::process::Stdio::null());
     let mut stdin = child.stdin.take().unwrap();
     for m in 0..300 {
         stdin.write_all(line(m).as_bytes()).unwrap();
@@ -458,15 +464,7 @@ fn standard_input_is_scored_as_it_comes_and_sigterm_ends_the_run_cleanly() {
     let dir = scratch("stdin");
     let cfg = "[source]\nkind = \"jsonl\"\npath = \"-\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"out/events.jsonl\"\n";
     std::fs::write(dir.join("run.toml"), cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["run", "--config", "run.toml"])
-        .current_dir(&dir)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_on_stdin(&dir, std::process::Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     for m in 0..300i64 {
         let v = if m >= 280 { 500.0 } else { 100.0 + (m * 7 % 11) as f64 / 5.0 };
