@@ -311,7 +311,8 @@ pub struct SeasonalConfig {
     /// Profile bins per period: `"auto"` (by the period's length), one number for every period, or one per period
     /// (`[96, 48]`).
     pub bins: Bins,
-    /// Learning weight of one point for the profile.
+    /// Learning weight of one point for the profile where each bin is visited three times a period or more (more
+    /// for a sparser series: `detect::seasonal::visit_rate`).
     pub rate: f64,
     /// Periods of data before a season may become active.
     pub min_periods: f64,

@@ -3303,6 +3303,34 @@ mod tests {
     }
 
     #[test]
+    fn a_series_reporting_every_15_minutes_learns_its_season_in_days() {
+        // A daily wave of ±30 with noise of ±3.5 (uniform, sigma 2), one point every 15 minutes for 10 days; day 9
+        // rises by 25 at noon for three points: under the wave's own swing, 12 noise sigmas. A profile bin is visited
+        // once a day at this step; at the 5-minute steps `seasonal.rate` is tuned for, three times. Learning `rate`
+        // a visit, the profile was still so far off on day 9 that the rise stayed inside the band (no event at
+        // all); learning what three visits would have, it is found.
+        let mut det = detector();
+        let k = key("orders");
+        let day = 96;
+        let rise = 8 * day + day / 2..8 * day + day / 2 + 3;
+        let xs: Vec<f64> = (0..10 * day)
+            .map(|i| {
+                let wave = 100.0 + 30.0 * (std::f64::consts::TAU * (i % day) as f64 / day as f64).sin();
+                wave + 3.5 * noise(i) + if rise.contains(&i) { 25.0 } else { 0.0 }
+            })
+            .collect();
+        let (ev, _) = scored(&mut det, &k, &xs, 900_000);
+        let at = |e: &AnomalyEvent| (e.time / 900_000) as usize;
+        assert_eq!(det.seasonal.active(det.index[&k.id] as usize), Some(0), "the daily candidate is the season");
+        assert!(ev.iter().any(|e| rise.contains(&at(e)) && e.stage == Stage::Seasonal), "the rise is flagged");
+        assert!(
+            ev.iter().all(|e| (rise.start..rise.end + 4).contains(&at(e))),
+            "no event outside the rise: {:?}",
+            ev.iter().map(|e| (at(e) / day, at(e) % day, e.stage)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn the_score_stream_reports_an_incident_once() {
         let mut det = detector();
         let k = key("errors");

@@ -10,6 +10,14 @@ pub const SEASONAL_WORKGROUP_SIZE: u32 = 64;
 /// Most candidate periods the shader handles (the engine's `MAX_PERIODS`).
 pub const SEASONAL_MAX_PERIODS: usize = 4;
 
+/// A profile visit's learning weight at time step `dt` (ms) for a candidate of `period` ms and `bins` bins: `rate` up
+/// to a step of a third of a bin's width, `1 − (1 − rate)^min(dt / reference, 3)` past it (`seasonal::visit_rate` in
+/// the engine; `visit_rate` in the WGSL).
+fn visit_rate(rate: f32, dt: f32, period: f32, bins: u32) -> f32 {
+    let reference = period / (bins as f32 * 3.0);
+    if dt <= reference { rate } else { 1.0 - ((1.0 - rate).ln() * (dt / reference).min(3.0)).exp() }
+}
+
 /// Floats per series and candidate in the `cand` buffer: sum, base, spread, fast, err.
 pub const CAND_FIELDS: usize = 5;
 const SUM: usize = 0;
@@ -188,7 +196,7 @@ pub fn seasonal_update_twin(
             b.cand[kc + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
             let r = clipped(raw, spread_scale);
             b.cand[kc + BASE] += w * r;
-            let step = p.rate * pt.weight * r;
+            let step = visit_rate(p.rate, dt, period, p.bins[c]) * pt.weight * r;
             b.profile[pb + b0] += step * (1.0 - frac);
             b.profile[pb + b1] += step * frac;
             b.cand[kc + SUM] += step;

@@ -82,6 +82,17 @@ fn gain(s: u32, k: u32) -> f32 {
     return 1.0 - cand[k * 5u + ERR] / f;
 }
 
+// A profile visit's learning weight at time step dt (ms) for a candidate of `period` ms and `bins` bins: the
+// configured rate up to a step of a third of a bin's width (three visits a bin a period), past it as much as those
+// visits would have learned, 1 - (1 - rate)^min(dt / reference, 3). seasonal::visit_rate in the engine.
+fn visit_rate(dt: f32, period: f32, bins: u32) -> f32 {
+    let reference = period / (f32(bins) * 3.0);
+    if (dt <= reference) {
+        return params.rate;
+    }
+    return 1.0 - exp(log(1.0 - params.rate) * min(dt / reference, 3.0));
+}
+
 // 64 invocations per workgroup (SEASONAL_WORKGROUP_SIZE), 2-D dispatch.
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -131,7 +142,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         cand[k * 5u + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
         let r = clipped(raw, spread_scale);
         cand[k * 5u + BASE] = cand[k * 5u + BASE] + w * r;
-        let step = params.rate * pt.weight * r;
+        let step = visit_rate(dt, period, params.bins[c]) * pt.weight * r;
         profile[pb + b0] = profile[pb + b0] + step * (1.0 - frac);
         profile[pb + b1] = profile[pb + b1] + step * frac;
         cand[k * 5u + SUM] = cand[k * 5u + SUM] + step;

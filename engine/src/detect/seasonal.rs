@@ -26,7 +26,8 @@ pub struct SeasonalParams {
     pub periods: Vec<TimeMs>,
     /// Profile bins of each candidate period (one per entry of `periods`).
     pub bins: Vec<usize>,
-    /// Learning weight of one point for the profile bins it touches.
+    /// Learning weight of one point for the profile bins it touches, where the series visits each bin at least
+    /// [`VISITS`] times a period (more for a sparser series: [`visit_rate`]).
     pub rate: f32,
     /// Weight of one point in the fast level trackers of the test (the robust model's `alpha`).
     pub alpha: f32,
@@ -177,6 +178,7 @@ struct DecayMemo {
     dt: f32,
     ew: f32,
     slow: [f32; MAX_PERIODS],
+    rate: [f32; MAX_PERIODS],
 }
 
 impl DecayMemo {
@@ -189,17 +191,33 @@ impl DecayMemo {
             let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
             // The test averages errors over about two of the shortest periods.
             self.ew = 1.0 - (-dt / (2.0 * shortest)).exp();
-            for (c, &period) in p.periods.iter().enumerate() {
+            for (c, (&period, &bins)) in p.periods.iter().zip(&p.bins).enumerate() {
                 self.slow[c] = 1.0 - (-dt / period as f32).exp();
+                self.rate[c] = visit_rate(p.rate, dt, period, bins);
             }
             self.dt = dt;
         }
     }
 }
 
+/// The learning weight of one visit to candidate `period`'s profile (`bins` bins) at time step `dt` (ms). `rate` is a
+/// visit's weight where the series visits each bin [`VISITS`] times a period or more (steps up to a third of a bin's
+/// width: 5 minutes on a day of 96 bins). A series that reports more sparsely visits each bin less often, and each
+/// visit learns what the visits it stands for would have: `1 − (1 − rate)^(dt / reference)`, the reference step being
+/// a bin's width over [`VISITS`]. Once a step is a bin's width or more, each bin it visits is visited once a period:
+/// the exponent stops at [`VISITS`] (a visit learns what a period's visits learn at the reference step, not more, so
+/// a sparse series' profile still averages several periods).
+pub fn visit_rate(rate: f32, dt: f32, period: TimeMs, bins: usize) -> f32 {
+    let reference = period as f32 / (bins as f32 * VISITS);
+    if dt <= reference { rate } else { 1.0 - ((1.0 - rate).ln() * (dt / reference).min(VISITS)).exp() }
+}
+
+/// Visits to each bin a period at and above which `rate` is a visit's weight as configured.
+pub const VISITS: f32 = 3.0;
+
 impl Default for DecayMemo {
     fn default() -> Self {
-        Self { dt: f32::NAN, ew: 0.0, slow: [0.0; MAX_PERIODS] }
+        Self { dt: f32::NAN, ew: 0.0, slow: [0.0; MAX_PERIODS], rate: [0.0; MAX_PERIODS] }
     }
 }
 
@@ -534,7 +552,7 @@ impl SeasonalBank {
             let r = within(raw, spread_clip);
             ks.base += slow * r;
             // Gradient step on the two bins the point's phase lies between.
-            let step = p.rate * weight * r;
+            let step = self.memo.rate[c] * weight * r;
             bins[b0] += step * (1.0 - frac);
             bins[b1] += step * frac;
             ks.sum += step;
@@ -850,6 +868,7 @@ mod lanes {
         let mut counts = [0i32; LANES];
         let mut ew = [0f32; LANES];
         let mut slow = [[0f32; LANES]; MAX_PERIODS];
+        let mut rates = [[0f32; LANES]; MAX_PERIODS];
         let mut rems = [[0i32; LANES]; MAX_PERIODS];
         for (l, (pt, &s)) in run.iter().zip(&slots).enumerate() {
             let last = std::mem::replace(&mut bank.series[s].phase_t, pt.t);
@@ -869,8 +888,8 @@ mod lanes {
             elapsed[l] = (pt.t - se.first_time) as f32;
             bank.memo.refresh(pt.dt, p);
             ew[l] = bank.memo.ew;
-            for (slow, &factor) in slow.iter_mut().zip(&bank.memo.slow).take(cands) {
-                slow[l] = factor;
+            for c in 0..cands.min(MAX_PERIODS) {
+                (slow[c][l], rates[c][l]) = (bank.memo.slow[c], bank.memo.rate[c]);
             }
             xs[l] = pt.x;
             ws[l] = pt.weight;
@@ -973,7 +992,7 @@ mod lanes {
             );
             let r = within(raw, spread_clip);
             let base = _mm256_add_ps(base, _mm256_mul_ps(slow_v, r));
-            let step = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(p.rate), weight), r);
+            let step = _mm256_mul_ps(_mm256_mul_ps(unsafe { _mm256_loadu_ps(rates[c].as_ptr()) }, weight), r);
             let v0 = _mm256_add_ps(v0, _mm256_mul_ps(step, one_minus));
             let v1 = _mm256_add_ps(v1, _mm256_mul_ps(step, frac));
             let sum = _mm256_add_ps(sum, step);
