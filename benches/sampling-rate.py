@@ -6,8 +6,8 @@
 The series is 100 + 30 sin(2 pi t / day) plus Gaussian noise of sigma 2, sampled every STEP for DAYS days; a day and
 a half before its end it rises by 25 (12 noise sigmas; under the daily swing's own amplitude) for half an hour, or
 three points where a step is longer than ten minutes. For each step, history and setting it prints the anomaly
-events inside the rise (and the hour after it), the events anywhere else, and the model's stage, season and scale
-(sigma) at the end, read back from the saved models (`faultline models --json`).
+events inside the rise (and the hour after it), the events anywhere else, and the model's stage, season, scale and
+sigma at the end, read back from the saved models (`faultline models --json`).
 """
 import json
 import math
@@ -56,7 +56,7 @@ def main():
             for days in (10, 40):
                 for name, env in SETTINGS:
                     inside, other, row = run(step_s, days, env, d)
-                    model = f"{row['stage']}, season {row['season'] or 'none'}, scale {row['scale']:.2f}"
+                    model = f"{row['stage']}, season {row['season'] or 'none'}, scale {row['scale']:.2f}, sigma {row['sigma']:.2f}"
                     print(f"{step_s:>5}s {days:>4}  {name:<18} {inside:>11} {other:>9}  {model}", flush=True)
 
 

@@ -330,7 +330,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::DefaultConfig => print!("{}", faultline::config::DEFAULT_TOML),
         Cmd::Models { dir, series, config, json } => {
             let cfg = Config::load(config.as_deref())?;
-            let report = faultline::detect::persist::ModelsReport::read(&dir, cfg.detector.warmup_points, &series)?;
+            let report = faultline::detect::persist::ModelsReport::read(&dir, &cfg.detector, &series)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

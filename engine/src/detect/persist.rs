@@ -30,6 +30,7 @@ use super::sketch::{BINS, Sketch};
 use super::spectral::SpectralSaved;
 use super::spot::Spot;
 use super::{IdMap, ShardDetector};
+use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
 use crate::model::{SeriesId, TimeMs};
 
@@ -536,15 +537,22 @@ pub struct SeriesRow {
     /// The robust model's level (of the value less its seasonal profile where a season is active) and scale (sigma).
     pub level: f32,
     pub scale: f32,
+    /// What a point's residual is measured against (its z-score's denominator): the larger of `scale` and the floors,
+    /// the slow scale floor (`scale-floor` times the mean absolute residual of the series' normal points),
+    /// `rel-floor` of the level and `abs-floor`. Above `scale` while a floor holds it (after a season is found, the
+    /// floor still remembers the residuals from before it for about `1 / scale-floor-alpha` points).
+    pub sigma: f32,
     /// Of the last points in the M-of-N window, how many were anomalous.
     pub anomalous_recently: u32,
     pub last_point: String,
 }
 
 impl ModelsReport {
-    /// Reads `dir`'s file and describes it; `warmup` is `detector.warmup-points` (the robust rung starts after it),
-    /// `series` are patterns (`service`, `service/metric`, `*` anywhere) of the series to list.
-    pub fn read(dir: &Path, warmup: u32, series: &[String]) -> Result<Self> {
+    /// Reads `dir`'s file and describes it under settings `cfg` (the robust rung starts after `warmup-points`; the
+    /// floors give `sigma`); `series` are patterns (`service`, `service/metric`, `*` anywhere) of the series to list.
+    pub fn read(dir: &Path, cfg: &DetectorConfig, series: &[String]) -> Result<Self> {
+        let warmup = cfg.warmup_points;
+        let robust = ShardDetector::robust_params(cfg);
         let path = dir.join(FILE_NAME);
         let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
         let Some(file) = ModelFile::load(dir)? else {
@@ -587,6 +595,8 @@ impl ModelsReport {
                     season,
                     level: m.robust.0,
                     scale: m.robust.1 * faultline_kernels::robust::MAD_TO_SIGMA,
+                    sigma: faultline_kernels::robust::floored_sigma(m.robust.0, m.robust.1, &robust)
+                        .max(m.spread * faultline_kernels::robust::MAD_TO_SIGMA * cfg.scale_floor as f32),
                     anomalous_recently: u32::from(m.flags).count_ones(),
                     last_point: crate::clock::fmt_time(m.last_time),
                 };
@@ -634,18 +644,19 @@ impl ModelsReport {
         }
         if !self.rows.is_empty() {
             out += &format!(
-                "\n{:<48} {:<10} {:>8} {:>8} {:>12} {:>12} {:>6}  {}\n",
-                "series", "stage", "points", "season", "level", "scale", "recent", "last point"
+                "\n{:<48} {:<10} {:>8} {:>8} {:>12} {:>12} {:>12} {:>6}  {}\n",
+                "series", "stage", "points", "season", "level", "scale", "sigma", "recent", "last point"
             );
             for r in &self.rows {
                 out += &format!(
-                    "{:<48} {:<10} {:>8} {:>8} {:>12.4} {:>12.4} {:>6}  {}\n",
+                    "{:<48} {:<10} {:>8} {:>8} {:>12.4} {:>12.4} {:>12.4} {:>6}  {}\n",
                     r.series,
                     r.stage,
                     r.points,
                     r.season.as_deref().unwrap_or("none"),
                     r.level,
                     r.scale,
+                    r.sigma,
                     r.anomalous_recently,
                     r.last_point
                 );
@@ -809,5 +820,40 @@ mod tests {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// `faultline models` reports `sigma`, what the series' next residual is measured against: above the robust scale
+    /// while the scale floor still holds the residuals from before a season was found (an hourly daily wave, a week
+    /// in), and exactly what the next event's z-score divides by.
+    #[test]
+    fn the_models_report_gives_what_the_next_residual_is_measured_against() {
+        const HOUR: TimeMs = 3_600_000;
+        let mut cfg = Config::default_config().unwrap();
+        // One anomalous point is an event, so the spike's own event shows what it was measured against.
+        cfg.detector.m_of_n = [1, 1];
+        let mut det = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        let key = Arc::new(SeriesKey::new("shop", "orders", [] as [(&str, &str); 0]));
+        let value = |i: usize| {
+            let noise = ((i * 7919) % 1000) as f64 / 1000.0 - 0.5;
+            100.0 + 30.0 * (std::f64::consts::TAU * (i % 24) as f64 / 24.0).sin() + 4.0 * noise
+        };
+        let n = 7 * 24;
+        let xs: Vec<f64> = (0..n).map(value).collect();
+        let times: Vec<TimeMs> = (0..n as i64).map(|i| T0 + i * HOUR).collect();
+        let mut out = Vec::new();
+        det.process(&vec![key.id; n], &vec![Arc::clone(&key); n], &times, &xs, &mut out);
+        let dir = std::env::temp_dir().join(format!("faultline-models-sigma-{}", std::process::id()));
+        ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).save(&dir).unwrap();
+        let report = ModelsReport::read(&dir, &cfg.detector, &["*".to_owned()]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let row = &report.rows[0];
+        assert_eq!(row.season.as_deref(), Some("1day"), "{row:?}");
+        assert!(row.sigma > 1.2 * row.scale, "the floor holds the pre-season residuals: {row:?}");
+        // A spike at the next hour: its event's residual over its z is the sigma reported.
+        out.clear();
+        det.process(&[key.id], &[Arc::clone(&key)], &[T0 + n as i64 * HOUR], &[value(n) + 200.0], &mut out);
+        let e = out.iter().find(|e| e.time == T0 + n as i64 * HOUR).expect("the spike raises an event");
+        let sigma = (e.observed - e.expected) / e.z;
+        assert!((sigma - f64::from(row.sigma)).abs() < 1e-3 * f64::from(row.sigma), "{sigma} against {row:?}");
     }
 }
