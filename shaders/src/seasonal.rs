@@ -15,7 +15,7 @@ pub const SEASONAL_MAX_PERIODS: usize = 4;
 /// the engine; `visit_rate` in the WGSL).
 fn visit_rate(rate: f32, dt: f32, period: f32, bins: u32) -> f32 {
     let reference = period / (bins as f32 * 3.0);
-    if dt <= reference { rate } else { 1.0 - ((1.0 - rate).ln() * (dt / reference).min(3.0)).exp() }
+    if dt <= reference { rate } else { 1.0 - (1.0 - rate).powf((dt / reference).min(3.0)) }
 }
 
 /// Floats per series and candidate in the `cand` buffer: sum, base, spread, fast, err.

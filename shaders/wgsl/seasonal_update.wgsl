@@ -90,7 +90,7 @@ fn visit_rate(dt: f32, period: f32, bins: u32) -> f32 {
     if (dt <= reference) {
         return params.rate;
     }
-    return 1.0 - exp(log(1.0 - params.rate) * min(dt / reference, 3.0));
+    return 1.0 - pow(1.0 - params.rate, min(dt / reference, 3.0));
 }
 
 // 64 invocations per workgroup (SEASONAL_WORKGROUP_SIZE), 2-D dispatch.

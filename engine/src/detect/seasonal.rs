@@ -209,7 +209,7 @@ impl DecayMemo {
 /// a sparse series' profile still averages several periods).
 pub fn visit_rate(rate: f32, dt: f32, period: TimeMs, bins: usize) -> f32 {
     let reference = period as f32 / (bins as f32 * VISITS);
-    if dt <= reference { rate } else { 1.0 - ((1.0 - rate).ln() * (dt / reference).min(VISITS)).exp() }
+    if dt <= reference { rate } else { 1.0 - (1.0 - rate).powf((dt / reference).min(VISITS)) }
 }
 
 /// Visits to each bin a period at and above which `rate` is a visit's weight as configured.
@@ -855,7 +855,11 @@ mod lanes {
         p: &SeasonalParams,
         out: &mut [Switch; LANES],
     ) {
-        let cands = p.periods.len();
+        // The candidates' settings sliced to their count once (at most `MAX_PERIODS`, as `allowed`'s caller checks), so
+        // indexing them, and the arrays of `MAX_PERIODS` below, by a candidate needs no bounds check.
+        let cands = p.periods.len().min(MAX_PERIODS);
+        let (periods, bins) = (&p.periods[..cands], &p.bins[..cands]);
+        let run: &[RoundPoint; LANES] = run.try_into().expect("a run is eight points");
         let slots: [usize; LANES] = std::array::from_fn(|l| run[l].s);
         debug_assert!(
             (1..LANES).all(|l| !slots[..l].contains(&slots[l])),
@@ -874,7 +878,7 @@ mod lanes {
             let last = std::mem::replace(&mut bank.series[s].phase_t, pt.t);
             for (c, rems) in rems.iter_mut().enumerate().take(cands) {
                 let ks = &mut bank.cand[s * cands + c];
-                ks.rem = rem(last, ks.rem, pt.t, p.periods[c]);
+                ks.rem = rem(last, ks.rem, pt.t, periods[c]);
                 // `allowed` checked that every period, so every remainder, fits an `i32`. A remainder lies in
                 // [0, period): the detector's own, and a loaded model's, which `persist` checks when it reads the file
                 // (the bins below are addressed from it without a bounds check).
@@ -888,7 +892,7 @@ mod lanes {
             elapsed[l] = (pt.t - se.first_time) as f32;
             bank.memo.refresh(pt.dt, p);
             ew[l] = bank.memo.ew;
-            for c in 0..cands.min(MAX_PERIODS) {
+            for c in 0..cands {
                 (slow[c][l], rates[c][l]) = (bank.memo.slow[c], bank.memo.rate[c]);
             }
             xs[l] = pt.x;
@@ -926,7 +930,7 @@ mod lanes {
         let mut gains = [[f32::NAN; LANES]; MAX_PERIODS];
         let mut eligible = [0i32; MAX_PERIODS];
         for c in 0..cands {
-            let n = p.bins[c];
+            let n = bins[c];
             // The eight series' records of candidate `c`, one row each, transposed into fields.
             let cand = bank.cand.as_mut_ptr();
             let mut rows = [_mm256_setzero_ps(); 8];
@@ -999,7 +1003,7 @@ mod lanes {
             // The gain over the plain level, where the candidate has seen `min-periods` periods.
             let g =
                 _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_sub_ps(one, _mm256_div_ps(err, flat_err)), flat_positive);
-            let old = _mm256_set1_ps(p.min_periods * p.periods[c] as f32);
+            let old = _mm256_set1_ps(p.min_periods * periods[c] as f32);
             eligible[c] = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(elapsed_v, old));
             unsafe { _mm256_storeu_ps(gains[c].as_mut_ptr(), g) };
             rows[0] = sum;
