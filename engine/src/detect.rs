@@ -220,8 +220,9 @@ struct Scored {
     level_shift: Option<LevelShift>,
     // Set by `learn_seasons`.
     switch: Switch,
-    /// The season's tracker (level, mean absolute error) the robust model restarts from after a switch.
-    restart: (f32, f32),
+    /// The season's tracker (level, mean absolute error) the robust model restarts from after a switch, and the
+    /// spread the scale floor falls to if it is lower (`SeasonalBank::tracker`).
+    restart: (f32, f32, f32),
     /// The spectral-residual score of the series' window with this point (0 without the channel).
     spectral: f32,
     // Set by `models`.
@@ -287,7 +288,7 @@ impl Scored {
             surprise: 0.0,
             anomalous: false,
             switch: Switch::Unchanged,
-            restart: (0.0, 0.0),
+            restart: (0.0, 0.0, f32::INFINITY),
             paused: false,
             held: false,
         }
@@ -358,7 +359,7 @@ pub struct GpuModels {
     weights: Vec<f32>,
     switches: Vec<Switch>,
     restarts: Vec<(u32, Option<usize>)>,
-    trackers: Vec<(f32, f32)>,
+    trackers: Vec<(f32, f32, f32)>,
     /// Fail the next round's seasonal learning pass, its last device pass (tests of the move to the CPU).
     fail_next: bool,
 }
@@ -2040,9 +2041,12 @@ impl ShardDetector {
         let (value_s, resid_s) = (p.value_s, p.resid_s);
         if p.switch != Switch::Unchanged {
             // The robust model now sees x − profile (or x again): restart it where the season's tracker stands.
-            let (level, err) = p.restart;
+            let (level, err, spread) = p.restart;
             self.scoring.set_level(s, level);
             self.scoring.set_mad(s, err);
+            // The scale floor learned the residuals of the model before; a season found starts it no higher than the
+            // season's own slow spread (the floor of a series that loses its season stays: infinity here).
+            self.spread[s] = self.spread[s].min(spread);
             self.cusum[s].reset();
             self.anchor[s] = f32::NAN;
             self.hold_level[s] = f32::NAN;
@@ -2948,6 +2952,11 @@ mod tests {
         Arc::new(SeriesKey::new("svc", metric, [] as [(&str, &str); 0]))
     }
 
+    /// Scores one point of `key` at `t`.
+    fn scored_at(det: &mut ShardDetector, key: &Arc<SeriesKey>, x: f64, t: TimeMs) {
+        det.process(&[key.id], &[Arc::clone(key)], &[t], &[x], &mut Vec::new());
+    }
+
     /// Scores every point of `xs` (one minute apart) as one batch; returns the events and the score stream.
     fn scored(
         det: &mut ShardDetector,
@@ -3327,6 +3336,34 @@ mod tests {
             ev.iter().all(|e| (rise.start..rise.end + 4).contains(&at(e))),
             "no event outside the rise: {:?}",
             ev.iter().map(|e| (at(e) / day, at(e) % day, e.stage)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_season_found_starts_the_scale_floor_no_higher_than_its_own_spread() {
+        // Before its season is found, a series' residuals hold the daily swing, and so does the slow scale floor
+        // learned from them. When the season is found, the floor falls to the season's own slow spread (where it
+        // would otherwise take about 1 / scale-floor-alpha points, four days at this 15-minute step, to forget it).
+        let mut det = detector();
+        let k = key("orders");
+        let day = 96;
+        let mut switched = None;
+        for i in 0..6 * day {
+            let x = 100.0 + 30.0 * (std::f64::consts::TAU * (i % day) as f64 / day as f64).sin() + 3.5 * noise(i);
+            let before = det.index.get(&k.id).map(|&s| det.spread[s as usize]);
+            scored_at(&mut det, &k, x, i as TimeMs * 900_000);
+            let s = det.index[&k.id] as usize;
+            if let Some(c) = det.seasonal.active(s) {
+                let spread = det.seasonal.tracker(s, Some(c), &det.seasonal_params).2;
+                switched = Some((i, before.unwrap(), det.spread[s], spread));
+                break;
+            }
+        }
+        let (i, before, after, spread) = switched.expect("the daily season is found");
+        // The point that found the season then taught the floor its own residual (1 % of it): hence the margin.
+        assert!(
+            after <= 1.05 * spread && after < 0.8 * before,
+            "at point {i}: floor {before} -> {after}, the season's spread {spread}"
         );
     }
 

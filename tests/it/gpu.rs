@@ -796,8 +796,12 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
     let which: Vec<(u32, Option<usize>)> = (0..series).flat_map(|s| [(s, None), (s, Some(0)), (s, Some(1))]).collect();
     let mut trackers = Vec::new();
     gpu.trackers(&which, &mut trackers).unwrap();
-    for (&(s, c), &(level, err)) in which.iter().zip(&trackers) {
-        let (l1, e1) = bank.tracker(s as usize, c, &p);
+    for (&(s, c), &(level, err, spread)) in which.iter().zip(&trackers) {
+        let (l1, e1, sp1) = bank.tracker(s as usize, c, &p);
+        assert!(
+            (sp1 - spread).abs() <= SEASONAL_TOLERANCE * (130.0 + sp1.abs()) || sp1 == spread,
+            "tracker {s} {c:?}: spread {sp1} vs {spread}"
+        );
         assert!((l1 - level).abs() <= SEASONAL_TOLERANCE * (130.0 + l1.abs()), "tracker {s} {c:?}: {l1} vs {level}");
         assert!((e1 - err).abs() <= SEASONAL_TOLERANCE * (130.0 + e1.abs()), "tracker {s} {c:?}: {e1} vs {err}");
     }

@@ -298,14 +298,16 @@ impl SeasonalBank {
     }
 
     /// The fast level tracker and its mean absolute error for candidate `c` (of `x − profile`), or for the plain
-    /// level when `c` is `None`: where the robust model restarts when the season changes.
-    pub fn tracker(&self, s: usize, c: Option<usize>, p: &SeasonalParams) -> (f32, f32) {
+    /// level when `c` is `None`: where the robust model restarts when the season changes. Third, for a candidate, its
+    /// slow mean absolute deviation around its base (what the scale floor may fall to when the season is found;
+    /// infinity for the plain level, which leaves the floor as it is).
+    pub fn tracker(&self, s: usize, c: Option<usize>, p: &SeasonalParams) -> (f32, f32, f32) {
         match c {
             Some(c) => {
                 let k = &self.cand[s * p.periods.len() + c];
-                (k.fast, k.err)
+                (k.fast, k.err, k.spread)
             }
-            None => (self.series[s].flat_fast, self.series[s].flat_err),
+            None => (self.series[s].flat_fast, self.series[s].flat_err, f32::INFINITY),
         }
     }
 

@@ -366,27 +366,28 @@ impl GpuSeasonal {
     }
 
     /// The fast level tracker and its mean absolute error of each `(slot, candidate)` in `which` (the plain level's
-    /// for `None`), copied back from the device: where the robust model restarts when a season switches
-    /// (`SeasonalBank::tracker`). Switches are rare, so this moves a few bytes now and then.
-    pub fn trackers(&mut self, which: &[(u32, Option<usize>)], out: &mut Vec<(f32, f32)>) -> Result<(), GpuError> {
+    /// for `None`), and a candidate's spread (infinity for the plain level), copied back from the device: where the
+    /// robust model restarts when a season switches (`SeasonalBank::tracker`). Switches are rare, so this moves a few
+    /// bytes now and then.
+    pub fn trackers(&mut self, which: &[(u32, Option<usize>)], out: &mut Vec<(f32, f32, f32)>) -> Result<(), GpuError> {
         out.clear();
         if which.is_empty() {
             return Ok(());
         }
         self.reserve(0)?;
         let cands = self.params.periods.len() as u64;
-        // [fast, err] are adjacent in a candidate's fields, as [flat_fast, flat_err] are in `plain`.
+        // [spread, fast, err] are adjacent in a candidate's fields, as [flat_fast, flat_err] are in `plain`.
         let pieces: Vec<_> = which
             .iter()
             .map(|&(slot, c)| match c {
-                Some(c) => (&self.state[1], ((u64::from(slot) * cands + c as u64) * CAND_FIELDS as u64 + 3) * 4, 8),
+                Some(c) => (&self.state[1], ((u64::from(slot) * cands + c as u64) * CAND_FIELDS as u64 + 2) * 4, 12),
                 None => (&self.state[2], u64::from(slot) * 8, 8),
             })
             .collect();
         self.ctx.read_pieces("seasonal trackers", &pieces, |p| {
-            out.extend(p.iter().map(|b| {
-                let v: &[f32] = bytemuck::cast_slice(b);
-                (v[0], v[1])
+            out.extend(p.iter().map(|b| match bytemuck::cast_slice::<u8, f32>(b) {
+                &[spread, fast, err] => (fast, err, spread),
+                v => (v[0], v[1], f32::INFINITY),
             }));
         })
     }
