@@ -539,8 +539,9 @@ pub struct SeriesRow {
     pub scale: f32,
     /// What a point's residual is measured against (its z-score's denominator): the larger of `scale` and the floors,
     /// the slow scale floor (`scale-floor` times the mean absolute residual of the series' normal points),
-    /// `rel-floor` of the level and `abs-floor`. Above `scale` while a floor holds it (after a season is found, the
-    /// floor still remembers the residuals from before it for about `1 / scale-floor-alpha` points).
+    /// `rel-floor` of the level and `abs-floor`. Above `scale` while a floor holds it (the scale floor remembers a
+    /// noisier past for about `1 / scale-floor-alpha` points; when a season is found, it starts again no higher than
+    /// the season's own spread).
     pub sigma: f32,
     /// Of the last points in the M-of-N window, how many were anomalous.
     pub anomalous_recently: u32,
