@@ -1660,7 +1660,7 @@ impl ShardDetector {
         // The kernel's scale can collapse on sparse or quantised data (most deviations 0, the rest judged anomalous
         // and kept out of it); a slow, ungated mean absolute residual floors it.
         p.residual = p.z * p.sigma;
-        p.scale = p.sigma.max(self.spread[s] * MAD_TO_SIGMA * self.cfg.scale_floor as f32);
+        p.scale = floored_scale(p.sigma, self.spread[s], self.cfg.scale_floor);
         // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
         p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
     }
@@ -2309,6 +2309,13 @@ fn feedback_at(
         at.hold_over = true;
     }
     at
+}
+
+/// What a residual is measured against: the kernel's `sigma` (already at least its absolute and relative floors), or
+/// the scale floor, `scale_floor` (`detector.scale-floor`) times the slow mean absolute residual `spread`, if larger.
+#[inline(always)]
+pub(crate) fn floored_scale(sigma: f32, spread: f32, scale_floor: f64) -> f32 {
+    sigma.max(spread * MAD_TO_SIGMA * scale_floor as f32)
 }
 
 /// Maps |z| to [0, 1): 0.5 at the threshold, about 0.94 at twice it, about 0.998 at three times.

@@ -596,8 +596,11 @@ impl ModelsReport {
                     season,
                     level: m.robust.0,
                     scale: m.robust.1 * faultline_kernels::robust::MAD_TO_SIGMA,
-                    sigma: faultline_kernels::robust::floored_sigma(m.robust.0, m.robust.1, &robust)
-                        .max(m.spread * faultline_kernels::robust::MAD_TO_SIGMA * cfg.scale_floor as f32),
+                    sigma: super::floored_scale(
+                        faultline_kernels::robust::floored_sigma(m.robust.0, m.robust.1, &robust),
+                        m.spread,
+                        cfg.scale_floor,
+                    ),
                     anomalous_recently: u32::from(m.flags).count_ones(),
                     last_point: crate::clock::fmt_time(m.last_time),
                 };
