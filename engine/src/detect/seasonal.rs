@@ -73,7 +73,7 @@ pub struct SeasonalBank {
     cand: Vec<Cand>,
     /// Per series.
     series: Vec<SeriesState>,
-    /// The decay factors of the last time step seen (series that report at one rate share them).
+    /// The decay factors of the last few time steps seen (series that report at one rate share them).
     memo: DecayMemo,
     /// [`SeasonalBank::update_round`]'s phases, reused across rounds (not state).
     phases: Vec<(usize, usize, f32)>,
@@ -171,32 +171,69 @@ impl Default for SeriesState {
     }
 }
 
-/// `1 − exp(−dt / τ)` for the error test's and each candidate's time constant, at time step `dt`: two or three `exp`s
-/// a point saved when consecutive points have the same step, with the same bits as computing them afresh.
+/// The decay factors of one time step `dt` (ms, as `f32`): `1 − exp(−dt / τ)` for the error test's and each
+/// candidate's time constant, and each candidate's visit weight.
 #[derive(Debug, Clone, Copy)]
-struct DecayMemo {
+struct Decay {
     dt: f32,
     ew: f32,
     slow: [f32; MAX_PERIODS],
     rate: [f32; MAX_PERIODS],
 }
 
-impl DecayMemo {
-    /// Makes the factors those of time step `dt` (ms; negative counts as 0), computing them only when it differs from
-    /// the last step's.
-    #[inline(always)]
-    fn refresh(&mut self, dt: TimeMs, p: &SeasonalParams) {
-        let dt = dt.max(0) as f32;
-        if self.dt.to_bits() != dt.to_bits() {
-            let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
-            // The test averages errors over about two of the shortest periods.
-            self.ew = 1.0 - (-dt / (2.0 * shortest)).exp();
-            for (c, (&period, &bins)) in p.periods.iter().zip(&p.bins).enumerate() {
-                self.slow[c] = 1.0 - (-dt / period as f32).exp();
-                self.rate[c] = visit_rate(p.rate, dt, period, bins);
-            }
-            self.dt = dt;
+impl Decay {
+    fn of(dt: f32, p: &SeasonalParams) -> Self {
+        let shortest = p.periods.iter().copied().min().unwrap_or(1) as f32;
+        let mut d = Self { dt, ew: 0.0, slow: [0.0; MAX_PERIODS], rate: [0.0; MAX_PERIODS] };
+        // The test averages errors over about two of the shortest periods.
+        d.ew = 1.0 - (-dt / (2.0 * shortest)).exp();
+        for (c, (&period, &bins)) in p.periods.iter().zip(&p.bins).enumerate() {
+            d.slow[c] = 1.0 - (-dt / period as f32).exp();
+            d.rate[c] = visit_rate(p.rate, dt, period, bins);
         }
+        d
+    }
+}
+
+/// The decay factors of the last [`MEMO`] distinct time steps seen, so that series reporting at a few rates (every
+/// minute, every five, hourly) share them: two or three `exp`s (and a `powf` where steps are sparse) a point saved,
+/// with the same bits as computing them afresh. One entry missed `exp`s on an eighth of NAB's points, whose rounds
+/// mix files of different steps.
+#[derive(Debug, Clone, Copy)]
+struct DecayMemo {
+    entries: [Decay; MEMO],
+    /// The entry the last lookup found (looked at first) and the one the next miss replaces.
+    last: usize,
+    next: usize,
+}
+
+/// Time steps [`DecayMemo`] remembers.
+const MEMO: usize = 4;
+
+impl DecayMemo {
+    /// The factors of time step `dt` (ms; negative counts as 0), computed only when none of the remembered steps is
+    /// `dt`.
+    #[inline(always)]
+    fn get(&mut self, dt: TimeMs, p: &SeasonalParams) -> Decay {
+        let dt = dt.max(0) as f32;
+        let bits = dt.to_bits();
+        if self.entries[self.last].dt.to_bits() == bits {
+            return self.entries[self.last];
+        }
+        self.miss(dt, p)
+    }
+
+    #[inline(never)]
+    fn miss(&mut self, dt: f32, p: &SeasonalParams) -> Decay {
+        let bits = dt.to_bits();
+        if let Some(k) = self.entries.iter().position(|e| e.dt.to_bits() == bits) {
+            self.last = k;
+            return self.entries[k];
+        }
+        let k = self.next;
+        self.entries[k] = Decay::of(dt, p);
+        (self.last, self.next) = (k, (k + 1) % MEMO);
+        self.entries[k]
     }
 }
 
@@ -217,7 +254,9 @@ pub const VISITS: f32 = 3.0;
 
 impl Default for DecayMemo {
     fn default() -> Self {
-        Self { dt: f32::NAN, ew: 0.0, slow: [0.0; MAX_PERIODS], rate: [0.0; MAX_PERIODS] }
+        // A NaN step matches no step (they come from integers).
+        let empty = Decay { dt: f32::NAN, ew: 0.0, slow: [0.0; MAX_PERIODS], rate: [0.0; MAX_PERIODS] };
+        Self { entries: [empty; MEMO], last: 0, next: 0 }
     }
 }
 
@@ -518,8 +557,8 @@ impl SeasonalBank {
         // Running means at first, then exponential forgetting.
         let running = 1.0 / se.n as f32;
         let a = greater(p.alpha, running);
-        self.memo.refresh(dt, p);
-        let ew = greater(self.memo.ew, running);
+        let decay = self.memo.get(dt, p);
+        let ew = greater(decay.ew, running);
         let clip = clip_at(se.flat_err);
         let flat_e = lesser((x - se.flat_fast).abs(), clip);
         se.flat_err += ew * (flat_e - se.flat_err);
@@ -549,12 +588,12 @@ impl SeasonalBank {
             // Slow base (time constant one period) and the profile learn the residual, clipped at its own scale.
             let spread_clip = clip_at(ks.spread);
             let raw = y - ks.base;
-            let slow = greater(self.memo.slow[c], running);
+            let slow = greater(decay.slow[c], running);
             ks.spread += slow * (lesser(raw.abs(), spread_clip) - ks.spread);
             let r = within(raw, spread_clip);
             ks.base += slow * r;
             // Gradient step on the two bins the point's phase lies between.
-            let step = self.memo.rate[c] * weight * r;
+            let step = decay.rate[c] * weight * r;
             bins[b0] += step * (1.0 - frac);
             bins[b1] += step * frac;
             ks.sum += step;
@@ -867,24 +906,25 @@ mod lanes {
             (1..LANES).all(|l| !slots[..l].contains(&slots[l])),
             "a run's eight points are of eight series: {slots:?}"
         );
-        // Per lane, scalar: each candidate's remainder of the point's time in its period, moved on from the last
-        // point's (`phases_of`); the count, the decay factors of the point's time step, the series' plain trackers.
+        // Per lane, scalar: the time since the series' last point (each candidate's remainder moves on by it in the
+        // lanes below, as `phases_of` moves it), the count, the decay factors of the point's time step, the series'
+        // plain trackers.
         let (mut xs, mut ws, mut ff, mut fe, mut elapsed) =
             ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
         let mut counts = [0i32; LANES];
         let mut ew = [0f32; LANES];
         let mut slow = [[0f32; LANES]; MAX_PERIODS];
         let mut rates = [[0f32; LANES]; MAX_PERIODS];
-        let mut rems = [[0i32; LANES]; MAX_PERIODS];
+        let shortest = periods.iter().copied().min().unwrap_or(0);
+        let (mut steps, mut lasts) = ([0i32; LANES], [TimeMs::MIN; LANES]);
+        let mut stepped = true;
         for (l, (pt, &s)) in run.iter().zip(&slots).enumerate() {
             let last = std::mem::replace(&mut bank.series[s].phase_t, pt.t);
-            for (c, rems) in rems.iter_mut().enumerate().take(cands) {
-                let ks = &mut bank.cand[s * cands + c];
-                ks.rem = rem(last, ks.rem, pt.t, periods[c]);
-                // `allowed` checked that every period, so every remainder, fits an `i32`. A remainder lies in
-                // [0, period): the detector's own, and a loaded model's, which `persist` checks when it reads the file
-                // (the bins below are addressed from it without a bounds check).
-                rems[l] = ks.rem as i32;
+            lasts[l] = last;
+            // Less than the shortest period since a last point: every remainder moves on by the step (`rem`).
+            match pt.t.checked_sub(last) {
+                Some(d) if last != TimeMs::MIN && (0..shortest).contains(&d) => steps[l] = d as i32,
+                _ => stepped = false,
             }
             let se = &mut bank.series[s];
             se.n = se.n.saturating_add(1);
@@ -892,14 +932,26 @@ mod lanes {
             ff[l] = se.flat_fast;
             fe[l] = se.flat_err;
             elapsed[l] = (pt.t - se.first_time) as f32;
-            bank.memo.refresh(pt.dt, p);
-            ew[l] = bank.memo.ew;
+            let decay = bank.memo.get(pt.dt, p);
+            ew[l] = decay.ew;
             for c in 0..cands {
-                (slow[c][l], rates[c][l]) = (bank.memo.slow[c], bank.memo.rate[c]);
+                (slow[c][l], rates[c][l]) = (decay.slow[c], decay.rate[c]);
             }
             xs[l] = pt.x;
             ws[l] = pt.weight;
         }
+        if !stepped {
+            // A lane's first point, or one a period or more after its last: its remainders afresh (`rem`), all lanes'
+            // here, and the lanes below move them on by nothing.
+            for ((pt, &s), &last) in run.iter().zip(&slots).zip(&lasts) {
+                for (c, &period) in periods.iter().enumerate() {
+                    let ks = &mut bank.cand[s * cands + c];
+                    ks.rem = rem(last, ks.rem, pt.t, period);
+                }
+            }
+            steps = [0; LANES];
+        }
+        let steps = unsafe { _mm256_loadu_si256(steps.as_ptr().cast()) };
         let x = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
         let weight = unsafe { _mm256_loadu_ps(ws.as_ptr()) };
         let running = _mm256_div_ps(
@@ -940,10 +992,21 @@ mod lanes {
                 *row = unsafe { _mm256_loadu_ps(cand.add(s * cands + c).cast::<f32>()) };
             }
             transpose(&mut rows);
-            let [sum, base, spread, fast, err, ..] = rows;
+            let [sum, base, spread, fast, err, _, rem_lo, _] = rows;
+            // The remainder moved on by the step, `rem`'s `d < left ? last_rem + d : d − left` (no overflow: both lie
+            // in [0, period)). `allowed` checked that every period, so every remainder, fits an `i32`: its low half
+            // is the remainder, its high half 0. A remainder lies in [0, period): the detector's own, and a loaded
+            // model's, which `persist` checks when it reads the file (the bins below are addressed from it without a
+            // bounds check).
+            let r = {
+                let last_rem = _mm256_castps_si256(rem_lo);
+                let left = _mm256_sub_epi32(_mm256_set1_epi32(periods[c] as i32), last_rem);
+                let within = _mm256_cmpgt_epi32(left, steps);
+                _mm256_blendv_epi8(_mm256_sub_epi32(steps, left), _mm256_add_epi32(last_rem, steps), within)
+            };
+            rows[6] = _mm256_castsi256_ps(r);
             // `phase_scaled`: `pos.floor()` is what its truncation and step down give, `lo` lies in [−1, n).
             let (frac, i0, i1) = {
-                let r = unsafe { _mm256_loadu_si256(rems[c].as_ptr().cast()) };
                 let scale = _mm256_set1_pd(scales[c]);
                 let half = _mm256_set1_pd(0.5);
                 let pos_lo = _mm256_sub_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(r)), scale), half);
