@@ -463,14 +463,14 @@ impl SeasonalBank {
         }
         let mut phases = std::mem::take(&mut self.phases);
         phases.clear();
-        phases.resize(points.len() * cands, (0, 0, 0.0));
         let scales = scales(p);
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = lanes::Avx2::get()
             && lanes::allowed(self, p)
         {
             // Runs of eight points learn in vector registers, their phases included (bit for bit what `phases_of` and
-            // `learn` give), the other points one by one, their phases first as below.
+            // `learn` give), the other points one by one, their phases first as below (one after another in
+            // `phases`, in round order).
             let mut runs = std::mem::take(&mut self.runs);
             runs.clear();
             let mut k = 0;
@@ -480,11 +480,13 @@ impl SeasonalBank {
                     k += lanes::LANES;
                 } else {
                     let pt = &points[k];
-                    self.phases_of(pt.s, pt.t, pt.x, p, &scales, &mut phases[k * cands..(k + 1) * cands]);
+                    let at = phases.len();
+                    phases.resize(at + cands, (0, 0, 0.0));
+                    self.phases_of(pt.s, pt.t, pt.x, p, &scales, &mut phases[at..]);
                     k += 1;
                 }
             }
-            let (mut k, mut next) = (0, runs.iter().copied().peekable());
+            let (mut k, mut next, mut alone) = (0, runs.iter().copied().peekable(), phases.chunks_exact(cands));
             while k < points.len() {
                 if next.next_if_eq(&k).is_some() {
                     let mut out = [Switch::Unchanged; lanes::LANES];
@@ -492,7 +494,8 @@ impl SeasonalBank {
                     switches.extend_from_slice(&out);
                     k += lanes::LANES;
                 } else {
-                    switches.push(self.learn(&points[k], &phases[k * cands..(k + 1) * cands], p));
+                    let ph = alone.next().expect("a point learned alone had its phases computed");
+                    switches.push(self.learn(&points[k], ph, p));
                     k += 1;
                 }
             }
@@ -500,6 +503,7 @@ impl SeasonalBank {
             self.phases = phases;
             return;
         }
+        phases.resize(points.len() * cands, (0, 0, 0.0));
         for (pt, ph) in points.iter().zip(phases.chunks_exact_mut(cands)) {
             self.phases_of(pt.s, pt.t, pt.x, p, &scales, ph);
         }
