@@ -248,6 +248,17 @@ pub enum DirectionFilter {
     Both,
 }
 
+/// What may open a run of anomalous points, the first of an M-of-N alert (`detector.onset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Onset {
+    /// A point outside the band that the series' own history calls rare (its surprise at the alarm level, `risk`), a
+    /// level shift or a rule; points that follow within the M-of-N window need only be outside the band.
+    Rare,
+    /// Any point outside the band (the behaviour before the twenty-third session).
+    Band,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorConfig {
@@ -261,6 +272,7 @@ pub struct DetectorConfig {
     /// Absolute floor on the robust scale, in the metric's unit.
     pub abs_floor: f64,
     pub m_of_n: [u32; 2],
+    pub onset: Onset,
     pub direction: DirectionFilter,
     pub min_abs_deviation: f64,
     pub min_rel_deviation: f64,
@@ -551,6 +563,8 @@ pub struct OverrideConfig {
     pub min_rel_deviation: Option<f64>,
     #[serde(default)]
     pub m_of_n: Option<[u32; 2]>,
+    #[serde(default)]
+    pub onset: Option<Onset>,
     /// Low-volume guard: no events for these series while their service's traffic (the sum of the latest values of
     /// its traffic-role series) is below this. A service with no traffic series is not guarded.
     #[serde(default)]
@@ -1135,8 +1149,8 @@ fn check_range(p: &mut Vec<String>, name: &str, v: f64, lo: f64, hi: f64) {
 }
 
 fn check_m_of_n(p: &mut Vec<String>, name: &str, [m, n]: [u32; 2]) {
-    if !(1..=16).contains(&n) || m == 0 || m > n {
-        p.push(format!("{name} must be [M, N] with 1 <= M <= N <= 16, got [{m}, {n}]"));
+    if !(1..=15).contains(&n) || m == 0 || m > n {
+        p.push(format!("{name} must be [M, N] with 1 <= M <= N <= 15, got [{m}, {n}]"));
     }
 }
 

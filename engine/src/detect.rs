@@ -53,8 +53,8 @@ use self::sketch::{Odds, Sketch, SketchParams};
 use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{
-    AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, MAX_LEARNING_PAUSES, RcaConfig, Role,
-    glob_match,
+    AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, MAX_LEARNING_PAUSES, Onset, RcaConfig,
+    Role, glob_match,
 };
 use crate::event::{AnomalyEvent, Channels, Direction, FeedbackNote, LevelShift, RuleHit, Stage, rule_score};
 use crate::feedback::{Feedback, Verdict};
@@ -76,6 +76,8 @@ pub struct Profile {
     mask: u16,
     /// Low-volume guard: the service's traffic below this silences the series' events.
     pub min_volume: Option<f64>,
+    /// What may open a run of anomalous points.
+    pub onset: Onset,
     pub above: Option<f64>,
     pub below: Option<f64>,
     /// Whether the rules keep applying after warm-up.
@@ -100,8 +102,9 @@ impl Profile {
             min_rel: o.and_then(|o| o.min_rel_deviation).unwrap_or(d.min_rel_deviation),
             m,
             n,
-            mask: if n >= 16 { u16::MAX } else { (1u16 << n) - 1 },
+            mask: (1u16 << n.min(15)) - 1,
             min_volume: o.and_then(|o| o.min_volume),
+            onset: o.and_then(|o| o.onset).unwrap_or(d.onset),
             above: None,
             below: None,
             rules_always: false,
@@ -2173,8 +2176,26 @@ impl ShardDetector {
             flagged = false;
             stats.low_volume += 1;
         }
-        let hist = ((self.flags[s] << 1) | u16::from(flagged)) & prof.mask;
-        self.flags[s] = hist;
+        let was = self.flags[s];
+        let hist = ((was << 1) | u16::from(flagged)) & prof.mask;
+        // Whether the run of flagged points has opened (`detector.onset`). With `rare`, a point outside the band opens
+        // one only if the series' own history calls it rare (its surprise at the alarm level: a deviation the series
+        // shows now and then, such as the bursts of a count of tweets, pages no one), or its service's multivariate
+        // score does (its other metrics deviate with it), or it is a level shift or the hold after one, or a rule's;
+        // the run stays open while any of its last N points is flagged. Until it opens its points raise no event,
+        // though they count towards M-of-N and its start (`started_at`: when the deviation began) once it does.
+        let open = hist != 0
+            && (was & RUN_OPEN != 0
+                || (flagged
+                    && (prof.onset == Onset::Band
+                        || rule.is_some()
+                        || anomalous
+                        || held
+                        || level_shift.is_some()
+                        || (outside_band
+                            && service
+                                .is_some_and(|score| self.service.surprise(s, score, &self.spot_params) >= alarm)))));
+        self.flags[s] = hist | if open { RUN_OPEN } else { 0 };
         if fb.held && hist == 0 {
             // Back to normal: the accepted anomaly is over, and the series learns again from its next point.
             if let Some(e) = self.feedback.get_mut(&self.keys[s].id)
@@ -2196,7 +2217,7 @@ impl ShardDetector {
         let in_window = hist.count_ones();
         // A level shift has already accumulated its evidence over many points: it needs no M-of-N.
         let shift_event = model_fired && level_shift.is_some();
-        if in_window < prof.m && !shift_event {
+        if !open || (in_window < prof.m && !shift_event) {
             return stream;
         }
         let band = f64::from(threshold_z) * f64::from(ev_sigma);
@@ -2355,6 +2376,10 @@ const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
 pub const LANES: usize = 8;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(LANES == cusum::lanes::LANES && LANES == sketch::lanes::LANES);
+
+/// The bit of a series' M-of-N history word (`flags`) that says its current run has opened (see `finish_point`); the
+/// low N bits (N at most 15) are the history.
+pub(crate) const RUN_OPEN: u16 = 1 << 15;
 
 /// The robust kernel down-weights anomalous points once it has seen this many (`kernels::scalar::robust`).
 const KERNEL_GATE_AFTER: u32 = 8;
@@ -3266,6 +3291,47 @@ mod tests {
         // events need the normal band) crosses 0.5 (the configured risk) during the ramp only.
         assert!(scores[..1000].iter().all(|&s| s < 0.5));
         assert!(scores[1000..].iter().any(|&s| s >= 0.5));
+    }
+
+    /// Counts that burst now and then (a three-point burst of about +150 starting at 0.2 % of points, over a base of 4
+    /// to 7), as tweet volumes do: `onset = "rare"` (the default) alerts on the first bursts, while the series' history
+    /// does not know them, and then only on a burst it has not seen, and says when that one began; with `"band"`, every
+    /// burst outside the normal band opens an alert.
+    #[test]
+    fn bursts_a_series_shows_every_few_hours_open_no_alert_and_a_new_one_does() {
+        fn unit(i: usize, seed: u64) -> f64 {
+            let h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            (h.wrapping_mul(0x94d0_49bb_1331_11eb) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        let n = 8000;
+        let mut xs: Vec<f64> = (0..n)
+            .map(|i| {
+                let burst = (0..3).any(|d| i >= d && unit(i - d, 2) < 0.002);
+                (4.0 + 3.0 * unit(i, 1) + if burst { 150.0 + 10.0 * unit(i, 3) } else { 0.0 }).round()
+            })
+            .collect();
+        // A new kind of burst at the end: two points of the usual size, then four of +600.
+        let start = n - 200;
+        for (k, add) in [150.0, 150.0, 600.0, 600.0, 600.0, 600.0].into_iter().enumerate() {
+            xs[start + k] = 5.0 + add;
+        }
+        let step = 300_000;
+        let k = key("tweets");
+        let (band, _) = scored(&mut detector_with(|d| d.onset = Onset::Band), &k, &xs, step);
+        let (rare, _) = scored(&mut detector(), &k, &xs, step);
+        let later =
+            |ev: &[AnomalyEvent]| ev.iter().filter(|e| e.time >= 4000 * step && e.time < start as i64 * step).count();
+        let bursts_later = (4000..start).filter(|&i| unit(i, 2) < 0.002).count();
+        assert!(bursts_later >= 5, "{bursts_later} bursts between points 4000 and {start}");
+        assert!(later(&band) >= bursts_later, "band: {} events on {bursts_later} bursts", later(&band));
+        assert_eq!(later(&rare), 0, "rare: events on the bursts the series knows");
+        // The new burst alerts at its first point of +600, the first rare one (the two usual points before it count
+        // towards M-of-N), and says it started with the first of them.
+        let new: Vec<_> = rare.iter().filter(|e| e.time >= start as i64 * step).collect();
+        assert!(!new.is_empty(), "the new burst alerts");
+        assert_eq!(new[0].time, (start + 2) as i64 * step);
+        assert_eq!(new[0].started_at, start as i64 * step, "the run began where the series left its band");
+        assert_eq!(new[0].anomalous_in_window, 3);
     }
 
     #[test]

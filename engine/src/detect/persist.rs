@@ -601,7 +601,7 @@ impl ModelsReport {
                         m.spread,
                         cfg.scale_floor,
                     ),
-                    anomalous_recently: u32::from(m.flags).count_ones(),
+                    anomalous_recently: u32::from(m.flags & !super::RUN_OPEN).count_ones(),
                     last_point: crate::clock::fmt_time(m.last_time),
                 };
                 (m, row)

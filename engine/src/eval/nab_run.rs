@@ -56,10 +56,47 @@ pub struct NabReport {
     /// With [`NabRun::windows`]: where the standard profile's raw score comes from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<Breakdown>,
+    /// The anomaly events the detector raised, scored as alerts (absent when scoring a results file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventReport>,
 }
 
-/// Runs the engine's detector over every file of `corpus`; returns one score per row, in corpus order.
-pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
+/// The detector's anomaly events scored as alerts: every event row a detection, and only each run's first row (an
+/// alert's onset: an event whose series had none at its previous point), which is what pages someone.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    pub rows: EventScores,
+    pub onsets: EventScores,
+}
+
+/// The detector's anomaly events, what an alert pipeline receives, scored by NAB as a detector whose every event row
+/// is a detection (score 1) and every other row is not (score 0): each profile at threshold 0.5, no optimiser (the
+/// events are already decisions). The score stream above is what NAB's threshold optimiser ranks; this is what the
+/// engine would have paged for.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventScores {
+    /// Rows with an event (after NAB's probation period or not).
+    pub events: usize,
+    pub results: Vec<ProfileResult>,
+    /// Labelled windows (past the probation period) with at least one event in them, of [`EventScores::windows`].
+    pub windows_alerted: usize,
+    pub windows: usize,
+    /// Event rows outside every window, after the probation period.
+    pub outside: usize,
+    /// Files with no event at all (after the probation period), of those with a window.
+    pub silent_files: Vec<String>,
+}
+
+/// The detector's output for one file: its score stream, and 1 at each row the detector raised an anomaly event for
+/// (0 elsewhere).
+#[derive(Debug, Clone, Default)]
+pub struct FileOutput {
+    pub scores: Vec<f64>,
+    pub events: Vec<f64>,
+}
+
+/// Runs the engine's detector over every file of `corpus`; returns each file's output, in corpus order.
+pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<FileOutput> {
     let threads = cfg.shard_count().min(corpus.len()).max(1);
     // Files go to threads longest first, each to the least loaded one.
     let mut order: Vec<usize> = (0..corpus.len()).collect();
@@ -72,7 +109,7 @@ pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
     }
     let batch = cfg.engine.batch_size.max(1);
     let kernels = Kernels::detect();
-    let parts: Vec<Vec<(usize, Vec<f64>)>> = std::thread::scope(|scope| {
+    let parts: Vec<Vec<(usize, FileOutput)>> = std::thread::scope(|scope| {
         let workers: Vec<_> = groups
             .iter()
             .map(|(_, files)| {
@@ -84,16 +121,16 @@ pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
             .collect();
         workers.into_iter().map(|w| w.join().expect("a NAB worker panicked")).collect()
     });
-    let mut scores = vec![Vec::new(); corpus.len()];
-    for (k, s) in parts.into_iter().flatten() {
-        scores[k] = s;
+    let mut outputs = vec![FileOutput::default(); corpus.len()];
+    for (k, o) in parts.into_iter().flatten() {
+        outputs[k] = o;
     }
-    scores
+    outputs
 }
 
 /// The files `files` of `corpus` through `det`, each its own series (and service), interleaved so a batch holds many
 /// series and the detector's rounds vectorise; each file's points stay in order, so every score is what the file
-/// alone would give. Events are discarded, the score stream is kept.
+/// alone would give. Each file's score stream is kept, and the rows its anomaly events are for.
 ///
 /// The files are laid end to end in [`columns`] of about equal length, so every round holds one point of each column
 /// (a multiple of the detector's eight vector lanes) until the columns run out: a column's next file starts where
@@ -102,13 +139,16 @@ pub fn detect_corpus(cfg: &Config, corpus: &[NabFile]) -> Vec<Vec<f64>> {
 /// the same way, and the detector's `k`-th round holds each column's `k`-th row of the block, as if the rows were
 /// interleaved one by one. Blocks end where a column moves to its next file, so within a run of blocks of one shape
 /// the ids and keys are the same: they are built once per shape (no `Arc` clone per row).
-fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], batch: usize) -> Vec<(usize, Vec<f64>)> {
+fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], batch: usize) -> Vec<(usize, FileOutput)> {
     let keys: Vec<Arc<SeriesKey>> = files
         .iter()
         .map(|&k| Arc::new(SeriesKey::new(&corpus[k].name, "value", [("file", corpus[k].name.as_str())])))
         .collect();
     let len: Vec<usize> = files.iter().map(|&k| corpus[k].times.len()).collect();
     let mut scores: Vec<Vec<f64>> = len.iter().map(|&n| vec![0.0; n]).collect();
+    let mut alerts: Vec<Vec<f64>> = len.iter().map(|&n| vec![0.0; n]).collect();
+    // An event's series is its file (keys are per file; `f` indexes `files`).
+    let file_of: std::collections::HashMap<_, usize> = keys.iter().enumerate().map(|(f, k)| (k.id, f)).collect();
     let columns = columns(&len, LANES);
     let longest = columns.iter().map(|c| c.iter().map(|&f| len[f]).sum::<usize>()).max().unwrap_or(0);
     // Per column: its next file (an index into the column) and the row its current file starts at.
@@ -163,11 +203,25 @@ fn score_files(det: &mut ShardDetector, corpus: &[NabFile], files: &[usize], bat
                 for (&(f, start), got) in part.iter().zip(out.chunks_exact(k)) {
                     scores[f][row - start..row - start + k].copy_from_slice(got);
                 }
+                // Each event is for a point of this block: the first row of its file's rows in the block with its
+                // time (a late point, not newer than the one before it, is skipped by the detector and raises none).
+                for e in &events {
+                    let f = file_of[&e.key.id];
+                    let Some(&(_, start)) = part.iter().find(|&&(g, _)| g == f) else { continue };
+                    let block = row - start..row - start + k;
+                    if let Some(r) = corpus[files[f]].times[block.clone()].iter().position(|&t| t == e.time) {
+                        alerts[f][block.start + r] = 1.0;
+                    }
+                }
             }
             row += k;
         }
     }
-    files.iter().copied().zip(scores).collect()
+    files
+        .iter()
+        .copied()
+        .zip(scores.into_iter().zip(alerts).map(|(scores, events)| FileOutput { scores, events }))
+        .collect()
 }
 
 /// Files of `lengths` rows laid end to end in columns (each a list of indices into `lengths`, in the order they
@@ -198,12 +252,15 @@ fn columns(lengths: &[usize], lanes: usize) -> Vec<Vec<usize>> {
 pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
     let corpus = load_corpus(&run.data)?;
     let windows = load_windows(&run.labels)?;
-    let (scores, scored, detect_s) = match &run.scores {
-        Some(path) => (align_results(&corpus, &load_results(path)?)?, path.display().to_string(), 0.0),
+    let (scores, alerts, scored, detect_s) = match &run.scores {
+        Some(path) => (align_results(&corpus, &load_results(path)?)?, None, path.display().to_string(), 0.0),
         None => {
             let started = Instant::now();
-            let scores = detect_corpus(cfg, &corpus);
-            (scores, "detector".to_owned(), started.elapsed().as_secs_f64())
+            let outputs = detect_corpus(cfg, &corpus);
+            let detect_s = started.elapsed().as_secs_f64();
+            let (scores, alerts): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+                outputs.into_iter().map(|o| (o.scores, o.events)).unzip();
+            (scores, Some(alerts), "detector".to_owned(), detect_s)
         }
     };
     if let Some(out) = &run.out {
@@ -214,6 +271,13 @@ pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
     let scorer = Scorer::new(&files, &windows);
     let results: Vec<ProfileResult> = PROFILES.iter().map(|p| scorer.optimize(p)).collect();
     let breakdown = run.windows.then(|| scorer.breakdown(&PROFILES[0], results[0].threshold));
+    let events = alerts.map(|alerts| {
+        let onsets: Vec<Vec<f64>> = alerts
+            .iter()
+            .map(|a| (0..a.len()).map(|r| if a[r] > 0.0 && (r == 0 || a[r - 1] == 0.0) { 1.0 } else { 0.0 }).collect())
+            .collect();
+        EventReport { rows: score_events(&corpus, &alerts, &windows), onsets: score_events(&corpus, &onsets, &windows) }
+    });
     Ok(NabReport {
         scored,
         files: corpus.len(),
@@ -221,7 +285,37 @@ pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
         detect_s,
         results,
         breakdown,
+        events,
     })
+}
+
+/// NAB's scores of the detector's events (`alerts`: 1 at each event row) as a detector of their own, each profile at
+/// threshold 0.5, and how the windows and the rows outside them fared (see [`EventScores`]).
+fn score_events(corpus: &[NabFile], alerts: &[Vec<f64>], windows: &super::nab::Windows) -> EventScores {
+    let files = file_scores(corpus, alerts);
+    let scorer = Scorer::new(&files, windows);
+    let results: Vec<ProfileResult> = PROFILES.iter().map(|p| scorer.score_at(p, 0.5)).collect();
+    let b = scorer.breakdown(&PROFILES[0], 0.5);
+    let mut silent: Vec<String> = b
+        .windows
+        .iter()
+        .map(|w| w.file.as_str())
+        .filter(|&name| {
+            let f = corpus.iter().position(|f| f.name == name).expect("a window's file is in the corpus");
+            let probation = super::nab::probation_length(corpus[f].times.len());
+            alerts[f][probation..].iter().all(|&a| a == 0.0)
+        })
+        .map(str::to_owned)
+        .collect();
+    silent.dedup();
+    EventScores {
+        events: alerts.iter().map(|a| a.iter().filter(|&&v| v > 0.0).count()).sum(),
+        windows_alerted: b.windows.iter().filter(|w| w.detected_at.is_some()).count(),
+        windows: b.windows.len(),
+        outside: b.false_positives.iter().map(|f| f.rows).sum(),
+        results,
+        silent_files: silent,
+    }
 }
 
 /// Writes scores in NAB's results layout, `file,timestamp,anomaly_score`, one row per data row (readable by
@@ -290,6 +384,32 @@ pub fn render(report: &NabReport) -> String {
             }
         }
         s.push('\n');
+    }
+    if let Some(ev) = &report.events {
+        let _ = writeln!(
+            s,
+            "\nanomaly events as alerts (a detection each, no threshold to optimise; files with windows and no event: {})",
+            ev.rows.silent_files.len()
+        );
+        let _ = writeln!(
+            s,
+            "{:<20} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "as detections", "standard", "low FP", "low FN", "rows", "windows", "outside"
+        );
+        for (name, e) in [("every event row", &ev.rows), ("each run's onset", &ev.onsets)] {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>10.2} {:>10.2} {:>10.2} {:>9} {:>5} of {:<3} {:>7}",
+                name,
+                e.results[0].normalized,
+                e.results[1].normalized,
+                e.results[2].normalized,
+                e.events,
+                e.windows_alerted,
+                e.windows,
+                e.outside
+            );
+        }
     }
     if let Some(b) = &report.breakdown {
         render_breakdown(&mut s, b);
@@ -486,6 +606,28 @@ mod tests {
         );
         let json = serde_json::to_value(&detailed).unwrap();
         assert_eq!(json["breakdown"]["windows"][2]["detected_at"], 40);
+
+        // The events, as alerts. With the default M-of-N (2 of 3), a lone spike raises none: the shift's window alone
+        // has events, a run from its change point (one onset), and nothing fires outside a window.
+        let ev = report.events.as_ref().unwrap();
+        assert_eq!((ev.rows.windows_alerted, ev.rows.windows, ev.rows.outside), (1, 3, 0));
+        assert_eq!(ev.rows.silent_files, ["catA/spike.csv"]);
+        assert_eq!((ev.onsets.events, ev.onsets.windows_alerted, ev.onsets.outside), (1, 1, 0));
+        assert!(ev.rows.events > 1, "a run of event rows: {}", ev.rows.events);
+        // Found at the change point, a row or two after the shift (40 rows into its window); two windows missed.
+        let raw = ev.onsets.results[0].raw;
+        assert!(raw <= hit - 2.0 && raw > 0.8 - 2.0, "{raw}");
+        assert!(table.contains("each run's onset") && table.contains("1 of 3"), "{table}");
+        assert_eq!(json["events"]["onsets"]["windows_alerted"], 1);
+        // One point is enough with `m-of-n = [1, 1]`: every window is alerted at its anomaly, and the alerts' onsets
+        // score what the score stream does.
+        let mut single = cfg.clone();
+        single.detector.m_of_n = [1, 1];
+        let report = run(&single, &run_cfg).unwrap();
+        let ev = report.events.as_ref().unwrap();
+        assert_eq!((ev.onsets.windows_alerted, ev.onsets.outside), (3, 0));
+        assert!(ev.rows.silent_files.is_empty());
+        assert!(close(ev.onsets.results[0].normalized, 93.206_082_7), "{}", ev.onsets.results[0].normalized);
     }
 
     #[test]
@@ -536,8 +678,12 @@ mod tests {
             .map(|f| {
                 let rows = 200 + (f * 37) % 240;
                 let times = (0..rows).map(|i| T0 + i as TimeMs * STEP).collect();
-                let values =
-                    (0..rows).map(|i| 10.0 * f as f64 + noise(i, f as u64) + if i == rows * 3 / 4 { 9.0 } else { 0.0 });
+                // A spike three quarters in; every third file also shifts up from four fifths in, by a fifth of its
+                // level and more (past the default minimum relative deviation: events).
+                let values = (0..rows).map(|i| {
+                    let shift = if f % 3 == 0 && i >= rows * 4 / 5 { 9.0 + 2.0 * f as f64 } else { 0.0 };
+                    10.0 * f as f64 + noise(i, f as u64) + shift + if i == rows * 3 / 4 { 9.0 } else { 0.0 }
+                });
                 NabFile { name: format!("cat/f{f}.csv"), times, values: values.collect() }
             })
             .collect();
@@ -545,15 +691,17 @@ mod tests {
         assert!(columns(&lengths, LANES).len() < corpus.len(), "the files share columns");
         let cfg = Config::default_config().unwrap();
         let detector = || ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
-        let alone: Vec<Vec<f64>> =
+        let alone: Vec<FileOutput> =
             (0..corpus.len()).map(|f| score_files(&mut detector(), &corpus, &[f], 4096).remove(0).1).collect();
-        assert!(alone.iter().all(|s| s.iter().any(|&v| v > 0.0)), "each file scores its spike");
+        assert!(alone.iter().all(|o| o.scores.iter().any(|&v| v > 0.0)), "each file scores its spike");
+        assert!(alone.iter().step_by(3).all(|o| o.events.contains(&1.0)), "each shifting file raises events");
         let files: Vec<usize> = (0..corpus.len()).collect();
         for batch in [7, 64, 4096] {
             let together = score_files(&mut detector(), &corpus, &files, batch);
-            for (f, scores) in together {
-                let same = scores.iter().zip(&alone[f]).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same && scores.len() == alone[f].len(), "file {f}, batch {batch}");
+            for (f, o) in together {
+                let same = o.scores.iter().zip(&alone[f].scores).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same && o.scores.len() == alone[f].scores.len(), "file {f}, batch {batch}");
+                assert_eq!(o.events, alone[f].events, "file {f}, batch {batch}: its events at the same rows");
             }
         }
     }
