@@ -2187,14 +2187,12 @@ impl ShardDetector {
         let open = hist != 0
             && (was & RUN_OPEN != 0
                 || (flagged
-                    && (prof.onset == Onset::Band
-                        || rule.is_some()
-                        || anomalous
-                        || held
-                        || level_shift.is_some()
-                        || (outside_band
-                            && service
-                                .is_some_and(|score| self.service.surprise(s, score, &self.spot_params) >= alarm)))));
+                    && self.opens_run(
+                        s,
+                        prof.onset == Onset::Band || rule.is_some() || anomalous || held || level_shift.is_some(),
+                        outside_band,
+                        service,
+                    )));
         self.flags[s] = hist | if open { RUN_OPEN } else { 0 };
         if fb.held && hist == 0 {
             // Back to normal: the accepted anomaly is over, and the series learns again from its next point.
@@ -2283,6 +2281,19 @@ impl ShardDetector {
         });
         stats.anomalies += 1;
         stream
+    }
+}
+
+impl ShardDetector {
+    /// Whether a flagged point of series `s` opens its run (see `finish_point`): `evidence` (the point is rare, a level
+    /// shift or its hold, or a rule's, or the onset is `band`), or, outside the band, its service's multivariate score
+    /// past the alarm level. Flagged points are few: out of line, so the common path does not carry it.
+    #[cold]
+    #[inline(never)]
+    fn opens_run(&self, s: usize, evidence: bool, outside_band: bool, service: Option<service::ServiceScore>) -> bool {
+        evidence
+            || (outside_band
+                && service.is_some_and(|score| self.service.surprise(s, score, &self.spot_params) >= self.alarm))
     }
 }
 
