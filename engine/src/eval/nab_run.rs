@@ -85,6 +85,10 @@ pub struct EventScores {
     pub outside: usize,
     /// Files with no event at all (after the probation period), of those with a window.
     pub silent_files: Vec<String>,
+    /// With [`NabRun::windows`]: every window (alerted at which row, or missed) and each file's alert rows outside the
+    /// windows, at the standard profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
 }
 
 /// The detector's output for one file: its score stream, and 1 at each row the detector raised an anomaly event for
@@ -276,7 +280,10 @@ pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
             .iter()
             .map(|a| (0..a.len()).map(|r| if a[r] > 0.0 && (r == 0 || a[r - 1] == 0.0) { 1.0 } else { 0.0 }).collect())
             .collect();
-        EventReport { rows: score_events(&corpus, &alerts, &windows), onsets: score_events(&corpus, &onsets, &windows) }
+        EventReport {
+            rows: score_events(&corpus, &alerts, &windows, false),
+            onsets: score_events(&corpus, &onsets, &windows, run.windows),
+        }
     });
     Ok(NabReport {
         scored,
@@ -290,8 +297,9 @@ pub fn run(cfg: &Config, run: &NabRun) -> Result<NabReport> {
 }
 
 /// NAB's scores of the detector's events (`alerts`: 1 at each event row) as a detector of their own, each profile at
-/// threshold 0.5, and how the windows and the rows outside them fared (see [`EventScores`]).
-fn score_events(corpus: &[NabFile], alerts: &[Vec<f64>], windows: &super::nab::Windows) -> EventScores {
+/// threshold 0.5, and how the windows and the rows outside them fared (see [`EventScores`]); with `detailed`, the
+/// standard profile's breakdown too.
+fn score_events(corpus: &[NabFile], alerts: &[Vec<f64>], windows: &super::nab::Windows, detailed: bool) -> EventScores {
     let files = file_scores(corpus, alerts);
     let scorer = Scorer::new(&files, windows);
     let results: Vec<ProfileResult> = PROFILES.iter().map(|p| scorer.score_at(p, 0.5)).collect();
@@ -315,6 +323,7 @@ fn score_events(corpus: &[NabFile], alerts: &[Vec<f64>], windows: &super::nab::W
         outside: b.false_positives.iter().map(|f| f.rows).sum(),
         results,
         silent_files: silent,
+        breakdown: detailed.then_some(b),
     }
 }
 
@@ -410,6 +419,9 @@ pub fn render(report: &NabReport) -> String {
                 e.outside
             );
         }
+        if let Some(b) = &ev.onsets.breakdown {
+            render_alerts(&mut s, b);
+        }
     }
     if let Some(b) = &report.breakdown {
         render_breakdown(&mut s, b);
@@ -463,6 +475,22 @@ fn render_breakdown(s: &mut String, b: &Breakdown) {
     let _ = writeln!(s, "\n{:<58} {:>5} {:>7} {:>6}", "false positives: file", "rows", "cost", "max");
     for f in fps {
         let _ = writeln!(s, "{:<58} {:>5} {:>+7.3} {:>6.3}", f.file, f.rows, f.cost, f.max_score);
+    }
+}
+
+/// The alerts' side of `--windows`: the windows no alert began in, and each file's alert onsets outside every window
+/// (most first).
+fn render_alerts(s: &mut String, b: &Breakdown) {
+    let missed: Vec<_> = b.windows.iter().filter(|w| w.detected_at.is_none()).collect();
+    let _ = writeln!(s, "\nwindows no alert began in ({} of {}):", missed.len(), b.windows.len());
+    for w in missed {
+        let _ = writeln!(s, "  {:<58} {:>3} {:<19} {:>5} rows", w.file, w.window, w.start, w.rows);
+    }
+    let mut fps: Vec<_> = b.false_positives.iter().collect();
+    fps.sort_by(|x, y| y.rows.cmp(&x.rows).then_with(|| x.file.cmp(&y.file)));
+    let _ = writeln!(s, "alert onsets outside every window, by file:");
+    for f in fps {
+        let _ = writeln!(s, "  {:<58} {:>5}", f.file, f.rows);
     }
 }
 
@@ -606,6 +634,13 @@ mod tests {
         );
         let json = serde_json::to_value(&detailed).unwrap();
         assert_eq!(json["breakdown"]["windows"][2]["detected_at"], 40);
+        // And the alerts' side: the two spikes' windows without an alert, no alert outside a window.
+        let alerts = detailed.events.as_ref().unwrap().onsets.breakdown.as_ref().unwrap();
+        let missed: Vec<_> =
+            alerts.windows.iter().filter(|w| w.detected_at.is_none()).map(|w| (w.file.as_str(), w.window)).collect();
+        assert_eq!(missed, [("catA/shift.csv", 1), ("catA/spike.csv", 0)]);
+        assert!(alerts.false_positives.is_empty());
+        assert!(table.contains("windows no alert began in (2 of 3)"), "{table}");
 
         // The events, as alerts. With the default M-of-N (2 of 3), a lone spike raises none: the shift's window alone
         // has events, a run from its change point (one onset), and nothing fires outside a window.
