@@ -2178,22 +2178,6 @@ impl ShardDetector {
         }
         let was = self.flags[s];
         let hist = ((was << 1) | u16::from(flagged)) & prof.mask;
-        // Whether the run of flagged points has opened (`detector.onset`). With `rare`, a point outside the band opens
-        // one only if the series' own history calls it rare (its surprise at the alarm level: a deviation the series
-        // shows now and then, such as the bursts of a count of tweets, pages no one), or its service's multivariate
-        // score does (its other metrics deviate with it), or it is a level shift or the hold after one, or a rule's;
-        // the run stays open while any of its last N points is flagged. Until it opens its points raise no event,
-        // though they count towards M-of-N and its start (`started_at`: when the deviation began) once it does.
-        let open = hist != 0
-            && (was & RUN_OPEN != 0
-                || (flagged
-                    && self.opens_run(
-                        s,
-                        prof.onset == Onset::Band || rule.is_some() || anomalous || held || level_shift.is_some(),
-                        outside_band,
-                        service,
-                    )));
-        self.flags[s] = hist | if open { RUN_OPEN } else { 0 };
         if fb.held && hist == 0 {
             // Back to normal: the accepted anomaly is over, and the series learns again from its next point.
             if let Some(e) = self.feedback.get_mut(&self.keys[s].id)
@@ -2204,11 +2188,27 @@ impl ShardDetector {
         }
         let t = p.t;
         if !flagged {
+            // The run (if any) stays open while any of its last N points is flagged.
+            self.flags[s] = hist | if hist != 0 { was & RUN_OPEN } else { 0 };
             if hist == 0 {
                 self.run_start[s] = TimeMs::MIN;
             }
             return stream;
         }
+        // Whether the run of flagged points has opened (`detector.onset`). With `rare`, a point outside the band opens
+        // one only if the series' own history calls it rare (its surprise at the alarm level: a deviation the series
+        // shows now and then, such as the bursts of a count of tweets, pages no one), or its service's multivariate
+        // score does (its other metrics deviate with it), or it is a level shift or the hold after one, or a rule's;
+        // the run stays open while any of its last N points is flagged. Until it opens its points raise no event,
+        // though they count towards M-of-N and its start (`started_at`: when the deviation began) once it does.
+        let open = was & RUN_OPEN != 0
+            || self.opens_run(
+                s,
+                prof.onset == Onset::Band || rule.is_some() || anomalous || held || level_shift.is_some(),
+                outside_band,
+                service,
+            );
+        self.flags[s] = hist | if open { RUN_OPEN } else { 0 };
         if self.run_start[s] == TimeMs::MIN {
             self.run_start[s] = t;
         }
