@@ -248,12 +248,14 @@ pub enum DirectionFilter {
     Both,
 }
 
-/// What may open a run of anomalous points, the first of an M-of-N alert (`detector.onset`).
+/// What may open a run of anomalous points, so that it raises M-of-N alerts (`detector.onset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Onset {
-    /// A point outside the band that the series' own history calls rare (its surprise at the alarm level, `risk`), a
-    /// level shift or a rule; points that follow within the M-of-N window need only be outside the band.
+    /// A point outside the band that the series' own history calls rare (its surprise at the alarm level, `risk`) or
+    /// its service's multivariate score does, a level shift or the hold after one, or a rule's; the run then stays
+    /// open while any of its last N points is outside the band, and the points before the opening count towards
+    /// M-of-N and `started_at`.
     Rare,
     /// Any point outside the band (the behaviour before the twenty-third session).
     Band,

@@ -2282,9 +2282,7 @@ impl ShardDetector {
         stats.anomalies += 1;
         stream
     }
-}
 
-impl ShardDetector {
     /// Whether a flagged point of series `s` opens its run (see `finish_point`): `evidence` (the point is rare, a level
     /// shift or its hold, or a rule's, or the onset is `band`), or, outside the band, its service's multivariate score
     /// past the alarm level. Flagged points are few: out of line, so the common path does not carry it.

@@ -304,18 +304,15 @@ fn score_events(corpus: &[NabFile], alerts: &[Vec<f64>], windows: &super::nab::W
     let scorer = Scorer::new(&files, windows);
     let results: Vec<ProfileResult> = PROFILES.iter().map(|p| scorer.score_at(p, 0.5)).collect();
     let b = scorer.breakdown(&PROFILES[0], 0.5);
-    let mut silent: Vec<String> = b
-        .windows
+    let silent: Vec<String> = corpus
         .iter()
-        .map(|w| w.file.as_str())
-        .filter(|&name| {
-            let f = corpus.iter().position(|f| f.name == name).expect("a window's file is in the corpus");
-            let probation = super::nab::probation_length(corpus[f].times.len());
-            alerts[f][probation..].iter().all(|&a| a == 0.0)
+        .zip(alerts)
+        .filter(|(f, a)| {
+            windows.get(&f.name).is_some_and(|w| !w.is_empty())
+                && a[super::nab::probation_length(f.times.len())..].iter().all(|&v| v == 0.0)
         })
-        .map(str::to_owned)
+        .map(|(f, _)| f.name.clone())
         .collect();
-    silent.dedup();
     EventScores {
         events: alerts.iter().map(|a| a.iter().filter(|&&v| v > 0.0).count()).sum(),
         windows_alerted: b.windows.iter().filter(|w| w.detected_at.is_some()).count(),
