@@ -1907,6 +1907,7 @@ impl ShardDetector {
         let s = p.s;
         let prof = &self.profiles[self.profile[s] as usize];
         let alarm = self.alarm;
+        let mut unreported = false;
         // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
         // the excursion, and extreme for this series (calibrated by SPOT) or far past the threshold; the new level is
         // then the new normal and the model is re-baselined to it. The shift is reported once the level stands the
@@ -1921,12 +1922,16 @@ impl ShardDetector {
             cusum.reset();
             // The event path holds the level and scale from before the shift (the first change point of a run
             // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
+            let mut undone = false;
             if self.cfg.level_shift.settle_after > 0 {
                 if self.hold_level[s].is_nan() {
                     (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
                 }
                 self.hold_n[s] = 0;
                 self.hold_sum[s] = 0.0;
+                // A point inside the normal band of the held level ends the hold at once (`finish_point`), and the
+                // model goes back to that level: the shift is undone at the point that found it.
+                undone = !held_out(p.y, self.hold_level[s], self.hold_sigma[s], band_z(p, prof));
             }
             let anchor = &mut self.anchor[s];
             if anchor.is_nan() {
@@ -1940,7 +1945,18 @@ impl ShardDetector {
                 && moved >= f64::from(prof.threshold) * f64::from(p.scale)
             {
                 *anchor = new_level;
-                p.level_shift = Some(LevelShift { from, to });
+                // Before a season is found, a shift undone at once is not reported (the event would say the model
+                // re-baselined, and it did not): the band of a series in the robust stage has taken in its unlearned
+                // daily swing, and the change points inside it are that swing's working hours, found again every
+                // hour or so until the season is. The point still counts as anomalous for learning, as a reported
+                // shift's does. Once a season is found such a shift is still reported: there, the rule cost three
+                // of NAB's anomaly windows (jumps in a daily pattern) for little (BENCHMARKS.md, "Shifts undone at
+                // once").
+                if !undone || self.season(s).is_some() {
+                    p.level_shift = Some(LevelShift { from, to });
+                } else {
+                    unreported = true;
+                }
             }
         }
 
@@ -1950,7 +1966,7 @@ impl ShardDetector {
         // Fatigue (from `rarity`) discounts a series that alarmed often lately.
         p.surprise = (raw - p.fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
-        p.anomalous = p.surprise >= alarm || p.level_shift.is_some();
+        p.anomalous = p.surprise >= alarm || p.level_shift.is_some() || unreported;
     }
 
     /// Phase five, over the round: seasonal learning; anomalous points pull the profile with the robust model's
@@ -2065,7 +2081,7 @@ impl ShardDetector {
         // The normal band: |z| past the calibrated residual quantile at the configured risk (`threshold` sigmas
         // while young or uncalibrated). A point outside it is anomalous for the event path even when it is no longer
         // rare (the second point of a short outage), so M-of-N sees the whole incident.
-        let threshold_z = if p.band.is_nan() { prof.threshold } else { p.band.max(prof.threshold) };
+        let threshold_z = band_z(p, prof);
         // Through a level shift the event path judges points against the level and scale from before it, until the
         // new level has held `settle-after` points (then it is the new normal). A level back inside the old band
         // ends the hold: the excursion is over and the model returns to the level it held before.
@@ -2073,8 +2089,8 @@ impl ShardDetector {
         let hold = self.hold_level[s];
         if learned && !hold.is_nan() {
             let hs = self.hold_sigma[s];
-            let hz = if hs > 0.0 { (p.y - hold) / hs } else { 0.0 };
-            if compress(hz.abs()) >= threshold_z {
+            if held_out(p.y, hold, hs, threshold_z) {
+                let hz = (p.y - hold) / hs;
                 (ev_expected, ev_z, ev_sigma, held) = (f64::from(hold + p.offset), hz, hs, true);
                 self.hold_n[s] = self.hold_n[s].saturating_add(1);
                 self.hold_sum[s] += p.y - hold;
@@ -2376,6 +2392,21 @@ pub fn compress(x: f32) -> f32 {
 
 /// Where [`compress`] turns from nearly linear to logarithmic.
 pub const COMPRESS_KNEE: f32 = 50.0;
+
+/// The event path's normal band of point `p`, in compressed sigmas: the calibrated residual quantile at the configured
+/// risk, at least `threshold` sigmas (`threshold` alone while young or uncalibrated).
+#[inline]
+fn band_z(p: &Scored, prof: &Profile) -> f32 {
+    if p.band.is_nan() { prof.threshold } else { p.band.max(prof.threshold) }
+}
+
+/// Whether a series at `y` is outside the band `threshold_z` (from [`band_z`]) of the level `hold` and scale `hs` the
+/// event path holds through a level shift (a scale of 0 holds nothing).
+#[inline]
+fn held_out(y: f32, hold: f32, hs: f32, threshold_z: f32) -> bool {
+    let hz = if hs > 0.0 { (y - hold) / hs } else { 0.0 };
+    compress(hz.abs()) >= threshold_z
+}
 
 // The per-series state stays within a kibibyte.
 const _: () = assert!(ShardDetector::BYTES_PER_SERIES <= 1024);
@@ -3045,6 +3076,32 @@ mod tests {
         assert!(after.is_empty(), "events after the new level settled at {after:?}");
     }
 
+    /// A business-hours series before its season is found: the robust stage's band has taken in the daily swing,
+    /// and the CUSUM finds change points through each working day, inside that band, which the event path undoes at
+    /// the point that found them (the model goes back to the level it left). They are not reported: an event that
+    /// says "re-baselined, the new level is the new normal" where the model did not re-baseline would be false, and
+    /// the second and third days would page once an hour.
+    #[test]
+    fn a_shift_undone_at_the_point_that_found_it_is_not_reported_before_a_season() {
+        let day = 288; // 5-minute points
+        let step = 300_000;
+        let xs: Vec<f64> = (0..3 * day)
+            .map(|i| if (9..18).contains(&((i % day) / 12)) { 80.0 + 7.0 * noise(i) } else { 20.0 + 2.0 * noise(i) })
+            .collect();
+        let mut det = detector();
+        let k = key("batch_jobs");
+        let (ev, _) = scored(&mut det, &k, &xs, step);
+        let s = det.index[&k.id] as usize;
+        assert_eq!(det.season(s), None, "no season yet after three days: the test is about the robust stage");
+        // The first day is new: its rise alerts. The second and third raise nothing (without this rule, 19 shifts,
+        // one every 20 to 55 minutes of their working hours, each saying the model re-baselined).
+        assert!(ev.iter().any(|e| e.time < day as i64 * step && e.observed > 50.0), "the first rise alerts");
+        let later: Vec<_> = ev.iter().filter(|e| e.time >= day as i64 * step).collect();
+        let shifts: Vec<_> = later.iter().filter(|e| e.level_shift.is_some()).map(|e| e.time / step).collect();
+        assert!(shifts.is_empty(), "shifts reported on days 2 and 3 at points {shifts:?}");
+        assert!(later.len() <= 2, "{} events on days 2 and 3", later.len());
+    }
+
     /// A learning pause over an outage: the outage is flagged from its start to its end (without the pause the new
     /// level is accepted after `settle-after` points), every event inside it says so, and the models leave it as
     /// they entered it. The return to the old level afterwards is normal, where the unpaused model, which learned
@@ -3519,8 +3576,11 @@ mod tests {
             assert_eq!((e.stage, e.direction), (Stage::Seasonal, Direction::Down), "{e:?}");
             assert!(e.expected > 60.0 && e.observed < 25.0, "{e:?}");
         }
-        // Once the season is learned, no other day alerts. The first days' steps alert while it is not: each is a
-        // level shift for the robust model, through day 4's (the season becomes active after it).
+        // Once the season is learned, no other day alerts. The first day's step alerts (a level shift for the robust
+        // model); the next days' are inside the band the first widened, and the change points found in them are
+        // undone at once, so until the season becomes active (after day 4's step) nothing alerts.
+        let early: Vec<_> = events.iter().filter(|e| (1..5).contains(&on_day(e))).map(|e| e.time).collect();
+        assert!(early.is_empty(), "events on days 1 to 4 at {early:?}");
         assert!(
             events.iter().filter(|e| on_day(e) < 5).all(|e| e.stage == Stage::Robust || !e.model_fired),
             "a seasonal event before day 5"
