@@ -1902,10 +1902,61 @@ impl ShardDetector {
         }
     }
 
+    /// A change point of series `p.s` at point `p`, its new level `new_level`: re-baselines the model (and starts the
+    /// event path's hold), and reports the shift in `p.level_shift` where it stands out. Returns whether a shift that
+    /// would have been reported is not, being undone at once before the series has a season (below). Out of line:
+    /// change points are rare, and the channels' loop stays short without it.
+    #[cold]
+    #[inline(never)]
+    fn change_point(&mut self, p: &mut Scored, new_level: f32) -> bool {
+        let s = p.s;
+        let prof = &self.profiles[self.profile[s] as usize];
+        let mut unreported = false;
+        let cusum = &mut self.cusum[s];
+        cusum.reset();
+        // The event path holds the level and scale from before the shift (the first change point of a run
+        // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
+        let mut undone = false;
+        if self.cfg.level_shift.settle_after > 0 {
+            if self.hold_level[s].is_nan() {
+                (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
+            }
+            self.hold_n[s] = 0;
+            self.hold_sum[s] = 0.0;
+            // A point inside the normal band of the held level ends the hold at once (`finish_point`), and the
+            // model goes back to that level: the shift is undone at the point that found it.
+            undone = !held_out(p.y, self.hold_level[s], self.hold_sigma[s], band_z(p, prof));
+        }
+        let anchor = &mut self.anchor[s];
+        if anchor.is_nan() {
+            *anchor = p.y - p.residual;
+        }
+        self.scoring.set_level(s, new_level);
+        let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
+        let moved = (to - from).abs();
+        if moved >= prof.min_abs
+            && moved >= prof.min_rel * from.abs()
+            && moved >= f64::from(prof.threshold) * f64::from(p.scale)
+        {
+            *anchor = new_level;
+            // Before a season is found, a shift undone at once is not reported (the event would say the model
+            // re-baselined, and it did not): the band of a series in the robust stage has taken in its unlearned
+            // daily swing, and the change points inside it are that swing's working hours, found again every
+            // hour or so until the season is. Once a season is found such a shift is still reported: there, the
+            // rule cost three of NAB's anomaly windows (jumps in a daily pattern) for little (BENCHMARKS.md,
+            // "Shifts undone at once").
+            if !undone || self.season(s).is_some() {
+                p.level_shift = Some(LevelShift { from, to });
+            } else {
+                unreported = true;
+            }
+        }
+        unreported
+    }
+
     /// Phase four of a point: change points (re-baselining), the channels' verdict with fatigue.
     fn channels(&mut self, p: &mut Scored) {
         let s = p.s;
-        let prof = &self.profiles[self.profile[s] as usize];
         let alarm = self.alarm;
         let mut unreported = false;
         // Level shifts: CUSUM on z. A change point needs the statistic past its threshold, pushed by most points of
@@ -1918,47 +1969,9 @@ impl ShardDetector {
             && (self.shift_surprise(p) >= alarm || p.stat >= FORCE_SHIFT * self.cusum_params.threshold)
             && let Some(new_level) = self.cusum[s].new_level()
         {
-            let cusum = &mut self.cusum[s];
-            cusum.reset();
-            // The event path holds the level and scale from before the shift (the first change point of a run
-            // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
-            let mut undone = false;
-            if self.cfg.level_shift.settle_after > 0 {
-                if self.hold_level[s].is_nan() {
-                    (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
-                }
-                self.hold_n[s] = 0;
-                self.hold_sum[s] = 0.0;
-                // A point inside the normal band of the held level ends the hold at once (`finish_point`), and the
-                // model goes back to that level: the shift is undone at the point that found it.
-                undone = !held_out(p.y, self.hold_level[s], self.hold_sigma[s], band_z(p, prof));
-            }
-            let anchor = &mut self.anchor[s];
-            if anchor.is_nan() {
-                *anchor = p.y - p.residual;
-            }
-            self.scoring.set_level(s, new_level);
-            let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
-            let moved = (to - from).abs();
-            if moved >= prof.min_abs
-                && moved >= prof.min_rel * from.abs()
-                && moved >= f64::from(prof.threshold) * f64::from(p.scale)
-            {
-                *anchor = new_level;
-                // Before a season is found, a shift undone at once is not reported (the event would say the model
-                // re-baselined, and it did not): the band of a series in the robust stage has taken in its unlearned
-                // daily swing, and the change points inside it are that swing's working hours, found again every
-                // hour or so until the season is. The point still counts as anomalous for learning, as a reported
-                // shift's does. Once a season is found such a shift is still reported: there, the rule cost three
-                // of NAB's anomaly windows (jumps in a daily pattern) for little (BENCHMARKS.md, "Shifts undone at
-                // once").
-                if !undone || self.season(s).is_some() {
-                    p.level_shift = Some(LevelShift { from, to });
-                } else {
-                    unreported = true;
-                }
-            }
+            unreported = self.change_point(p, new_level);
         }
+        // An unreported shift's point still counts as anomalous for learning, as a reported shift's does.
 
         // The channels' surprises (−log10 p): value, residual and burst from `rarity`, the spectral residual's here.
         p.spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
