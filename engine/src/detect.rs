@@ -2097,7 +2097,8 @@ impl ShardDetector {
         let threshold_z = band_z(p, prof);
         // Through a level shift the event path judges points against the level and scale from before it, until the
         // new level has held `settle-after` points (then it is the new normal). A level back inside the old band
-        // ends the hold: the excursion is over and the model returns to the level it held before.
+        // ends the hold: the excursion is over and the model returns to the level it held before, and the point is
+        // judged against it.
         let (mut ev_expected, mut ev_z, mut ev_sigma, mut held) = (expected, z, sigma, false);
         let hold = self.hold_level[s];
         if learned && !hold.is_nan() {
@@ -2116,6 +2117,11 @@ impl ShardDetector {
                     self.cusum[s].reset();
                 }
             } else {
+                // The point is inside the old level's band, and normal there: it is judged against that level, not
+                // the one the model leaves (a burst's: the first point back would be "a drop" from it).
+                let hz = if hs > 0.0 { (p.y - hold) / hs } else { 0.0 };
+                (ev_expected, ev_z, ev_sigma) = (f64::from(hold + p.offset), hz, hs);
+                z_c = compress(hz.abs());
                 self.hold_level[s] = f32::NAN;
                 self.scoring.set_level(s, hold);
                 self.cusum[s].reset();
@@ -3087,6 +3093,23 @@ mod tests {
         let after: Vec<_> =
             ev.iter().filter(|x| x.time > e.time + (settle + 2) * 60_000).map(|x| x.time / 60_000).collect();
         assert!(after.is_empty(), "events after the new level settled at {after:?}");
+    }
+
+    /// A burst long enough to be a change point (the model re-baselines to its level, the event path holds the level
+    /// from before it), then the series is back at its old level: the point back is inside the old level's band, so
+    /// the hold ends and the model returns to that level, and the point is judged against it. It is normal there: it
+    /// raises no event (it used to be reported as a drop from the burst's level, which the model had just left).
+    #[test]
+    fn the_point_that_ends_a_shift_back_at_the_old_level_is_judged_against_it() {
+        let mut xs: Vec<f64> = (0..600).map(|i| 100.0 + 2.0 * noise(i)).collect();
+        xs.extend((600..615).map(|i| 10_000.0 + 50.0 * noise(i)));
+        xs.extend((615..700).map(|i| 100.0 + 2.0 * noise(i)));
+        let (ev, _) = scored(&mut detector(), &key("bytes_in"), &xs, 60_000);
+        let shift = ev.iter().find(|e| e.level_shift.is_some()).expect("the burst is a change point");
+        assert!(shift.time < 615 * 60_000, "the shift is found inside the burst, at {}", shift.time / 60_000);
+        let after: Vec<_> =
+            ev.iter().filter(|e| e.time >= 615 * 60_000).map(|e| (e.time / 60_000, e.observed, e.expected)).collect();
+        assert!(after.is_empty(), "events after the burst (minute, observed, expected): {after:?}");
     }
 
     /// A business-hours series before its season is found: the robust stage's band has taken in the daily swing,
