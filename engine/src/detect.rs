@@ -1971,7 +1971,6 @@ impl ShardDetector {
         {
             unreported = self.change_point(p, new_level);
         }
-        // An unreported shift's point still counts as anomalous for learning, as a reported shift's does.
 
         // The channels' surprises (−log10 p): value, residual and burst from `rarity`, the spectral residual's here.
         p.spectral_s = self.spectral.as_mut().map_or(0.0, |sp| sp.surprise(s, p.spectral, p.seen));
@@ -1979,6 +1978,7 @@ impl ShardDetector {
         // Fatigue (from `rarity`) discounts a series that alarmed often lately.
         p.surprise = (raw - p.fatigue).max(0.0);
         self.alarms[s] = self.alarms[s] * self.fatigue_decay + f32::from(u8::from(raw >= alarm));
+        // An unreported shift's point still counts as anomalous for learning, as a reported shift's does.
         p.anomalous = p.surprise >= alarm || p.level_shift.is_some() || unreported;
     }
 
