@@ -1911,9 +1911,7 @@ impl ShardDetector {
     fn change_point(&mut self, p: &mut Scored, new_level: f32) -> bool {
         let s = p.s;
         let prof = &self.profiles[self.profile[s] as usize];
-        let mut unreported = false;
-        let cusum = &mut self.cusum[s];
-        cusum.reset();
+        self.cusum[s].reset();
         // The event path holds the level and scale from before the shift (the first change point of a run
         // of them: a ramp keeps the level it left) and restarts the count of points the new level held.
         let mut undone = false;
@@ -1925,7 +1923,7 @@ impl ShardDetector {
             self.hold_sum[s] = 0.0;
             // A point inside the normal band of the held level ends the hold at once (`finish_point`), and the
             // model goes back to that level: the shift is undone at the point that found it.
-            undone = !held_out(p.y, self.hold_level[s], self.hold_sigma[s], band_z(p, prof));
+            undone = compress(hold_z(p.y, self.hold_level[s], self.hold_sigma[s]).abs()) < band_z(p, prof);
         }
         let anchor = &mut self.anchor[s];
         if anchor.is_nan() {
@@ -1945,13 +1943,12 @@ impl ShardDetector {
             // hour or so until the season is. Once a season is found such a shift is still reported: there, the
             // rule cost three of NAB's anomaly windows (jumps in a daily pattern) for little (BENCHMARKS.md,
             // "Shifts undone at once").
-            if !undone || self.season(s).is_some() {
-                p.level_shift = Some(LevelShift { from, to });
-            } else {
-                unreported = true;
+            if undone && self.season(s).is_none() {
+                return true;
             }
+            p.level_shift = Some(LevelShift { from, to });
         }
-        unreported
+        false
     }
 
     /// Phase four of a point: change points (re-baselining), the channels' verdict with fatigue.
@@ -2103,8 +2100,8 @@ impl ShardDetector {
         let hold = self.hold_level[s];
         if learned && !hold.is_nan() {
             let hs = self.hold_sigma[s];
-            if held_out(p.y, hold, hs, threshold_z) {
-                let hz = (p.y - hold) / hs;
+            let hz = hold_z(p.y, hold, hs);
+            if compress(hz.abs()) >= threshold_z {
                 (ev_expected, ev_z, ev_sigma, held) = (f64::from(hold + p.offset), hz, hs, true);
                 self.hold_n[s] = self.hold_n[s].saturating_add(1);
                 self.hold_sum[s] += p.y - hold;
@@ -2119,7 +2116,6 @@ impl ShardDetector {
             } else {
                 // The point is inside the old level's band, and normal there: it is judged against that level, not
                 // the one the model leaves (a burst's: the first point back would be "a drop" from it).
-                let hz = if hs > 0.0 { (p.y - hold) / hs } else { 0.0 };
                 (ev_expected, ev_z, ev_sigma) = (f64::from(hold + p.offset), hz, hs);
                 z_c = compress(hz.abs());
                 self.hold_level[s] = f32::NAN;
@@ -2419,12 +2415,11 @@ fn band_z(p: &Scored, prof: &Profile) -> f32 {
     if p.band.is_nan() { prof.threshold } else { p.band.max(prof.threshold) }
 }
 
-/// Whether a series at `y` is outside the band `threshold_z` (from [`band_z`]) of the level `hold` and scale `hs` the
-/// event path holds through a level shift (a scale of 0 holds nothing).
+/// The z-score of a series at `y` against the level `hold` and scale `hs` the event path holds through a level shift
+/// (0 for a scale of 0, which holds nothing); compressed, it is outside the hold's band past [`band_z`].
 #[inline]
-fn held_out(y: f32, hold: f32, hs: f32, threshold_z: f32) -> bool {
-    let hz = if hs > 0.0 { (y - hold) / hs } else { 0.0 };
-    compress(hz.abs()) >= threshold_z
+fn hold_z(y: f32, hold: f32, hs: f32) -> f32 {
+    if hs > 0.0 { (y - hold) / hs } else { 0.0 }
 }
 
 // The per-series state stays within a kibibyte.
