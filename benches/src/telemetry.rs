@@ -87,3 +87,107 @@ pub fn points_per_record(series: usize) -> usize {
     let instances = (series / (SERVICES_PER_RECORD * 10 * (series / 1000).max(1))).max(1);
     SERVICES_PER_RECORD * 10 * instances
 }
+
+/// One OpenTelemetry Collector-like record at minute `tick`: `services` resources (`service.name`,
+/// `service.instance.id`, `host.name`), each with 4 gauges by route, 2 cumulative counters by route and status code
+/// (an integer attribute) and a cumulative 10-bucket latency histogram by route: 52 Faultline points per service.
+pub fn collector_record(services: usize, tick: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Histogram, HistogramDataPoint, Sum, metric::Data,
+    };
+    let routes = ["/cart", "/checkout", "/search", "/login"];
+    let t = (1_767_571_200 + tick * 60) * 1_000_000_000;
+    let start = 1_767_571_200 * 1_000_000_000 - 60_000_000_000;
+    let attr = |k: &str, v: any_value::Value| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let text = |k: &str, v: &str| attr(k, any_value::Value::StringValue(v.into()));
+    let point = |attributes: Vec<KeyValue>, v: f64| NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: t,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    let resource_metrics = (0..services)
+        .map(|s| {
+            let k = (tick + 1) * (s as u64 + 3);
+            let mut metrics: Vec<Metric> = ["cpu.utilization", "memory.usage", "queue.depth", "threads"]
+                .iter()
+                .enumerate()
+                .map(|(m, name)| Metric {
+                    name: (*name).into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: routes
+                            .iter()
+                            .enumerate()
+                            .map(|(r, route)| point(vec![text("http.route", route)], (k % 97 + (m * r) as u64) as f64))
+                            .collect(),
+                    })),
+                    ..Default::default()
+                })
+                .collect();
+            for name in ["http.server.requests", "http.server.bytes"] {
+                let data_points = routes
+                    .iter()
+                    .flat_map(|route| [200i64, 404, 500].map(|code| (route, code)))
+                    .map(|(route, code)| {
+                        let attrs = vec![
+                            text("http.route", route),
+                            attr("http.response.status_code", any_value::Value::IntValue(code)),
+                        ];
+                        point(attrs, (k * 100 + code as u64) as f64)
+                    })
+                    .collect();
+                metrics.push(Metric {
+                    name: name.into(),
+                    data: Some(Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true })),
+                    ..Default::default()
+                });
+            }
+            let bounds: Vec<f64> = [5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0].to_vec();
+            metrics.push(Metric {
+                name: "http.server.duration".into(),
+                unit: "ms".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: routes
+                        .iter()
+                        .map(|route| {
+                            let bucket_counts: Vec<u64> = (0..10).map(|b| k * (10 - b) + b).collect();
+                            HistogramDataPoint {
+                                attributes: vec![text("http.route", route)],
+                                start_time_unix_nano: start,
+                                time_unix_nano: t,
+                                count: bucket_counts.iter().sum(),
+                                sum: Some(1000.0),
+                                bucket_counts,
+                                explicit_bounds: bounds.clone(),
+                                min: Some(1.0),
+                                max: Some(2000.0),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    aggregation_temporality: cumulative,
+                })),
+                ..Default::default()
+            });
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        text("service.name", &format!("svc-{}", s / 2)),
+                        text("service.instance.id", &format!("i-{s}")),
+                        text("host.name", &format!("node-{}", s % 7)),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
+}

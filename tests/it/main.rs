@@ -9,6 +9,7 @@ mod hostile;
 mod incidents;
 mod kafka;
 mod otlp_http;
+mod otlp_wire;
 mod schema;
 mod support;
 mod tables;
