@@ -868,6 +868,7 @@ impl Source for KafkaSource {
             records = self.intake.records,
             otlp_points = stats.points,
             otlp_skipped = stats.skipped,
+            otlp_prost_decoded = stats.prost_decoded,
             change_records = self.intake.change_records,
             feedback_records = self.intake.feedback_records,
             warm_bad_records = self.intake.warm_bad_records,
