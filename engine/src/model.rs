@@ -138,11 +138,7 @@ impl SeriesKey {
     {
         let mut labels: Vec<(Arc<str>, Arc<str>)> =
             labels.into_iter().map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref()))).collect();
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        // Keep the last value of a repeated name: reverse, dedup keeps the first of each run, reverse back.
-        labels.reverse();
-        labels.dedup_by(|a, b| a.0 == b.0);
-        labels.reverse();
+        sort_labels(&mut labels);
         let id = series_id(service, metric, labels.iter().map(|(k, v)| (&**k, &**v)));
         Self {
             id,
@@ -197,6 +193,22 @@ pub fn series_id<'a>(
         part(v);
     }
     h.digest()
+}
+
+/// Sorts `(name, value)` labels by name, keeping the last value of a repeated name (as a JSON object read into a map
+/// keeps it): the order [`series_id`] expects.
+pub fn sort_labels<K: Ord, V>(labels: &mut Vec<(K, V)>) {
+    if labels.len() < 2 {
+        return;
+    }
+    // A stable sort keeps input order among equal names.
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    if labels.windows(2).any(|w| w[0].0 == w[1].0) {
+        // Reverse, dedup keeps the first of each run, reverse back.
+        labels.reverse();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        labels.reverse();
+    }
 }
 
 /// Stable 64-bit identity of a service: XXH3-64 (seed 0) of its name.

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 
-use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id, series_id_in};
+use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id, series_id_in, sort_labels};
 
 mod wire;
 use wire::{Field, Fields};
@@ -333,28 +333,7 @@ impl OtlpDecoder {
                         for p in data.messages(1) {
                             let (mut counts, mut bounds) =
                                 (std::mem::take(&mut self.counts), std::mem::take(&mut self.bounds));
-                            counts.clear();
-                            bounds.clear();
-                            let mut point =
-                                Point { attrs: Attrs::Wire { msg: p, tag: 9 }, start: 0, time: 0, flags: 0 };
-                            let (mut count, mut min, mut max) = (0, None, None);
-                            for (t, f) in Fields::new(p).ok() {
-                                match (t, f) {
-                                    (2, Field::Fixed64(v)) => point.start = v,
-                                    (3, Field::Fixed64(v)) => point.time = v,
-                                    (4, Field::Fixed64(v)) => count = v,
-                                    (6, f) => wire::fixed64s(f, &mut counts),
-                                    (7, f) => {
-                                        let from = counts.len();
-                                        wire::fixed64s(f, &mut counts);
-                                        bounds.extend(counts.drain(from..).map(f64::from_bits));
-                                    }
-                                    (10, Field::Varint(v)) => point.flags = v as u32,
-                                    (11, Field::Fixed64(v)) => min = Some(f64::from_bits(v)),
-                                    (12, Field::Fixed64(v)) => max = Some(f64::from_bits(v)),
-                                    _ => {}
-                                }
-                            }
+                            let (point, count, min, max) = wire_histogram(p, &mut counts, &mut bounds);
                             let hist = Hist { count, counts: &counts, bounds: &bounds, min, max };
                             self.histogram(&ctx, &point, &hist, cumulative, batch);
                             (self.counts, self.bounds) = (counts, bounds);
@@ -362,30 +341,8 @@ impl OtlpDecoder {
                     }
                     11 => {
                         for p in data.messages(1) {
-                            let mut point =
-                                Point { attrs: Attrs::Wire { msg: p, tag: 7 }, start: 0, time: 0, flags: 0 };
-                            let mut count = 0;
-                            for (t, f) in Fields::new(p).ok() {
-                                match (t, f) {
-                                    (2, Field::Fixed64(v)) => point.start = v,
-                                    (3, Field::Fixed64(v)) => point.time = v,
-                                    (4, Field::Fixed64(v)) => count = v,
-                                    (8, Field::Varint(v)) => point.flags = v as u32,
-                                    _ => {}
-                                }
-                            }
-                            let quantiles = Fields::new(p).messages(6).map(|q| {
-                                let (mut quantile, mut value) = (0.0, 0.0);
-                                for (t, f) in Fields::new(q).ok() {
-                                    match (t, f) {
-                                        (1, Field::Fixed64(v)) => quantile = f64::from_bits(v),
-                                        (2, Field::Fixed64(v)) => value = f64::from_bits(v),
-                                        _ => {}
-                                    }
-                                }
-                                (quantile, value)
-                            });
-                            self.summary(&ctx, &point, count, quantiles, batch);
+                            let (point, count) = wire_summary(p);
+                            self.summary(&ctx, &point, count, wire_quantiles(p), batch);
                         }
                     }
                     _ => self.stats.skipped += data.messages(1).count() as u64,
@@ -537,15 +494,7 @@ impl OtlpDecoder {
                 None => {}
             }
         });
-        if l.pairs.len() > 1 {
-            // Stable sort keeps input order among equal keys; keep the last of each run.
-            l.pairs.sort_by(|a, b| a.0.cmp(b.0));
-            if l.pairs.windows(2).any(|w| w[0].0 == w[1].0) {
-                l.pairs.reverse();
-                l.pairs.dedup_by(|a, b| a.0 == b.0);
-                l.pairs.reverse();
-            }
-        }
+        sort_labels(&mut l.pairs);
         l
     }
 
@@ -603,6 +552,68 @@ fn number_value(p: &NumberDataPoint) -> f64 {
         Some(number_data_point::Value::AsInt(v)) => v as f64,
         None => f64::NAN,
     }
+}
+
+/// A `HistogramDataPoint` on the wire: the point, its count, min and max, and its bucket counts and bounds into
+/// `counts` and `bounds` (cleared first; either field packed or not).
+fn wire_histogram<'a>(
+    p: &'a [u8],
+    counts: &mut Vec<u64>,
+    bounds: &mut Vec<f64>,
+) -> (Point<'a>, u64, Option<f64>, Option<f64>) {
+    counts.clear();
+    bounds.clear();
+    let mut point = Point { attrs: Attrs::Wire { msg: p, tag: 9 }, start: 0, time: 0, flags: 0 };
+    let (mut count, mut min, mut max) = (0, None, None);
+    for (t, f) in Fields::new(p).ok() {
+        match (t, f) {
+            (2, Field::Fixed64(v)) => point.start = v,
+            (3, Field::Fixed64(v)) => point.time = v,
+            (4, Field::Fixed64(v)) => count = v,
+            (6, f) => wire::fixed64s(f, counts),
+            (7, f) => {
+                let from = counts.len();
+                wire::fixed64s(f, counts);
+                bounds.extend(counts.drain(from..).map(f64::from_bits));
+            }
+            (10, Field::Varint(v)) => point.flags = v as u32,
+            (11, Field::Fixed64(v)) => min = Some(f64::from_bits(v)),
+            (12, Field::Fixed64(v)) => max = Some(f64::from_bits(v)),
+            _ => {}
+        }
+    }
+    (point, count, min, max)
+}
+
+/// A `SummaryDataPoint` on the wire and its count (its quantiles: [`wire_quantiles`]).
+fn wire_summary(p: &[u8]) -> (Point<'_>, u64) {
+    let mut point = Point { attrs: Attrs::Wire { msg: p, tag: 7 }, start: 0, time: 0, flags: 0 };
+    let mut count = 0;
+    for (t, f) in Fields::new(p).ok() {
+        match (t, f) {
+            (2, Field::Fixed64(v)) => point.start = v,
+            (3, Field::Fixed64(v)) => point.time = v,
+            (4, Field::Fixed64(v)) => count = v,
+            (8, Field::Varint(v)) => point.flags = v as u32,
+            _ => {}
+        }
+    }
+    (point, count)
+}
+
+/// The `(quantile, value)` pairs of a `SummaryDataPoint` on the wire, in order.
+fn wire_quantiles(p: &[u8]) -> impl Iterator<Item = (f64, f64)> + '_ {
+    Fields::new(p).messages(6).map(|q| {
+        let (mut quantile, mut value) = (0.0, 0.0);
+        for (t, f) in Fields::new(q).ok() {
+            match (t, f) {
+                (1, Field::Fixed64(v)) => quantile = f64::from_bits(v),
+                (2, Field::Fixed64(v)) => value = f64::from_bits(v),
+                _ => {}
+            }
+        }
+        (quantile, value)
+    })
 }
 
 /// A `NumberDataPoint` on the wire and its value (NaN when it has none; the last of the oneof's members counts).

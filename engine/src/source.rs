@@ -19,7 +19,7 @@ use crate::delivery::{Progress, Ticket};
 use crate::error::{Error, Result};
 use crate::kafka::producer::{KafkaProducer, Origin};
 use crate::metrics::LatencySummary;
-use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id, series_id_in};
+use crate::model::{Batch, Recent, SeriesKey, TimeMs, series_id, series_id_in, sort_labels};
 use crate::sim::Simulator;
 
 /// A source of telemetry batches.
@@ -440,13 +440,7 @@ impl PointDecoder {
             return false;
         }
         let mut labels = p.labels.map(|l| l.0).unwrap_or_default();
-        if labels.len() > 1 {
-            // Sorted by name, the last value of a repeated name kept (as a JSON object read into a map keeps it).
-            labels.sort_by(|a, b| a.0.cmp(&b.0));
-            labels.reverse();
-            labels.dedup_by(|a, b| a.0 == b.0);
-            labels.reverse();
-        }
+        sort_labels(&mut labels);
         let pairs = || labels.iter().map(|(k, v)| (&**k, &**v));
         let id = series_id_in(&mut self.id_buf, &p.service, &p.metric, pairs());
         let key = self.keys.get_or_insert_with(id, || Arc::new(SeriesKey::new(&p.service, &p.metric, pairs())));
