@@ -36,6 +36,8 @@ pub struct Inputs {
     pub x: Vec<f32>,
     pub z: Vec<f32>,
     pub sigma: Vec<f32>,
+    /// The level each point was measured against (read back from the device; gathered on the CPU).
+    pub level: Vec<f32>,
 }
 
 impl Inputs {
@@ -45,6 +47,7 @@ impl Inputs {
             x: (0..n).map(|i| (i % 97) as f32 + (i % 7) as f32 * 0.25).collect(),
             z: vec![0.0; n],
             sigma: vec![0.0; n],
+            level: vec![0.0; n],
         }
     }
 }
@@ -66,7 +69,12 @@ impl CpuCase {
     }
 
     pub fn run(&mut self) {
-        let Inputs { slots, x, z, sigma } = &mut self.input;
+        let Inputs { slots, x, z, sigma, level } = &mut self.input;
+        // The detector reads each point's level before the kernel moves it, as the shader hands it back.
+        for ((l, &s), &x) in level.iter_mut().zip(slots.iter()).zip(x.iter()) {
+            let s = s as usize;
+            *l = if self.state.count[s] == 0 { x } else { self.state.level[s] };
+        }
         Kernels::Scalar.robust_update_gather(&mut self.state, slots, x, z, sigma, &self.params);
     }
 }
@@ -88,8 +96,8 @@ impl GpuCase {
 
     /// Upload, dispatch, read back.
     pub fn run(&mut self) {
-        let Inputs { slots, x, z, sigma } = &mut self.input;
-        self.gpu.update(slots, x, z, sigma).expect("GPU update");
+        let Inputs { slots, x, z, sigma, level } = &mut self.input;
+        self.gpu.update(slots, x, z, sigma, level).expect("GPU update");
     }
 }
 

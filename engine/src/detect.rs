@@ -200,9 +200,11 @@ struct Scored {
     /// Seasonal offset the robust model's input had removed, and that input (`x − offset`).
     offset: f32,
     y: f32,
-    /// The kernel's z-score and sigma.
+    /// The kernel's z-score and sigma, and the level it measured the point against (the model's before the point;
+    /// the point itself for a series' first).
     z: f32,
     sigma: f32,
+    level: f32,
     // Set by `models`.
     /// The model's expected value before this point.
     expected: f64,
@@ -254,9 +256,13 @@ struct Scored {
     shift_spot: Spot,
 }
 
+// The record README.md and BENCHMARKS.md describe (a few cache lines a point of a round).
+const _: () = assert!(std::mem::size_of::<Scored>() == 248);
+
 impl Scored {
     #[allow(clippy::too_many_arguments)]
-    fn new(i: usize, s: usize, t: TimeMs, dt: TimeMs, x: f64, offset: f32, y: f32, z: f32, sigma: f32) -> Self {
+    fn new(i: usize, s: usize, t: TimeMs, dt: TimeMs, x: f64, offset: f32, y: f32, kernel: (f32, f32, f32)) -> Self {
+        let (z, sigma, level) = kernel;
         Self {
             i,
             s,
@@ -267,6 +273,7 @@ impl Scored {
             y,
             z,
             sigma,
+            level,
             spectral: 0.0,
             seen: 0,
             learned: false,
@@ -632,6 +639,9 @@ pub struct ShardDetector {
     offsets: Vec<f32>,
     zs: Vec<f32>,
     sigmas: Vec<f32>,
+    /// The level each point of the round is measured against, read before the kernel moves it (not rebuilt as
+    /// `y − z·sigma`, which loses it to rounding when a point lies orders of magnitude away).
+    levels: Vec<f32>,
     /// The round's event times.
     round_times: Vec<TimeMs>,
     /// The round's points between phases.
@@ -856,6 +866,7 @@ impl ShardDetector {
             offsets: Vec::new(),
             zs: Vec::new(),
             sigmas: Vec::new(),
+            levels: Vec::new(),
             round_times: Vec::new(),
             pts: Vec::new(),
             logs: Vec::new(),
@@ -1514,8 +1525,11 @@ impl ShardDetector {
         let fields = by.i[round.clone()].iter().zip(&by.s[round.clone()]).zip(&by.t[round.clone()]);
         let fields = fields.zip(&by.x[round.clone()]).zip(&by.dt[round]);
         let kernel = self.offsets[..n].iter().zip(&self.xs[..n]).zip(&self.zs[..n]).zip(&self.sigmas[..n]);
-        for (k, (((((&i, &s), &t), &x), &dt), (((&offset, &y), &z), &sigma))) in fields.zip(kernel).enumerate() {
-            pts.push(Scored::new(i as usize, s as usize, t, dt, x, offset, y, z, sigma));
+        let kernel = kernel.zip(&self.levels[..n]);
+        for (k, (((((&i, &s), &t), &x), &dt), ((((&offset, &y), &z), &sigma), &level))) in
+            fields.zip(kernel).enumerate()
+        {
+            pts.push(Scored::new(i as usize, s as usize, t, dt, x, offset, y, (z, sigma, level)));
             let p = pts.last_mut().expect("just pushed");
             p.spectral = self.spectral.as_ref().map_or(0.0, |sp| sp.score(k));
             self.scales(p);
@@ -1609,13 +1623,22 @@ impl ShardDetector {
     fn robust_update(&mut self) {
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut self.scoring {
-            match g.robust.update(&self.slots, &self.xs, &mut self.zs, &mut self.sigmas) {
+            self.levels.resize(self.slots.len(), 0.0);
+            match g.robust.update(&self.slots, &self.xs, &mut self.zs, &mut self.sigmas, &mut self.levels) {
                 Ok(()) => return,
                 Err(e) => self.fall_back(e),
             }
         }
         match &mut self.scoring {
             ScoringBackend::Cpu { kernels, state } => {
+                // The level each point is measured against, before the kernel moves it (a series' first point sets
+                // it), as the shader reads it back on the GPU.
+                let (level, count) = (&state.level[..], &state.count[..]);
+                self.levels.resize(self.slots.len(), 0.0);
+                for ((l, &s), &x) in self.levels.iter_mut().zip(&self.slots).zip(&self.xs) {
+                    let s = s as usize;
+                    *l = if count[s] == 0 { x } else { level[s] };
+                }
                 kernels.robust_update_gather(state, &self.slots, &self.xs, &mut self.zs, &mut self.sigmas, &self.params)
             }
             #[cfg(feature = "gpu")]
@@ -1664,8 +1687,9 @@ impl ShardDetector {
         // and kept out of it); a slow, ungated mean absolute residual floors it.
         p.residual = p.z * p.sigma;
         p.scale = floored_scale(p.sigma, self.spread[s], self.cfg.scale_floor);
-        // The model's expected value before this point: the kernel's residual, exactly, plus the seasonal offset.
-        p.expected = f64::from(p.offset) + f64::from(p.y) - f64::from(p.residual);
+        // The model's expected value before this point: the level the kernel measured it against plus the seasonal
+        // offset (`y − residual` would lose the level to rounding when the point lies orders of magnitude away).
+        p.expected = f64::from(p.offset) + f64::from(p.level);
     }
 
     /// Phase one of a point, second part: the warm-up level fix.
@@ -1685,7 +1709,7 @@ impl ShardDetector {
         {
             let rp = &self.params;
             let a = rp.alpha.max(1.0 / p.seen as f32);
-            let level = p.y - p.residual;
+            let level = p.level;
             self.scoring.set_level(s, level + a * p.residual.clamp(-rp.huber * p.scale, rp.huber * p.scale));
         }
     }
@@ -1917,7 +1941,7 @@ impl ShardDetector {
         let mut undone = false;
         if self.cfg.level_shift.settle_after > 0 {
             if self.hold_level[s].is_nan() {
-                (self.hold_level[s], self.hold_sigma[s]) = (p.y - p.residual, p.scale);
+                (self.hold_level[s], self.hold_sigma[s]) = (p.level, p.scale);
             }
             self.hold_n[s] = 0;
             self.hold_sum[s] = 0.0;
@@ -1927,7 +1951,7 @@ impl ShardDetector {
         }
         let anchor = &mut self.anchor[s];
         if anchor.is_nan() {
-            *anchor = p.y - p.residual;
+            *anchor = p.level;
         }
         self.scoring.set_level(s, new_level);
         let (from, to) = (f64::from(*anchor + p.offset), f64::from(new_level + p.offset));
@@ -3105,6 +3129,35 @@ mod tests {
         let after: Vec<_> =
             ev.iter().filter(|e| e.time >= 615 * 60_000).map(|e| (e.time / 60_000, e.observed, e.expected)).collect();
         assert!(after.is_empty(), "events after the burst (minute, observed, expected): {after:?}");
+    }
+
+    /// A burst of a sentinel value (4294967295, `u32::MAX`, as an exporter writes for "no reading") on a series at
+    /// 100: seven orders of magnitude, more than an `f32` holds beside it. The events say what the model expected
+    /// (100, the level from before the burst, not whatever `value − z·sigma` rounds to), the shift starts from 100,
+    /// and the points back at 100 after it are normal. When the level was rebuilt from the residual, the burst's
+    /// events said "expected 0" (a sentinel of 1e30) or 192 (1e9), and the event path held that level, so every point
+    /// back at 100 alerted until the hold settled: 33 false events.
+    #[test]
+    fn a_sentinel_burst_orders_of_magnitude_away_keeps_the_level_it_left() {
+        for sentinel in [1e9, 4_294_967_295.0, 1e30] {
+            let mut xs: Vec<f64> = (0..600).map(|i| 100.0 + noise(i)).collect();
+            xs.extend((600..605).map(|_| sentinel));
+            xs.extend((605..700).map(|i| 100.0 + noise(i)));
+            let (ev, _) = scored(&mut detector(), &key("latency_ms"), &xs, 60_000);
+            let burst: Vec<_> = ev.iter().filter(|e| e.observed == sentinel).collect();
+            assert!(!burst.is_empty(), "{sentinel}: the burst alerts");
+            for e in &burst {
+                assert!((e.expected - 100.0).abs() < 1.0, "{sentinel}: expected {} during the burst", e.expected);
+            }
+            let shift = burst.iter().find_map(|e| e.level_shift).expect("the burst is a change point");
+            assert!((shift.from - 100.0).abs() < 1.0, "{sentinel}: the shift starts from {}", shift.from);
+            let after: Vec<_> = ev
+                .iter()
+                .filter(|e| e.time >= 605 * 60_000)
+                .map(|e| (e.time / 60_000, e.observed, e.expected))
+                .collect();
+            assert!(after.is_empty(), "{sentinel}: events after the burst (minute, observed, expected): {after:?}");
+        }
     }
 
     /// A business-hours series before its season is found: the robust stage's band has taken in the daily swing,

@@ -2,8 +2,9 @@
 //! shard owns a [`GpuRobust`]: its series' robust state, resident on the device for the life of the run.
 //!
 //! Per chunk of points (no series repeats in a chunk) the host uploads only the new values (`PointGpu`: slot and
-//! value, 8 bytes a point), dispatches `robust_update.wgsl` once, and reads back only the scores (`ScoreGpu`: z and
-//! sigma, 8 bytes a point). Level, scale and count never cross the bus, except: the host keeps a mirror of `count`
+//! value, 8 bytes a point), dispatches `robust_update.wgsl` once, and reads back only the scores (`ScoreGpu`: z,
+//! sigma and the level the point was measured against, 12 bytes a point). The state is never read back, except: the
+//! host keeps a mirror of `count`
 //! (it is a pure function of the points sent), and a re-baseline's new level is written into the device buffer
 //! before the next chunk. New series need no upload: fresh device memory is zero, and `count == 0` makes the shader
 //! initialise the slot from its first point.
@@ -503,7 +504,8 @@ impl GpuRobust {
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params_buf = ctx.buffer("robust params", size_of::<RobustParamsGpu>() as u64, uniform);
         let (level, mad, count_buf) = Self::state_buffers(&ctx, 0);
-        let chunk = ChunkBuffers::new(&ctx, "robust points", size_of::<PointGpu>() as u64, 8);
+        let chunk =
+            ChunkBuffers::new(&ctx, "robust points", size_of::<PointGpu>() as u64, size_of::<ScoreGpu>() as u64);
         Self {
             ctx,
             params,
@@ -646,9 +648,18 @@ impl GpuRobust {
     }
 
     /// Scores one chunk, as `Kernels::robust_update_gather` does: `z[i]`, `sigma[i]` for `x[i]` of series
-    /// `slots[i]`, against the model before the update. No slot may repeat within `slots`.
-    pub fn update(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32]) -> Result<(), GpuError> {
-        assert!(slots.len() == x.len() && x.len() == z.len() && z.len() == sigma.len(), "one entry per point");
+    /// `slots[i]`, against the model before the update, and `level[i]`, that model's level (`x[i]` for a series'
+    /// first point). No slot may repeat within `slots`.
+    pub fn update(
+        &mut self,
+        slots: &[u32],
+        x: &[f32],
+        z: &mut [f32],
+        sigma: &mut [f32],
+        level: &mut [f32],
+    ) -> Result<(), GpuError> {
+        let n = slots.len();
+        assert!(x.len() == n && z.len() == n && sigma.len() == n && level.len() == n, "one entry per point");
         if slots.is_empty() {
             return Ok(());
         }
@@ -657,7 +668,14 @@ impl GpuRobust {
         let mut start = 0;
         while start < slots.len() {
             let end = slots.len().min(start + self.chunk.max_items());
-            self.dispatch(&slots[start..end], &x[start..end], &mut z[start..end], &mut sigma[start..end])?;
+            let chunk = start..end;
+            self.dispatch(
+                &slots[chunk.clone()],
+                &x[chunk.clone()],
+                &mut z[chunk.clone()],
+                &mut sigma[chunk.clone()],
+                &mut level[chunk],
+            )?;
             start = end;
         }
         for &s in slots {
@@ -667,7 +685,14 @@ impl GpuRobust {
         Ok(())
     }
 
-    fn dispatch(&mut self, slots: &[u32], x: &[f32], z: &mut [f32], sigma: &mut [f32]) -> Result<(), GpuError> {
+    fn dispatch(
+        &mut self,
+        slots: &[u32],
+        x: &[f32],
+        z: &mut [f32],
+        sigma: &mut [f32],
+        level: &mut [f32],
+    ) -> Result<(), GpuError> {
         let n = slots.len();
         // Chunks never exceed `max_items`, so this cannot fail.
         if self.chunk.reserve(&self.ctx, n as u64).expect("a chunk within max_items") {
@@ -684,8 +709,8 @@ impl GpuRobust {
         let bytes = (n * size_of::<ScoreGpu>()) as u64;
         let view = self.ctx.submit_and_read(enc, &self.chunk.output, &self.chunk.readback, bytes)?;
         let scores: &[ScoreGpu] = bytemuck::cast_slice(&view);
-        for ((s, zi), si) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()) {
-            (*zi, *si) = (s.z, s.sigma);
+        for (((s, zi), si), li) in scores.iter().zip(z.iter_mut()).zip(sigma.iter_mut()).zip(level.iter_mut()) {
+            (*zi, *si, *li) = (s.z, s.sigma, s.level);
         }
         drop(view);
         self.chunk.readback.unmap();

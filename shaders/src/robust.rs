@@ -29,16 +29,19 @@ pub struct PointGpu {
 
 const _: () = assert!(std::mem::size_of::<PointGpu>() == 8);
 
-/// Kept in sync with `struct Score` in `wgsl/robust_update.wgsl` (8 bytes): the z-score of a point against the model
-/// before its update, and the sigma it was measured with.
+/// Kept in sync with `struct Score` in `wgsl/robust_update.wgsl` (12 bytes): the z-score of a point against the model
+/// before its update, the sigma it was measured with, and the level it was measured against (the point itself for a
+/// series' first point). The level is read back rather than rebuilt as `x − z·sigma`, which loses it when the point
+/// lies many orders of magnitude away (a sentinel such as 4294967295 on a series at 100).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default, Pod, Zeroable)]
 pub struct ScoreGpu {
     pub z: f32,
     pub sigma: f32,
+    pub level: f32,
 }
 
-const _: () = assert!(std::mem::size_of::<ScoreGpu>() == 8);
+const _: () = assert!(std::mem::size_of::<ScoreGpu>() == 12);
 
 /// `@workgroup_size` of `robust_update.wgsl`'s entry point.
 pub const ROBUST_WORKGROUP_SIZE: u32 = 256;
@@ -57,8 +60,8 @@ pub fn dispatch_size(n: u32, size: u32) -> (u32, u32) {
 }
 
 /// State and traffic of the robust update, in bytes per updated series: the shader reads and writes level, mad and
-/// count (12 + 12), reads one point (8) and writes one score (8). Used to turn updates/s into achieved bandwidth.
-pub const ROBUST_BYTES_PER_UPDATE: u64 = 12 + 12 + 8 + 8;
+/// count (12 + 12), reads one point (8) and writes one score (12). Used to turn updates/s into achieved bandwidth.
+pub const ROBUST_BYTES_PER_UPDATE: u64 = 12 + 12 + 8 + 12;
 
 const MAD_TO_SIGMA: f32 = 1.253_314_1;
 
@@ -86,7 +89,7 @@ pub fn robust_update_twin(
             level[s] = xi;
             mad[s] = 0.0;
             count[s] = 1;
-            scores[i] = ScoreGpu { z: 0.0, sigma: floored_sigma(p, xi, 0.0) };
+            scores[i] = ScoreGpu { z: 0.0, sigma: floored_sigma(p, xi, 0.0), level: xi };
             continue;
         }
         let (l, m) = (level[s], mad[s]);
@@ -105,7 +108,7 @@ pub fn robust_update_twin(
         level[s] = l + a * rc;
         mad[s] = m + b * (dev - m);
         count[s] = c.min(u32::MAX - 1) + 1;
-        scores[i] = ScoreGpu { z: zi, sigma };
+        scores[i] = ScoreGpu { z: zi, sigma, level: l };
     }
 }
 
@@ -146,6 +149,12 @@ mod tests {
                 })
                 .collect();
             let (mut z1, mut sigma) = (vec![0.0; n], vec![0.0; n]);
+            // The level each point is measured against: the model's before the update, or the point itself first.
+            let read: Vec<f32> = slots
+                .iter()
+                .zip(&x)
+                .map(|(&s, &x)| if st.count[s as usize] == 0 { x } else { st.level[s as usize] })
+                .collect();
             Kernels::Scalar.robust_update_gather(&mut st, &slots, &x, &mut z1, &mut sigma, &kp);
             let points: Vec<PointGpu> = slots.iter().zip(&x).map(|(&slot, &x)| PointGpu { slot, x }).collect();
             let mut scores = vec![ScoreGpu::default(); n];
@@ -154,6 +163,7 @@ mod tests {
             let sigma2: Vec<f32> = scores.iter().map(|s| s.sigma).collect();
             assert_eq!(z1, z2, "step {step}");
             assert_eq!(sigma, sigma2, "step {step}");
+            assert_eq!(read, scores.iter().map(|s| s.level).collect::<Vec<_>>(), "step {step}");
         }
         assert_eq!(st.count, count);
         assert_eq!(st.level, level);

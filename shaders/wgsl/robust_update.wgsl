@@ -1,9 +1,9 @@
 // Robust level/scale update and z-score, one invocation per point of a chunk in which no series repeats.
 // Invocation i updates series points[i].slot with points[i].x, against state resident in level/mad/count, and writes
-// the z-score of x against the model before the update and the sigma it used into scores[i].
+// the z-score of x against the model before the update, the sigma it used and the level it read into scores[i].
 // Mirrors faultline_kernels::scalar::robust_update_one; the CPU twin is shaders/src/robust.rs.
 // Layouts are kept in sync with shaders/src/robust.rs: Params = RobustParamsGpu (48 bytes), Point = PointGpu
-// (8 bytes), Score = ScoreGpu (8 bytes).
+// (8 bytes), Score = ScoreGpu (12 bytes).
 
 struct Params {
     alpha: f32,
@@ -25,6 +25,7 @@ struct Point {
 struct Score {
     z: f32,
     sigma: f32,
+    level: f32,
 };
 
 const MAD_TO_SIGMA: f32 = 1.2533141;
@@ -54,7 +55,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         level[s] = xi;
         mad[s] = 0.0;
         count[s] = 1u;
-        scores[i] = Score(0.0, floored_sigma(xi, 0.0));
+        scores[i] = Score(0.0, floored_sigma(xi, 0.0), xi);
         return;
     }
     let l = level[s];
@@ -78,5 +79,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     level[s] = l + a * rc;
     mad[s] = m + b * (dev - m);
     count[s] = min(c, 4294967294u) + 1u;
-    scores[i] = Score(zi, sigma);
+    scores[i] = Score(zi, sigma, l);
 }

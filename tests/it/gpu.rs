@@ -100,9 +100,16 @@ fn gpu_robust_update_matches_the_scalar_kernel_on_random_inputs() {
                 .collect();
             let n = slots.len();
             let (mut z1, mut s1, mut z2, mut s2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            let l1: Vec<f32> = slots
+                .iter()
+                .zip(&x)
+                .map(|(&s, &x)| if cpu.count[s as usize] == 0 { x } else { cpu.level[s as usize] })
+                .collect();
+            let mut l2 = vec![0.0; n];
             Kernels::Scalar.robust_update_gather(&mut cpu, &slots, &x, &mut z1, &mut s1, &p);
-            gpu.update(&slots, &x, &mut z2, &mut s2).unwrap();
+            gpu.update(&slots, &x, &mut z2, &mut s2, &mut l2).unwrap();
             for i in 0..n {
+                assert!(close(l1[i], l2[i], l1[i]), "seed {seed} step {step} point {i}: level {} vs {}", l1[i], l2[i]);
                 assert!(close(z1[i], z2[i], z1[i]), "seed {seed} step {step} point {i}: z cpu {} gpu {}", z1[i], z2[i]);
                 assert!(close(s1[i], s2[i], s1[i]), "seed {seed} step {step} point {i}: sigma {} vs {}", s1[i], s2[i]);
             }
