@@ -37,7 +37,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -270,29 +269,14 @@ fn invalid_name(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Parses an RFC 3339 time (`Z` or a numeric `±hh:mm` offset) to Unix milliseconds.
+/// Parses an RFC 3339 time (`Z` or a numeric `±hh:mm` offset; see [`crate::clock::parse_time`]) to Unix milliseconds.
 fn parse_start(s: &str) -> std::result::Result<TimeMs, String> {
-    let s = s.trim();
-    let bad = |why: String| format!("must be an RFC 3339 time such as \"2026-01-05T00:00:00Z\", got {s:?} ({why})");
-    let mut offset_ms = 0i64;
-    let mut base = s.to_owned();
-    let n = s.len();
-    if n >= 6 && s.is_char_boundary(n - 6) && !s.ends_with(['Z', 'z']) {
-        let tail = &s.as_bytes()[n - 6..];
-        if (tail[0] == b'+' || tail[0] == b'-') && tail[3] == b':' {
-            let hh: i64 = s[n - 5..n - 3].parse().map_err(|_| bad("bad offset hours".to_owned()))?;
-            let mm: i64 = s[n - 2..].parse().map_err(|_| bad("bad offset minutes".to_owned()))?;
-            if hh > 23 || mm > 59 {
-                return Err(bad("offset out of range".to_owned()));
-            }
-            offset_ms = (hh * 60 + mm) * MINUTE_MS * if tail[0] == b'-' { -1 } else { 1 };
-            base = format!("{}Z", &s[..n - 6]);
-        }
+    let bad = |why: &str| format!("must be an RFC 3339 time such as \"2026-01-05T00:00:00Z\", got {s:?} ({why})");
+    match crate::clock::parse_time(s) {
+        Ok(ms) if ms < 0 => Err(bad("before 1970")),
+        Ok(ms) => Ok(ms),
+        Err(e) => Err(bad(e.rsplit_once(": ").map_or(e.as_str(), |(_, why)| why))),
     }
-    let t = humantime::parse_rfc3339(&base).map_err(|e| bad(e.to_string()))?;
-    let since = t.duration_since(UNIX_EPOCH).map_err(|_| bad("before 1970".to_owned()))?;
-    let ms = i64::try_from(since.as_millis()).map_err(|_| bad("too far in the future".to_owned()))?;
-    Ok(ms - offset_ms)
 }
 
 /// The kinds of injected fault. The ground-truth root cause of each is the service it is injected into.

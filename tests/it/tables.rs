@@ -1,5 +1,5 @@
-//! Table replays: the fixture's points as CSV, Parquet and Arrow IPC files (each with other column types) give
-//! exactly the events of the JSON-lines replay.
+//! Table replays: the fixture's points as CSV (UTC and local times), Parquet and Arrow IPC files (each with other
+//! column types) give exactly the events of the JSON-lines replay.
 
 use std::sync::Arc;
 
@@ -54,10 +54,21 @@ fn tables_in_every_format_replay_exactly_like_json_lines() {
     let dir = std::env::temp_dir().join(format!("faultline-tables-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = |v: &[String]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
-    // Parquet: a millisecond timestamp; Arrow: whole seconds and a dictionary-encoded service; CSV: RFC 3339 text.
+    // Parquet: a millisecond timestamp; Arrow: whole seconds and a dictionary-encoded service; CSV: RFC 3339 text,
+    // in UTC, and local times with their offsets from UTC (an export from anywhere, zones changing row by row).
     let rfc3339: Vec<String> = times.iter().map(|&t| faultline::clock::fmt_time(t)).collect();
+    let zones = [("-05:00", -300), ("+02:00", 120), ("+05:30", 330), ("+00:00", 0), ("-0330", -210)];
+    let local: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let (zone, minutes) = zones[i % zones.len()];
+            let text = faultline::clock::fmt_time(t + minutes * 60_000);
+            format!("{}{zone}", text.strip_suffix('Z').unwrap()).replacen('T', if i % 2 == 0 { "T" } else { " " }, 1)
+        })
+        .collect();
     let dictionary: DictionaryArray<Int32Type> = services.iter().map(String::as_str).collect();
-    let cases: [(&str, TableFormat, ArrayRef, ArrayRef); 3] = [
+    let cases: [(&str, TableFormat, ArrayRef, ArrayRef); 4] = [
         (
             "points.parquet",
             TableFormat::Parquet,
@@ -71,6 +82,7 @@ fn tables_in_every_format_replay_exactly_like_json_lines() {
             Arc::new(dictionary),
         ),
         ("points.csv", TableFormat::Csv, text(&rfc3339), text(&services)),
+        ("points-local.csv", TableFormat::Csv, text(&local), text(&services)),
     ];
     assert!(times.iter().all(|t| t % 1000 == 0), "the fixture's times are whole seconds");
     for (name, format, time, service) in cases {
