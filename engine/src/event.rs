@@ -208,7 +208,7 @@ impl AnomalyEvent {
         }
         s.push(')');
         if self.model_fired {
-            s.push_str(&format!(", {:.1} sigma {}", self.z.abs(), if self.z >= 0.0 { "above" } else { "below" }));
+            s.push_str(&format!(", {} sigma {}", sigmas(self.z.abs()), if self.z >= 0.0 { "above" } else { "below" }));
         }
         if self.model_fired && self.level_shift.is_none() {
             let c = &self.channels;
@@ -511,21 +511,109 @@ pub struct MetricEvidence {
     pub anomalous_points: u32,
 }
 
-/// Rounds to 6 significant decimals for the wire, so tiny float noise does not bloat output.
+/// Rounds a number for the wire, so float noise does not bloat output: six decimals, and six significant digits
+/// where that is more (below 0.1), so a metric in small units (a latency of 40 µs in seconds, an error ratio of 1e-7)
+/// keeps its expected value and band instead of rounding to 0. Non-finite numbers become 0.
 pub fn round6(x: f64) -> f64 {
     if !x.is_finite() {
         return 0.0;
     }
-    (x * 1e6).round() / 1e6
+    let a = x.abs();
+    if a >= 0.1 || a == 0.0 {
+        return (x * 1e6).round() / 1e6;
+    }
+    // Decimals for six significant digits; a power of ten up to 1e22 is exact, so the quotient is the double
+    // nearest the rounded decimal, and prints as it.
+    let decimals = 5 - a.log10().floor() as i32;
+    if decimals <= 22 {
+        let p = 10f64.powi(decimals);
+        (x * p).round() / p
+    } else {
+        format!("{x:.5e}").parse().unwrap_or(x)
+    }
 }
 
-/// A number for human text: up to 3 decimals, trailing zeros trimmed; large numbers without decimals.
+/// A number for human text: at least three significant digits, up to three decimals at or above 1, none from 1000;
+/// scientific notation below 1e-4 and from 1e15 (`4.2e-7`, `1e30`), trailing zeros trimmed.
 pub fn num(x: f64) -> String {
-    if x.abs() >= 1000.0 {
+    let a = x.abs();
+    let s = if !x.is_finite() || a == 0.0 {
+        return if x.is_finite() { "0".to_owned() } else { x.to_string() };
+    } else if !(1e-4..1e15).contains(&a) {
+        let s = format!("{x:.2e}");
+        return match s.split_once('e') {
+            Some((mantissa, exp)) => format!("{}e{exp}", mantissa.trim_end_matches('0').trim_end_matches('.')),
+            None => s,
+        };
+    } else if a >= 1000.0 {
         format!("{x:.0}")
     } else {
-        let s = format!("{x:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" { "0".to_string() } else { s.to_string() }
+        let decimals = (2 - a.log10().floor() as i32).clamp(3, 6) as usize;
+        format!("{x:.decimals$}")
+    };
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    if s == "-0" { "0".to_owned() } else { s.to_owned() }
+}
+
+/// A count of sigmas for human text: one decimal, scientific notation from a million (a point at a sentinel value
+/// on a series that barely moves is 1e30 sigmas out, which 31 digits do not say better).
+pub fn sigmas(z: f64) -> String {
+    if z.abs() >= 1e6 { num(z) } else { format!("{z:.1}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_for_the_wire_keep_six_significant_digits_below_a_tenth() {
+        for (x, want) in [
+            (18.667_572_3, 18.667_572),
+            (0.123_456_78, 0.123_457),
+            (0.002_073_456, 0.002_073_46),
+            (4.123_456_7e-5, 4.123_46e-5),
+            (1e-9, 1e-9),
+            (-2.5e-12, -2.5e-12),
+            (1.234_567_89e-20, 1.234_57e-20),
+            (1.234_567_89e-30, 1.234_57e-30),
+            (0.0, 0.0),
+            (1e30, 1e30),
+            (f64::NAN, 0.0),
+            (f64::INFINITY, 0.0),
+        ] {
+            assert_eq!(round6(x), want, "{x}");
+        }
+        // The wire prints the rounded decimal, not a neighbour of it.
+        assert_eq!(serde_json::to_string(&round6(0.000_123_456_789)).unwrap(), "0.000123457");
+        assert_eq!(serde_json::to_string(&round6(4.123_456_7e-19)).unwrap(), "4.12346e-19");
+    }
+
+    #[test]
+    fn numbers_for_people_keep_three_significant_digits_at_any_scale() {
+        for (x, want) in [
+            (60.547_250_474, "60.547"),
+            (18.667_572, "18.668"),
+            (0.274_1, "0.274"),
+            (0.5, "0.5"),
+            (0.002_073_4, "0.00207"),
+            (0.020_734, "0.0207"),
+            (0.000_123_4, "0.000123"),
+            (4.2e-5, "4.2e-5"),
+            (1e-9, "1e-9"),
+            (-1.234e-7, "-1.23e-7"),
+            (1234.6, "1235"),
+            (4_294_967_295.0, "4294967295"),
+            (1e30, "1e30"),
+            (-0.000_1, "-0.0001"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            (-0.000_000_4, "-4e-7"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(num(x), want, "{x}");
+        }
+        assert_eq!(sigmas(26.384_504), "26.4");
+        assert_eq!(sigmas(-3.0), "-3.0");
+        assert_eq!(sigmas(1.469_948_9e30), "1.47e30");
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{
     AnomalyEvent, CandidateEvidence, CandidateWire, ChangeWire, Direction, MetricEvidence, ROOT_CAUSE_SCHEMA,
-    RootCauseReport, WindowWire, num, round6,
+    RootCauseReport, WindowWire, num, round6, sigmas,
 };
 use crate::model::TimeMs;
 
@@ -940,12 +940,12 @@ fn candidate_sentence(
         .take(2)
         .map(|m| {
             format!(
-                "{} {} to {} (expected {}, {:.1} sigma)",
+                "{} {} to {} (expected {}, {} sigma)",
                 m.metric,
                 if m.direction == Direction::Up { "rose" } else { "fell" },
                 num(m.peak_observed),
                 num(m.peak_expected),
-                m.max_abs_z
+                sigmas(m.max_abs_z)
             )
         })
         .collect::<Vec<_>>()
