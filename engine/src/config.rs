@@ -1143,10 +1143,13 @@ impl Config {
 }
 
 fn check_range(p: &mut Vec<String>, name: &str, v: f64, lo: f64, hi: f64) {
+    // Exact, and in scientific notation where the decimals would run on (`1e-300`, not 300 zeros).
+    let show = |x: f64| if x != 0.0 && !(1e-6..1e16).contains(&x.abs()) { format!("{x:e}") } else { format!("{x}") };
+    let (lo_s, hi_s) = (show(lo), show(hi));
     if v.is_nan() {
-        p.push(format!("{name} is NaN; expected a number in [{lo}, {hi}]"));
+        p.push(format!("{name} is NaN; expected a number in [{lo_s}, {hi_s}]"));
     } else if !(lo..=hi).contains(&v) {
-        p.push(format!("{name} must be in [{lo}, {hi}], got {v}"));
+        p.push(format!("{name} must be in [{lo_s}, {hi_s}], got {}", show(v)));
     }
 }
 
@@ -1312,6 +1315,15 @@ mod tests {
         assert!(err.contains("detector.burst.record is NaN"), "{err}");
         let off = Config::from_layers(Some(("x.toml", "[detector.burst]\nenabled = false\n")), []).unwrap();
         assert!(!off.detector.burst.enabled);
+    }
+
+    /// A bound far from 1 is named in scientific notation, not as a run of 300 zeros.
+    #[test]
+    fn range_errors_name_tiny_and_huge_bounds_readably() {
+        let err = Config::from_layers(Some(("x.toml", "[detector]\nrisk = 0\n")), []).unwrap_err().to_string();
+        assert!(err.contains("detector.risk must be in [1e-300, 0.5], got 0"), "{err}");
+        let err = Config::from_layers(Some(("x.toml", "[detector]\nrisk = 1e-320\n")), []).unwrap_err().to_string();
+        assert!(err.contains("detector.risk must be in [1e-300, 0.5], got 1e-320"), "{err}");
     }
 
     #[test]
