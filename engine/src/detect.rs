@@ -3131,6 +3131,21 @@ mod tests {
         assert!(after.is_empty(), "events after the burst (minute, observed, expected): {after:?}");
     }
 
+    /// A count that is 0 most of the time: its level after a blip is float dust (1e-14), which the explanation
+    /// gives at the event's own scale, "expected 0", not "expected 1.27e-14"; the wire keeps the model's value.
+    #[test]
+    fn a_level_of_float_dust_reads_as_zero_in_the_explanation() {
+        let xs: Vec<f64> = (0..3000).map(|i| if i % 97 < 2 && i > 60 { 1.0 } else { 0.0 }).collect();
+        let (ev, _) = scored(&mut detector(), &key("errors"), &xs, 60_000);
+        let dusty: Vec<_> = ev.iter().filter(|e| e.expected != 0.0 && e.expected.abs() < 1e-9).collect();
+        assert!(!dusty.is_empty(), "the test needs an event whose expected value is float dust");
+        for e in dusty {
+            let text = e.explanation();
+            assert!(text.contains("(expected 0, "), "{text}");
+            assert!(!text.contains("e-1"), "{text}");
+        }
+    }
+
     /// A burst of a sentinel value (4294967295, `u32::MAX`, as an exporter writes for "no reading") on a series at
     /// 100: seven orders of magnitude, more than an `f32` holds beside it. The events say what the model expected
     /// (100, the level from before the burst, not whatever `value − z·sigma` rounds to), the shift starts from 100,

@@ -199,9 +199,13 @@ impl AnomalyEvent {
             Direction::Up => "rose",
             Direction::Down => "fell",
         };
-        let mut s = format!("{name} {verb} to {} (expected {}", num(self.observed), num(self.expected));
+        // The sentence's numbers at the event's own scale: a model level of 1e-14 on a series whose band is ±0.6 is
+        // float dust, and reads as 0.
+        let scale = [self.observed, self.expected, self.lower, self.upper].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let at_scale = |x: f64| num(if x.abs() < 1e-4 * scale { 0.0 } else { x });
+        let mut s = format!("{name} {verb} to {} (expected {}", at_scale(self.observed), at_scale(self.expected));
         if self.stage.learned() {
-            s.push_str(&format!(", normal band {}..{}", num(self.lower), num(self.upper)));
+            s.push_str(&format!(", normal band {}..{}", at_scale(self.lower), at_scale(self.upper)));
         }
         if self.stage == Stage::Seasonal {
             s.push_str(", seasonal baseline");
