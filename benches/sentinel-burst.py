@@ -13,9 +13,10 @@ floats, so the level must not be rebuilt from the burst's residual (at 1e9 the r
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
+
+from replay_jsonl import replay
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/faultline"
 VALUES = [float(v) for v in sys.argv[2:]] or [1e5, 1e6, 1e7, 1e8, 999_999_999, 4_294_967_295, 1e30]
@@ -31,24 +32,7 @@ def run(value, tmp):
         for i in range(BEFORE + BURST + AFTER):
             x = value if BEFORE <= i < BEFORE + BURST else 100 + rng.random()
             f.write(json.dumps({"time": T0 + i * 60_000, "service": "svc", "metric": "latency_ms", "value": x}) + "\n")
-    with open(os.path.join(d, "c.toml"), "w") as f:
-        f.write(
-            f"""[engine]
-shards = 1
-[source]
-kind = "jsonl"
-path = "{d}/points.jsonl"
-[[sinks]]
-kind = "jsonl"
-path = "{d}/anomalies.jsonl"
-events = ["anomaly"]
-"""
-        )
-    done = subprocess.run([BIN, "run", "--config", f"{d}/c.toml"], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"faultline run failed for {value}:\n{done.stderr}")
-    with open(os.path.join(d, "anomalies.jsonl")) as f:
-        events = [json.loads(line) for line in f]
+    events = replay(BIN, os.path.join(d, "points.jsonl"), d)
     after = T0 + (BEFORE + BURST) * 60_000
     burst = [e for e in events if e["time_ms"] < after]
     shift = next((e["evidence"]["level_shift"] for e in burst if e["evidence"].get("level_shift")), None)

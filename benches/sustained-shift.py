@@ -14,9 +14,10 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
+
+from replay_jsonl import replay
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/faultline"
 SIGMAS = [float(v) for v in sys.argv[2:]] or [3, 4, 5, 6, 7, 8, 10]
@@ -45,24 +46,7 @@ def main():
                     f.write(json.dumps({"time": T0 + i * 60_000, "service": name, "metric": "m", "value": x}) + "\n")
                 x = poisson(rng, 10 if inside else 3)
                 f.write(json.dumps({"time": T0 + i * 60_000, "service": names[-1], "metric": "m", "value": x}) + "\n")
-        with open(os.path.join(d, "c.toml"), "w") as f:
-            f.write(
-                f"""[engine]
-shards = 1
-[source]
-kind = "jsonl"
-path = "{d}/points.jsonl"
-[[sinks]]
-kind = "jsonl"
-path = "{d}/anomalies.jsonl"
-events = ["anomaly"]
-"""
-            )
-        done = subprocess.run([BIN, "run", "--config", f"{d}/c.toml"], capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"faultline run failed:\n{done.stderr}")
-        with open(os.path.join(d, "anomalies.jsonl")) as f:
-            events = [json.loads(line) for line in f]
+        events = replay(BIN, os.path.join(d, "points.jsonl"), d)
     print("| series | events in the shift | first, points after its start | events elsewhere |")
     print("|---|---:|---:|---:|")
     for name in names:

@@ -541,22 +541,22 @@ pub fn round6(x: f64) -> f64 {
 /// scientific notation below 1e-4 and from 1e15 (`4.2e-7`, `1e30`), trailing zeros trimmed.
 pub fn num(x: f64) -> String {
     let a = x.abs();
-    let s = if !x.is_finite() || a == 0.0 {
-        return if x.is_finite() { "0".to_owned() } else { x.to_string() };
-    } else if !(1e-4..1e15).contains(&a) {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if a == 0.0 {
+        return "0".to_owned();
+    }
+    if !(1e-4..1e15).contains(&a) {
         let s = format!("{x:.2e}");
-        return match s.split_once('e') {
-            Some((mantissa, exp)) => format!("{}e{exp}", mantissa.trim_end_matches('0').trim_end_matches('.')),
-            None => s,
-        };
-    } else if a >= 1000.0 {
-        format!("{x:.0}")
-    } else {
-        let decimals = (2 - a.log10().floor() as i32).clamp(3, 6) as usize;
-        format!("{x:.decimals$}")
-    };
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
-    if s == "-0" { "0".to_owned() } else { s.to_owned() }
+        let (mantissa, exp) = s.split_once('e').expect("`{:e}` writes an exponent");
+        return format!("{}e{exp}", mantissa.trim_end_matches('0').trim_end_matches('.'));
+    }
+    if a >= 1000.0 {
+        return format!("{x:.0}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).clamp(3, 6) as usize;
+    format!("{x:.decimals$}").trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// A count of sigmas for human text: one decimal, scientific notation from a million (a point at a sentinel value
