@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 
-def replay(binary, points, workdir):
-    """The anomaly events of `points` (a JSON-lines file) replayed by `binary`; config and events go to `workdir`."""
+def replay(binary, points, workdir, extra=""):
+    """The anomaly events of `points` (a JSON-lines file) replayed by `binary`, with `extra` TOML ahead of the
+    config; config and events go to `workdir`."""
     config, events = os.path.join(workdir, "c.toml"), os.path.join(workdir, "anomalies.jsonl")
     with open(config, "w") as f:
         f.write(
-            f"""[engine]
+            extra
+            + f"""[engine]
 shards = 1
 [source]
 kind = "jsonl"
