@@ -332,6 +332,21 @@ pub struct SeasonalConfig {
     pub min_periods: f64,
     /// Fraction of the one-step error a season must remove to become active.
     pub min_gain: f64,
+    /// The civil time zone (an IANA name: `"America/New_York"`, `"Europe/Berlin"`; `"UTC"` by default) whose clock
+    /// the profiles follow, so a daily or weekly pattern of local time keeps its phase across daylight-saving changes.
+    pub timezone: String,
+}
+
+/// Time zone `name` (an IANA name) for the seasonal profiles: `None` for UTC (no offset to add), or the reason it is
+/// not one.
+pub fn parse_timezone(name: &str) -> std::result::Result<Option<chrono_tz::Tz>, String> {
+    match name.parse::<chrono_tz::Tz>() {
+        Ok(chrono_tz::Tz::UTC) => Ok(None),
+        Ok(tz) => Ok(Some(tz)),
+        Err(_) => Err(format!(
+            "unknown time zone {name:?}: an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\""
+        )),
+    }
 }
 
 /// Profile bins of the seasonal candidates (`detector.seasonal.bins`): `"auto"` (by each period's length), one count
@@ -571,6 +586,9 @@ pub struct OverrideConfig {
     /// its traffic-role series) is below this. A service with no traffic series is not guarded.
     #[serde(default)]
     pub min_volume: Option<f64>,
+    /// The time zone these series' seasonal profiles follow (see [`SeasonalConfig::timezone`]).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -887,6 +905,9 @@ impl Config {
         }
         check_range(&mut p, "detector.seasonal.rate", se.rate, 1e-6, 1.0);
         check_range(&mut p, "detector.seasonal.min-periods", se.min_periods, 1.0, 1000.0);
+        if let Err(e) = parse_timezone(&se.timezone) {
+            p.push(format!("detector.seasonal.timezone: {e}"));
+        }
         check_range(&mut p, "detector.seasonal.min-gain", se.min_gain, 0.0, 1.0);
         let ls = &d.level_shift;
         check_range(&mut p, "detector.level-shift.drift", ls.drift, 0.0, 100.0);
@@ -959,6 +980,9 @@ impl Config {
             }
             if let Some(v) = o.min_volume {
                 check_range(&mut p, &format!("{at}.min-volume"), v, 0.0, f64::MAX);
+            }
+            if let Some(Err(e)) = o.timezone.as_deref().map(parse_timezone) {
+                p.push(format!("{at}.timezone: {e}"));
             }
         }
         let r = &self.rca;
@@ -1324,6 +1348,22 @@ mod tests {
         assert!(err.contains("detector.risk must be in [1e-300, 0.5], got 0"), "{err}");
         let err = Config::from_layers(Some(("x.toml", "[detector]\nrisk = 1e-320\n")), []).unwrap_err().to_string();
         assert!(err.contains("detector.risk must be in [1e-300, 0.5], got 1e-320"), "{err}");
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_and_overrides_take_their_own() {
+        let user = "[detector.seasonal]\ntimezone = \"Europe/Berlin\"\n[[detector.overrides]]\nmetric = \"*\"\n\
+                    service = \"shop-us\"\ntimezone = \"America/New_York\"\n";
+        let cfg = Config::from_layers(Some(("x.toml", user)), []).unwrap();
+        let zone = |service| crate::detect::Profile::resolve(&cfg.detector, &cfg.rca, service, "requests").zone;
+        assert_eq!(zone("shop-eu"), Some(chrono_tz::Tz::Europe__Berlin));
+        assert_eq!(zone("shop-us"), Some(chrono_tz::Tz::America__New_York));
+        assert_eq!(parse_timezone("UTC"), Ok(None), "UTC adds no offset");
+        let user = "[detector.seasonal]\ntimezone = \"Europe/Berln\"\n[[detector.overrides]]\nmetric = \"*\"\n\
+                    timezone = \"EST5\"\n";
+        let err = Config::from_layers(Some(("x.toml", user)), []).unwrap_err().to_string();
+        assert!(err.contains("detector.seasonal.timezone: unknown time zone \"Europe/Berln\": an IANA name"), "{err}");
+        assert!(err.contains("detector.overrides[0].timezone: unknown time zone \"EST5\""), "{err}");
     }
 
     #[test]

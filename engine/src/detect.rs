@@ -54,7 +54,7 @@ use self::spectral::SpectralChannel;
 use self::spot::{Spot, SpotParams, surprise_to_unit};
 use crate::config::{
     AUTO_BINS_LONGER, AUTO_BINS_UP_TO_A_DAY, DetectorConfig, DirectionFilter, MAX_LEARNING_PAUSES, Onset, RcaConfig,
-    Role, glob_match,
+    Role, glob_match, parse_timezone,
 };
 use crate::event::{AnomalyEvent, Channels, Direction, FeedbackNote, LevelShift, RuleHit, Stage, rule_score};
 use crate::feedback::{Feedback, Verdict};
@@ -87,6 +87,8 @@ pub struct Profile {
     pub pauses: u64,
     /// Operator feedback on the series exists (see [`ShardDetector::add_feedback`]).
     pub feedback: bool,
+    /// The time zone whose clock the seasonal profiles follow (`None`: UTC).
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 impl Profile {
@@ -117,6 +119,8 @@ impl Profile {
                 .filter(|(_, lp)| matches(&lp.metric, &lp.service))
                 .fold(0, |bits, (i, _)| bits | 1 << i),
             feedback: false,
+            // Validated with the config; a name that does not parse (a config built in code) is UTC.
+            zone: parse_timezone(o.and_then(|o| o.timezone.as_deref()).unwrap_or(&d.seasonal.timezone)).ok().flatten(),
         };
         for r in d.rules.iter().filter(|r| matches(&r.metric, &r.service)) {
             p.above = p.above.or(r.above);
@@ -644,6 +648,11 @@ pub struct ShardDetector {
     levels: Vec<f32>,
     /// The round's event times.
     round_times: Vec<TimeMs>,
+    /// Where a series' profile has a time zone (`zoned`): the round's times on its clock (event time plus the zone's
+    /// UTC offset then), which the seasonal profiles read instead; and each zone's offset for the last minute asked.
+    zoned: bool,
+    zone_times: Vec<TimeMs>,
+    zone_offsets: Vec<ZoneOffset>,
     /// The round's points between phases.
     pts: Vec<Scored>,
     /// The round's odds, then their logarithms (`rarity`).
@@ -868,6 +877,9 @@ impl ShardDetector {
             sigmas: Vec::new(),
             levels: Vec::new(),
             round_times: Vec::new(),
+            zoned: false,
+            zone_times: Vec::new(),
+            zone_offsets: Vec::new(),
             pts: Vec::new(),
             logs: Vec::new(),
             season_points: Vec::new(),
@@ -1197,6 +1209,9 @@ impl ShardDetector {
                 }
             }
             let n = self.slots.len();
+            if self.zoned {
+                self.zone_times();
+            }
             self.seasonal_offsets();
             self.xs.extend(
                 self.by_round.x[range.clone()].iter().zip(&self.offsets).map(|(&x, &offset)| x as f32 - offset),
@@ -1409,6 +1424,7 @@ impl ShardDetector {
         match self.profiles.iter().position(|p| *p == prof) {
             Some(i) => i as u16,
             None => {
+                self.zoned |= prof.zone.is_some();
                 self.profiles.push(prof);
                 (self.profiles.len() - 1) as u16
             }
@@ -1601,7 +1617,18 @@ impl ShardDetector {
         }
     }
 
-    /// The seasonal offset of each point of the round (`self.slots`, `self.round_times`) into `self.offsets`.
+    /// Each point of the round's time on the clock of its profile's zone (`self.round_times` where it has none) into
+    /// `self.zone_times`.
+    fn zone_times(&mut self) {
+        self.zone_times.clear();
+        for (&s, &t) in self.slots.iter().zip(&self.round_times) {
+            let zone = self.profiles[self.profile[s as usize] as usize].zone;
+            self.zone_times.push(zone.map_or(t, |tz| t.saturating_add(zone_offset(&mut self.zone_offsets, tz, t))));
+        }
+    }
+
+    /// The seasonal offset of each point of the round (`self.slots`, its times: `self.round_times`, or
+    /// `self.zone_times` where a profile has a time zone) into `self.offsets`.
     fn seasonal_offsets(&mut self) {
         let n = self.slots.len();
         self.offsets.clear();
@@ -1609,13 +1636,15 @@ impl ShardDetector {
         #[cfg(feature = "gpu")]
         if let ScoringBackend::Gpu(g) = &mut self.scoring {
             let se = g.seasonal.as_mut().expect("attached by the detector");
-            match se.offsets(&self.slots, &self.round_times, &mut self.offsets) {
+            let times = if self.zoned { &self.zone_times } else { &self.round_times };
+            match se.offsets(&self.slots, times, &mut self.offsets) {
                 Ok(()) => return,
                 Err(e) => self.fall_back(e),
             }
         }
-        for k in 0..n {
-            self.offsets[k] = self.seasonal.offset(self.slots[k] as usize, self.round_times[k], &self.seasonal_params);
+        let times = if self.zoned { &self.zone_times } else { &self.round_times };
+        for ((offset, &s), &t) in self.offsets.iter_mut().zip(&self.slots).zip(times) {
+            *offset = self.seasonal.offset(s as usize, t, &self.seasonal_params);
         }
     }
 
@@ -2027,7 +2056,14 @@ impl ShardDetector {
             let done = if fail {
                 Err(GpuError("failure injected for a test".into()))
             } else {
-                se.update(&self.slots, &self.round_times, dts, &self.xs, weights, switches)
+                se.update(
+                    &self.slots,
+                    if self.zoned { &self.zone_times } else { &self.round_times },
+                    dts,
+                    &self.xs,
+                    weights,
+                    switches,
+                )
             };
             let done = done.and_then(|()| {
                 restarts.clear();
@@ -2054,9 +2090,10 @@ impl ShardDetector {
             }
         }
         self.season_points.clear();
-        self.season_points.extend(self.pts.iter().map(|p| RoundPoint {
+        let times = if self.zoned { &self.zone_times } else { &self.round_times };
+        self.season_points.extend(self.pts.iter().zip(times).map(|(p, &t)| RoundPoint {
             s: p.s,
-            t: p.t,
+            t,
             dt: p.dt,
             x: p.x as f32,
             weight: weight(p),
@@ -2348,6 +2385,33 @@ impl ShardDetector {
             || (outside_band
                 && service.is_some_and(|score| self.service.surprise(s, score, &self.spot_params) >= self.alarm))
     }
+}
+
+/// A time zone's UTC offset over one minute of event time (offsets change only at whole minutes since 1970).
+#[derive(Debug, Clone, Copy)]
+struct ZoneOffset {
+    tz: chrono_tz::Tz,
+    minute: TimeMs,
+    offset_ms: TimeMs,
+}
+
+/// The UTC offset of zone `tz` at event time `t` (ms), from the one-minute `cache` where it holds it.
+fn zone_offset(cache: &mut Vec<ZoneOffset>, tz: chrono_tz::Tz, t: TimeMs) -> TimeMs {
+    use chrono::{Offset as _, TimeZone as _};
+    let minute = t.div_euclid(60_000);
+    let at = match cache.iter().position(|z| z.tz == tz) {
+        Some(at) if cache[at].minute == minute => return cache[at].offset_ms,
+        Some(at) => at,
+        None => {
+            cache.push(ZoneOffset { tz, minute, offset_ms: 0 });
+            cache.len() - 1
+        }
+    };
+    // Times past chrono's range (hundreds of thousands of years) keep UTC.
+    let offset_ms = chrono::DateTime::from_timestamp_millis(t)
+        .map_or(0, |utc| TimeMs::from(tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc()) * 1000);
+    cache[at] = ZoneOffset { tz, minute, offset_ms };
+    offset_ms
 }
 
 /// What operator feedback says of one point (see [`feedback_at`]).

@@ -206,6 +206,59 @@ fn gpu_detector_applies_operator_feedback_like_the_cpu() {
     seasons_and_calibrations_on_both_backends(None, Models::Feedback);
 }
 
+/// Seasonal profiles on New York's clock on the device: four series of a local business day across the change to
+/// daylight-saving time (`detector.seasonal.timezone`), the device's profiles reading the same zone times as the CPU's:
+/// the same events, none of them after the change (on UTC's clock there are dozens).
+#[test]
+fn gpu_detector_follows_a_time_zone_like_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let mut cfg = faultline::config::Config::default_config().unwrap();
+    cfg.detector.seasonal.timezone = "America/New_York".into();
+    let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
+    });
+    let keys: Vec<_> = ["checkout", "search", "cart", "login"]
+        .map(|svc| Arc::new(faultline::model::SeriesKey::new(svc, "requests", [] as [(&str, &str); 0])))
+        .to_vec();
+    // 2026-02-22 to 2026-03-22, every five minutes.
+    let (mut ids, mut ks, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+    let mut rng = Rng(29);
+    for t in (1_771_718_400_000i64..1_774_137_600_000).step_by(300_000) {
+        for (i, k) in keys.iter().enumerate() {
+            ids.push(k.id);
+            ks.push(Arc::clone(k));
+            times.push(t);
+            // Series 0 surges to three times its level for an hour.
+            let surge = if i == 0 && crate::support::NEW_YORK_SURGE.contains(&t) { 3.0 } else { 1.0 };
+            vals.push(surge * crate::support::new_york_business_day(t, 1.0 + i as f64, f64::from(rng.unit())));
+        }
+    }
+    let (mut e1, mut e2) = (Vec::new(), Vec::new());
+    for start in (0..vals.len()).step_by(499) {
+        let r = start..(start + 499).min(vals.len());
+        cpu.process(&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r.clone()], &mut e1);
+        gpu.process(&ids[r.clone()], &ks[r.clone()], &times[r.clone()], &vals[r], &mut e2);
+    }
+    assert_eq!(gpu.scoring().name(), "gpu", "the backend at the end of the run");
+    assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (4, 0), "where the seasons live");
+    // After the change, only the surge, judged against the working day's level (1000 at 2 p.m.): a profile out of
+    // phase, or none, would expect something else.
+    let surge = |e: &&faultline::event::AnomalyEvent| {
+        let s = &crate::support::NEW_YORK_SURGE;
+        (s.start..s.end + 600_000).contains(&e.time)
+    };
+    let after = e1.iter().filter(|e| e.time >= crate::support::NEW_YORK_DST_2026 && !surge(e)).count();
+    assert_eq!(after, 0, "events after the change to daylight-saving time on New York's clock");
+    let first = e1.iter().find(surge).expect("the surge raises an event");
+    assert!((first.expected - 1000.0).abs() < 50.0, "the surge's first event expected {}", first.expected);
+    let render = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>().join("\n")
+    };
+    assert_same_anomalies(&render(&e1), &render(&e2));
+    eprintln!("{} events, all before the change but the surge's", e1.len());
+}
+
 /// What the models are told in the seasonal scenario.
 #[derive(Clone, Copy, PartialEq)]
 enum Models {

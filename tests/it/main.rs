@@ -14,3 +14,4 @@ mod schema;
 mod support;
 mod tables;
 mod threshold;
+mod zones;

@@ -64,3 +64,27 @@ pub fn check(name: &str, actual: &str) {
         );
     }
 }
+
+/// 2026-03-08T07:00:00Z: 2 a.m. in New York, when its clocks go forward from UTC−5 to UTC−4.
+pub const NEW_YORK_DST_2026: i64 = 1_772_953_200_000;
+
+/// 2026-03-17T18:00:00Z (2 p.m. in New York, a week after the change): an hour for the requests to surge in.
+pub const NEW_YORK_SURGE: std::ops::Range<i64> = 1_773_770_400_000..1_773_774_000_000;
+
+/// A business day's request rate on New York's clock at `t` (ms since 1970, UTC), times `scale`: 100 at night, a ramp
+/// to 1000 from 7 to 9 a.m., 1000 through the working day, down to 100 from 5 to 8 p.m., every day (no weekends);
+/// 3 % noise from `noise` (a uniform draw in [0, 1)). The clock's offset is written out (UTC−5 before
+/// [`NEW_YORK_DST_2026`], UTC−4 from it; valid from February to October 2026), independent of any time zone library.
+pub fn new_york_business_day(t: i64, scale: f64, noise: f64) -> f64 {
+    let offset_h = if t < NEW_YORK_DST_2026 { -5 } else { -4 };
+    let local_ms = (t + offset_h * 3_600_000).rem_euclid(86_400_000);
+    let h = local_ms as f64 / 3_600_000.0;
+    let base = match h {
+        h if h < 7.0 => 100.0,
+        h if h < 9.0 => 100.0 + 450.0 * (h - 7.0),
+        h if h < 17.0 => 1000.0,
+        h if h < 20.0 => 1000.0 - 300.0 * (h - 17.0),
+        _ => 100.0,
+    };
+    scale * base * (1.0 + 0.06 * (noise - 0.5))
+}

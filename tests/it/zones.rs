@@ -1,0 +1,68 @@
+//! Seasonal profiles on a civil clock (`detector.seasonal.timezone`): a daily pattern of local time keeps its phase
+//! across a daylight-saving change.
+
+use faultline::config::Config;
+
+use crate::support::{NEW_YORK_DST_2026, NEW_YORK_SURGE as SURGE, new_york_business_day, run};
+
+/// Five-minute points of one service's request rate from 2026-02-08 to 2026-03-29 (New York's clocks go forward on
+/// 2026-03-08) with the [`SURGE`], replayed through `faultline run`'s pipeline from a JSON-lines file with the seasonal
+/// profiles in `timezone`; returns the anomaly events' times (ms) and what they expected.
+fn replay(timezone: &str) -> Vec<(i64, f64)> {
+    let dir =
+        std::env::temp_dir().join(format!("faultline-zones-{}-{}", std::process::id(), timezone.replace('/', "-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let points = dir.join("points.jsonl");
+    let (start, end, step) = (1_770_508_800_000i64, 1_774_742_400_000i64, 300_000);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut lines = String::new();
+    for t in (start..end).step_by(step) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let surge = if SURGE.contains(&t) { 3.0 } else { 1.0 };
+        let value = surge * new_york_business_day(t, 1.0, (rng >> 11) as f64 / (1u64 << 53) as f64);
+        lines.push_str(&format!("{{\"time\":{t},\"service\":\"shop\",\"metric\":\"requests\",\"value\":{value}}}\n"));
+    }
+    std::fs::write(&points, lines).unwrap();
+    let toml = format!(
+        "[engine]\nshards = 1\n[source]\nkind = \"jsonl\"\npath = {:?}\n[detector.seasonal]\ntimezone = {timezone:?}\n\
+         [[sinks]]\nkind = \"jsonl\"\npath = \"-\"\n",
+        points.display().to_string()
+    );
+    let cfg = Config::from_layers(Some(("zones.toml", &toml)), std::iter::empty()).unwrap();
+    let out = run(&cfg);
+    std::fs::remove_dir_all(&dir).unwrap();
+    out.anomalies
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            (e["time_ms"].as_i64().unwrap(), e["expected"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock() {
+    const WEEK: i64 = 7 * 86_400_000;
+    let surge = |t: i64| (SURGE.start..SURGE.end + 600_000).contains(&t);
+    // Events in the three weeks before the change, and after it apart from the surge's hour (and 10 minutes).
+    let count = |events: &[(i64, f64)]| {
+        let n = |f: &dyn Fn(i64) -> bool| events.iter().filter(|e| f(e.0)).count();
+        (
+            n(&|t| (NEW_YORK_DST_2026 - 3 * WEEK..NEW_YORK_DST_2026).contains(&t)),
+            n(&|t| (NEW_YORK_DST_2026..NEW_YORK_DST_2026 + 3 * WEEK).contains(&t) && !surge(t)),
+        )
+    };
+    let (utc, local) = (replay("UTC"), replay("America/New_York"));
+    eprintln!("events before the change and after it: UTC profiles {:?}, New York's {:?}", count(&utc), count(&local));
+    // Learned, the season raises nothing in the weeks before the change on either clock.
+    assert_eq!((count(&utc).0, count(&local).0), (0, 0));
+    // In UTC every ramp comes an hour early from the change on, until the profile has learned it again.
+    assert!(count(&utc).1 >= 20, "UTC profiles: {} events after the change", count(&utc).1);
+    // On New York's clock nothing moved: no event after the change but the surge's, judged against the working day's
+    // level (1000 at 2 p.m.; a profile out of phase or no season would expect something else).
+    assert_eq!(count(&local).1, 0, "New York's profiles: events after the change outside the surge");
+    let first = local.iter().find(|e| surge(e.0)).expect("the surge raises an event");
+    assert!((first.1 - 1000.0).abs() < 50.0, "the surge's first event expected {}", first.1);
+}
