@@ -20,7 +20,7 @@ import sys
 import tempfile
 from zoneinfo import ZoneInfo
 
-from replay_jsonl import replay
+from replay_jsonl import business_day, replay
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/faultline"
 NEW_YORK = ZoneInfo("America/New_York")
@@ -30,23 +30,6 @@ CHANGES = {
     "back": datetime.datetime(2026, 11, 1, 6, tzinfo=datetime.timezone.utc),
 }
 WEEKS = range(-4, 3)
-
-
-def business_day(local, weekends):
-    h = local.hour + local.minute / 60
-    if h < 7:
-        base = 100
-    elif h < 9:
-        base = 100 + 450 * (h - 7)
-    elif h < 17:
-        base = 1000
-    elif h < 20:
-        base = 1000 - 300 * (h - 17)
-    else:
-        base = 100
-    if weekends and local.weekday() >= 5:
-        base = 100 + (base - 100) * 0.3
-    return base
 
 
 def write_points(path, weekends, change):

@@ -589,6 +589,10 @@ pub struct OverrideConfig {
     /// The time zone these series' seasonal profiles follow (see [`SeasonalConfig::timezone`]).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Points these series must have before their learned model may raise anomalies (cold-start rules apply until
+    /// then); the models learn from `detector.warmup-points` on as for every series, only the events wait.
+    #[serde(default)]
+    pub warmup_points: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -980,6 +984,9 @@ impl Config {
             }
             if let Some(v) = o.min_volume {
                 check_range(&mut p, &format!("{at}.min-volume"), v, 0.0, f64::MAX);
+            }
+            if let Some(v) = o.warmup_points {
+                check_range(&mut p, &format!("{at}.warmup-points"), f64::from(v), 0.0, 10_000_000.0);
             }
             if let Some(Err(e)) = o.timezone.as_deref().map(parse_timezone) {
                 p.push(format!("{at}.timezone: {e}"));

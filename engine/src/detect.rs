@@ -89,6 +89,9 @@ pub struct Profile {
     pub feedback: bool,
     /// The time zone whose clock the seasonal profiles follow (`None`: UTC).
     pub zone: Option<chrono_tz::Tz>,
+    /// Points the series must have before its learned model may raise anomalies, beyond `detector.warmup-points`
+    /// (an override's `warmup-points`; 0: none).
+    pub warmup: u32,
 }
 
 impl Profile {
@@ -119,6 +122,7 @@ impl Profile {
                 .filter(|(_, lp)| matches(&lp.metric, &lp.service))
                 .fold(0, |bits, (i, _)| bits | 1 << i),
             feedback: false,
+            warmup: o.and_then(|o| o.warmup_points).unwrap_or(0),
             // Validated with the config; a name that does not parse (a config built in code) is UTC.
             zone: parse_timezone(o.and_then(|o| o.timezone.as_deref()).unwrap_or(&d.seasonal.timezone)).ok().flatten(),
         };
@@ -487,6 +491,19 @@ impl ScoringBackend {
                 g.robust.reset(s as u32);
             }
         }
+    }
+
+    /// Makes series `s`'s calibration of |z| on the device fresh (its normal band, restarted when its season changes).
+    fn reset_point_calibration(&mut self, s: usize) {
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = self
+            && let Some(sp) = &mut g.spot
+        {
+            // Two calibrators a series: its |z| (even slots) and its CUSUM statistic.
+            sp.reset(2 * s as u32);
+        }
+        #[cfg(not(feature = "gpu"))]
+        let _ = s;
     }
 
     /// Points seen by series `s`, this one included once it has been scored.
@@ -2123,25 +2140,15 @@ impl ShardDetector {
     #[inline(always)]
     fn finish_point(&mut self, p: &Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
         let s = p.s;
+        if p.switch != Switch::Unchanged {
+            self.switch_season(p);
+        }
         let prof = &self.profiles[self.profile[s] as usize];
         let (seen, learned, young, alarm) = (p.seen, p.learned, p.young, self.alarm);
         let (residual, sigma, z, mut z_c, expected) = (p.residual, p.scale, p.zf, p.z_c, p.expected);
         let (mut level_shift, excursion, surprise, fatigue, anomalous) =
             (p.level_shift, p.excursion, p.surprise, p.fatigue, p.anomalous);
         let (value_s, resid_s) = (p.value_s, p.resid_s);
-        if p.switch != Switch::Unchanged {
-            // The robust model now sees x − profile (or x again): restart it where the season's tracker stands.
-            let (level, err, spread) = p.restart;
-            self.scoring.set_level(s, level);
-            self.scoring.set_mad(s, err);
-            // The scale floor learned the residuals of the model before; a season found starts it no higher than the
-            // season's own slow spread (the floor of a series that loses its season stays: infinity here).
-            self.spread[s] = self.spread[s].min(spread);
-            self.cusum[s].reset();
-            self.anchor[s] = f32::NAN;
-            self.hold_level[s] = f32::NAN;
-        }
-
         // The score stream: a point counts only if it beats the series' recent peak by a margin, so an incident
         // scores high once instead of on each of its points.
         let recent = f64::from(self.peak[s]) * self.novelty_decay;
@@ -2234,7 +2241,11 @@ impl ShardDetector {
             }
             *spread += w * (residual.abs().min(cap) - *spread);
         }
-        let mut model_fired = learned
+        // The learned model may raise events once the series is past its profile's warm-up too (an override's
+        // `warmup-points`: a long-lived series that should learn its season in peace); its cold-start rules apply
+        // until then.
+        let alerting = learned && seen > prof.warmup;
+        let mut model_fired = alerting
             && (outside_band || level_shift.is_some())
             && allowed
             && dev.abs() >= prof.min_abs
@@ -2248,7 +2259,7 @@ impl ShardDetector {
             }
         }
         let rule = match (prof.above, prof.below) {
-            _ if learned && !prof.rules_always => None,
+            _ if alerting && !prof.rules_always => None,
             (Some(b), _) if x > b => Some(RuleHit { bound: b, direction: Direction::Up }),
             (_, Some(b)) if x < b => Some(RuleHit { bound: b, direction: Direction::Down }),
             _ => None,
@@ -2311,7 +2322,7 @@ impl ShardDetector {
             return stream;
         }
         let band = f64::from(threshold_z) * f64::from(ev_sigma);
-        let stage = if !learned {
+        let stage = if !alerting {
             Stage::ColdStartRule
         } else if self.season(s).is_some() {
             Stage::Seasonal
@@ -2373,6 +2384,33 @@ impl ShardDetector {
         });
         stats.anomalies += 1;
         stream
+    }
+
+    /// Point `p` switched its series' season (found one, lost it or changed it): the models that judged residuals of
+    /// the model before restart. Out of line: switches are rare.
+    #[cold]
+    #[inline(never)]
+    fn switch_season(&mut self, p: &Scored) {
+        let s = p.s;
+        // The robust model now sees x − profile (or x again): restart it where the season's tracker stands.
+        let (level, err, spread) = p.restart;
+        self.scoring.set_level(s, level);
+        self.scoring.set_mad(s, err);
+        // The scale floor learned the residuals of the model before; a season found starts it no higher than the
+        // season's own slow spread (the floor of a series that loses its season stays: infinity here).
+        self.spread[s] = self.spread[s].min(spread);
+        self.cusum[s].reset();
+        self.anchor[s] = f32::NAN;
+        self.hold_level[s] = f32::NAN;
+        // So does the normal band's calibration: the residuals it fitted were another model's (before a season,
+        // the robust model's, which still held the whole daily swing), and their tail would keep the band tens of
+        // sigmas wide for weeks. It calibrates again from the season's own residuals (the band is `threshold`
+        // sigmas meanwhile).
+        if self.scoring.on_host() {
+            self.spot_point[s] = Spot::new(1.0);
+        } else {
+            self.scoring.reset_point_calibration(s);
+        }
     }
 
     /// Whether a flagged point of series `s` opens its run (see `finish_point`): `evidence` (the point is rare, a level
@@ -2707,6 +2745,45 @@ mod tests {
         let mut det = detector_with(|d| d.rules[0].always = true);
         let ev = run(&mut det, &key, &xs, 0);
         assert_eq!(ev.last().unwrap().points_seen, 300, "an `always` rule is a hard bound");
+    }
+
+    #[test]
+    fn an_overrides_warm_up_holds_the_models_events_and_keeps_its_rules() {
+        let warm_up = |metric: &str, points: u32| {
+            detector_with(|d| {
+                d.overrides.insert(
+                    0,
+                    crate::config::OverrideConfig {
+                        metric: metric.into(),
+                        warmup_points: Some(points),
+                        ..Default::default()
+                    },
+                )
+            })
+        };
+        // A latency that jumps for five points at 150 and again at 350.
+        let key = Arc::new(SeriesKey::new("cart", "latency_p50_ms", [] as [(&str, &str); 0]));
+        let mut xs = wobble(400, 20.0, 1.0);
+        for at in [150, 350] {
+            xs[at..at + 5].fill(35.0);
+        }
+        let minute = |e: &AnomalyEvent| e.time / 60_000;
+        let ev = run(&mut detector(), &key, &xs, 0);
+        assert!(ev.iter().any(|e| minute(e) < 160), "by default the first jump raises events");
+        let ev = run(&mut warm_up("latency_*", 300), &key, &xs, 0);
+        assert!(
+            !ev.is_empty() && ev.iter().all(|e| minute(e) >= 350),
+            "only the second jump: {:?}",
+            ev.first().map(minute)
+        );
+        assert!(ev.iter().all(|e| e.stage == Stage::Robust && e.model_fired));
+        // Another metric's override leaves this series alone.
+        assert!(run(&mut warm_up("error_rate", 300), &key, &xs, 0).iter().any(|e| minute(e) < 160));
+        // The cold-start rule (error rate above 5 %) stays on until the override's warm-up is over, not the model's.
+        let key = Arc::new(SeriesKey::new("edge", "error_rate", [] as [(&str, &str); 0]));
+        let ev = run(&mut warm_up("error_rate", 200), &key, &wobble(300, 0.06, 0.002), 0);
+        assert!(ev.iter().all(|e| e.stage == Stage::ColdStartRule), "only the cold-start rung fires");
+        assert_eq!(ev.last().map(|e| e.points_seen), Some(200), "the rule holds until the override's warm-up ends");
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod kafka;
 mod otlp_http;
 mod otlp_wire;
 mod schema;
+mod seasons;
 mod support;
 mod tables;
 mod threshold;
-mod zones;

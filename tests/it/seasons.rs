@@ -1,26 +1,29 @@
-//! Seasonal profiles on a civil clock (`detector.seasonal.timezone`): a daily pattern of local time keeps its phase
-//! across a daylight-saving change.
+//! Seasonal profiles: on a civil clock (`detector.seasonal.timezone`), a daily pattern of local time keeps its phase
+//! across a daylight-saving change; and a season just found has a band of its own residuals.
 
 use faultline::config::Config;
 
 use crate::support::{NEW_YORK_DST_2026, NEW_YORK_SURGE as SURGE, new_york_business_day, run};
 
-/// Five-minute points of one service's request rate from 2026-02-08 to 2026-03-29 (New York's clocks go forward on
-/// 2026-03-08) with the [`SURGE`], replayed through `faultline run`'s pipeline from a JSON-lines file with the seasonal
-/// profiles in `timezone`; returns the anomaly events' times (ms) and what they expected.
-fn replay(timezone: &str) -> Vec<(i64, f64)> {
-    let dir =
-        std::env::temp_dir().join(format!("faultline-zones-{}-{}", std::process::id(), timezone.replace('/', "-")));
+/// Five-minute points of one service's request rate on New York's business day over `[start, end)` (ms), `surge`
+/// times its level in the [`SURGE`] hour, replayed through `faultline run`'s pipeline from a JSON-lines file with the
+/// seasonal profiles in `timezone`; returns the anomaly events' times (ms) and what they expected.
+fn replay(timezone: &str, start: i64, end: i64, surge: f64) -> Vec<(i64, f64)> {
+    let dir = std::env::temp_dir().join(format!(
+        "faultline-seasons-{}-{}-{start}",
+        std::process::id(),
+        timezone.replace('/', "-")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let points = dir.join("points.jsonl");
-    let (start, end, step) = (1_770_508_800_000i64, 1_774_742_400_000i64, 300_000);
+    let step = 300_000;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut lines = String::new();
     for t in (start..end).step_by(step) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let surge = if SURGE.contains(&t) { 3.0 } else { 1.0 };
+        let surge = if SURGE.contains(&t) { surge } else { 1.0 };
         let value = surge * new_york_business_day(t, 1.0, (rng >> 11) as f64 / (1u64 << 53) as f64);
         lines.push_str(&format!("{{\"time\":{t},\"service\":\"shop\",\"metric\":\"requests\",\"value\":{value}}}\n"));
     }
@@ -54,7 +57,9 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
             n(&|t| (NEW_YORK_DST_2026..NEW_YORK_DST_2026 + 3 * WEEK).contains(&t) && !surge(t)),
         )
     };
-    let (utc, local) = (replay("UTC"), replay("America/New_York"));
+    // 2026-02-08 to 2026-03-29: New York's clocks go forward on 2026-03-08.
+    let (start, end) = (1_770_508_800_000, 1_774_742_400_000);
+    let (utc, local) = (replay("UTC", start, end, 3.0), replay("America/New_York", start, end, 3.0));
     eprintln!("events before the change and after it: UTC profiles {:?}, New York's {:?}", count(&utc), count(&local));
     // Learned, the season raises nothing in the weeks before the change on either clock.
     assert_eq!((count(&utc).0, count(&local).0), (0, 0));
@@ -65,4 +70,19 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
     assert_eq!(count(&local).1, 0, "New York's profiles: events after the change outside the surge");
     let first = local.iter().find(|e| surge(e.0)).expect("the surge raises an event");
     assert!((first.1 - 1000.0).abs() < 50.0, "the surge's first event expected {}", first.1);
+}
+
+/// A service seen for the first time on 2026-03-12 surges to 160 % for the [`SURGE`] hour five days later, two or
+/// three days after its daily season is found. Before the season its robust model saw the whole daily swing as
+/// residuals, tens of sigmas; the normal band's calibration restarts with the season, so the surge, about 30 sigmas of
+/// the season's own residuals, is outside the band for its whole hour (without the restart the band still held
+/// those residuals, and the surge raised nothing).
+#[test]
+fn a_season_just_found_judges_a_surge_by_its_own_residuals() {
+    let start = SURGE.start - 5 * 86_400_000 - 14 * 3_600_000;
+    let events = replay("America/New_York", start, SURGE.end + 86_400_000, 1.6);
+    let surge = events.iter().filter(|e| (SURGE.start..SURGE.end + 600_000).contains(&e.0)).count();
+    let learning = events.iter().filter(|e| e.0 < start + 86_400_000).count();
+    eprintln!("events on the first day (learning the season): {learning}; in the surge's hour: {surge}");
+    assert!(surge >= 8, "{surge} events in the surge's hour of 12 points");
 }
