@@ -89,8 +89,8 @@ pub struct Profile {
     pub feedback: bool,
     /// The time zone whose clock the seasonal profiles follow (`None`: UTC).
     pub zone: Option<chrono_tz::Tz>,
-    /// Points the series must have before its learned model may raise anomalies, beyond `detector.warmup-points`
-    /// (an override's `warmup-points`; 0: none).
+    /// Points the series must have before its learned model may raise anomalies (an override's `warmup-points`; 0:
+    /// none). `detector.warmup-points` holds as well: the larger of the two counts.
     pub warmup: u32,
 }
 
