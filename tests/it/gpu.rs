@@ -244,10 +244,7 @@ fn gpu_detector_follows_a_time_zone_like_the_cpu() {
     assert_eq!((cpu.host_model_series(), gpu.host_model_series()), (4, 0), "where the seasons live");
     // After the change, only the surge, judged against the working day's level (1000 at 2 p.m.): a profile out of
     // phase, or none, would expect something else.
-    let surge = |e: &&faultline::event::AnomalyEvent| {
-        let s = &crate::support::NEW_YORK_SURGE;
-        (s.start..s.end + 600_000).contains(&e.time)
-    };
+    let surge = |e: &&faultline::event::AnomalyEvent| crate::support::in_new_york_surge(e.time);
     let after = e1.iter().filter(|e| e.time >= crate::support::NEW_YORK_DST_2026 && !surge(e)).count();
     assert_eq!(after, 0, "events after the change to daylight-saving time on New York's clock");
     let first = e1.iter().find(surge).expect("the surge raises an event");

@@ -3,7 +3,7 @@
 
 use faultline::config::Config;
 
-use crate::support::{NEW_YORK_DST_2026, NEW_YORK_SURGE as SURGE, new_york_business_day, run};
+use crate::support::{NEW_YORK_DST_2026, NEW_YORK_SURGE as SURGE, in_new_york_surge, new_york_business_day, run};
 
 /// Five-minute points of one service's request rate on New York's business day over `[start, end)` (ms), `surge`
 /// times its level in the [`SURGE`] hour, replayed through `faultline run`'s pipeline from a JSON-lines file with the
@@ -33,7 +33,7 @@ fn replay(timezone: &str, start: i64, end: i64, surge: f64) -> Vec<(i64, f64)> {
          [[sinks]]\nkind = \"jsonl\"\npath = \"-\"\n",
         points.display().to_string()
     );
-    let cfg = Config::from_layers(Some(("zones.toml", &toml)), std::iter::empty()).unwrap();
+    let cfg = Config::from_layers(Some(("seasons.toml", &toml)), std::iter::empty()).unwrap();
     let out = run(&cfg);
     std::fs::remove_dir_all(&dir).unwrap();
     out.anomalies
@@ -48,13 +48,12 @@ fn replay(timezone: &str, start: i64, end: i64, surge: f64) -> Vec<(i64, f64)> {
 #[test]
 fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock() {
     const WEEK: i64 = 7 * 86_400_000;
-    let surge = |t: i64| (SURGE.start..SURGE.end + 600_000).contains(&t);
     // Events in the three weeks before the change, and after it apart from the surge's hour (and 10 minutes).
     let count = |events: &[(i64, f64)]| {
         let n = |f: &dyn Fn(i64) -> bool| events.iter().filter(|e| f(e.0)).count();
         (
             n(&|t| (NEW_YORK_DST_2026 - 3 * WEEK..NEW_YORK_DST_2026).contains(&t)),
-            n(&|t| (NEW_YORK_DST_2026..NEW_YORK_DST_2026 + 3 * WEEK).contains(&t) && !surge(t)),
+            n(&|t| (NEW_YORK_DST_2026..NEW_YORK_DST_2026 + 3 * WEEK).contains(&t) && !in_new_york_surge(t)),
         )
     };
     // 2026-02-08 to 2026-03-29: New York's clocks go forward on 2026-03-08.
@@ -68,7 +67,7 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
     // On New York's clock nothing moved: no event after the change but the surge's, judged against the working day's
     // level (1000 at 2 p.m.; a profile out of phase or no season would expect something else).
     assert_eq!(count(&local).1, 0, "New York's profiles: events after the change outside the surge");
-    let first = local.iter().find(|e| surge(e.0)).expect("the surge raises an event");
+    let first = local.iter().find(|e| in_new_york_surge(e.0)).expect("the surge raises an event");
     assert!((first.1 - 1000.0).abs() < 50.0, "the surge's first event expected {}", first.1);
 }
 
@@ -81,7 +80,7 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
 fn a_season_just_found_judges_a_surge_by_its_own_residuals() {
     let start = SURGE.start - 5 * 86_400_000 - 14 * 3_600_000;
     let events = replay("America/New_York", start, SURGE.end + 86_400_000, 1.6);
-    let surge = events.iter().filter(|e| (SURGE.start..SURGE.end + 600_000).contains(&e.0)).count();
+    let surge = events.iter().filter(|e| in_new_york_surge(e.0)).count();
     let learning = events.iter().filter(|e| e.0 < start + 86_400_000).count();
     eprintln!("events on the first day (learning the season): {learning}; in the surge's hour: {surge}");
     assert!(surge >= 8, "{surge} events in the surge's hour of 12 points");

@@ -71,6 +71,11 @@ pub const NEW_YORK_DST_2026: i64 = 1_772_953_200_000;
 /// 2026-03-17T18:00:00Z (2 p.m. in New York, a week after the change): an hour for the requests to surge in.
 pub const NEW_YORK_SURGE: std::ops::Range<i64> = 1_773_770_400_000..1_773_774_000_000;
 
+/// Whether an event at `t` (ms) belongs to the [`NEW_YORK_SURGE`]: in its hour or the 10 minutes after (M-of-N).
+pub fn in_new_york_surge(t: i64) -> bool {
+    (NEW_YORK_SURGE.start..NEW_YORK_SURGE.end + 600_000).contains(&t)
+}
+
 /// A business day's request rate on New York's clock at `t` (ms since 1970, UTC), times `scale`: 100 at night, a ramp
 /// to 1000 from 7 to 9 a.m., 1000 through the working day, down to 100 from 5 to 8 p.m., every day (no weekends);
 /// 3 % noise from `noise` (a uniform draw in [0, 1)). The clock's offset is written out (UTC−5 before
