@@ -685,7 +685,7 @@ pub struct ShardDetector {
     /// The round's points a pause applies to, with their models as they were, and those models' profile bins (and,
     /// with the GPU backend, the series whose device state was saved on the device).
     frozen: Vec<Frozen>,
-    frozen_bins: Vec<f32>,
+    frozen_bins: Vec<i16>,
     #[cfg(feature = "gpu")]
     frozen_slots: Vec<u32>,
     /// Saved models loaded (`engine.state-dir`) whose series have not registered yet: each goes into its series'
@@ -742,8 +742,8 @@ pub enum FeedbackApplied {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
-    /// of 48), not counting the series' key and index entry (1010): robust level/scale 12, seasonal profiles and test
-    /// 672, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
+    /// of 48), not counting the series' key and index entry (722): robust level/scale 12, seasonal profiles (16-bit
+    /// bins) and test 384, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
     /// with its band kept), two sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags,
     /// run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
@@ -3080,7 +3080,7 @@ mod tests {
     #[test]
     fn the_state_per_series_is_what_the_docs_say() {
         // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
-        assert_eq!(ShardDetector::BYTES_PER_SERIES, 1010);
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 722);
     }
 
     #[test]

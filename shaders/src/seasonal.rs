@@ -18,13 +18,72 @@ fn visit_rate(rate: f32, dt: f32, period: f32, bins: u32) -> f32 {
     if dt <= reference { rate } else { 1.0 - (1.0 - rate).powf((dt / reference).min(3.0)) }
 }
 
-/// Floats per series and candidate in the `cand` buffer: sum, base, spread, fast, err.
-pub const CAND_FIELDS: usize = 5;
+/// Floats per series and candidate in the `cand` buffer: sum, base, spread, fast, err, and the unit of the profile's
+/// bins.
+pub const CAND_FIELDS: usize = 6;
 const SUM: usize = 0;
 const BASE: usize = 1;
 const SPREAD: usize = 2;
 const FAST: usize = 3;
 const ERR: usize = 4;
+const UNIT: usize = 5;
+
+/// The largest step count a profile bin holds (the engine keeps bins in `i16`), as `f32`.
+pub const Q_MAX: f32 = i16::MAX as f32;
+
+/// The smallest unit a profile's bins take, 2^-100 (so a unit is never subnormal).
+pub const MIN_UNIT: f32 = f32::from_bits(0x0d80_0000);
+
+/// The smallest power of two (at least [`MIN_UNIT`]) in whose steps `largest` (finite, not negative) is at most
+/// [`Q_MAX`]; 0 for 0. The engine's profiles and this twin call it; `unit_for` in the WGSL mirrors it.
+pub fn unit_for(largest: f32) -> f32 {
+    if largest == 0.0 {
+        return 0.0;
+    }
+    let mut unit = MIN_UNIT;
+    let need = largest / Q_MAX;
+    if need > unit {
+        let bits = need.to_bits();
+        unit = f32::from_bits(if bits & 0x007f_ffff == 0 { bits } else { (bits & 0x7f80_0000) + 0x0080_0000 });
+    }
+    while largest / unit > Q_MAX {
+        unit *= 2.0;
+    }
+    unit
+}
+
+/// Writes values `v0`, `v1` into bins `b0`, `b1` of the profile at `pb` (`n` bins) of candidate record `kc`, as the
+/// engine's `seasonal::store` and `seasonal::widen` do: rounded to steps of the unit, ties to even; where one does
+/// not fit 16 bits, the unit doubles until both do, every bin rounded to it, and the sum is the bins'.
+fn store(b: &mut SeasonalBuffers, pb: usize, n: usize, kc: usize, (b0, v0): (usize, f32), (b1, v1): (usize, f32)) {
+    let unit = b.cand[kc + UNIT];
+    let (q0, q1) = (b.profile[pb + b0], b.profile[pb + b1]);
+    let inv = 1.0 / unit;
+    let (n0, n1) = ((v0 * inv).round_ties_even(), (v1 * inv).round_ties_even());
+    if n0.abs() <= Q_MAX && n1.abs() <= Q_MAX {
+        let (n0, n1) = (n0 as i32, n1 as i32);
+        b.cand[kc + SUM] += (n0 - q0 + (n1 - q1)) as f32 * unit;
+        (b.profile[pb + b0], b.profile[pb + b1]) = (n0, n1);
+        return;
+    }
+    let v0 = if v0.is_finite() { v0 } else { q0 as f32 * unit };
+    let v1 = if v1.is_finite() { v1 } else { q1 as f32 * unit };
+    let wide = unit_for(v0.abs().max(v1.abs())).max(unit);
+    let bins = &mut b.profile[pb..pb + n];
+    if wide != unit && unit > 0.0 {
+        let ratio = unit / wide;
+        for q in bins.iter_mut() {
+            *q = (*q as f32 * ratio).round_ties_even() as i32;
+        }
+    }
+    if wide > 0.0 {
+        let inv = 1.0 / wide;
+        (bins[b0], bins[b1]) = ((v0 * inv).round_ties_even() as i32, (v1 * inv).round_ties_even() as i32);
+    }
+    let sum: i32 = bins.iter().sum();
+    b.cand[kc + UNIT] = wide;
+    b.cand[kc + SUM] = sum as f32 * wide;
+}
 
 /// Kept in sync with `struct Params` in `wgsl/seasonal_update.wgsl` (80 bytes).
 #[repr(C)]
@@ -88,8 +147,9 @@ const _: () = assert!(std::mem::size_of::<SeasonalQueryGpu>() == 16);
 /// The seasonal state of every series as the shader lays it out (struct-of-arrays; see the WGSL's bindings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeasonalBuffers {
-    /// Each candidate's bins, series after series (`stride` values per series).
-    pub profile: Vec<f32>,
+    /// Each candidate's bins, series after series (`stride` values per series): step counts of the candidate's unit
+    /// (16-bit values, one `i32` each on the device).
+    pub profile: Vec<i32>,
     /// [`CAND_FIELDS`] per candidate per series.
     pub cand: Vec<f32>,
     /// Per series: plain fast level and its error.
@@ -101,10 +161,25 @@ pub struct SeasonalBuffers {
 impl SeasonalBuffers {
     /// Adds a fresh (all-zero) series.
     pub fn push(&mut self, cands: usize, stride: usize) {
-        self.profile.extend(std::iter::repeat_n(0.0, stride));
+        self.profile.extend(std::iter::repeat_n(0, stride));
         self.cand.extend(std::iter::repeat_n(0.0, cands * CAND_FIELDS));
         self.plain.extend([0.0, 0.0]);
         self.info.extend([0, 0]);
+    }
+
+    /// Every bin's value, its steps times its candidate's unit, in `profile`'s order, for candidates of `bins` bins.
+    pub fn values(&self, bins: &[usize]) -> Vec<f32> {
+        let stride: usize = bins.iter().sum();
+        let mut out = Vec::with_capacity(self.profile.len());
+        for (s, series) in self.profile.chunks_exact(stride.max(1)).enumerate() {
+            let mut at = 0;
+            for (c, &n) in bins.iter().enumerate() {
+                let unit = self.cand[(s * bins.len() + c) * CAND_FIELDS + UNIT];
+                out.extend(series[at..at + n].iter().map(|&q| q as f32 * unit));
+                at += n;
+            }
+        }
+        out
     }
 }
 
@@ -142,7 +217,8 @@ pub fn seasonal_offset_twin(
         let k = s * cands + active - 1;
         let (pb, bins) = (s * stride + p.offsets[active - 1] as usize, p.bins[active - 1]);
         let (b0, b1) = (q.b0 as usize, q.b1 as usize);
-        *out = (1.0 - q.frac) * b.profile[pb + b0] + q.frac * b.profile[pb + b1]
+        let unit = b.cand[k * CAND_FIELDS + UNIT];
+        *out = (1.0 - q.frac) * (b.profile[pb + b0] as f32 * unit) + q.frac * (b.profile[pb + b1] as f32 * unit)
             - b.cand[k * CAND_FIELDS + SUM] / bins as f32;
     }
 }
@@ -185,7 +261,9 @@ pub fn seasonal_update_twin(
             let period = p.periods[c];
             let (b0, b1, frac) = (pt.b0[c] as usize, pt.b1[c] as usize, pt.frac[c]);
             let (pb, bins) = (s * stride + p.offsets[c] as usize, p.bins[c]);
-            let season = (1.0 - frac) * b.profile[pb + b0] + frac * b.profile[pb + b1] - b.cand[kc + SUM] / bins as f32;
+            let unit = b.cand[kc + UNIT];
+            let (v0, v1) = (b.profile[pb + b0] as f32 * unit, b.profile[pb + b1] as f32 * unit);
+            let season = (1.0 - frac) * v0 + frac * v1 - b.cand[kc + SUM] / bins as f32;
             let y = x - season;
             let e = clipped_abs(y - b.cand[kc + FAST], flat_scale);
             b.cand[kc + ERR] += ew * (e - b.cand[kc + ERR]);
@@ -197,9 +275,7 @@ pub fn seasonal_update_twin(
             let r = clipped(raw, spread_scale);
             b.cand[kc + BASE] += w * r;
             let step = visit_rate(p.rate, dt, period, p.bins[c]) * pt.weight * r;
-            b.profile[pb + b0] += step * (1.0 - frac);
-            b.profile[pb + b1] += step * frac;
-            b.cand[kc + SUM] += step;
+            store(b, pb, bins as usize, kc, (b0, v0 + step * (1.0 - frac)), (b1, v1 + step * frac));
             if pt.elapsed >= p.min_periods * period {
                 let g = gain(b, s, k);
                 if best < 0 || g > best_gain {

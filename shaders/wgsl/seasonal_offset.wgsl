@@ -31,14 +31,16 @@ struct Query {
 };
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> profile: array<f32>;
+@group(0) @binding(1) var<storage, read> profile: array<i32>;
 @group(0) @binding(2) var<storage, read> cand: array<f32>;
 @group(0) @binding(3) var<storage, read> info: array<u32>;
 @group(0) @binding(4) var<storage, read> queries: array<Query>;
 @group(0) @binding(5) var<storage, read_write> offsets: array<f32>;
 
-// Index of `sum` in a candidate's [sum, base, spread, fast, err].
+// Index of `sum` and `unit` in a candidate's [sum, base, spread, fast, err, unit].
 const SUM: u32 = 0u;
+const UNIT: u32 = 5u;
+const FIELDS: u32 = 6u;
 
 // 64 invocations per workgroup (SEASONAL_WORKGROUP_SIZE), 2-D dispatch.
 @compute @workgroup_size(64)
@@ -56,5 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = season - 1u;
     let k = q.slot * params.cands + c;
     let pb = q.slot * params.stride + params.offsets[c];
-    offsets[i] = (1.0 - q.frac) * profile[pb + q.b0] + q.frac * profile[pb + q.b1] - cand[k * 5u + SUM] / f32(params.bins[c]);
+    let unit = cand[k * FIELDS + UNIT];
+    offsets[i] = (1.0 - q.frac) * (f32(profile[pb + q.b0]) * unit) + q.frac * (f32(profile[pb + q.b1]) * unit)
+        - cand[k * FIELDS + SUM] / f32(params.bins[c]);
 }

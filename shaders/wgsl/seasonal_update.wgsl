@@ -42,9 +42,10 @@ struct Point {
 };
 
 @group(0) @binding(0) var<uniform> params: Params;
-// Each candidate's bins, series after series: profile[s * stride + offsets[c] + b].
-@group(0) @binding(1) var<storage, read_write> profile: array<f32>;
-// Per series and candidate, interleaved: [sum, base, spread, fast, err] at (s * cands + c) * 5.
+// Each candidate's bins, series after series: profile[s * stride + offsets[c] + b], a step count of the candidate's
+// unit (within ±32767: the engine keeps bins in 16 bits).
+@group(0) @binding(1) var<storage, read_write> profile: array<i32>;
+// Per series and candidate, interleaved: [sum, base, spread, fast, err, unit] at (s * cands + c) * 6.
 @group(0) @binding(2) var<storage, read_write> cand: array<f32>;
 // Per series, interleaved: [flat_fast, flat_err] at s * 2.
 @group(0) @binding(3) var<storage, read_write> plain: array<f32>;
@@ -58,6 +59,12 @@ const BASE: u32 = 1u;
 const SPREAD: u32 = 2u;
 const FAST: u32 = 3u;
 const ERR: u32 = 4u;
+const UNIT: u32 = 5u;
+// Floats per series and candidate in `cand`.
+const FIELDS: u32 = 6u;
+// The largest step count of a bin, and the smallest unit (2^-100).
+const Q_MAX: f32 = 32767.0;
+const MIN_UNIT_BITS: u32 = 0x0d800000u;
 
 // |v| clipped at 4 scales (none while the scale is unknown).
 fn clipped_abs(v: f32, scale: f32) -> f32 {
@@ -79,7 +86,80 @@ fn gain(s: u32, k: u32) -> f32 {
     if (f <= 0.0) {
         return 0.0;
     }
-    return 1.0 - cand[k * 5u + ERR] / f;
+    return 1.0 - cand[k * FIELDS + ERR] / f;
+}
+
+// The smallest power of two (at least 2^-100) in whose steps `largest` is at most Q_MAX; 0 for 0
+// (seasonal::unit_for in the engine).
+fn unit_for(largest: f32) -> f32 {
+    if (largest == 0.0) {
+        return 0.0;
+    }
+    var unit = bitcast<f32>(MIN_UNIT_BITS);
+    let need = largest / Q_MAX;
+    if (need > unit) {
+        let bits = bitcast<u32>(need);
+        if ((bits & 0x007fffffu) == 0u) {
+            unit = need;
+        } else {
+            unit = bitcast<f32>((bits & 0x7f800000u) + 0x00800000u);
+        }
+    }
+    for (var i = 0u; i < 256u; i = i + 1u) {
+        if (largest / unit <= Q_MAX) {
+            break;
+        }
+        unit = unit * 2.0;
+    }
+    return unit;
+}
+
+fn finite(v: f32) -> bool {
+    return abs(v) <= 3.4028235e38;
+}
+
+// Writes values v0, v1 into bins b0, b1 of the profile at pb (n bins) of candidate record kc, as seasonal::store and
+// seasonal::widen do in the engine: rounded to steps of the unit, ties to even; where one does not fit 16 bits, the
+// unit doubles until both do, every bin is rounded to it, and the sum is the bins'.
+fn store(pb: u32, n: u32, kc: u32, b0: u32, v0_in: f32, b1: u32, v1_in: f32) {
+    let unit = cand[kc + UNIT];
+    let q0 = profile[pb + b0];
+    let q1 = profile[pb + b1];
+    let inv = 1.0 / unit;
+    let n0 = round(v0_in * inv);
+    let n1 = round(v1_in * inv);
+    if (abs(n0) <= Q_MAX && abs(n1) <= Q_MAX) {
+        cand[kc + SUM] = cand[kc + SUM] + f32(i32(n0) - q0 + (i32(n1) - q1)) * unit;
+        profile[pb + b0] = i32(n0);
+        profile[pb + b1] = i32(n1);
+        return;
+    }
+    var v0 = v0_in;
+    var v1 = v1_in;
+    if (!finite(v0)) {
+        v0 = f32(q0) * unit;
+    }
+    if (!finite(v1)) {
+        v1 = f32(q1) * unit;
+    }
+    let wide = max(unit_for(max(abs(v0), abs(v1))), unit);
+    if (wide != unit && unit > 0.0) {
+        let ratio = unit / wide;
+        for (var b = 0u; b < n; b = b + 1u) {
+            profile[pb + b] = i32(round(f32(profile[pb + b]) * ratio));
+        }
+    }
+    if (wide > 0.0) {
+        let inv_wide = 1.0 / wide;
+        profile[pb + b0] = i32(round(v0 * inv_wide));
+        profile[pb + b1] = i32(round(v1 * inv_wide));
+    }
+    var sum = 0;
+    for (var b = 0u; b < n; b = b + 1u) {
+        sum = sum + profile[pb + b];
+    }
+    cand[kc + UNIT] = wide;
+    cand[kc + SUM] = f32(sum) * wide;
 }
 
 // A profile visit's learning weight at time step dt (ms) for a candidate of `period` ms and `bins` bins: the
@@ -108,8 +188,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (pt.first == 1u) {
         plain[s * 2u] = x;
         for (var c = 0u; c < cands; c = c + 1u) {
-            cand[(s * cands + c) * 5u + BASE] = x;
-            cand[(s * cands + c) * 5u + FAST] = x;
+            cand[(s * cands + c) * FIELDS + BASE] = x;
+            cand[(s * cands + c) * FIELDS + FAST] = x;
         }
         switches[i] = 0;
         return;
@@ -131,21 +211,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let b1 = pt.b1[c];
         let frac = pt.frac[c];
         let pb = s * params.stride + params.offsets[c];
-        let season = (1.0 - frac) * profile[pb + b0] + frac * profile[pb + b1] - cand[k * 5u + SUM] / f32(params.bins[c]);
+        let unit = cand[k * FIELDS + UNIT];
+        let v0 = f32(profile[pb + b0]) * unit;
+        let v1 = f32(profile[pb + b1]) * unit;
+        let season = (1.0 - frac) * v0 + frac * v1 - cand[k * FIELDS + SUM] / f32(params.bins[c]);
         let y = x - season;
-        let e = clipped_abs(y - cand[k * 5u + FAST], flat_scale);
-        cand[k * 5u + ERR] = cand[k * 5u + ERR] + ew * (e - cand[k * 5u + ERR]);
-        cand[k * 5u + FAST] = cand[k * 5u + FAST] + a * clipped(y - cand[k * 5u + FAST], flat_scale);
-        let spread_scale = cand[k * 5u + SPREAD];
-        let raw = y - cand[k * 5u + BASE];
+        let e = clipped_abs(y - cand[k * FIELDS + FAST], flat_scale);
+        cand[k * FIELDS + ERR] = cand[k * FIELDS + ERR] + ew * (e - cand[k * FIELDS + ERR]);
+        cand[k * FIELDS + FAST] = cand[k * FIELDS + FAST] + a * clipped(y - cand[k * FIELDS + FAST], flat_scale);
+        let spread_scale = cand[k * FIELDS + SPREAD];
+        let raw = y - cand[k * FIELDS + BASE];
         let w = max(1.0 - exp(-dt / period), running);
-        cand[k * 5u + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
+        cand[k * FIELDS + SPREAD] = spread_scale + w * (clipped_abs(raw, spread_scale) - spread_scale);
         let r = clipped(raw, spread_scale);
-        cand[k * 5u + BASE] = cand[k * 5u + BASE] + w * r;
+        cand[k * FIELDS + BASE] = cand[k * FIELDS + BASE] + w * r;
         let step = visit_rate(dt, period, params.bins[c]) * pt.weight * r;
-        profile[pb + b0] = profile[pb + b0] + step * (1.0 - frac);
-        profile[pb + b1] = profile[pb + b1] + step * frac;
-        cand[k * 5u + SUM] = cand[k * 5u + SUM] + step;
+        store(pb, params.bins[c], k * FIELDS, b0, v0 + step * (1.0 - frac), b1, v1 + step * frac);
         if (pt.elapsed >= params.min_periods * period) {
             let g = gain(s, k);
             if (best < 0 || g > best_gain) {

@@ -462,8 +462,12 @@ fn number_runs(s: &str) -> Vec<(bool, &str)> {
 }
 
 /// The device computes the calibrations' surprises and bands in f32 (WGSL has no f64), the CPU in f64 from the same
-/// f32 state: event numbers read from them (a detector's score, the band) may differ in the sixth digit.
-const CALIBRATION_TOLERANCE: f64 = 1e-5;
+/// f32 state: event numbers read from them (a detector's score, the band) may differ in the sixth digit. And a
+/// seasonal profile's bins are 16-bit steps of a unit (1/16,384 to 1/32,768 of the profile's largest value): where
+/// the driver's `exp` and the CPU's differ in the last bit, a bin's value can round to neighbouring steps on the two
+/// backends, and what is learned from it after (the expected value, the scale, the band, the z) differs by up to a
+/// few parts in 10^5 (measured on lavapipe: the z 81.980 against 81.973, the band's lower end 835.180 against 835.168).
+const CALIBRATION_TOLERANCE: f64 = 2e-4;
 
 /// The same anomaly events from both backends: the same events (series, time, stage, direction, points seen) in the
 /// same order and, unless the device contracts multiply-adds, every field equal but for numbers within
@@ -879,7 +883,8 @@ fn gpu_seasonal_update_matches_the_seasonal_bank() {
         }
         eprintln!("seasonal {what}: worst difference {worst:.3} of the tolerance");
     };
-    near(&cpu.profile, &dev.profile, "profile");
+    // The profiles' values: the units may differ by a doubling where a bin's growth reached one on one side only.
+    near(&cpu.values(&p.bins), &dev.values(&p.bins), "profile");
     near(&cpu.cand, &dev.cand, "cand");
     near(&cpu.plain, &dev.plain, "plain");
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::burst::Burst;
 use super::cusum::Cusum;
-use super::seasonal::{MAX_PERIODS, SeasonalSaved};
+use super::seasonal::{MAX_PERIODS, SeasonalSaved, is_unit, to_steps};
 use super::service::{SeriesPart, ServiceModel};
 use super::sketch::{BINS, Sketch};
 use super::spectral::SpectralSaved;
@@ -36,16 +36,21 @@ use crate::model::{SeriesId, TimeMs};
 
 /// The saved file's first bytes.
 const MAGIC: &[u8; 8] = b"FLMODELS";
-/// The payload's format; a file of another version is refused with both named.
-pub const FORMAT_VERSION: u32 = 1;
+/// The payload's format; a file of version 1 (before the profiles' bins were 16-bit) is read and converted, one of
+/// any other version is refused with both named.
+pub const FORMAT_VERSION: u32 = 2;
 /// Magic, version, length and checksum.
 const HEADER: usize = 8 + 4 + 8 + 8;
 /// The file's name in `engine.state-dir`.
 pub const FILE_NAME: &str = "models.bin";
 
 /// Everything one series has learned.
+pub type SeriesModel = SeriesModelOf<SeasonalParts, i16>;
+
+/// [`SeriesModel`] with its seasonal parts and profile bins of one format version (postcard writes a struct's fields
+/// in order and nothing else, so a version's file reads into its own `P` and `B`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeriesModel {
+pub struct SeriesModelOf<P, B> {
     pub id: SeriesId,
     pub service_id: u64,
     /// The series' key, for people reading the file (`faultline models`); a series takes its model back by its id.
@@ -54,9 +59,9 @@ pub struct SeriesModel {
     pub labels: Box<[(Arc<str>, Arc<str>)]>,
     /// Robust level, mean absolute deviation and points seen.
     robust: (f32, f32, u32),
-    seasonal: SeasonalParts,
-    /// Every candidate period's profile bins, in order.
-    bins: Vec<f32>,
+    seasonal: P,
+    /// Every candidate period's profile bins, in order (version 2: step counts of each candidate's unit).
+    bins: Vec<B>,
     spot_point: SpotParts,
     spot_shift: SpotParts,
     spectral: Option<SpectralSaved>,
@@ -85,7 +90,8 @@ pub struct SeriesModel {
 // detector's hot loops changed how the compiler laid them out (0.5 % more instructions a NAB point, 1.7 % slower).
 
 /// [`SeasonalSaved`] as plain numbers: per candidate `[sum, base, spread, fast, err]` and its phase remainder; the
-/// plain level test's fast level and error, points seen, active candidate + 1, first time and phase time.
+/// plain level test's fast level and error, points seen, active candidate + 1, first time and phase time; each
+/// candidate's bin unit.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SeasonalParts {
     pub cand: [[f32; 5]; MAX_PERIODS],
@@ -95,6 +101,111 @@ pub struct SeasonalParts {
     pub active: u8,
     pub first_time: TimeMs,
     pub phase_t: TimeMs,
+    pub units: [f32; MAX_PERIODS],
+}
+
+/// [`SeasonalParts`] of format version 1: no units (its bins were `f32`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct SeasonalPartsV1 {
+    cand: [[f32; 5]; MAX_PERIODS],
+    rem: [TimeMs; MAX_PERIODS],
+    flat: [f32; 2],
+    n: u32,
+    active: u8,
+    first_time: TimeMs,
+    phase_t: TimeMs,
+}
+
+/// [`ModelFile`] of format version 1.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ModelFileV1 {
+    shape: ModelShape,
+    saved_at_ms: i64,
+    models: ShardModelsV1,
+}
+
+/// [`ShardModels`] of format version 1.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ShardModelsV1 {
+    series: Vec<SeriesModelOf<SeasonalPartsV1, f32>>,
+    services: Vec<ServiceModel>,
+}
+
+impl ModelFileV1 {
+    /// The file as this version holds it: each candidate's `f32` bins rounded to 16-bit steps of the smallest power
+    /// of two that holds its largest (`seasonal::to_steps`), its sum the rounded bins'; nothing else changes.
+    fn upgrade(self) -> ModelFile {
+        let shape = self.shape;
+        let series = self
+            .models
+            .series
+            .into_iter()
+            .map(|m| {
+                m.with_seasonal(|v1, values| {
+                    let mut parts = SeasonalParts {
+                        cand: v1.cand,
+                        rem: v1.rem,
+                        flat: v1.flat,
+                        n: v1.n,
+                        active: v1.active,
+                        first_time: v1.first_time,
+                        phase_t: v1.phase_t,
+                        units: [0.0; MAX_PERIODS],
+                    };
+                    let mut bins = Vec::with_capacity(values.len());
+                    let mut at = 0;
+                    for (c, &n) in shape.bins.iter().enumerate().take(MAX_PERIODS) {
+                        // A series whose bins do not match the shape keeps none: `check` names it.
+                        let Some(mine) = values.get(at..at + n) else { break };
+                        at += n;
+                        (parts.units[c], parts.cand[c][0]) = to_steps(mine, &mut bins);
+                    }
+                    (parts, bins)
+                })
+            })
+            .collect();
+        ModelFile {
+            shape,
+            saved_at_ms: self.saved_at_ms,
+            models: ShardModels { series, services: self.models.services },
+        }
+    }
+}
+
+impl<P, B> SeriesModelOf<P, B> {
+    /// The same model with its seasonal parts and bins as `f` makes them.
+    fn with_seasonal<Q, C>(self, f: impl FnOnce(P, Vec<B>) -> (Q, Vec<C>)) -> SeriesModelOf<Q, C> {
+        let (seasonal, bins) = f(self.seasonal, self.bins);
+        SeriesModelOf {
+            id: self.id,
+            service_id: self.service_id,
+            service: self.service,
+            metric: self.metric,
+            labels: self.labels,
+            robust: self.robust,
+            seasonal,
+            bins,
+            spot_point: self.spot_point,
+            spot_shift: self.spot_shift,
+            spectral: self.spectral,
+            cusum: self.cusum,
+            anchor: self.anchor,
+            hold: self.hold,
+            spread: self.spread,
+            value: self.value,
+            resid: self.resid,
+            burst: self.burst,
+            alarms: self.alarms,
+            peak: self.peak,
+            flags: self.flags,
+            run_start: self.run_start,
+            last_time: self.last_time,
+            part: self.part,
+        }
+    }
 }
 
 /// A [`Spot`] calibrator's state (its cached band is computed again when needed).
@@ -199,8 +310,8 @@ impl ModelFile {
         }
         let word = |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().expect("eight bytes"));
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
-        if version != FORMAT_VERSION {
-            return Err(bad(format!("format version {version}; this build reads version {FORMAT_VERSION}")));
+        if version != FORMAT_VERSION && version != 1 {
+            return Err(bad(format!("format version {version}; this build reads versions 1 and {FORMAT_VERSION}")));
         }
         let (len, sum) = (word(12..20), word(20..28));
         let payload = &bytes[HEADER..];
@@ -210,7 +321,11 @@ impl ModelFile {
         if xxhash_rust::xxh3::xxh3_64(payload) != sum {
             return Err(bad("checksum mismatch: the file is corrupt".into()));
         }
-        let file: Self = postcard::from_bytes(payload).map_err(|e| bad(format!("payload: {e}")))?;
+        let file: Self = if version == 1 {
+            postcard::from_bytes::<ModelFileV1>(payload).map_err(|e| bad(format!("payload: {e}")))?.upgrade()
+        } else {
+            postcard::from_bytes(payload).map_err(|e| bad(format!("payload: {e}")))?
+        };
         file.check().map_err(bad)?;
         Ok(file)
     }
@@ -342,6 +457,18 @@ impl SeriesModel {
                         se.rem[c]
                     ));
                 }
+            }
+        }
+        let mut at = 0;
+        for (c, &n) in shape.bins.iter().enumerate() {
+            let unit = se.units[c];
+            if !is_unit(unit) {
+                return Err(format!("field `seasonal.units[{c}]`: {unit} is neither 0 nor a power of two"));
+            }
+            let bins = &self.bins[at..at + n];
+            at += n;
+            if unit == 0.0 && bins.iter().any(|&q| q != 0) {
+                return Err(format!("field `bins`: candidate {c}'s unit is 0 and its bins are not"));
             }
         }
         if let Some(sp) = &self.spectral {
@@ -758,6 +885,9 @@ mod tests {
             ("field `seasonal.first_time`", Box::new(move |f| a(f).seasonal.first_time = clock::MAX_TIME_MS + 1)),
             ("field `seasonal.phase_t`", Box::new(move |f| a(f).seasonal.phase_t = TimeMs::MIN + 1)),
             ("field `bins`", Box::new(move |f| _ = a(f).bins.pop())),
+            ("field `seasonal.units[0]`: 3 is neither", Box::new(move |f| a(f).seasonal.units[0] = 3.0)),
+            ("field `seasonal.units[1]`: NaN", Box::new(move |f| a(f).seasonal.units[1] = f32::NAN)),
+            ("candidate 0's unit is 0", Box::new(move |f| a(f).seasonal.units[0] = 0.0)),
             (
                 "field `part.base`",
                 Box::new(move |f| {
@@ -798,6 +928,74 @@ mod tests {
         assert!(err.contains(&format!("service {:016x}: field `now`", f.models.services[0].id)), "{err}");
         // As saved, it loads and runs on: day 7's spike is found.
         assert!(run_on(file) > 0);
+    }
+
+    /// A file of format version 1 (the profiles' bins in `f32`, written by builds before 16-bit bins) loads: every
+    /// bin holds the value it held, in steps of a power of two, the sums are the bins', and the models run on.
+    #[test]
+    fn a_version_1_file_loads_with_its_bins_in_steps() {
+        let file = ModelFile::from_bytes(saved(), "dir/models.bin").unwrap();
+        let shape = file.shape.clone();
+        // The same models as version 1 wrote them: each bin's value in `f32`, no units.
+        let series = file
+            .models
+            .series
+            .iter()
+            .cloned()
+            .map(|m| {
+                m.with_seasonal(|parts, steps| {
+                    let mut values = Vec::new();
+                    let mut at = 0;
+                    for (c, &n) in shape.bins.iter().enumerate() {
+                        values.extend(steps[at..at + n].iter().map(|&q| f32::from(q) * parts.units[c]));
+                        at += n;
+                    }
+                    // Version 1's sums were the steps learned, not exactly the bins' sum.
+                    let mut cand = parts.cand;
+                    for k in &mut cand {
+                        k[0] += 0.001;
+                    }
+                    let v1 = SeasonalPartsV1 {
+                        cand,
+                        rem: parts.rem,
+                        flat: parts.flat,
+                        n: parts.n,
+                        active: parts.active,
+                        first_time: parts.first_time,
+                        phase_t: parts.phase_t,
+                    };
+                    (v1, values)
+                })
+            })
+            .collect::<Vec<_>>();
+        let v1 = ModelFileV1 {
+            shape: shape.clone(),
+            saved_at_ms: file.saved_at_ms,
+            models: ShardModelsV1 { series: series.clone(), services: file.models.services.clone() },
+        };
+        let payload = postcard::to_stdvec(&v1).unwrap();
+        let mut bytes = framed(&payload);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let loaded = ModelFile::from_bytes(&bytes, "dir/models.bin").unwrap();
+        let mut upgraded = 0;
+        for (m, old) in loaded.models.series.iter().zip(&series) {
+            let mut at = 0;
+            for (c, &n) in shape.bins.iter().enumerate() {
+                let unit = m.seasonal.units[c];
+                let values: Vec<f32> = m.bins[at..at + n].iter().map(|&q| f32::from(q) * unit).collect();
+                assert_eq!(values, old.bins[at..at + n], "{}/{} candidate {c}", m.service, m.metric);
+                let sum: i32 = m.bins[at..at + n].iter().map(|&q| i32::from(q)).sum();
+                assert_eq!(m.seasonal.cand[c][0], sum as f32 * unit);
+                upgraded += usize::from(unit > 0.0);
+                at += n;
+            }
+        }
+        assert!(upgraded >= 8, "profiles with values: {upgraded}");
+        assert!(run_on(loaded) > 0);
+        // Another version is refused, naming both.
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let err = ModelFile::from_bytes(&bytes, "x").unwrap_err().to_string();
+        assert!(err.contains("format version 3; this build reads versions 1 and 2"), "{err}");
     }
 
     proptest! {

@@ -14,8 +14,15 @@
 //! sees `x − profile(phase)` (the ladder's *seasonal* stage).
 //!
 //! State is one array of profiles per candidate (series after series), one of per-candidate records and one of
-//! per-series records, indexed by series slot: a point touches one record of each.
+//! per-series records, indexed by series slot: a point touches one record of each. A profile bin is 16 bits, a step
+//! count of its candidate's own unit (block floating point: one power-of-two unit per series and candidate, doubled
+//! when a bin would pass ±32,767 steps, [`widen`]): a bin resolves its profile's largest value to about 1/16,000 to
+//! 1/32,000, and a 96-bin day with a 48-bin week holds 288 bytes instead of 576 in `f32`.
 // Hot path: no IO, no allocation per point (only `push` allocates, once per new series), no logging.
+
+// The largest step count a profile bin holds, the smallest unit, and the unit that holds a value: shared with the
+// device's twin, which the WGSL mirrors.
+use faultline_shaders::seasonal::{MIN_UNIT, Q_MAX, unit_for};
 
 use crate::model::TimeMs;
 
@@ -68,7 +75,7 @@ pub struct SeasonalBank {
     /// One array per candidate, series after series: bin `b` of candidate `c` of series `s` at
     /// `profile[c][s * bins[c] + b]`. Candidate-major, so a round in slot order walks each candidate's profiles with
     /// that candidate's stride.
-    profile: Vec<Vec<f32>>,
+    profile: Vec<Vec<i16>>,
     /// Per series and candidate (`s * C + c`), together so a point touches one cache line.
     cand: Vec<Cand>,
     /// Per series.
@@ -106,6 +113,7 @@ impl SeasonalSaved {
         let s = &self.series;
         super::persist::SeasonalParts {
             cand: self.cand.map(|k| [k.sum, k.base, k.spread, k.fast, k.err]),
+            units: self.cand.map(|k| k.unit),
             rem: self.cand.map(|k| k.rem),
             flat: [s.flat_fast, s.flat_err],
             n: s.n,
@@ -119,7 +127,7 @@ impl SeasonalSaved {
     pub fn from_parts(p: &super::persist::SeasonalParts) -> Self {
         let cand = std::array::from_fn(|c| {
             let [sum, base, spread, fast, err] = p.cand[c];
-            Cand { sum, base, spread, fast, err, pad: 0.0, rem: p.rem[c] }
+            Cand { sum, base, spread, fast, err, unit: p.units[c], rem: p.rem[c] }
         });
         let [flat_fast, flat_err] = p.flat;
         let series =
@@ -130,20 +138,21 @@ impl SeasonalSaved {
 
 /// One candidate period's test and profile bookkeeping for one series.
 ///
-/// `repr(C)`, 32 bytes: five `f32` fields, an explicit pad and `rem`, so eight records transpose in vector registers
-/// into one register per field ([`lanes`]).
+/// `repr(C)`, 32 bytes: six `f32` fields and `rem`, so eight records transpose in vector registers into one register
+/// per field ([`lanes`]).
 #[derive(Debug, Default, Clone, Copy)]
 #[repr(C)]
 struct Cand {
-    /// Sum of the profile (to centre it), slow base and the mean absolute residual around base plus profile, fast
-    /// level of `x − profile` and its mean absolute one-step error.
+    /// Sum of the profile's values (to centre it; exact while under 2^24 steps of `unit`), slow base and the mean absolute residual around base plus
+    /// profile, fast level of `x − profile` and its mean absolute one-step error.
     sum: f32,
     base: f32,
     spread: f32,
     fast: f32,
     err: f32,
-    /// Always 0 (spelled out so every byte of the record is initialised).
-    pad: f32,
+    /// The value of one step of the profile's 16-bit bins: bin `q` holds `q · unit`. A power of two, so reading and
+    /// writing a bin and summing the profile are exact; 0 until a bin first holds anything ([`widen`]).
+    unit: f32,
     /// `phase_t.rem_euclid(period)` of the series' [`SeriesState::phase_t`]: the next point's remainder follows from
     /// it by an addition (see [`rem`]) instead of a 64-bit division.
     rem: TimeMs,
@@ -266,7 +275,7 @@ impl SeasonalBank {
         let mut bytes = size_of::<SeriesState>();
         let mut c = 0;
         while c < bins.len() {
-            bytes += bins[c] * size_of::<f32>() + size_of::<Cand>();
+            bytes += bins[c] * size_of::<i16>() + size_of::<Cand>();
             c += 1;
         }
         bytes
@@ -277,7 +286,7 @@ impl SeasonalBank {
         let c = p.periods.len();
         self.profile.resize_with(c, Vec::new);
         for (profile, &n) in self.profile.iter_mut().zip(&p.bins) {
-            profile.extend(std::iter::repeat_n(0.0, n));
+            profile.extend(std::iter::repeat_n(0, n));
         }
         self.cand.extend(std::iter::repeat_n(Cand::default(), c));
         self.series.push(SeriesState::default());
@@ -287,7 +296,7 @@ impl SeasonalBank {
     pub fn reset(&mut self, s: usize, p: &SeasonalParams) {
         let c = p.periods.len();
         for (profile, &n) in self.profile.iter_mut().zip(&p.bins) {
-            profile[s * n..(s + 1) * n].fill(0.0);
+            profile[s * n..(s + 1) * n].fill(0);
         }
         self.cand[s * c..(s + 1) * c].fill(Cand::default());
         self.series[s] = SeriesState::default();
@@ -333,7 +342,8 @@ impl SeasonalBank {
         let (b0, b1, frac) =
             phase_of_rem(rem(self.series[s].phase_t, self.cand[k].rem, t, p.periods[c]), p.periods[c], n);
         let bins = &self.profile[c][s * n..(s + 1) * n];
-        (1.0 - frac) * bins[b0] + frac * bins[b1] - self.cand[k].sum / n as f32
+        let unit = self.cand[k].unit;
+        (1.0 - frac) * (f32::from(bins[b0]) * unit) + frac * (f32::from(bins[b1]) * unit) - self.cand[k].sum / n as f32
     }
 
     /// The fast level tracker and its mean absolute error for candidate `c` (of `x − profile`), or for the plain
@@ -351,8 +361,9 @@ impl SeasonalBank {
     }
 
     /// Saves series `s`'s whole seasonal state: its profile bins are appended to `bins` (every candidate's, in
-    /// order), the rest is returned. [`SeasonalBank::restore`] puts both back (a learning pause).
-    pub fn save(&self, s: usize, p: &SeasonalParams, bins: &mut Vec<f32>) -> SeasonalSaved {
+    /// order, as step counts of the candidate's unit), the rest is returned. [`SeasonalBank::restore`] puts both back
+    /// (a learning pause).
+    pub fn save(&self, s: usize, p: &SeasonalParams, bins: &mut Vec<i16>) -> SeasonalSaved {
         let cands = p.periods.len();
         let mut cand = [Cand::default(); MAX_PERIODS];
         cand[..cands].copy_from_slice(&self.cand[s * cands..(s + 1) * cands]);
@@ -363,7 +374,7 @@ impl SeasonalBank {
     }
 
     /// Series `s`'s profile bins, one slice per candidate in order.
-    fn bins_of(&self, s: usize) -> impl Iterator<Item = &[f32]> {
+    fn bins_of(&self, s: usize) -> impl Iterator<Item = &[i16]> {
         let series = self.series.len();
         self.profile.iter().map(move |profile| {
             let n = profile.len() / series;
@@ -372,7 +383,7 @@ impl SeasonalBank {
     }
 
     /// Puts back what [`SeasonalBank::save`] saved of series `s` (`bins`: exactly what it appended).
-    pub fn restore(&mut self, s: usize, p: &SeasonalParams, saved: &SeasonalSaved, bins: &[f32]) {
+    pub fn restore(&mut self, s: usize, p: &SeasonalParams, saved: &SeasonalSaved, bins: &[i16]) {
         let cands = p.periods.len();
         self.cand[s * cands..(s + 1) * cands].copy_from_slice(&saved.cand[..cands]);
         self.series[s] = saved.series;
@@ -383,17 +394,17 @@ impl SeasonalBank {
         }
     }
 
-    /// Every series' state in the layout of `seasonal_update.wgsl` (for the GPU parity tests): its profile is
-    /// series-major, each series' candidates one after another.
+    /// Every series' state in the layout of `seasonal_update.wgsl`: its profile is series-major, each series'
+    /// candidates one after another (a bin's steps in an `i32` each).
     pub fn to_buffers(&self) -> faultline_shaders::seasonal::SeasonalBuffers {
         let mut b = faultline_shaders::seasonal::SeasonalBuffers::default();
         for s in 0..self.series.len() {
             for bins in self.bins_of(s) {
-                b.profile.extend_from_slice(bins);
+                b.profile.extend(bins.iter().map(|&q| i32::from(q)));
             }
         }
         for k in &self.cand {
-            b.cand.extend([k.sum, k.base, k.spread, k.fast, k.err]);
+            b.cand.extend([k.sum, k.base, k.spread, k.fast, k.err, k.unit]);
         }
         for s in &self.series {
             b.plain.extend([s.flat_fast, s.flat_err]);
@@ -413,7 +424,7 @@ impl SeasonalBank {
         let cand = b
             .cand
             .chunks_exact(CAND_FIELDS)
-            .map(|f| Cand { sum: f[0], base: f[1], spread: f[2], fast: f[3], err: f[4], pad: 0.0, rem: 0 })
+            .map(|f| Cand { sum: f[0], base: f[1], spread: f[2], fast: f[3], err: f[4], unit: f[5], rem: 0 })
             .collect();
         let series = b
             .plain
@@ -430,12 +441,13 @@ impl SeasonalBank {
                 phase_t: TimeMs::MIN,
             })
             .collect();
-        let mut profile: Vec<Vec<f32>> = vec![Vec::new(); p.bins.len()];
+        let mut profile: Vec<Vec<i16>> = vec![Vec::new(); p.bins.len()];
         for values in b.profile.chunks_exact(p.stride().max(1)) {
             let mut rest = values;
             for (profile, &n) in profile.iter_mut().zip(&p.bins) {
                 let (mine, after) = rest.split_at(n);
-                profile.extend_from_slice(mine);
+                // The device's steps are the engine's (16 bits, `store`): the cast takes nothing away.
+                profile.extend(mine.iter().map(|&q| q as i16));
                 rest = after;
             }
         }
@@ -584,7 +596,9 @@ impl SeasonalBank {
             let (b0, b1, frac) = phases[c];
             let n = p.bins[c];
             let bins = &mut self.profile[c][s * n..(s + 1) * n];
-            let season = (1.0 - frac) * bins[b0] + frac * bins[b1] - ks.sum / n as f32;
+            let (q0, q1) = (bins[b0], bins[b1]);
+            let (v0, v1) = (f32::from(q0) * ks.unit, f32::from(q1) * ks.unit);
+            let season = (1.0 - frac) * v0 + frac * v1 - ks.sum / n as f32;
             let y = x - season;
             let e = lesser((y - ks.fast).abs(), clip);
             ks.err += ew * (e - ks.err);
@@ -598,9 +612,7 @@ impl SeasonalBank {
             ks.base += slow * r;
             // Gradient step on the two bins the point's phase lies between.
             let step = decay.rate[c] * weight * r;
-            bins[b0] += step * (1.0 - frac);
-            bins[b1] += step * frac;
-            ks.sum += step;
+            store(bins, ks, (b0, q0, v0 + step * (1.0 - frac)), (b1, q1, v1 + step * frac));
             if elapsed >= p.min_periods * period {
                 let g = gain(flat_err, ks.err);
                 gains[c] = g;
@@ -657,6 +669,78 @@ fn rem(last: TimeMs, last_rem: TimeMs, t: TimeMs, period: TimeMs) -> TimeMs {
         return if d < left { last_rem + d } else { d - left };
     }
     t.rem_euclid(period)
+}
+
+/// `v` rounded to an integer, ties to even, for `|v|` under 2^22 (the profile's step counts; for a larger or non-finite
+/// `v` a value that is too: the caller checks the bound): adding and taking away 1.5 · 2^23 leaves no fraction in
+/// the default rounding mode, which is what the lanes' `_mm256_cvtps_epi32` does, with no libm call (the x86-64
+/// baseline has no `roundss`).
+#[inline(always)]
+fn round_even(v: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (v + SHIFT) - SHIFT
+}
+
+/// Writes values `v0` and `v1` into bins `b0` and `b1` of a candidate's profile `bins`, which hold steps `q0` and `q1`
+/// now, and moves the sum by what they moved: each rounded to the nearest step of the unit (ties to even), or through
+/// [`widen`] where the unit cannot hold one in 16 bits. The seasonal lanes do the same in vector registers.
+#[inline(always)]
+fn store(bins: &mut [i16], ks: &mut Cand, (b0, q0, v0): (usize, i16, f32), (b1, q1, v1): (usize, i16, f32)) {
+    let inv = 1.0 / ks.unit;
+    let (n0, n1) = (round_even(v0 * inv), round_even(v1 * inv));
+    if n0.abs() <= Q_MAX && n1.abs() <= Q_MAX {
+        let (n0, n1) = (n0 as i16, n1 as i16);
+        let moved = i32::from(n0) - i32::from(q0) + (i32::from(n1) - i32::from(q1));
+        ks.sum += moved as f32 * ks.unit;
+        (bins[b0], bins[b1]) = (n0, n1);
+    } else {
+        widen(bins, ks, (b0, v0), (b1, v1));
+    }
+}
+
+/// Appends a profile's values `values` to `out` as 16-bit steps of the smallest power of two that holds the largest
+/// ([`unit_for`]); a value that is not finite becomes 0. Returns the unit and the sum of the steps' values (what
+/// [`Cand`] keeps).
+pub(crate) fn to_steps(values: &[f32], out: &mut Vec<i16>) -> (f32, f32) {
+    let largest = values.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let unit = unit_for(largest);
+    let inv = 1.0 / unit;
+    let at = out.len();
+    out.extend(values.iter().map(|&v| if v.is_finite() && unit > 0.0 { round_even(v * inv) as i16 } else { 0 }));
+    let sum: i32 = out[at..].iter().map(|&q| i32::from(q)).sum();
+    (unit, sum as f32 * unit)
+}
+
+/// Whether `u` can be a profile's bin unit: 0, or a power of two from [`MIN_UNIT`] up.
+pub(crate) fn is_unit(u: f32) -> bool {
+    u == 0.0 || (u.is_finite() && u >= MIN_UNIT && u.to_bits() & 0x007f_ffff == 0)
+}
+
+/// Writes values `v0` and `v1` into bins `b0` and `b1` of a candidate's profile `bins` whose unit cannot hold them in
+/// 16 bits (the first values of a fresh profile, or a profile grown past ±32,767 steps): the unit doubles until both
+/// fit (never shrinking), every bin is rounded to the new unit, and the sum is the rounded bins'. A value that is not
+/// finite leaves its bin as it was. Rare (a profile's unit settles once it has learned its swing), so out of line.
+#[cold]
+#[inline(never)]
+fn widen(bins: &mut [i16], ks: &mut Cand, (b0, v0): (usize, f32), (b1, v1): (usize, f32)) {
+    let old = ks.unit;
+    let v0 = if v0.is_finite() { v0 } else { f32::from(bins[b0]) * old };
+    let v1 = if v1.is_finite() { v1 } else { f32::from(bins[b1]) * old };
+    let unit = unit_for(v0.abs().max(v1.abs())).max(old);
+    if unit != old && old > 0.0 {
+        // A power of two over a larger one: the ratio and each product are exact, then rounded to the new steps.
+        let ratio = old / unit;
+        for q in bins.iter_mut() {
+            *q = round_even(f32::from(*q) * ratio) as i16;
+        }
+    }
+    if unit > 0.0 {
+        let inv = 1.0 / unit;
+        (bins[b0], bins[b1]) = (round_even(v0 * inv) as i16, round_even(v1 * inv) as i16);
+    }
+    ks.unit = unit;
+    let sum: i32 = bins.iter().map(|&q| i32::from(q)).sum();
+    ks.sum = sum as f32 * unit;
 }
 
 /// Fraction of the plain level's one-step error `flat` that a candidate with error `err` removes.
@@ -782,7 +866,7 @@ pub fn lanes_name() -> &'static str {
 mod lanes {
     use std::arch::x86_64::*;
 
-    use super::{Cand, MAX_PERIODS, RoundPoint, SeasonalBank, SeasonalParams, Switch, TimeMs, rem};
+    use super::{Cand, MAX_PERIODS, Q_MAX, RoundPoint, SeasonalBank, SeasonalParams, Switch, TimeMs, rem};
 
     pub const LANES: usize = 8;
 
@@ -996,7 +1080,7 @@ mod lanes {
                 *row = unsafe { _mm256_loadu_ps(cand.add(s * cands + c).cast::<f32>()) };
             }
             transpose(&mut rows);
-            let [sum, base, spread, fast, err, _, rem_lo, _] = rows;
+            let [sum, base, spread, fast, err, unit, rem_lo, _] = rows;
             // The remainder moved on by the step, `rem`'s `d < left ? last_rem + d : d − left` (no overflow: both lie
             // in [0, period)). `allowed` checked that every period, so every remainder, fits an `i32`: its low half
             // is the remainder, its high half 0. A remainder lies in [0, period): the detector's own, and a loaded
@@ -1041,12 +1125,13 @@ mod lanes {
             };
             let profile = bank.profile[c].as_mut_ptr();
             // Assembled from scalar loads: `vgatherdps` is slower than eight loads on the CPUs measured (see
-            // `faultline_kernels`' AVX2 gathering kernel).
+            // `faultline_kernels`' AVX2 gathering kernel). Each bin is a step count of its lane's unit.
             let bins_at = |i: &[i32; LANES]| {
-                let at = |l: usize| unsafe { *profile.add(i[l] as usize) };
-                _mm256_setr_ps(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
+                let at = |l: usize| i32::from(unsafe { *profile.add(i[l] as usize) });
+                _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
             };
-            let (v0, v1) = (bins_at(&i0), bins_at(&i1));
+            let (q0, q1) = (bins_at(&i0), bins_at(&i1));
+            let (v0, v1) = (_mm256_mul_ps(_mm256_cvtepi32_ps(q0), unit), _mm256_mul_ps(_mm256_cvtepi32_ps(q1), unit));
             let one_minus = _mm256_sub_ps(one, frac);
             let season = _mm256_sub_ps(
                 _mm256_add_ps(_mm256_mul_ps(one_minus, v0), _mm256_mul_ps(frac, v1)),
@@ -1068,7 +1153,19 @@ mod lanes {
             let step = _mm256_mul_ps(_mm256_mul_ps(unsafe { _mm256_loadu_ps(rates[c].as_ptr()) }, weight), r);
             let v0 = _mm256_add_ps(v0, _mm256_mul_ps(step, one_minus));
             let v1 = _mm256_add_ps(v1, _mm256_mul_ps(step, frac));
-            let sum = _mm256_add_ps(sum, step);
+            // `round_even` of the values in steps, and `learn`'s bound on both: lanes whose unit cannot hold them
+            // (`widen`, below) take the scalar path's values after the records are stored.
+            let inv = _mm256_div_ps(one, unit);
+            let shift = _mm256_set1_ps(12_582_912.0);
+            let rounded = |v: __m256| _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v, inv), shift), shift);
+            let (n0, n1) = (rounded(v0), rounded(v1));
+            let q_max = _mm256_set1_ps(Q_MAX);
+            let held =
+                _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs(n0), q_max), _mm256_cmp_ps::<_CMP_LE_OQ>(abs(n1), q_max));
+            let (n0, n1) = (_mm256_cvttps_epi32(n0), _mm256_cvttps_epi32(n1));
+            let moved = _mm256_add_epi32(_mm256_sub_epi32(n0, q0), _mm256_sub_epi32(n1, q1));
+            let sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(moved), unit));
+            let held = _mm256_movemask_ps(held);
             // The gain over the plain level, where the candidate has seen `min-periods` periods.
             let g =
                 _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_sub_ps(one, _mm256_div_ps(err, flat_err)), flat_positive);
@@ -1084,15 +1181,39 @@ mod lanes {
             for (row, &s) in rows.iter().zip(&slots) {
                 unsafe { _mm256_storeu_ps(cand.add(s * cands + c).cast::<f32>(), *row) };
             }
-            let (mut o0, mut o1) = ([0f32; LANES], [0f32; LANES]);
+            let (mut o0, mut o1) = ([0i32; LANES], [0i32; LANES]);
             unsafe {
-                _mm256_storeu_ps(o0.as_mut_ptr(), v0);
-                _mm256_storeu_ps(o1.as_mut_ptr(), v1);
+                _mm256_storeu_si256(o0.as_mut_ptr().cast(), n0);
+                _mm256_storeu_si256(o1.as_mut_ptr().cast(), n1);
             }
-            for l in 0..LANES {
+            if held == 0xff {
+                for l in 0..LANES {
+                    unsafe {
+                        *profile.add(i0[l] as usize) = o0[l] as i16;
+                        *profile.add(i1[l] as usize) = o1[l] as i16;
+                    }
+                }
+            } else {
+                let (mut w0, mut w1) = ([0f32; LANES], [0f32; LANES]);
                 unsafe {
-                    *profile.add(i0[l] as usize) = o0[l];
-                    *profile.add(i1[l] as usize) = o1[l];
+                    _mm256_storeu_ps(w0.as_mut_ptr(), v0);
+                    _mm256_storeu_ps(w1.as_mut_ptr(), v1);
+                }
+                for (l, &s) in slots.iter().enumerate() {
+                    if held >> l & 1 == 1 {
+                        unsafe {
+                            *profile.add(i0[l] as usize) = o0[l] as i16;
+                            *profile.add(i1[l] as usize) = o1[l] as i16;
+                        }
+                    } else {
+                        // Through the pointers the lanes hold (series `s`'s bins and record, no other lane's).
+                        let first = s * n;
+                        let (bins, ks) = unsafe {
+                            (std::slice::from_raw_parts_mut(profile.add(first), n), &mut *cand.add(s * cands + c))
+                        };
+                        let at = |i: i32| i as usize - first;
+                        super::widen(bins, ks, (at(i0[l]), w0[l]), (at(i1[l]), w1[l]));
+                    }
                 }
             }
         }
@@ -1207,9 +1328,9 @@ mod tests {
 
     /// Every field of the bank, as bits (the state `update` and `update_round` must leave the same).
     fn state_bits(bank: &SeasonalBank) -> Vec<u64> {
-        let mut bits: Vec<u64> = bank.profile.iter().flatten().map(|x| u64::from(x.to_bits())).collect();
+        let mut bits: Vec<u64> = bank.profile.iter().flatten().map(|&q| q as u64).collect();
         for k in &bank.cand {
-            bits.extend([k.sum, k.base, k.spread, k.fast, k.err, k.pad].map(|x| u64::from(x.to_bits())));
+            bits.extend([k.sum, k.base, k.spread, k.fast, k.err, k.unit].map(|x| u64::from(x.to_bits())));
             bits.push(k.rem as u64);
         }
         for se in &bank.series {
@@ -1351,19 +1472,62 @@ mod tests {
         let (a, b) = (one.to_buffers(), round.to_buffers());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
-            (bits(&a.profile), bits(&a.cand), bits(&a.plain), &a.info),
-            (bits(&b.profile), bits(&b.cand), bits(&b.plain), &b.info)
+            (&a.profile, bits(&a.cand), bits(&a.plain), &a.info),
+            (&b.profile, bits(&b.cand), bits(&b.plain), &b.info)
         );
         // The device's layout (series-major profiles) and back: the same state, and it learns on the same.
         let first: Vec<TimeMs> = round.series.iter().map(|se| se.first_time).collect();
         let mut back = SeasonalBank::from_buffers(&b, &first, &p);
         assert_eq!(back.profile, round.profile);
-        assert_eq!(bits(&back.to_buffers().profile), bits(&b.profile));
+        assert_eq!(back.to_buffers().profile, b.profile);
         let t = 6 * DAY + 123_000;
         for s in 0..5 {
             assert_eq!(back.update(s, t, STEP, 42.0, 1.0, &p), round.update(s, t, STEP, 42.0, 1.0, &p));
             assert_eq!(back.offset(s, t + STEP, &p).to_bits(), round.offset(s, t + STEP, &p).to_bits());
         }
+    }
+
+    /// A profile's bins are 16-bit steps of a power of two: a fresh profile takes the unit its first values need, a
+    /// swing that grows ten-thousandfold doubles it as it goes, every bin staying within a step of the value written
+    /// to it; the sum is the bins' exactly; a value that is not finite leaves its bin as it was.
+    #[test]
+    fn profile_bins_hold_their_values_in_steps_of_a_unit_that_grows_with_them() {
+        let mut bins = [0i16; 8];
+        let mut ks = Cand::default();
+        let mut want = [0f32; 8];
+        let mut units = Vec::new();
+        for i in 0..2_000usize {
+            let (b0, b1) = (i % 8, (i + 3) % 8);
+            let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+            let (v0, v1) = (sign * 0.01 * 1.005f32.powi(i as i32), 0.5 * want[b1] + 0.001);
+            let (q0, q1) = (bins[b0], bins[b1]);
+            store(&mut bins, &mut ks, (b0, q0, v0), (b1, q1, v1));
+            (want[b0], want[b1]) = (v0, v1);
+            assert!(is_unit(ks.unit) && ks.unit > 0.0, "{}", ks.unit);
+            for (b, (&q, &w)) in bins.iter().zip(&want).enumerate() {
+                assert!(
+                    (f32::from(q) * ks.unit - w).abs() <= ks.unit,
+                    "point {i} bin {b}: {q} steps of {}, {w}",
+                    ks.unit
+                );
+            }
+            let steps: i32 = bins.iter().map(|&q| i32::from(q)).sum();
+            assert_eq!(ks.sum, steps as f32 * ks.unit, "point {i}");
+            if units.last() != Some(&ks.unit) {
+                units.push(ks.unit);
+            }
+        }
+        // 0.01 · 1.005^2000 ≈ 217: from 2^-21 (0.01 in 32,767 steps) up to 2^-7, one doubling at a time.
+        assert_eq!(units.first(), Some(&(1.0 / (1 << 21) as f32)), "{units:?}");
+        assert!(units.windows(2).all(|u| u[1] == 2.0 * u[0]) && units.len() >= 10, "{units:?}");
+        let (before, sum) = (bins, ks.sum);
+        let (q2, q5) = (bins[2], bins[5]);
+        store(&mut bins, &mut ks, (2, q2, f32::NAN), (5, q5, f32::INFINITY));
+        assert_eq!((bins, ks.sum), (before, sum), "values that are not finite change nothing");
+        // A fresh profile given nothing keeps no unit.
+        let (mut fresh, mut k) = ([0i16; 4], Cand::default());
+        store(&mut fresh, &mut k, (0, 0, 0.0), (1, 0, 0.0));
+        assert_eq!((fresh, k.unit, k.sum), ([0; 4], 0.0, 0.0));
     }
 
     #[test]
