@@ -9,8 +9,8 @@ night, a ramp to 1000 from 7 to 9 a.m., down from 5 to 8 p.m.; 3 % Gaussian nois
 earlier (or later) from the change on. Two series: every day a working day,
 and working days with weekends at 30 % of the day's swing. Each is replayed with the seasonal profiles in UTC (the
 default) and in `America/New_York` (`detector.seasonal.timezone`), with the default profiles (96 bins for the day,
-48 for the week) and with the week's at 96 bins too (`bins = [96, 96]`); prints the anomaly events per week, week 0
-the one that starts with the change.
+84 for the week) and with the week at 48 bins, the default before the twenty-ninth session (`bins = [96, 48]`);
+prints the anomaly events per week, week 0 the one that starts with the change.
 """
 import datetime
 import json
@@ -52,8 +52,8 @@ def by_week(events, change):
 
 def main():
     settings = [
-        ("daily and weekly (defaults)", ""),
-        ("the week at 96 bins too", "[detector.seasonal]\nbins = [96, 96]\n"),
+        ("daily and weekly (defaults: 96 and 84 bins)", ""),
+        ("the week at 48 bins (the defaults before)", "[detector.seasonal]\nbins = [96, 48]\n"),
     ]
     print("| clocks go | series | profiles | clock | " + " | ".join(f"week {w}" for w in WEEKS) + " |")
     print("|---|---|---|---|" + "---:|" * len(WEEKS))

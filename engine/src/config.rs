@@ -323,7 +323,7 @@ pub struct SeasonalConfig {
     /// Candidate periods; empty turns seasonality off.
     pub periods: Vec<HumanDuration>,
     /// Profile bins per period: `"auto"` (by the period's length), one number for every period, or one per period
-    /// (`[96, 48]`).
+    /// (`[96, 84]`).
     pub bins: Bins,
     /// Learning weight of one point for the profile where each bin is visited three times a period or more (more
     /// for a sparser series: `detect::seasonal::visit_rate`).
@@ -366,8 +366,9 @@ pub enum Bins {
 
 /// `detector.seasonal.bins = "auto"`: a period of up to a day gets this many bins (a day's: one per quarter hour)...
 pub const AUTO_BINS_UP_TO_A_DAY: usize = 96;
-/// ...and a longer one this many (a week's: one per three and a half hours, weekdays against weekends).
-pub const AUTO_BINS_LONGER: usize = 48;
+/// ...and a longer one this many (a week's: one per two hours, twelve a day, fine enough for a working day's ramps
+/// against a quiet weekend; 48 bins of 3.5 hours were not: BENCHMARKS.md, "A week that holds a working day").
+pub const AUTO_BINS_LONGER: usize = 84;
 
 impl SeasonalConfig {
     /// The profile bins of each candidate period, in the order of `periods`.
@@ -1447,10 +1448,10 @@ mod tests {
     #[test]
     fn seasonal_bins_are_one_number_or_one_per_period() {
         let bins = |cfg: Config| cfg.detector.seasonal.bins_per_period();
-        assert_eq!(bins(Config::default_config().unwrap()), [96, 48], "a quarter-hour day, a week of 3.5 hours");
+        assert_eq!(bins(Config::default_config().unwrap()), [96, 84], "a quarter-hour day, a week of 2 hours");
         // "auto" (the default) follows the periods a user sets, with no bins of their own to keep in step.
         let user = "[detector.seasonal]\nperiods = [\"1h\", \"1d\", \"7d\"]\n";
-        assert_eq!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()), [96, 96, 48]);
+        assert_eq!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()), [96, 96, 84]);
         let user = "[detector.seasonal]\nperiods = []\n";
         assert!(bins(Config::from_layers(Some(("x.toml", user)), []).unwrap()).is_empty());
         let env = [("FAULTLINE__DETECTOR__SEASONAL__BINS".to_string(), "24".to_string())];

@@ -742,8 +742,8 @@ pub enum FeedbackApplied {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
-    /// of 48), not counting the series' key and index entry (722): robust level/scale 12, seasonal profiles (16-bit
-    /// bins) and test 384, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
+    /// of 84), not counting the series' key and index entry (794): robust level/scale 12, seasonal profiles (16-bit
+    /// bins) and test 456, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
     /// with its band kept), two sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags,
     /// run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
@@ -3080,7 +3080,7 @@ mod tests {
     #[test]
     fn the_state_per_series_is_what_the_docs_say() {
         // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
-        assert_eq!(ShardDetector::BYTES_PER_SERIES, 722);
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 794);
     }
 
     #[test]

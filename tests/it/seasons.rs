@@ -1,14 +1,16 @@
 //! Seasonal profiles: on a civil clock (`detector.seasonal.timezone`), a daily pattern of local time keeps its phase
-//! across a daylight-saving change; and a season just found has a band of its own residuals.
+//! across a daylight-saving change; a season just found has a band of its own residuals; and the default week holds
+//! a working day's ramps against a quiet weekend.
 
 use faultline::config::Config;
 
 use crate::support::{NEW_YORK_DST_2026, NEW_YORK_SURGE as SURGE, in_new_york_surge, new_york_business_day, run};
 
 /// Five-minute points of one service's request rate on New York's business day over `[start, end)` (ms), `surge`
-/// times its level in the [`SURGE`] hour, replayed through `faultline run`'s pipeline from a JSON-lines file with the
-/// seasonal profiles in `timezone`; returns the anomaly events' times (ms) and what they expected.
-fn replay(timezone: &str, start: i64, end: i64, surge: f64) -> Vec<(i64, f64)> {
+/// times its level in the [`SURGE`] hour, with weekends at 30 % of the day's swing where `weekends` (every day a
+/// working day otherwise), replayed through `faultline run`'s pipeline from a JSON-lines file with the seasonal
+/// profiles in `timezone`; returns the anomaly events' times (ms) and what they expected.
+fn replay(timezone: &str, start: i64, end: i64, surge: f64, weekends: bool) -> Vec<(i64, f64)> {
     let dir = std::env::temp_dir().join(format!(
         "faultline-seasons-{}-{}-{start}",
         std::process::id(),
@@ -24,7 +26,11 @@ fn replay(timezone: &str, start: i64, end: i64, surge: f64) -> Vec<(i64, f64)> {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let surge = if SURGE.contains(&t) { surge } else { 1.0 };
-        let value = surge * new_york_business_day(t, 1.0, (rng >> 11) as f64 / (1u64 << 53) as f64);
+        let mut value = new_york_business_day(t, 1.0, (rng >> 11) as f64 / (1u64 << 53) as f64);
+        if weekends && new_york_weekend(t) {
+            value = 100.0 + (value - 100.0) * 0.3;
+        }
+        let value = surge * value;
         lines.push_str(&format!("{{\"time\":{t},\"service\":\"shop\",\"metric\":\"requests\",\"value\":{value}}}\n"));
     }
     std::fs::write(&points, lines).unwrap();
@@ -58,7 +64,7 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
     };
     // 2026-02-08 to 2026-03-29: New York's clocks go forward on 2026-03-08.
     let (start, end) = (1_770_508_800_000, 1_774_742_400_000);
-    let (utc, local) = (replay("UTC", start, end, 3.0), replay("America/New_York", start, end, 3.0));
+    let (utc, local) = (replay("UTC", start, end, 3.0, false), replay("America/New_York", start, end, 3.0, false));
     eprintln!("events before the change and after it: UTC profiles {:?}, New York's {:?}", count(&utc), count(&local));
     // Learned, the season raises nothing in the weeks before the change on either clock.
     assert_eq!((count(&utc).0, count(&local).0), (0, 0));
@@ -79,9 +85,49 @@ fn a_local_business_day_keeps_its_phase_across_daylight_saving_on_its_own_clock(
 #[test]
 fn a_season_just_found_judges_a_surge_by_its_own_residuals() {
     let start = SURGE.start - 5 * 86_400_000 - 14 * 3_600_000;
-    let events = replay("America/New_York", start, SURGE.end + 86_400_000, 1.6);
+    let events = replay("America/New_York", start, SURGE.end + 86_400_000, 1.6, false);
     let surge = events.iter().filter(|e| in_new_york_surge(e.0)).count();
     let learning = events.iter().filter(|e| e.0 < start + 86_400_000).count();
     eprintln!("events on the first day (learning the season): {learning}; in the surge's hour: {surge}");
     assert!(surge >= 8, "{surge} events in the surge's hour of 12 points");
+}
+
+/// Whether `t` (ms) falls on a Saturday or Sunday on New York's clock (UTC−5 before [`NEW_YORK_DST_2026`], UTC−4 from
+/// it, as [`new_york_business_day`] reads it).
+fn new_york_weekend(t: i64) -> bool {
+    let offset_h = if t < NEW_YORK_DST_2026 { -5 } else { -4 };
+    // 1970-01-01 was a Thursday: Monday is 0.
+    let weekday = ((t + offset_h * 3_600_000).div_euclid(86_400_000) + 3).rem_euclid(7);
+    weekday >= 5
+}
+
+/// A service on New York's business day with quiet weekends (at 30 % of the swing), from Monday 2026-02-09 for six
+/// weeks, with the default profiles on New York's clock: the week (84 bins of two hours) holds the working days' ramps
+/// and the weekends, becomes the season, and from the fourth week on nothing is raised but the [`SURGE`] (a Tuesday,
+/// 2 p.m., 160 %), which is judged against the working day's level. With the week at 48 bins of 3.5 hours (the
+/// defaults before) the ramps did not fit, the day stayed the season, and every weekend raised events: about 52 a
+/// week (`benches/daylight-saving.py`).
+#[test]
+fn the_default_week_holds_a_working_day_against_a_quiet_weekend() {
+    const WEEK: i64 = 7 * 86_400_000;
+    // Monday 2026-02-09, midnight in New York.
+    let start = 1_770_613_200_000;
+    assert!(!new_york_weekend(start) && new_york_weekend(start - 1), "a Monday's first minute");
+    let events = replay("America/New_York", start, start + 6 * WEEK, 1.6, true);
+    let later: Vec<_> = events.iter().filter(|e| e.0 >= start + 3 * WEEK && !in_new_york_surge(e.0)).collect();
+    let surge: Vec<_> = events.iter().filter(|e| in_new_york_surge(e.0)).collect();
+    eprintln!(
+        "events in the first three weeks: {}; after them: {}; in the surge's hour: {}",
+        events.iter().filter(|e| e.0 < start + 3 * WEEK).count(),
+        later.len(),
+        surge.len()
+    );
+    assert!(
+        later.is_empty(),
+        "weeks 4 to 6 raised {} events outside the surge, the first at {}",
+        later.len(),
+        later[0].0
+    );
+    assert!(surge.len() >= 8, "{} events in the surge's hour of 12 points", surge.len());
+    assert!((surge[0].1 - 1000.0).abs() < 50.0, "the surge's first event expected {}", surge[0].1);
 }

@@ -3,7 +3,7 @@
 //!
 //! For each candidate period `P` a series keeps a profile of its own count of bins over one period (a decimated sketch:
 //! with 96 bins a daily profile has one value per quarter hour, read with linear interpolation between bin centres; a
-//! weekly one of 48 bins, one per three and a half hours, carries what the daily one cannot: weekdays against weekends)
+//! weekly one of 84 bins, one per two hours, carries what the daily one cannot: working days against weekends)
 //! and a slow base level (time constant one period). The profile learns `x − base` by a gradient step on the two bins
 //! around the point's phase and is kept centred, so base and profile do not trade an offset.
 //!
@@ -17,7 +17,7 @@
 //! per-series records, indexed by series slot: a point touches one record of each. A profile bin is 16 bits, a step
 //! count of its candidate's own unit (block floating point: one power-of-two unit per series and candidate, doubled
 //! when a bin would pass ±32,767 steps, [`widen`]): a bin resolves its profile's largest value to about 1/16,000 to
-//! 1/32,000, and a 96-bin day with a 48-bin week holds 288 bytes instead of 576 in `f32`.
+//! 1/32,000, and a 96-bin day with an 84-bin week holds 360 bytes instead of 720 in `f32`.
 // Hot path: no IO, no allocation per point (only `push` allocates, once per new series), no logging.
 
 // The largest step count a profile bin holds, the smallest unit, and the unit that holds a value: shared with the
