@@ -103,10 +103,11 @@ fn new_york_weekend(t: i64) -> bool {
 
 /// A service on New York's business day with quiet weekends (at 30 % of the swing), from Monday 2026-02-09 for six
 /// weeks, with the default profiles on New York's clock: the week (84 bins of two hours) holds the working days' ramps
-/// and the weekends, becomes the season, and from the fourth week on nothing is raised but the [`SURGE`] (a Tuesday,
-/// 2 p.m., 160 %), which is judged against the working day's level. With the week at 48 bins of 3.5 hours (the
-/// defaults before) the ramps did not fit, the day stayed the season, and every weekend raised events: about 52 a
-/// week (`benches/daylight-saving.py`).
+/// and the weekends and becomes the season once it has seen one week, so the second weekend raises few events, and
+/// from the fourth week on nothing is raised but the [`SURGE`] (a Tuesday, 2 p.m., 160 %), which is judged against the
+/// working day's level. With the week at 48 bins of 3.5 hours (the defaults before) the ramps did not fit, the day
+/// stayed the season, and every weekend raised events: about 52 a week (`benches/business-week.py`); with
+/// `min-periods = 2` (the default before) the week could not be the season before the second weekend.
 #[test]
 fn the_default_week_holds_a_working_day_against_a_quiet_weekend() {
     const WEEK: i64 = 7 * 86_400_000;
@@ -116,12 +117,14 @@ fn the_default_week_holds_a_working_day_against_a_quiet_weekend() {
     let events = replay("America/New_York", start, start + 6 * WEEK, 1.6, true);
     let later: Vec<_> = events.iter().filter(|e| e.0 >= start + 3 * WEEK && !in_new_york_surge(e.0)).collect();
     let surge: Vec<_> = events.iter().filter(|e| in_new_york_surge(e.0)).collect();
+    let second = events.iter().filter(|e| (start + WEEK..start + 2 * WEEK).contains(&e.0)).count();
     eprintln!(
-        "events in the first three weeks: {}; after them: {}; in the surge's hour: {}",
+        "events in the first three weeks: {}, in the second: {second}; after them: {}; in the surge's hour: {}",
         events.iter().filter(|e| e.0 < start + 3 * WEEK).count(),
         later.len(),
         surge.len()
     );
+    assert!(second < 40, "the second week, its weekend like the first: {second} events");
     assert!(
         later.is_empty(),
         "weeks 4 to 6 raised {} events outside the surge, the first at {}",
