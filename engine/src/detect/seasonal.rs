@@ -143,8 +143,8 @@ impl SeasonalSaved {
 #[derive(Debug, Default, Clone, Copy)]
 #[repr(C)]
 struct Cand {
-    /// Sum of the profile's values (to centre it; exact while under 2^24 steps of `unit`), slow base and the mean absolute residual around base plus
-    /// profile, fast level of `x − profile` and its mean absolute one-step error.
+    /// Sum of the profile's values (to centre it; exact while under 2^24 steps of `unit`), slow base and the mean
+    /// absolute residual around base plus profile, fast level of `x − profile` and its mean absolute one-step error.
     sum: f32,
     base: f32,
     spread: f32,
