@@ -215,8 +215,14 @@ pub fn run(
         }
         if shard == 0 {
             shape = det.model_shape();
-            if let (Some(file), Some(dir)) = (loaded.take(), &state_dir) {
-                file.check_shape(&shape, dir)?;
+            if let (Some(mut file), Some(dir)) = (loaded.take(), &state_dir) {
+                let (from, to) = (file.shape.bins.clone(), shape.bins.clone());
+                let resampled = file.fit_shape(&shape, dir)?;
+                if resampled > 0 {
+                    warn!(path = %dir.join(persist::FILE_NAME).display(), series = resampled,
+                        "Saved models' seasonal profiles of {from:?} bins resampled to the configuration's {to:?} \
+                         (detector.seasonal.bins): each profile read at the new bins' centres.");
+                }
                 info!(path = %dir.join(persist::FILE_NAME).display(), series = file.models.series.len(),
                     services = file.models.services.len(), saved_at = %clock::fmt_time(file.saved_at_ms), ms = load_ms,
                     "Loaded saved models: each series takes its model back at its first point.");

@@ -384,6 +384,51 @@ impl ModelFile {
         Ok((path, bytes.len() as u64))
     }
 
+    /// Makes the file's models fit a detector of `shape`: nothing where the file has that shape; where only the bins
+    /// differ (the same periods: `detector.seasonal.bins` changed, or its default, as the week's did from 48 bins to
+    /// 84), every series' profiles are read at the new bins' centres by the interpolation a point's phase uses and
+    /// rounded to 16-bit steps again, and the number of series resampled is returned; other periods are refused as
+    /// [`ModelFile::check_shape`] refuses them.
+    pub fn fit_shape(&mut self, shape: &ModelShape, at: &Path) -> Result<usize> {
+        if self.shape == *shape
+            || self.shape.periods != shape.periods
+            || self.shape.bins.len() != shape.bins.len()
+            || shape.bins.iter().any(|&b| !(2..=1024).contains(&b))
+        {
+            return self.check_shape(shape, at).map(|()| 0);
+        }
+        let (from, to) = (self.shape.bins.clone(), shape.bins.clone());
+        for m in &mut self.models.series {
+            let mut bins = Vec::with_capacity(to.iter().sum());
+            let mut at = 0;
+            for (c, (&old, &new)) in from.iter().zip(&to).enumerate() {
+                let unit = m.seasonal.units[c];
+                let steps = &m.bins[at..at + old];
+                at += old;
+                if old == new {
+                    bins.extend_from_slice(steps);
+                    continue;
+                }
+                let values: Vec<f32> = steps.iter().map(|&q| f32::from(q) * unit).collect();
+                let resampled: Vec<f32> = (0..new)
+                    .map(|j| {
+                        // The new bin's centre, in the old bins' coordinates (their centres at 0, 1, ...).
+                        let pos = (j as f64 + 0.5) * old as f64 / new as f64 - 0.5;
+                        let lo = pos.floor();
+                        let frac = (pos - lo) as f32;
+                        let b0 = (lo as i64).rem_euclid(old as i64) as usize;
+                        let b1 = (b0 + 1) % old;
+                        (1.0 - frac) * values[b0] + frac * values[b1]
+                    })
+                    .collect();
+                (m.seasonal.units[c], m.seasonal.cand[c][0]) = to_steps(&resampled, &mut bins);
+            }
+            m.bins = bins;
+        }
+        self.shape = shape.clone();
+        Ok(self.models.series.len())
+    }
+
     /// Checks that the file's models fit a detector of `shape`.
     pub fn check_shape(&self, shape: &ModelShape, at: &Path) -> Result<()> {
         if self.shape == *shape {
@@ -928,6 +973,51 @@ mod tests {
         assert!(err.contains(&format!("service {:016x}: field `now`", f.models.services[0].id)), "{err}");
         // As saved, it loads and runs on: day 7's spike is found.
         assert!(run_on(file) > 0);
+    }
+
+    /// A file saved with the week at 48 bins (the default before the twenty-ninth session) loads into a detector whose
+    /// week has 84: each of its weekly profiles read at the new bins' centres (within a step of the old profile's
+    /// interpolated value there), the daily ones as they were, and the models run on; other periods are refused.
+    #[test]
+    fn a_file_of_other_bins_is_resampled_to_the_configured_ones() {
+        let mut cfg = Config::default_config().unwrap();
+        cfg.detector.seasonal.bins = crate::config::Bins::Each(vec![96, 48]);
+        let mut old = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
+        feed(&mut old, &keys(), 0, 6 * DAY);
+        let mut file = ModelFile::merge(old.model_shape(), [old.save_models().unwrap()]);
+        let before = file.clone();
+        let shape = detector().model_shape();
+        assert_eq!(shape.bins, [96, 84]);
+        assert!(file.check_shape(&shape, Path::new("dir")).is_err());
+        assert_eq!(file.fit_shape(&shape, Path::new("dir")).unwrap(), 8);
+        assert_eq!(file.shape, shape);
+        // The old profile's value at a phase (a fraction of the period), as a point there reads it.
+        let at = |steps: &[i16], unit: f32, phase: f64| {
+            let pos = phase * steps.len() as f64 - 0.5;
+            let lo = pos.floor();
+            let b0 = (lo as i64).rem_euclid(steps.len() as i64) as usize;
+            let frac = (pos - lo) as f32;
+            (1.0 - frac) * f32::from(steps[b0]) * unit + frac * f32::from(steps[(b0 + 1) % steps.len()]) * unit
+        };
+        let mut largest = 0f32;
+        for (m, b) in file.models.series.iter().zip(&before.models.series) {
+            assert_eq!((&m.bins[..96], m.seasonal.units[0]), (&b.bins[..96], b.seasonal.units[0]), "the day's");
+            let (unit, old_unit) = (m.seasonal.units[1], b.seasonal.units[1]);
+            for j in 0..84 {
+                let want = at(&b.bins[96..], old_unit, (j as f64 + 0.5) / 84.0);
+                let got = f32::from(m.bins[96 + j]) * unit;
+                assert!((got - want).abs() <= unit, "{}/{} week bin {j}: {got} against {want}", m.service, m.metric);
+                largest = largest.max(want.abs());
+            }
+            let steps: i32 = m.bins[96..].iter().map(|&q| i32::from(q)).sum();
+            assert_eq!(m.seasonal.cand[1][0], steps as f32 * unit);
+        }
+        assert!(largest > 1.0, "the weeks had learned something: {largest}");
+        assert!(run_on(file) > 0);
+        // Other periods are not resampled.
+        let mut daily = ModelFile::from_bytes(saved(), "x").unwrap();
+        let err = daily.fit_shape(&ModelShape { periods: vec![86_400_000], bins: vec![96] }, Path::new("dir"));
+        assert!(err.unwrap_err().to_string().contains("engine.state-dir"));
     }
 
     /// A file of format version 1 (the profiles' bins in `f32`, written by builds before 16-bit bins) loads: every
