@@ -216,12 +216,12 @@ pub fn run(
         if shard == 0 {
             shape = det.model_shape();
             if let (Some(mut file), Some(dir)) = (loaded.take(), &state_dir) {
-                let (from, to) = (file.shape.bins.clone(), shape.bins.clone());
+                let from = file.shape.bins.clone();
                 let resampled = file.fit_shape(&shape, dir)?;
                 if resampled > 0 {
                     warn!(path = %dir.join(persist::FILE_NAME).display(), series = resampled,
-                        "Saved models' seasonal profiles of {from:?} bins resampled to the configuration's {to:?} \
-                         (detector.seasonal.bins): each profile read at the new bins' centres.");
+                        "Saved models' seasonal profiles of {from:?} bins resampled to the configuration's {:?} \
+                         (detector.seasonal.bins): each profile read at the new bins' centres.", shape.bins);
                 }
                 info!(path = %dir.join(persist::FILE_NAME).display(), series = file.models.series.len(),
                     services = file.models.services.len(), saved_at = %clock::fmt_time(file.saved_at_ms), ms = load_ms,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::burst::Burst;
 use super::cusum::Cusum;
-use super::seasonal::{MAX_PERIODS, SeasonalSaved, is_unit, to_steps};
+use super::seasonal::{self, MAX_PERIODS, SeasonalSaved, is_unit, to_steps};
 use super::service::{SeriesPart, ServiceModel};
 use super::sketch::{BINS, Sketch};
 use super::spectral::SpectralSaved;
@@ -401,7 +401,7 @@ impl ModelFile {
         for m in &mut self.models.series {
             let mut bins = Vec::with_capacity(to.iter().sum());
             let mut at = 0;
-            for (c, (&old, &new)) in from.iter().zip(&to).enumerate() {
+            for (c, ((&old, &new), &period)) in from.iter().zip(&to).zip(&shape.periods).enumerate() {
                 let unit = m.seasonal.units[c];
                 let steps = &m.bins[at..at + old];
                 at += old;
@@ -412,12 +412,9 @@ impl ModelFile {
                 let values: Vec<f32> = steps.iter().map(|&q| f32::from(q) * unit).collect();
                 let resampled: Vec<f32> = (0..new)
                     .map(|j| {
-                        // The new bin's centre, in the old bins' coordinates (their centres at 0, 1, ...).
-                        let pos = (j as f64 + 0.5) * old as f64 / new as f64 - 0.5;
-                        let lo = pos.floor();
-                        let frac = (pos - lo) as f32;
-                        let b0 = (lo as i64).rem_euclid(old as i64) as usize;
-                        let b1 = (b0 + 1) % old;
+                        // The old profile at the new bin's centre, as a point at that time reads it.
+                        let centre = ((j as f64 + 0.5) * period as f64 / new as f64).round() as TimeMs;
+                        let (b0, b1, frac) = seasonal::phase(centre, period, old);
                         (1.0 - frac) * values[b0] + frac * values[b1]
                     })
                     .collect();
