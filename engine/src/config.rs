@@ -400,6 +400,13 @@ pub struct LevelShiftConfig {
     /// Points a new level must hold, measured from its last change point, before the event path accepts it as the
     /// new normal: until then points are judged against the level and scale from before the shift (0 = at once).
     pub settle_after: u32,
+    /// A shift the series undoes within this time of its change point (back inside the normal band of the level it
+    /// left for `revert-after` points) was an excursion, an outage, not a new normal: the scale, the scale floor, the
+    /// rarity sketches and fatigue go back to what they held before it ("0s" = never; the shift's points stay
+    /// learned).
+    pub revert_within: HumanDuration,
+    /// Points in a row back inside the old level's band that undo a shift (see `revert-within`).
+    pub revert_after: u32,
 }
 
 /// Extreme-value calibration of the thresholds (`[detector.calibration]`, streaming peaks-over-threshold).
@@ -920,6 +927,7 @@ impl Config {
         check_range(&mut p, "detector.level-shift.clip", ls.clip, 0.1, 1000.0);
         check_range(&mut p, "detector.level-shift.persistence", ls.persistence, 0.0, 1.0);
         check_range(&mut p, "detector.level-shift.settle-after", f64::from(ls.settle_after), 0.0, 10_000.0);
+        check_range(&mut p, "detector.level-shift.revert-after", f64::from(ls.revert_after), 1.0, 10_000.0);
         let ca = &d.calibration;
         check_range(&mut p, "detector.calibration.quantile", ca.quantile, 0.5, 0.9999);
         check_range(&mut p, "detector.calibration.step", ca.step, 1e-6, 10.0);

@@ -157,6 +157,8 @@ pub struct BatchStats {
     pub feedback_rebaselines: u64,
     /// New series that took back a saved model (`engine.state-dir`).
     pub restored: u64,
+    /// Level shifts undone within `detector.level-shift.revert-within`: the model put back as it was before them.
+    pub shifts_reverted: u64,
 }
 
 /// A point of the batch that is not late: its index in the batch, its series slot, its round (the k-th point of a
@@ -333,6 +335,38 @@ struct Frozen {
     burst_range: (f32, f32),
     /// The models that live on the host only with the CPU backend (the GPU backend saves them on the device).
     host: Option<HostFrozen>,
+}
+
+/// What a series' model held before a level shift (`detector.level-shift.revert-within`), kept from the shift's first
+/// change point until the series is back inside the normal band of the level it left for `revert-after` points in a
+/// row (the shift was an excursion: what it taught the model is put back) or `revert-within` has passed (the shift
+/// stands; the record goes). Only series inside such a window have one.
+#[derive(Debug, Clone, Copy)]
+struct BeforeShift {
+    /// The first change point's event time.
+    since: TimeMs,
+    /// The level and (floored) scale the event path held, which the series must come back to.
+    level: f32,
+    scale: f32,
+    /// The robust kernel's sigma, the scale floor, the last reported level, fatigue and the rarity sketches.
+    sigma: f32,
+    spread: f32,
+    anchor: f32,
+    alarms: f32,
+    value: Sketch,
+    resid: Sketch,
+    /// Points since the first change point, and of those the last ones in a row back inside the old level's band.
+    points: u32,
+    back: u32,
+    /// Of those points, the ones outside the old level's band.
+    away: u32,
+    /// Sum of `y` over the points back: their mean is the level the model goes back to.
+    back_sum: f32,
+}
+
+/// The key of slot `s` in a map by id ([`IdMap`] takes its keys as their own hash): the slot spread over the bits.
+fn slot_id(s: usize) -> SeriesId {
+    (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The part of [`Frozen`] that lives on the device with the GPU backend.
@@ -617,6 +651,14 @@ pub struct ShardDetector {
     hold_n: Vec<u16>,
     /// Sum of `y − hold level` over those points: their mean is the settled level.
     hold_sum: Vec<f32>,
+    /// Whether a series has a record of its model from before a level shift (`before_shift`), and the records.
+    shifted: Vec<bool>,
+    before_shift: IdMap<BeforeShift>,
+    /// `detector.level-shift.revert-within` (0: off), and how long a series must have been watched before a shift
+    /// of it is kept for its return: its season search's first verdict (`min-periods` of the shortest candidate
+    /// period; 0 without candidates).
+    revert_within_ms: TimeMs,
+    revert_from_ms: TimeMs,
     /// Tail calibration of |z| (the normal band) and of the CUSUM statistic (change points).
     spot_point: Vec<Spot>,
     spot_shift: Vec<Spot>,
@@ -742,10 +784,12 @@ pub enum FeedbackApplied {
 
 impl ShardDetector {
     /// Bytes of model state per series with the default seasonal settings (a daily period of 96 bins and a weekly one
-    /// of 84), not counting the series' key and index entry (794): robust level/scale 12, seasonal profiles (16-bit
-    /// bins) and test 456, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14, two SPOT calibrations 48 (each
-    /// with its band kept), two sketches 152, the burst channel 12, fatigue and novelty 8, profile index, M-of-N flags,
-    /// run start and last time 20, batch scratch 4, its part in the service's multivariate score 28.
+    /// of 84), not counting the series' key and index entry (795): robust level/scale 12, seasonal profiles (16-bit
+    /// bins) and test 456, scale floor 4, CUSUM 32 and its anchor 4, the hold through a level shift 14 and whether a
+    /// record from before it is kept 1, two SPOT calibrations 48 (each with its band kept), two sketches 152, the burst
+    /// channel 12, fatigue and novelty 8, profile index, M-of-N flags, run start and last time 20, batch scratch 4, its
+    /// part in the service's multivariate score 28. A series inside `revert-within` of a level shift has a record of
+    /// its model from before it besides ([`BeforeShift`], 200 bytes).
     pub const BYTES_PER_SERIES: usize = RobustState::BYTES_PER_SERIES
         + ServiceBank::BYTES_PER_SERIES
         + SeasonalBank::bytes_per_series(&[AUTO_BINS_UP_TO_A_DAY, AUTO_BINS_LONGER])
@@ -754,6 +798,7 @@ impl ShardDetector {
         + size_of::<f32>()
         + 3 * size_of::<f32>()
         + size_of::<u16>()
+        + size_of::<bool>()
         + 2 * size_of::<Spot>()
         + 2 * size_of::<Sketch>()
         + size_of::<Burst>()
@@ -795,6 +840,7 @@ impl ShardDetector {
             min_periods: se.min_periods as f32,
             min_gain: se.min_gain as f32,
         };
+        let revert_from_ms = seasonal_params.periods.iter().min().map_or(0, |&p| (p as f64 * se.min_periods) as TimeMs);
         let ls = &cfg.level_shift;
         let cusum_params = CusumParams {
             drift: ls.drift as f32,
@@ -864,6 +910,10 @@ impl ShardDetector {
             hold_sigma: Vec::new(),
             hold_n: Vec::new(),
             hold_sum: Vec::new(),
+            shifted: Vec::new(),
+            before_shift: IdMap::default(),
+            revert_within_ms: cfg.level_shift.revert_within.as_millis_i64(),
+            revert_from_ms,
             spot_point: Vec::new(),
             spot_shift: Vec::new(),
             value: Vec::new(),
@@ -1050,6 +1100,7 @@ impl ShardDetector {
         self.hold_sigma.resize(n, 0.0);
         self.hold_n.resize(n, 0);
         self.hold_sum.resize(n, 0.0);
+        self.shifted.resize(n, false);
         self.spread.resize(n, 0.0);
         self.value.resize(n, Sketch::default());
         self.resid.resize(n, Sketch::default());
@@ -1088,6 +1139,9 @@ impl ShardDetector {
         self.hold_sigma[s] = 0.0;
         self.hold_n[s] = 0;
         self.hold_sum[s] = 0.0;
+        if std::mem::take(&mut self.shifted[s]) {
+            self.before_shift.remove(&slot_id(s));
+        }
         self.spread[s] = 0.0;
         self.value[s] = Sketch::default();
         self.resid[s] = Sketch::default();
@@ -1268,6 +1322,9 @@ impl ShardDetector {
             self.rarity();
             self.channels_round();
             self.learn_seasons();
+            if !self.before_shift.is_empty() {
+                self.returns(&mut stats);
+            }
             self.finish_round(range.start, out, &mut stats, scores.as_deref_mut());
             if !self.frozen.is_empty() {
                 self.thaw();
@@ -1995,6 +2052,37 @@ impl ShardDetector {
             // model goes back to that level: the shift is undone at the point that found it.
             undone = compress(hold_z(p.y, self.hold_level[s], self.hold_sigma[s]).abs()) < band_z(p, prof);
         }
+        // The first change point of a shift keeps what the model held before it, for the series' return.
+        // Not before the series' season search has had its first say: until then a swing and its return may be the
+        // series' daily rhythm, not yet learned, whose range the scale and the sketches must keep.
+        if self.revert_within_ms > 0
+            && !self.shifted[s]
+            && !p.paused
+            && !p.held
+            && p.t.saturating_sub(self.first_time(s)) >= self.revert_from_ms
+        {
+            let (level, scale) =
+                if self.hold_level[s].is_nan() { (p.level, p.scale) } else { (self.hold_level[s], self.hold_sigma[s]) };
+            self.shifted[s] = true;
+            self.before_shift.insert(
+                slot_id(s),
+                BeforeShift {
+                    since: p.t,
+                    level,
+                    scale,
+                    sigma: p.sigma,
+                    spread: self.spread[s],
+                    anchor: self.anchor[s],
+                    alarms: self.alarms[s],
+                    value: self.value[s],
+                    resid: self.resid[s],
+                    points: 0,
+                    back: 0,
+                    away: 0,
+                    back_sum: 0.0,
+                },
+            );
+        }
         let anchor = &mut self.anchor[s];
         if anchor.is_nan() {
             *anchor = p.level;
@@ -2125,6 +2213,84 @@ impl ShardDetector {
         }
     }
 
+    /// The round's points of series that keep a record from before a level shift, before their events
+    /// (`back_from_shift`). Only while some series of the shard keeps one.
+    #[inline(never)]
+    fn returns(&mut self, stats: &mut BatchStats) {
+        let pts = std::mem::take(&mut self.pts);
+        for p in &pts {
+            if self.shifted[p.s] && p.learned && !p.paused && !p.held {
+                self.back_from_shift(p, stats);
+            }
+        }
+        self.pts = pts;
+    }
+
+    /// A point of series `p.s` while its model keeps a record from before a level shift: the shift stands once
+    /// `revert-within` has passed since its first change point (the record goes); the series is back once
+    /// `revert-after` points in a row lie inside the normal band of the level it left, and then the shift was an
+    /// excursion: the model goes back to that level, and its robust scale, scale floor, rarity sketches and fatigue to
+    /// what they held before the shift, so the excursion widens no band and hides no later incident. The seasonal
+    /// profiles and the calibrations keep what they learned (anomalous points teach them with bounded weight).
+    #[cold]
+    #[inline(never)]
+    fn back_from_shift(&mut self, p: &Scored, stats: &mut BatchStats) {
+        let s = p.s;
+        let key = slot_id(s);
+        let threshold_z = band_z(p, &self.profiles[self.profile[s] as usize]);
+        let Some(b) = self.before_shift.get_mut(&key) else {
+            self.shifted[s] = false;
+            return;
+        };
+        if p.t.saturating_sub(b.since) > self.revert_within_ms {
+            self.before_shift.remove(&key);
+            self.shifted[s] = false;
+            return;
+        }
+        b.points += 1;
+        if compress(hold_z(p.y, b.level, b.scale).abs()) >= threshold_z {
+            (b.back, b.back_sum) = (0, 0.0);
+            b.away += 1;
+            return;
+        }
+        b.back += 1;
+        b.back_sum += p.y;
+        // Back for `revert-after` points, after an excursion that lasted as long as a shift takes to settle and held
+        // away from the old level on most of its points (not a few spikes between normal points: those taught the
+        // sketches what the series does now and then).
+        let ls = &self.cfg.level_shift;
+        let excursion = b.points - b.back;
+        if b.back < ls.revert_after || excursion < ls.settle_after || 2 * b.away < excursion {
+            return;
+        }
+        let b = self.before_shift.remove(&key).expect("looked up above");
+        self.shifted[s] = false;
+        self.scoring.set_level(s, b.back_sum / b.back as f32);
+        self.scoring.set_mad(s, b.sigma / MAD_TO_SIGMA);
+        self.spread[s] = b.spread;
+        self.anchor[s] = b.anchor;
+        self.alarms[s] = b.alarms;
+        self.value[s] = b.value;
+        self.resid[s] = b.resid;
+        self.hold_level[s] = f32::NAN;
+        self.hold_n[s] = 0;
+        self.hold_sum[s] = 0.0;
+        self.cusum[s].reset();
+        stats.shifts_reverted += 1;
+        tracing::debug!(service = %self.keys[s].service, metric = %self.keys[s].metric, since = b.since,
+            away = b.away, "Level shift undone: the model is put back as it was before it");
+    }
+
+    /// The event time of series `s`'s first point as its seasonal model counts it (`TimeMs::MIN` before it, or
+    /// without candidate periods), wherever that model lives.
+    fn first_time(&self, s: usize) -> TimeMs {
+        #[cfg(feature = "gpu")]
+        if let ScoringBackend::Gpu(g) = &self.scoring {
+            return g.seasonal.as_ref().map_or(TimeMs::MIN, |se| se.first_times()[s]);
+        }
+        self.seasonal.first_time(s)
+    }
+
     /// The active season of series `s`, wherever its seasonal model lives.
     #[inline]
     fn season(&self, s: usize) -> Option<usize> {
@@ -2202,6 +2368,9 @@ impl ShardDetector {
                 self.scoring.set_level(s, p.y);
                 self.cusum[s].reset();
                 (self.hold_level[s], self.anchor[s]) = (f32::NAN, f32::NAN);
+                if std::mem::take(&mut self.shifted[s]) {
+                    self.before_shift.remove(&slot_id(s));
+                }
                 // The point is the new normal: nothing about it fires.
                 (ev_expected, held, z_c, level_shift) = (x, false, 0.0, None);
                 stats.feedback_rebaselines += 1;
@@ -3080,7 +3249,8 @@ mod tests {
     #[test]
     fn the_state_per_series_is_what_the_docs_say() {
         // The sum over every per-series vector of the default configuration, as `BYTES_PER_SERIES` lists them.
-        assert_eq!(ShardDetector::BYTES_PER_SERIES, 794);
+        assert_eq!(ShardDetector::BYTES_PER_SERIES, 795);
+        assert_eq!(size_of::<BeforeShift>(), 200);
     }
 
     #[test]
@@ -3515,6 +3685,77 @@ mod tests {
         assert_eq!(stats.feedback_held as usize, until - 603, "held up to {until} minutes");
         assert_eq!(short.holds, 0);
         assert!(ev.iter().filter(|e| e.time >= 660 * 60_000).count() < 10, "then learned as the new normal");
+    }
+
+    /// An outage near the band's edge (+10 on noise of 2, 100 points, two days into the series), then the series is
+    /// back at its old level, and 40 minutes later a burst of three points 12 above it. Without `revert-within` the
+    /// outage settles as the new normal and, in its cycles of holds ended by points inside the old band, widens the
+    /// scale, which hides the burst, and teaches the rarity sketches its values, which would hide a later one (a run
+    /// opens only on a rare point). With it, the series' return undoes the shift: the model goes back to what it held
+    /// before it, and the burst is caught as on the same series without the outage. The value sketch keeps only the
+    /// outage's first points, before its change point: its level is far rarer to it than to the sketch that learned
+    /// the outage.
+    #[test]
+    fn a_shift_undone_within_revert_within_teaches_the_model_nothing() {
+        const END: usize = 3_100;
+        let k = key("queue_depth");
+        let series = |i: usize, outage: bool| {
+            let shift = if outage && (3_000..END).contains(&i) { 10.0 } else { 0.0 };
+            let burst = if (END + 40..END + 43).contains(&i) { 12.0 } else { 0.0 };
+            100.0 + 2.0 * noise(i) + shift + burst
+        };
+        // The burst's events, the run's stats, and how rare the outage's level (110) is to the value sketch after it.
+        let run = |det: &mut ShardDetector, outage: bool| {
+            let xs: Vec<f64> = (0..END + 60).map(|i| series(i, outage)).collect();
+            let times: Vec<TimeMs> = (0..xs.len()).map(|i| i as TimeMs * 60_000).collect();
+            let n = xs.len();
+            let mut out = Vec::new();
+            let stats = det.process(&vec![k.id; n], &vec![Arc::clone(&k); n], &times, &xs, &mut out);
+            out.retain(|e| (END + 40..END + 46).contains(&((e.time / 60_000) as usize)));
+            let rare = det.value[det.index[&k.id] as usize].surprise(110.0, &det.sketch_params);
+            (out, stats, rare)
+        };
+        let (control, _, control_rare) = run(&mut detector(), false);
+        assert!(!control.is_empty(), "without the outage the burst is caught");
+        let (burst, stats, rare) = run(&mut detector(), true);
+        assert_eq!(stats.shifts_reverted, 1, "the outage's return undid its shift");
+        assert!(!burst.is_empty(), "the burst after the outage is caught");
+        let (band, control_band) = (burst[0].upper - burst[0].expected, control[0].upper - control[0].expected);
+        assert!(band < 1.3 * control_band, "the band is the control's ({band} against {control_band})");
+
+        let off = |d: &mut DetectorConfig| d.level_shift.revert_within = crate::units::HumanDuration::from_secs(0);
+        let (burst, stats, learned) = run(&mut detector_with(off), true);
+        assert_eq!(stats.shifts_reverted, 0);
+        assert!(burst.is_empty(), "without it the outage hides the burst: {} events", burst.len());
+        // Surprises in log10 units: 2.05 for the sketch that learned the outage, 2.89 after the revert, 4.39 without
+        // the outage.
+        assert!(
+            learned < control_rare - 1.5,
+            "the sketch learned the outage's level: {learned} against {control_rare}"
+        );
+        assert!(rare > learned + 0.6, "the revert put back a sketch that calls it rarer: {rare} against {learned}");
+    }
+
+    /// What is not undone: a shift of a series watched for less than a day (its daily rhythm may not be learned yet,
+    /// and a swing that comes back may be that rhythm), and one the series held for longer than `revert-within` (4
+    /// hours: a new normal, however it ends).
+    #[test]
+    fn young_series_and_shifts_held_past_revert_within_are_not_undone() {
+        let k = key("queue_depth");
+        let outage = |from: usize, len: usize| {
+            move |i: usize| 100.0 + 2.0 * noise(i) + if (from..from + len).contains(&i) { 10.0 } else { 0.0 }
+        };
+        let reverted = |level: &dyn Fn(usize) -> f64, points: usize| {
+            let mut det = detector();
+            let xs: Vec<f64> = (0..points).map(level).collect();
+            let times: Vec<TimeMs> = (0..points).map(|i| i as TimeMs * 60_000).collect();
+            det.process(&vec![k.id; points], &vec![Arc::clone(&k); points], &times, &xs, &mut Vec::new())
+                .shifts_reverted
+        };
+        assert_eq!(reverted(&outage(3_000, 100), 3_200), 1, "two days in, 100 minutes: undone");
+        assert_eq!(reverted(&outage(800, 100), 1_000), 0, "on the series' first day: kept");
+        assert_eq!(reverted(&outage(3_000, 300), 3_400), 0, "held 5 hours: kept");
+        assert_eq!(reverted(&outage(3_000, 200), 3_300), 1, "held 3 hours 20 minutes: undone");
     }
 
     /// A learning pause added at run time (as a change event's is) applies to the matching series already known and

@@ -115,6 +115,11 @@ pub fn render(live: &Live) -> Result<String> {
     )?;
     counter("faultline_feedback_verdicts_total", "Operator verdicts applied", sum(|c| &*c.feedback_verdicts))?;
     counter(
+        "faultline_level_shifts_reverted_total",
+        "Level shifts undone within detector.level-shift.revert-within (an outage: the model put back as before it)",
+        sum(|c| &*c.shifts_reverted),
+    )?;
+    counter(
         "faultline_dead_letters_total",
         "Records that could not be decoded",
         live.dead_letters.load(Ordering::Relaxed),

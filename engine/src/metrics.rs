@@ -27,6 +27,8 @@ pub struct ShardCounters {
     pub feedback_held: CachePadded<AtomicU64>,
     pub feedback_suppressed: CachePadded<AtomicU64>,
     pub feedback_rebaselines: CachePadded<AtomicU64>,
+    /// Level shifts the series undid within `detector.level-shift.revert-within` (the model put back).
+    pub shifts_reverted: CachePadded<AtomicU64>,
     /// Warm-up points scored (not in `points`) and the events they raised (dropped, not in `anomalies`).
     pub warm_up_points: CachePadded<AtomicU64>,
     pub warm_up_events: CachePadded<AtomicU64>,
@@ -83,6 +85,9 @@ pub struct RunSummary {
     pub feedback_suppressed: u64,
     /// Series re-baselined at once to the level they held when an operator rejected an event as normal.
     pub feedback_rebaselines: u64,
+    /// Level shifts the series undid within `detector.level-shift.revert-within`: an outage, its model put back as
+    /// it was before it.
+    pub shifts_reverted: u64,
     /// Points read again from before where the input resumed (a Kafka source's `warm-up`), scored so the models
     /// learn them but raising no event (not counted in `points`), and the events they would have raised.
     pub warm_up_points: u64,
@@ -194,6 +199,13 @@ impl RunSummary {
                 "\noperator feedback: verdicts applied: {}, points scored with learning held: {}, events not raised \
                  within a rejected deviation: {}, re-baselines: {}",
                 self.feedback_verdicts, self.feedback_held_points, self.feedback_suppressed, self.feedback_rebaselines
+            )
+        } else {
+            String::new()
+        } + &if self.shifts_reverted > 0 {
+            format!(
+                "\nlevel shifts undone within detector.level-shift.revert-within (models put back as before them): {}",
+                self.shifts_reverted
             )
         } else {
             String::new()

@@ -413,6 +413,7 @@ pub fn run(
         feedback_held_points: sum(|c| c.feedback_held.load(std::sync::atomic::Ordering::Relaxed)),
         feedback_suppressed: sum(|c| c.feedback_suppressed.load(std::sync::atomic::Ordering::Relaxed)),
         feedback_rebaselines: sum(|c| c.feedback_rebaselines.load(std::sync::atomic::Ordering::Relaxed)),
+        shifts_reverted: sum(|c| c.shifts_reverted.load(std::sync::atomic::Ordering::Relaxed)),
         warm_up_points: sum(|c| c.warm_up_points.load(std::sync::atomic::Ordering::Relaxed)),
         warm_up_events_dropped: sum(|c| c.warm_up_events.load(std::sync::atomic::Ordering::Relaxed)),
         incidents: collected.incidents,
@@ -615,6 +616,7 @@ fn shard_loop(
         counters.add(&counters.feedback_held, stats.feedback_held);
         counters.add(&counters.feedback_suppressed, stats.feedback_suppressed);
         counters.add(&counters.feedback_rebaselines, stats.feedback_rebaselines);
+        counters.add(&counters.shifts_reverted, stats.shifts_reverted);
         // After the batch: the series it left quiet for `engine.series-idle` are forgotten (a no-op when unset).
         counters.add(&counters.forgotten, det.forget_quiet(b.event_time));
         counters.add(&counters.restored, stats.restored);

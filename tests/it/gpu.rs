@@ -169,6 +169,43 @@ fn gpu_detector_handles_repeats_and_rebaselines_like_the_cpu() {
     assert!(s1.level.iter().zip(&s2.level).all(|(x, y)| close(*x, *y, *x)), "{:?} vs {:?}", s1.level, s2.level);
 }
 
+/// An outage two days into a series, then the series back at its old level and a burst 40 minutes later: on both
+/// backends the return undoes the shift (`detector.level-shift.revert-within`: the robust level and scale on the
+/// device go back to what they held before it), and the burst raises the same events.
+#[test]
+fn gpu_detector_undoes_a_shift_the_series_returns_from_like_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let cfg = faultline::config::Config::default_config().unwrap();
+    let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
+        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
+    });
+    let k = Arc::new(faultline::model::SeriesKey::new("cart", "queue_depth", [] as [(&str, &str); 0]));
+    let n = 3_160usize;
+    let vals: Vec<f64> = (0..n)
+        .map(|i| {
+            // Pseudo-noise in [-2, 2): a hash of i, not periodic.
+            let h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let wob = ((h >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0;
+            let outage = if (3_000..3_100).contains(&i) { 10.0 } else { 0.0 };
+            let burst = if (3_140..3_143).contains(&i) { 12.0 } else { 0.0 };
+            100.0 + wob + outage + burst
+        })
+        .collect();
+    let times: Vec<i64> = (0..n as i64).map(|i| i * 60_000).collect();
+    let (ids, keys) = (vec![k.id; n], vec![Arc::clone(&k); n]);
+    let (mut e1, mut e2) = (Vec::new(), Vec::new());
+    let s1 = cpu.process(&ids, &keys, &times, &vals, &mut e1);
+    let s2 = gpu.process(&ids, &keys, &times, &vals, &mut e2);
+    assert_eq!(gpu.scoring().name(), "gpu", "the GPU backend must not have fallen back");
+    assert_eq!((s1.shifts_reverted, s2.shifts_reverted), (1, 1), "the return undid the shift on both backends");
+    assert!(e1.iter().any(|e| e.time >= 3_140 * 60_000), "the burst after the outage is caught");
+    let render = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap() + "\n").collect::<String>()
+    };
+    assert_same_anomalies(&render(&e1), &render(&e2));
+}
+
 /// The whole ensemble with its seasonal baselines and calibrations on the device: daily seasons found, points
 /// judged against them, a spike, a dip and a level shift reported, with the same events as on the CPU (numbers within
 /// `CALIBRATION_TOLERANCE`) and no seasonal or calibration state on the host.

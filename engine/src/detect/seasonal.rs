@@ -308,6 +308,11 @@ impl SeasonalBank {
         self.series[s].active.checked_sub(1).map(usize::from)
     }
 
+    /// The event time of series `s`'s first point (`TimeMs::MIN` before it, or without candidate periods).
+    pub fn first_time(&self, s: usize) -> TimeMs {
+        self.series[s].first_time
+    }
+
     /// Seasonal offset of series `s` at time `t` under its active season (0 without one).
     #[inline]
     pub fn offset(&self, s: usize, t: TimeMs, p: &SeasonalParams) -> f32 {
