@@ -364,6 +364,11 @@ struct BeforeShift {
     back_sum: f32,
 }
 
+/// How far from the level a series left, in the scale it had, a point lies "away" from it for the verdict on a level
+/// shift's return (`ShardDetector::back_from_shift`): 2.5 sigmas, where 1.2 % of a normal series' points lie. The
+/// normal band (6 sigmas and more) would miss shifts inside it; 2 sigmas counted a noisy simulated service's swings.
+const AWAY_SIGMAS: f32 = 2.5;
+
 /// The key of slot `s` in a map by id ([`IdMap`] takes its keys as their own hash): the slot spread over the bits.
 fn slot_id(s: usize) -> SeriesId {
     (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -2228,16 +2233,14 @@ impl ShardDetector {
 
     /// A point of series `p.s` while its model keeps a record from before a level shift: the shift stands once
     /// `revert-within` has passed since its first change point (the record goes); the series is back once
-    /// `revert-after` points in a row lie inside the normal band of the level it left, and then the shift was an
-    /// excursion: the model goes back to that level, and its robust scale, scale floor, rarity sketches and fatigue to
+    /// `revert-after` points in a row lie within [`AWAY_SIGMAS`] of the level it left, after an excursion that lasted
+    /// `settle-after` points and lay farther on at least half of them, and then the shift was an excursion: the model goes back to that level, and its robust scale, scale floor, rarity sketches and fatigue to
     /// what they held before the shift, so the excursion widens no band and hides no later incident. The seasonal
     /// profiles and the calibrations keep what they learned (anomalous points teach them with bounded weight).
-    #[cold]
     #[inline(never)]
     fn back_from_shift(&mut self, p: &Scored, stats: &mut BatchStats) {
         let s = p.s;
         let key = slot_id(s);
-        let threshold_z = band_z(p, &self.profiles[self.profile[s] as usize]);
         let Some(b) = self.before_shift.get_mut(&key) else {
             self.shifted[s] = false;
             return;
@@ -2248,7 +2251,7 @@ impl ShardDetector {
             return;
         }
         b.points += 1;
-        if compress(hold_z(p.y, b.level, b.scale).abs()) >= threshold_z {
+        if hold_z(p.y, b.level, b.scale).abs() >= AWAY_SIGMAS {
             (b.back, b.back_sum) = (0, 0.0);
             b.away += 1;
             return;
@@ -2257,7 +2260,9 @@ impl ShardDetector {
         b.back_sum += p.y;
         // Back for `revert-after` points, after an excursion that lasted as long as a shift takes to settle and held
         // away from the old level on most of its points (not a few spikes between normal points: those taught the
-        // sketches what the series does now and then).
+        // sketches what the series does now and then). Away is past AWAY_SIGMAS, not past the band: a shift inside
+        // the band (5 sigmas, say) raises no event, yet teaches the robust scale its residuals (it doubled over 100
+        // points of one), and its return undoes it as well.
         let ls = &self.cfg.level_shift;
         let excursion = b.points - b.back;
         if b.back < ls.revert_after || excursion < ls.settle_after || 2 * b.away < excursion {
@@ -3736,15 +3741,17 @@ mod tests {
         assert!(rare > learned + 0.6, "the revert put back a sketch that calls it rarer: {rare} against {learned}");
     }
 
-    /// What is not undone: a shift of a series watched for less than a day (its daily rhythm may not be learned yet,
+    /// What is undone and what is not: a shift inside the band is (it raises no event, but its residuals widen the
+    /// band); a shift of a series watched for less than a day (its daily rhythm may not be learned yet,
     /// and a swing that comes back may be that rhythm), and one the series held for longer than `revert-within` (4
     /// hours: a new normal, however it ends).
     #[test]
-    fn young_series_and_shifts_held_past_revert_within_are_not_undone() {
+    fn shifts_inside_the_band_are_undone_young_series_and_long_shifts_are_not() {
         let k = key("queue_depth");
-        let outage = |from: usize, len: usize| {
-            move |i: usize| 100.0 + 2.0 * noise(i) + if (from..from + len).contains(&i) { 10.0 } else { 0.0 }
+        let shift = |from: usize, len: usize, by: f64| {
+            move |i: usize| 100.0 + 2.0 * noise(i) + if (from..from + len).contains(&i) { by } else { 0.0 }
         };
+        let outage = |from: usize, len: usize| shift(from, len, 10.0);
         let reverted = |level: &dyn Fn(usize) -> f64, points: usize| {
             let mut det = detector();
             let xs: Vec<f64> = (0..points).map(level).collect();
@@ -3756,6 +3763,9 @@ mod tests {
         assert_eq!(reverted(&outage(800, 100), 1_000), 0, "on the series' first day: kept");
         assert_eq!(reverted(&outage(3_000, 300), 3_400), 0, "held 5 hours: kept");
         assert_eq!(reverted(&outage(3_000, 200), 3_300), 1, "held 3 hours 20 minutes: undone");
+        // A shift inside the band (+6 on noise of 2: 5 sigmas) raises no event but teaches the robust scale; it is
+        // undone as well.
+        assert_eq!(reverted(&shift(3_000, 100, 6.0), 3_200), 1, "a shift inside the band: undone");
     }
 
     /// A learning pause added at run time (as a change event's is) applies to the matching series already known and
