@@ -833,6 +833,7 @@ fn the_metrics_endpoint_serves_counters_consumer_lag_and_readiness_while_consumi
     assert!(http_get(port, "/healthz").0.contains(" 200"));
     let summary = engine.stop();
     assert_eq!(value(&body, "faultline_anomalies_total ")[0] as u64, summary.anomalies);
+    assert_eq!(value(&body, "faultline_level_shifts_reverted_total ")[0] as u64, summary.shifts_reverted);
     // the endpoint closes with the run (tiny_http's acceptor thread lets go of the socket just after).
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -10,6 +10,7 @@ mod incidents;
 mod kafka;
 mod otlp_http;
 mod otlp_wire;
+mod outages;
 mod schema;
 mod seasons;
 mod support;

@@ -19,6 +19,7 @@ pub fn fixture(name: &str) -> PathBuf {
 pub struct Output {
     pub anomalies: String,
     pub reports: String,
+    pub summary: faultline::metrics::RunSummary,
 }
 
 pub fn load(fixture_name: &str, env: &[(&str, &str)]) -> Config {
@@ -36,8 +37,12 @@ pub fn run(cfg: &Config) -> Output {
         Box::new(JsonlSink::new("reports", Box::new(r.clone()), false, true)),
     ];
     let mut dead = DeadLetters::to_writer(Box::new(std::io::sink()));
-    pipeline::run(cfg, source.as_mut(), graph, sinks, &mut dead).unwrap();
-    Output { anomalies: String::from_utf8(a.contents()).unwrap(), reports: String::from_utf8(r.contents()).unwrap() }
+    let summary = pipeline::run(cfg, source.as_mut(), graph, sinks, &mut dead).unwrap();
+    Output {
+        anomalies: String::from_utf8(a.contents()).unwrap(),
+        reports: String::from_utf8(r.contents()).unwrap(),
+        summary,
+    }
 }
 
 /// Compares `actual` with `tests/golden/<name>`; with `UPDATE_GOLDEN=1` rewrites the file instead.
