@@ -369,6 +369,12 @@ struct BeforeShift {
 /// normal band (6 sigmas and more) would miss shifts inside it; 2 sigmas counted a noisy simulated service's swings.
 const AWAY_SIGMAS: f32 = 2.5;
 
+/// Slot `s`'s record from before a level shift (`shifted`: which slots have one), if it has one, taken out of the map:
+/// the slot has none after.
+fn take_shift_record(shifted: &mut [bool], records: &mut IdMap<BeforeShift>, s: usize) -> Option<BeforeShift> {
+    if std::mem::take(&mut shifted[s]) { records.remove(&slot_id(s)) } else { None }
+}
+
 /// The key of slot `s` in a map by id ([`IdMap`] takes its keys as their own hash): the slot spread over the bits.
 fn slot_id(s: usize) -> SeriesId {
     (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -1144,9 +1150,7 @@ impl ShardDetector {
         self.hold_sigma[s] = 0.0;
         self.hold_n[s] = 0;
         self.hold_sum[s] = 0.0;
-        if std::mem::take(&mut self.shifted[s]) {
-            self.before_shift.remove(&slot_id(s));
-        }
+        take_shift_record(&mut self.shifted, &mut self.before_shift, s);
         self.spread[s] = 0.0;
         self.value[s] = Sketch::default();
         self.resid[s] = Sketch::default();
@@ -2234,9 +2238,10 @@ impl ShardDetector {
     /// A point of series `p.s` while its model keeps a record from before a level shift: the shift stands once
     /// `revert-within` has passed since its first change point (the record goes); the series is back once
     /// `revert-after` points in a row lie within [`AWAY_SIGMAS`] of the level it left, after an excursion that lasted
-    /// `settle-after` points and lay farther on at least half of them, and then the shift was an excursion: the model goes back to that level, and its robust scale, scale floor, rarity sketches and fatigue to
-    /// what they held before the shift, so the excursion widens no band and hides no later incident. The seasonal
-    /// profiles and the calibrations keep what they learned (anomalous points teach them with bounded weight).
+    /// `settle-after` points and lay farther on at least half of them, and then the shift was an excursion: the model
+    /// goes back to that level, and its robust scale, scale floor, rarity sketches and fatigue to what they held
+    /// before the shift, so the excursion widens no band and hides no later incident. The seasonal profiles and the
+    /// calibrations keep what they learned (anomalous points teach them with bounded weight).
     #[inline(never)]
     fn back_from_shift(&mut self, p: &Scored, stats: &mut BatchStats) {
         let s = p.s;
@@ -2246,8 +2251,7 @@ impl ShardDetector {
             return;
         };
         if p.t.saturating_sub(b.since) > self.revert_within_ms {
-            self.before_shift.remove(&key);
-            self.shifted[s] = false;
+            take_shift_record(&mut self.shifted, &mut self.before_shift, s);
             return;
         }
         b.points += 1;
@@ -2268,8 +2272,7 @@ impl ShardDetector {
         if b.back < ls.revert_after || excursion < ls.settle_after || 2 * b.away < excursion {
             return;
         }
-        let b = self.before_shift.remove(&key).expect("looked up above");
-        self.shifted[s] = false;
+        let b = take_shift_record(&mut self.shifted, &mut self.before_shift, s).expect("looked up above");
         self.scoring.set_level(s, b.back_sum / b.back as f32);
         self.scoring.set_mad(s, b.sigma / MAD_TO_SIGMA);
         self.spread[s] = b.spread;
@@ -2373,9 +2376,7 @@ impl ShardDetector {
                 self.scoring.set_level(s, p.y);
                 self.cusum[s].reset();
                 (self.hold_level[s], self.anchor[s]) = (f32::NAN, f32::NAN);
-                if std::mem::take(&mut self.shifted[s]) {
-                    self.before_shift.remove(&slot_id(s));
-                }
+                take_shift_record(&mut self.shifted, &mut self.before_shift, s);
                 // The point is the new normal: nothing about it fires.
                 (ev_expected, held, z_c, level_shift) = (x, false, 0.0, None);
                 stats.feedback_rebaselines += 1;

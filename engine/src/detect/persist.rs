@@ -397,11 +397,11 @@ impl ModelFile {
         {
             return self.check_shape(shape, at).map(|()| 0);
         }
-        let (from, to) = (self.shape.bins.clone(), shape.bins.clone());
+        let (from, to) = (&self.shape.bins, &shape.bins);
         for m in &mut self.models.series {
             let mut bins = Vec::with_capacity(to.iter().sum());
             let mut at = 0;
-            for (c, ((&old, &new), &period)) in from.iter().zip(&to).zip(&shape.periods).enumerate() {
+            for (c, ((&old, &new), &period)) in from.iter().zip(to).zip(&shape.periods).enumerate() {
                 let unit = m.seasonal.units[c];
                 let steps = &m.bins[at..at + old];
                 at += old;
