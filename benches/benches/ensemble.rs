@@ -180,8 +180,8 @@ fn ensemble(c: &mut Criterion) {
         // Saved models (`engine.state-dir`): saving every series' model; and the first tick after a restart, each
         // series registering and taking its saved model back (`restored`), beside the first tick of new series
         // (`new`: registering, fresh models). The detector and its loaded models are built outside the timed region.
-        let saved = det.save_models().expect("the CPU backend");
-        g.bench_function(BenchmarkId::new("save", n), |b| b.iter(|| det.save_models().expect("the CPU backend")));
+        let saved = det.save_models();
+        g.bench_function(BenchmarkId::new("save", n), |b| b.iter(|| det.save_models()));
         let tick = streams.tick(t_full);
         for (name, load) in [("new", false), ("restored", true)] {
             g.bench_function(BenchmarkId::new(name, n), |b| {

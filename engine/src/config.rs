@@ -813,13 +813,6 @@ impl Config {
         if !every.is_zero() && e.state_dir.trim().is_empty() {
             p.push("engine.state-every needs engine.state-dir (the directory the models are saved in)".into());
         }
-        if !e.state_dir.trim().is_empty() && e.backend == Backend::Gpu {
-            p.push(
-                "engine.state-dir needs engine.backend = \"cpu\" or \"auto\" (models are saved from the host; the GPU \
-                 backend keeps them on the device)"
-                    .into(),
-            );
-        }
         if e.shards > 1024 {
             p.push(format!("engine.shards must be at most 1024 (0 = one per core), got {}", e.shards));
         }

@@ -741,6 +741,10 @@ pub struct ShardDetector {
     frozen_bins: Vec<i16>,
     #[cfg(feature = "gpu")]
     frozen_slots: Vec<u32>,
+    /// Saved models that series registered in this batch took back, waiting to be written into the device
+    /// (`flush_device_loads`).
+    #[cfg(feature = "gpu")]
+    device_loads: Vec<(usize, persist::SeriesModel)>,
     /// Saved models loaded (`engine.state-dir`) whose series have not registered yet: each goes into its series'
     /// slot at the series' first point.
     pending: persist::Pending,
@@ -982,6 +986,8 @@ impl ShardDetector {
             },
             holds: 0,
             pending: persist::Pending::default(),
+            #[cfg(feature = "gpu")]
+            device_loads: Vec::new(),
         }
     }
 
@@ -1082,7 +1088,7 @@ impl ShardDetector {
         self.profile[s as usize] = pi;
         // A series whose model was saved before a restart takes it back.
         if let Some(m) = self.pending.remove(&id) {
-            self.restore_series(s as usize, &m);
+            self.restore_series(s as usize, m);
             stats.restored += 1;
         }
         s
@@ -1256,6 +1262,9 @@ impl ShardDetector {
             rounds = rounds.max(r + 1);
             self.kept.push(Kept { i: i as u32, s, round: r, dt });
         }
+        // Models taken back by series registered in this batch go into the device together.
+        #[cfg(feature = "gpu")]
+        self.flush_device_loads();
         for &Kept { s, .. } in &self.kept {
             self.round_of[s as usize] = 0;
         }
@@ -3165,7 +3174,7 @@ mod tests {
             let first = all(0).map(|(k, x)| (k, &x[..cut]));
             stream(&mut on, &mut clock_on, &first, 0);
             stream(&mut before, &mut clock_before, &first, 0);
-            let file = ModelFile::merge(before.model_shape(), [before.save_models().unwrap()]);
+            let file = ModelFile::merge(before.model_shape(), [before.save_models()]);
             let bytes = file.to_bytes();
             let file = ModelFile::from_bytes(&bytes, "test").unwrap();
             assert_eq!(file.models.series.len(), 4);
@@ -3183,11 +3192,10 @@ mod tests {
             assert_ne!(bits_fresh, bits_on);
             // The next save keeps q, and every model of both detectors is the same to the bit (the same models save
             // to the same bytes, whatever their slots).
-            let saved = after.save_models().unwrap();
+            let saved = after.save_models();
             assert!(saved.series.iter().any(|m| m.id == q.id));
             let again = ModelFile { saved_at_ms: 0, ..ModelFile::merge(after.model_shape(), [saved]) };
-            let ran_on =
-                ModelFile { saved_at_ms: 0, ..ModelFile::merge(on.model_shape(), [on.save_models().unwrap()]) };
+            let ran_on = ModelFile { saved_at_ms: 0, ..ModelFile::merge(on.model_shape(), [on.save_models()]) };
             assert!(again.to_bytes() == ran_on.to_bytes(), "spectral {spectral}: {again:?}\n{ran_on:?}");
             // Other seasonal bins: refused, naming both.
             let other = detector_with(|c| c.seasonal.bins = crate::config::Bins::All(48));
@@ -3202,7 +3210,7 @@ mod tests {
         use super::persist::ModelFile;
         let mut det = detector();
         run(&mut det, &key("a"), &wobble(50, 10.0, 1.0), 0);
-        let bytes = ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).to_bytes();
+        let bytes = ModelFile::merge(det.model_shape(), [det.save_models()]).to_bytes();
         let err = |b: &[u8]| ModelFile::from_bytes(b, "dir/models.bin").unwrap_err().to_string();
         assert!(err(b"{}").contains("not a Faultline models file"), "{}", err(b"{}"));
         assert!(err(&bytes[..bytes.len() - 3]).contains("truncated"));

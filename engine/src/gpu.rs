@@ -570,6 +570,24 @@ impl GpuRobust {
         self.pending_mads.push((slot, mad));
     }
 
+    /// Writes saved models into the consecutive slots from `first` (series that take back their models after a
+    /// restart, `engine.state-dir`): their levels, robust scales (MAD) and points seen, replacing what the slots held.
+    /// One write per buffer for the whole run of slots.
+    pub fn load_range(&mut self, first: u32, level: &[f32], mad: &[f32], count: &[u32]) -> Result<(), GpuError> {
+        assert!(level.len() == mad.len() && mad.len() == count.len(), "one value of each per slot");
+        self.reserve_state()?;
+        let slots = first..first + level.len() as u32;
+        self.pending_levels.retain(|(s, _)| !slots.contains(s));
+        self.pending_mads.retain(|(s, _)| !slots.contains(s));
+        self.count[slots.start as usize..slots.end as usize].copy_from_slice(count);
+        let at = u64::from(first) * 4;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.level, at, bytemuck::cast_slice(level));
+        queue.write_buffer(&self.mad, at, bytemuck::cast_slice(mad));
+        queue.write_buffer(&self.count_buf, at, bytemuck::cast_slice(count));
+        Ok(())
+    }
+
     /// Saves the state of `slots` on the device (a learning pause), for [`GpuRobust::restore_slots`] to put back.
     pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
         self.reserve_state()?;

@@ -160,14 +160,10 @@ pub fn run(
     if let Some(err) = &selection.fallback {
         warn!(%err, env = Kernels::ENV, kernel = kernels.name(), "Ignored the kernel override; using the detected kernels.");
     }
-    // Saved models (`engine.state-dir`) are read and written on the host, so `auto` means the CPU with them.
+    // Saved models (`engine.state-dir`) are read back from the device for a save and written into it as their series
+    // come back, so either backend keeps them.
     let state_dir = Some(cfg.engine.state_dir.trim()).filter(|d| !d.is_empty()).map(std::path::PathBuf::from);
-    let backend = match (&state_dir, cfg.engine.backend) {
-        (Some(_), Backend::Auto) => {
-            ResolvedBackend::cpu("auto: engine.state-dir saves the models from the host".into())
-        }
-        _ => resolve_backend(cfg.engine.backend)?,
-    };
+    let backend = resolve_backend(cfg.engine.backend)?;
     let loading = clock::now();
     let mut loaded = match &state_dir {
         Some(dir) => ModelFile::load(dir)?,
@@ -250,7 +246,7 @@ pub fn run(
                 shard_loop(shard, &mut det, &rx, &done_tx, models_tx.as_ref(), &counters[shard]);
                 // At the stop, also after a failure elsewhere: what the models learned from every batch they scored.
                 if let Some(tx) = &models_tx {
-                    send_models(shard, &det, FINAL_SAVE, tx);
+                    send_models(&mut det, FINAL_SAVE, tx);
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start shard thread: {e}")))?;
@@ -535,14 +531,9 @@ fn apply_feedback(det: &mut ShardDetector, f: &Feedback, counters: &ShardCounter
 /// The sequence number a shard's last save (at the stop) carries.
 const FINAL_SAVE: u64 = u64::MAX;
 
-/// Sends shard `shard`'s models, as they stand after batch `seq`, to the saver.
-fn send_models(shard: usize, det: &ShardDetector, seq: u64, tx: &Sender<(u64, ShardModels)>) {
-    match det.save_models() {
-        Ok(m) => {
-            let _ = tx.send((seq, m));
-        }
-        Err(e) => error!(shard, error = %e, "Cannot save this shard's models."),
-    }
+/// Sends a shard's models, as they stand after batch `seq`, to the saver.
+fn send_models(det: &mut ShardDetector, seq: u64, tx: &Sender<(u64, ShardModels)>) {
+    let _ = tx.send((seq, det.save_models()));
 }
 
 /// The model saver's thread: gathers every shard's models saved after one batch (or at the stop) and writes them to
@@ -623,7 +614,7 @@ fn shard_loop(
         if b.save
             && let Some(tx) = saver
         {
-            send_models(shard, det, b.seq, tx);
+            send_models(det, b.seq, tx);
         }
         counters.series.store(det.series_count() as u64, std::sync::atomic::Ordering::Relaxed);
         let done_msg = ShardDone {

@@ -304,6 +304,154 @@ enum Models {
     Feedback,
 }
 
+/// The points of the seasonal scenario, in arrival order.
+struct Points {
+    ids: Vec<u64>,
+    keys: Vec<Arc<faultline::model::SeriesKey>>,
+    times: Vec<i64>,
+    vals: Vec<f64>,
+}
+
+/// Twelve series of three services, 5-minute points over five days: daily seasons on two of every three, noise on
+/// all, and on day 5 a spike (svc0's latency), a dip (svc1's request rate) and a level shift (svc2's request rate).
+fn seasonal_points() -> Points {
+    const DAY: i64 = 86_400_000;
+    const STEP: i64 = 300_000;
+    let metrics = ["request_rate", "latency_p99_ms", "cpu_utilization", "error_rate"];
+    let series: Vec<_> = (0..12)
+        .map(|i| {
+            let (svc, metric) = (format!("svc{}", i / 4), metrics[i % 4]);
+            Arc::new(faultline::model::SeriesKey::new(&svc, metric, [] as [(&str, &str); 0]))
+        })
+        .collect();
+    let (mut ids, mut keys, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
+    let mut rng = Rng(13);
+    for step in 0..5 * DAY / STEP {
+        let t = step * STEP;
+        for (i, k) in series.iter().enumerate() {
+            let day = (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin();
+            let base = 100.0 + 10.0 * i as f64 + if i % 3 == 2 { 0.0 } else { 40.0 * day };
+            let late = t - 4 * DAY;
+            let spike = if i == 1 && (600_000..1_500_000).contains(&late) { 120.0 } else { 0.0 };
+            let dip = if i == 4 && (7_200_000..7_800_000).contains(&late) { -90.0 } else { 0.0 };
+            let shift = if i == 8 && late > 10 * 3_600_000 { 60.0 } else { 0.0 };
+            ids.push(k.id);
+            keys.push(Arc::clone(k));
+            times.push(t);
+            vals.push(base + 2.0 * f64::from(rng.unit()) + spike + dip + shift);
+        }
+    }
+    Points { ids, keys, times, vals }
+}
+
+/// A detector on the GPU backend with the configuration `cfg`.
+fn gpu_detector(ctx: &Arc<GpuContext>, cfg: &faultline::config::Config) -> ShardDetector {
+    ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| ScoringBackend::gpu(GpuRobust::new(Arc::clone(ctx), p)))
+}
+
+/// Points `range` of `pts` through `det` in chunks of 499 from the range's start: the events and each point's score.
+fn stream_points(
+    det: &mut ShardDetector,
+    pts: &Points,
+    range: std::ops::Range<usize>,
+) -> (Vec<faultline::event::AnomalyEvent>, Vec<f64>) {
+    let (mut events, mut scores) = (Vec::new(), vec![0.0; range.len()]);
+    for start in range.clone().step_by(499) {
+        let r = start..(start + 499).min(range.end);
+        let out = &mut scores[r.start - range.start..r.end - range.start];
+        let (ids, ks, ts, xs) = (&pts.ids[r.clone()], &pts.keys[r.clone()], &pts.times[r.clone()], &pts.vals[r]);
+        det.process_scored(ids, ks, ts, xs, &mut events, Some(out));
+    }
+    (events, scores)
+}
+
+/// Saved models (`engine.state-dir`) with the GPU backend. A GPU detector saves its models on day 5 of the seasonal
+/// scenario, between the spike and the dip (seasons found, calibrations warm; with and without the spectral
+/// channel), reading them back from the device, and runs on; a new GPU detector that loads them, writing each into
+/// the device as its series comes back, goes on with the same events and every score bit for bit, and at the end
+/// both save the same bytes. Models cross backends: the GPU's loaded on the CPU, and the CPU's on the GPU, raise the
+/// events the other backend's run does (numbers within the backends' tolerance).
+#[test]
+fn gpu_detector_saves_and_takes_back_its_models_like_the_cpu() {
+    use faultline::detect::persist::ModelFile;
+    let Some(ctx) = context() else { return };
+    let pts = seasonal_points();
+    // Day 5, 1 hour in: after the spike, before the dip and the shift (a multiple of the chunk).
+    let (cut, end) = (499 * 28, pts.vals.len());
+    assert_ne!(cut % 12, 0, "the cut falls inside a step: the first series to come back are not the first saved");
+    let render = |ev: &[faultline::event::AnomalyEvent]| {
+        ev.iter().map(|e| serde_json::to_string(&e.to_wire()).unwrap()).collect::<Vec<_>>().join("\n")
+    };
+    let saved = |det: &mut ShardDetector| {
+        let file = ModelFile::merge(det.model_shape(), [det.save_models()]);
+        ModelFile::from_bytes(&ModelFile { saved_at_ms: 0, ..file }.to_bytes(), "test").unwrap()
+    };
+    for spectral in [false, true] {
+        let mut cfg = faultline::config::Config::default_config().unwrap();
+        cfg.detector.spectral.enabled = spectral;
+        cfg.detector.spectral.warmup_points = 50;
+        let (mut on, mut before) = (gpu_detector(&ctx, &cfg), gpu_detector(&ctx, &cfg));
+        stream_points(&mut on, &pts, 0..cut);
+        stream_points(&mut before, &pts, 0..cut);
+        let file = saved(&mut before);
+        assert_eq!(file.models.series.len(), 12);
+        assert_eq!(before.scoring().name(), "gpu", "saving reads the models back and leaves them on the device");
+        let mut after = gpu_detector(&ctx, &cfg);
+        assert_eq!(after.load_models(file.models.clone()).unwrap(), 12);
+        // After the save a new series reports between the others, so the series that take their models back fill
+        // slots in three runs, each written into the device on its own.
+        let newcomer = Arc::new(faultline::model::SeriesKey::new("svc9", "queue_depth", [] as [(&str, &str); 0]));
+        let mut rest = Points { ids: vec![], keys: vec![], times: vec![], vals: vec![] };
+        for j in cut..end {
+            let point = [(pts.ids[j], &pts.keys[j], pts.vals[j]), (newcomer.id, &newcomer, 50.0 + (j % 7) as f64)];
+            for (id, key, v) in point.into_iter().take(if j % 12 == 5 { 2 } else { 1 }) {
+                rest.ids.push(id);
+                rest.keys.push(Arc::clone(key));
+                rest.times.push(pts.times[j]);
+                rest.vals.push(v);
+            }
+        }
+        let all = 0..rest.vals.len();
+        let (events_on, scores_on) = stream_points(&mut on, &rest, all.clone());
+        let (events_after, scores_after) = stream_points(&mut after, &rest, all.clone());
+        assert_eq!(after.scoring().name(), "gpu");
+        let seasonal = events_after.iter().filter(|e| e.stage == faultline::event::Stage::Seasonal).count();
+        assert!(seasonal >= 1, "the loaded seasons judge the dip: {seasonal} seasonal events");
+        assert!(events_after.len() > seasonal, "and the shift is reported: {} events", events_after.len());
+        assert_eq!(render(&events_after), render(&events_on), "spectral {spectral}");
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&scores_after), bits(&scores_on), "spectral {spectral}: every score");
+        let (_, scores_fresh) = stream_points(&mut gpu_detector(&ctx, &cfg), &rest, all.clone());
+        assert_ne!(bits(&scores_fresh), bits(&scores_on), "a detector that starts fresh scores otherwise");
+        assert!(saved(&mut after).to_bytes() == saved(&mut on).to_bytes(), "spectral {spectral}: the same models");
+
+        // Across backends: the GPU's models on the CPU, the CPU's on the GPU.
+        let mut cpu_on = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+        stream_points(&mut cpu_on, &pts, 0..cut);
+        let cpu_file = saved(&mut cpu_on);
+        let (cpu_events_on, _) = stream_points(&mut cpu_on, &rest, all.clone());
+        let mut cpu_after = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
+        cpu_after.load_models(file.models).unwrap();
+        let (from_gpu, _) = stream_points(&mut cpu_after, &rest, all.clone());
+        assert_same_anomalies(&render(&events_on), &render(&from_gpu));
+        let mut gpu_after = gpu_detector(&ctx, &cfg);
+        gpu_after.load_models(cpu_file.models).unwrap();
+        let (from_cpu, _) = stream_points(&mut gpu_after, &rest, all);
+        assert_same_anomalies(&render(&cpu_events_on), &render(&from_cpu));
+    }
+}
+
+/// Through `faultline run`'s pipeline on the GPU backend (`engine.backend = "gpu"` with `engine.state-dir`, refused
+/// before the GPU's models could be saved): stopped in the middle of an outage and started again, the second run takes
+/// the models back into the device, undoes the shift when the series returns, and catches the burst after it.
+#[test]
+fn a_restart_on_the_gpu_inside_an_outage_still_undoes_it() {
+    let Some(_ctx) = context() else { return };
+    let (burst, reverted) = crate::outages::replay_on("gpu", "", Some(3_050));
+    assert_eq!(reverted, 1, "the second run's summary counts the shift undone");
+    assert!(burst > 0, "the burst 40 minutes after the outage is caught");
+}
+
 /// Runs the seasonal scenario through a CPU and a GPU detector; `lose_device_at` (a point index) fails the GPU there.
 fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, models: Models) {
     let pause = models == Models::Pause;
@@ -320,35 +468,9 @@ fn seasons_and_calibrations_on_both_backends(lose_device_at: Option<usize>, mode
             .to_vec();
     }
     let mut cpu = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);
-    let mut gpu = ShardDetector::with_backend(&cfg.detector, &cfg.rca, |p| {
-        ScoringBackend::gpu(GpuRobust::new(Arc::clone(&ctx), p))
-    });
+    let mut gpu = gpu_detector(&ctx, &cfg);
     const DAY: i64 = 86_400_000;
-    const STEP: i64 = 300_000;
-    let metrics = ["request_rate", "latency_p99_ms", "cpu_utilization", "error_rate"];
-    let keys: Vec<_> = (0..12)
-        .map(|i| {
-            let (svc, metric) = (format!("svc{}", i / 4), metrics[i % 4]);
-            Arc::new(faultline::model::SeriesKey::new(&svc, metric, [] as [(&str, &str); 0]))
-        })
-        .collect();
-    let (mut ids, mut ks, mut times, mut vals) = (vec![], vec![], vec![], vec![]);
-    let mut rng = Rng(13);
-    for step in 0..5 * DAY / STEP {
-        let t = step * STEP;
-        for (i, k) in keys.iter().enumerate() {
-            let day = (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin();
-            let base = 100.0 + 10.0 * i as f64 + if i % 3 == 2 { 0.0 } else { 40.0 * day };
-            let late = t - 4 * DAY;
-            let spike = if i == 1 && (600_000..1_500_000).contains(&late) { 120.0 } else { 0.0 };
-            let dip = if i == 4 && (7_200_000..7_800_000).contains(&late) { -90.0 } else { 0.0 };
-            let shift = if i == 8 && late > 10 * 3_600_000 { 60.0 } else { 0.0 };
-            ids.push(k.id);
-            ks.push(Arc::clone(k));
-            times.push(t);
-            vals.push(base + 2.0 * f64::from(rng.unit()) + spike + dip + shift);
-        }
-    }
+    let Points { ids, keys: ks, times, vals } = seasonal_points();
     if models == Models::Feedback {
         // The verdicts are on the events of a run without them, as an operator reads them.
         let mut first = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::Scalar);

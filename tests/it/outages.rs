@@ -9,11 +9,11 @@ use crate::support::run;
 
 /// One-minute points of a queue's depth at 100 (pseudo-noise of ±2), +10 from minute 3,000 for 100 minutes, and a
 /// burst of +12 for three minutes 40 minutes after the outage; replayed with `extra` TOML, stopped and started again
-/// at minute `restart` with the models saved in a state directory. Returns the number of anomaly events at the burst
-/// (and the 3 minutes after it) and the shifts the runs undid.
-fn replay(extra: &str, restart: Option<i64>) -> (usize, u64) {
+/// at minute `restart` with the models saved in a state directory, on `engine.backend` `backend`. Returns the number of
+/// anomaly events at the burst (and the 3 minutes after it) and the shifts the runs undid.
+pub(crate) fn replay_on(backend: &str, extra: &str, restart: Option<i64>) -> (usize, u64) {
     const END: i64 = 3_100;
-    let tag = format!("{}-{}-{}", std::process::id(), extra.len(), restart.unwrap_or(0));
+    let tag = format!("{}-{backend}-{}-{}", std::process::id(), extra.len(), restart.unwrap_or(0));
     let dir = std::env::temp_dir().join(format!("faultline-outages-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state").display().to_string();
@@ -23,7 +23,7 @@ fn replay(extra: &str, restart: Option<i64>) -> (usize, u64) {
     }
     let (mut at_burst, mut reverted) = (0, 0);
     for (from, to) in parts {
-        let (burst, undone) = replay_part(&dir, extra, restart.map(|_| state.as_str()), from, to);
+        let (burst, undone) = replay_part(&dir, backend, extra, restart.map(|_| state.as_str()), from, to);
         at_burst += burst;
         reverted += undone;
     }
@@ -31,8 +31,15 @@ fn replay(extra: &str, restart: Option<i64>) -> (usize, u64) {
     (at_burst, reverted)
 }
 
-/// One run of [`replay`] over minutes `from..to`.
-fn replay_part(dir: &std::path::Path, extra: &str, state: Option<&str>, from: i64, to: i64) -> (usize, u64) {
+/// One run of [`replay_on`] over minutes `from..to`.
+fn replay_part(
+    dir: &std::path::Path,
+    backend: &str,
+    extra: &str,
+    state: Option<&str>,
+    from: i64,
+    to: i64,
+) -> (usize, u64) {
     const START: i64 = 3_000;
     const END: i64 = 3_100;
     let points = dir.join("points.jsonl");
@@ -48,7 +55,7 @@ fn replay_part(dir: &std::path::Path, extra: &str, state: Option<&str>, from: i6
     std::fs::write(&points, lines).unwrap();
     let state = state.map(|d| format!("state-dir = {d:?}\n")).unwrap_or_default();
     let toml = format!(
-        "{extra}[engine]\nshards = 1\n{state}[source]\nkind = \"jsonl\"\npath = {:?}\n[[sinks]]\nkind = \"jsonl\"\n\
+        "{extra}[engine]\nshards = 1\nbackend = \"{backend}\"\n{state}[source]\nkind = \"jsonl\"\npath = {:?}\n[[sinks]]\nkind = \"jsonl\"\n\
          path = \"-\"\n",
         points.display().to_string()
     );
@@ -65,6 +72,7 @@ fn replay_part(dir: &std::path::Path, extra: &str, state: Option<&str>, from: i6
 
 #[test]
 fn an_outage_the_series_comes_back_from_hides_no_later_burst() {
+    let replay = |extra, restart| replay_on("cpu", extra, restart);
     let (burst, reverted) = replay("", None);
     assert_eq!(reverted, 1, "the run summary counts the shift undone");
     assert!(burst > 0, "the burst 40 minutes after the outage is caught");
@@ -77,7 +85,7 @@ fn an_outage_the_series_comes_back_from_hides_no_later_burst() {
 /// shift came back with them, so the series' return after the restart undoes the shift and the burst is caught.
 #[test]
 fn a_restart_inside_an_outage_still_undoes_it() {
-    let (burst, reverted) = replay("", Some(3_050));
+    let (burst, reverted) = replay_on("cpu", "", Some(3_050));
     assert_eq!(reverted, 1, "the second run's summary counts the shift undone");
     assert!(burst > 0, "the burst 40 minutes after the outage is caught");
 }

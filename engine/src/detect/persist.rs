@@ -24,14 +24,27 @@ use serde::{Deserialize, Serialize};
 
 use super::burst::Burst;
 use super::cusum::Cusum;
-use super::seasonal::{self, MAX_PERIODS, SeasonalSaved, is_unit, to_steps};
+use faultline_kernels::robust::RobustState;
+use faultline_kernels::spectral::SpectralState;
+#[cfg(feature = "gpu")]
+use faultline_shaders::SpotStateGpu;
+
+#[cfg(feature = "gpu")]
+use super::seasonal::SeasonalParams;
+use super::seasonal::{self, MAX_PERIODS, SeasonalBank, SeasonalSaved, is_unit, to_steps};
 use super::service::{SeriesPart, ServiceModel};
 use super::sketch::{BINS, Sketch};
+#[cfg(feature = "gpu")]
+use super::spectral::SpectralChannel;
 use super::spectral::SpectralSaved;
 use super::spot::Spot;
 use super::{BeforeShift, IdMap, ShardDetector, slot_id, take_shift_record};
+#[cfg(feature = "gpu")]
+use super::{GpuModels, ScoringBackend};
 use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
+#[cfg(feature = "gpu")]
+use crate::gpu::GpuError;
 use crate::model::{SeriesId, TimeMs};
 
 /// The saved file's first bytes.
@@ -584,10 +597,27 @@ impl ShardDetector {
     }
 
     /// Everything this shard's series have learned, and the loaded models of series that have not come back yet.
-    /// Only where the models live on the host (the CPU backend); the GPU backend's live on the device.
-    pub fn save_models(&self) -> Result<ShardModels> {
-        self.models_on_host()?;
-        let mut series: Vec<SeriesModel> = self.index.values().map(|&s| self.series_model(s as usize)).collect();
+    /// With the GPU backend the models that live on the device are read back first (one download of each model's
+    /// state; a download that fails moves the shard to the CPU, as a failed round does, and the models are read there).
+    pub fn save_models(&mut self) -> ShardModels {
+        let device = self.device_models();
+        let view = match &device {
+            Some(d) => ModelsView {
+                robust: &d.robust,
+                seasonal: &d.seasonal,
+                spot_point: &d.spot_point,
+                spot_shift: &d.spot_shift,
+                spectral: d.spectral.as_ref(),
+            },
+            None => ModelsView {
+                robust: self.scoring.host_state_ref(),
+                seasonal: &self.seasonal,
+                spot_point: &self.spot_point,
+                spot_shift: &self.spot_shift,
+                spectral: None,
+            },
+        };
+        let mut series: Vec<SeriesModel> = self.index.values().map(|&s| self.series_model(s as usize, &view)).collect();
         // In a fixed order (service, then series), so the same models save to the same bytes whatever their slots.
         series.sort_unstable_by_key(|m| (m.service_id, m.id));
         let mut pending: Vec<&SeriesModel> = self.pending.values().collect();
@@ -595,25 +625,57 @@ impl ShardDetector {
         series.extend(pending.into_iter().cloned());
         let mut services = self.service.save();
         services.sort_unstable_by_key(|m| m.id);
-        Ok(ShardModels { series, services })
+        ShardModels { series, services }
     }
 
-    /// An error unless the models live on the host.
-    fn models_on_host(&self) -> Result<()> {
-        if self.scoring.on_host() {
-            return Ok(());
+    /// The models that live on the device, read back to the host (`None` with the CPU backend, or where the read
+    /// failed and the shard moved to the CPU).
+    #[cfg(feature = "gpu")]
+    fn device_models(&mut self) -> Option<DeviceModels> {
+        let ScoringBackend::Gpu(g) = &mut self.scoring else { return None };
+        let n = g.robust.len();
+        let read = |g: &mut GpuModels, spectral: Option<&mut SpectralChannel>, p: &SeasonalParams| {
+            let robust = g.robust.download()?;
+            let seasonal = match &mut g.seasonal {
+                Some(se) => SeasonalBank::from_buffers(&se.download()?, se.first_times(), p),
+                None => {
+                    let mut bank = SeasonalBank::default();
+                    (0..n).for_each(|_| bank.push(p));
+                    bank
+                }
+            };
+            let (spot_point, spot_shift) = match &mut g.spot {
+                Some(sp) => {
+                    let states = sp.download()?;
+                    let spot = |st: &SpotStateGpu| Spot::from_parts(st.t, st.m1, st.m2, st.n, st.peaks);
+                    (states.iter().step_by(2).map(spot).collect(), states.iter().skip(1).step_by(2).map(spot).collect())
+                }
+                None => (vec![Spot::new(1.0); n], vec![Spot::new(1.0); n]),
+            };
+            let spectral = match spectral {
+                Some(sp) => sp.device_state()?,
+                None => None,
+            };
+            Ok::<_, GpuError>(DeviceModels { robust, seasonal, spot_point, spot_shift, spectral })
+        };
+        match read(g, self.spectral.as_mut(), &self.seasonal_params) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fall_back(e);
+                None
+            }
         }
-        Err(Error::config(
-            "engine.state-dir: saved models need the CPU backend (engine.backend = \"cpu\"): the GPU backend's models \
-             live on the device",
-        ))
     }
 
-    /// Slot `s`'s state.
-    fn series_model(&self, s: usize) -> SeriesModel {
-        let state = self.scoring.host_state_ref();
+    #[cfg(not(feature = "gpu"))]
+    fn device_models(&mut self) -> Option<DeviceModels> {
+        None
+    }
+
+    /// Slot `s`'s state, its robust, seasonal and calibration models read from `v`.
+    fn series_model(&self, s: usize, v: &ModelsView) -> SeriesModel {
         let mut bins = Vec::with_capacity(self.seasonal_params.stride());
-        let seasonal = self.seasonal.save(s, &self.seasonal_params, &mut bins);
+        let seasonal = v.seasonal.save(s, &self.seasonal_params, &mut bins);
         let key = &self.keys[s];
         SeriesModel {
             id: key.id,
@@ -621,12 +683,12 @@ impl ShardDetector {
             service: Arc::clone(&key.service),
             metric: Arc::clone(&key.metric),
             labels: key.labels.clone(),
-            robust: (state.level[s], state.mad[s], state.count[s]),
+            robust: (v.robust.level[s], v.robust.mad[s], v.robust.count[s]),
             seasonal: seasonal.to_parts(),
             bins,
-            spot_point: (&self.spot_point[s]).into(),
-            spot_shift: (&self.spot_shift[s]).into(),
-            spectral: self.spectral.as_ref().and_then(|sp| sp.save(s)),
+            spot_point: (&v.spot_point[s]).into(),
+            spot_shift: (&v.spot_shift[s]).into(),
+            spectral: self.spectral.as_ref().and_then(|sp| sp.save(s, v.spectral)),
             cusum: self.cusum[s],
             anchor: self.anchor[s],
             hold: (self.hold_level[s], self.hold_sigma[s], self.hold_n[s], self.hold_sum[s]),
@@ -645,11 +707,10 @@ impl ShardDetector {
     }
 
     /// Loads saved models: each series takes its model back at its first point (from the cold-start ladder's rung
-    /// it had reached, its points up to its saved last time late). Call before the first batch; the models must be
-    /// of this detector's shape ([`ModelFile::check_shape`]; a series of another is skipped). Returns how many series
-    /// were loaded; an error on the GPU backend.
+    /// it had reached, its points up to its saved last time late; with the GPU backend, written into the device's
+    /// state then). Call before the first batch; the models must be of this detector's shape
+    /// ([`ModelFile::check_shape`]; a series of another is skipped). Returns how many series were loaded.
     pub fn load_models(&mut self, models: ShardModels) -> Result<usize> {
-        self.models_on_host()?;
         let stride = self.seasonal_params.stride();
         let before = self.pending.len();
         for m in models.series {
@@ -668,12 +729,10 @@ impl ShardDetector {
     }
 
     /// Puts a loaded model into series slot `s` (fresh, the series just registered).
-    pub(super) fn restore_series(&mut self, s: usize, m: &SeriesModel) {
-        let state = self.scoring.host_state();
-        (state.level[s], state.mad[s], state.count[s]) = m.robust;
-        self.seasonal.restore(s, &self.seasonal_params, &SeasonalSaved::from_parts(&m.seasonal), &m.bins);
-        self.spot_point[s] = (&m.spot_point).into();
-        self.spot_shift[s] = (&m.spot_shift).into();
+    pub(super) fn restore_series(&mut self, s: usize, m: SeriesModel) {
+        if self.scoring.on_host() {
+            self.restore_host_models(s, &m);
+        }
         if let (Some(sp), Some(saved)) = (&mut self.spectral, &m.spectral) {
             sp.restore(s, saved);
         }
@@ -696,6 +755,48 @@ impl ShardDetector {
             self.shifted[s] = true;
             self.before_shift.insert(slot_id(s), b);
         }
+        // The models on the device are written for the whole batch's registrations at once (`flush_device_loads`).
+        #[cfg(feature = "gpu")]
+        if !self.scoring.on_host() {
+            self.device_loads.push((s, m));
+        }
+    }
+
+    /// Slot `s`'s robust, seasonal and calibration models from `m`, on the host.
+    fn restore_host_models(&mut self, s: usize, m: &SeriesModel) {
+        let state = self.scoring.host_state();
+        (state.level[s], state.mad[s], state.count[s]) = m.robust;
+        let saved = SeasonalSaved::from_parts(&m.seasonal);
+        self.seasonal.restore(s, &self.seasonal_params, &saved, &m.bins);
+        self.spot_point[s] = (&m.spot_point).into();
+        self.spot_shift[s] = (&m.spot_shift).into();
+    }
+
+    /// Writes the models that series registered in this batch took back into their device slots: one write per
+    /// device buffer for each run of consecutive slots (a restart registers its series in consecutive slots), where
+    /// one write per series and buffer cost about 50 µs a series on lavapipe. A write that fails moves the shard to
+    /// the CPU, as a failed round does, and the models are put back there. Called after a batch's registrations,
+    /// before its first device pass.
+    #[cfg(feature = "gpu")]
+    pub(super) fn flush_device_loads(&mut self) {
+        if let Some(sp) = &mut self.spectral {
+            sp.flush_restores();
+        }
+        if self.device_loads.is_empty() {
+            return;
+        }
+        let mut loads = std::mem::take(&mut self.device_loads);
+        loads.sort_unstable_by_key(|l| l.0);
+        if let ScoringBackend::Gpu(g) = &mut self.scoring
+            && let Err(e) = write_device_loads(g, &loads, &self.seasonal_params)
+        {
+            self.fall_back(e);
+        }
+        if self.scoring.on_host() {
+            for (s, m) in &loads {
+                self.restore_host_models(*s, m);
+            }
+        }
     }
 
     /// Drops loaded models of series quiet since before `cutoff` (`engine.series-idle`): they are forgotten as a live
@@ -712,6 +813,58 @@ impl ShardDetector {
         });
         before - self.pending.len()
     }
+}
+
+/// Where a save reads each series' robust, seasonal and calibration models: the host's own, or a copy read back from
+/// the device.
+struct ModelsView<'a> {
+    robust: &'a RobustState,
+    seasonal: &'a SeasonalBank,
+    spot_point: &'a [Spot],
+    spot_shift: &'a [Spot],
+    /// The spectral channel's windows read back from the device (`None`: on the host, or no channel).
+    spectral: Option<&'a SpectralState>,
+}
+
+/// The models that live on the device with the GPU backend, read back for a save.
+struct DeviceModels {
+    robust: RobustState,
+    seasonal: SeasonalBank,
+    spot_point: Vec<Spot>,
+    spot_shift: Vec<Spot>,
+    spectral: Option<SpectralState>,
+}
+
+/// Writes the models of `loads` (slot, model; sorted by slot) into the device, one write per device buffer for each
+/// run of consecutive slots.
+#[cfg(feature = "gpu")]
+fn write_device_loads(
+    g: &mut GpuModels,
+    loads: &[(usize, SeriesModel)],
+    p: &SeasonalParams,
+) -> std::result::Result<(), GpuError> {
+    let spot = |x: &SpotParts| SpotStateGpu { t: x.t, m1: x.m1, m2: x.m2, n: x.n, peaks: x.peaks };
+    for run in loads.chunk_by(|a, b| b.0 == a.0 + 1) {
+        let first = run[0].0 as u32;
+        let robust = |f: fn(&SeriesModel) -> f32| run.iter().map(|(_, m)| f(m)).collect::<Vec<f32>>();
+        let counts: Vec<u32> = run.iter().map(|(_, m)| m.robust.2).collect();
+        g.robust.load_range(first, &robust(|m| m.robust.0), &robust(|m| m.robust.1), &counts)?;
+        if let Some(se) = &mut g.seasonal {
+            let mut bank = SeasonalBank::default();
+            for (k, (_, m)) in run.iter().enumerate() {
+                bank.push(p);
+                bank.restore(k, p, &SeasonalSaved::from_parts(&m.seasonal), &m.bins);
+            }
+            let first_times: Vec<TimeMs> = run.iter().map(|(_, m)| m.seasonal.first_time).collect();
+            se.load_range(first, &bank.to_buffers(), &first_times)?;
+        }
+        if let Some(sp) = &mut g.spot {
+            let states: Vec<SpotStateGpu> =
+                run.iter().flat_map(|(_, m)| [spot(&m.spot_point), spot(&m.spot_shift)]).collect();
+            sp.load_range(2 * first, &states)?;
+        }
+    }
+    Ok(())
 }
 
 /// Splits loaded models by the shard that owns their service (`shard_of` the service id over `shards`).
@@ -974,7 +1127,7 @@ mod tests {
         BYTES.get_or_init(|| {
             let mut det = detector();
             feed(&mut det, &keys(), 0, 6 * DAY);
-            ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).to_bytes()
+            ModelFile::merge(det.model_shape(), [det.save_models()]).to_bytes()
         })
     }
 
@@ -1063,7 +1216,7 @@ mod tests {
         cfg.detector.seasonal.bins = crate::config::Bins::Each(vec![96, 48]);
         let mut old = ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect());
         feed(&mut old, &keys(), 0, 6 * DAY);
-        let mut file = ModelFile::merge(old.model_shape(), [old.save_models().unwrap()]);
+        let mut file = ModelFile::merge(old.model_shape(), [old.save_models()]);
         let before = file.clone();
         let shape = detector().model_shape();
         assert_eq!(shape.bins, [96, 84]);
@@ -1219,7 +1372,7 @@ mod tests {
         // Stopped 50 minutes into the outage, after its change point.
         let mut before = detector();
         assert_eq!(run(&mut before, 0, 3_050), (0, 0));
-        let file = ModelFile::merge(before.model_shape(), [before.save_models().unwrap()]);
+        let file = ModelFile::merge(before.model_shape(), [before.save_models()]);
         let file = ModelFile::from_bytes(&file.to_bytes(), "dir/models.bin").unwrap();
         let record = file.models.series[0].shift.expect("the record of the model before the outage is saved");
         assert_eq!((record.0.since - T0) / MINUTE / 10, 300, "from the outage's change point");
@@ -1299,7 +1452,7 @@ mod tests {
         let mut out = Vec::new();
         det.process(&vec![key.id; n], &vec![Arc::clone(&key); n], &times, &xs, &mut out);
         let dir = std::env::temp_dir().join(format!("faultline-models-sigma-{}", std::process::id()));
-        ModelFile::merge(det.model_shape(), [det.save_models().unwrap()]).save(&dir).unwrap();
+        ModelFile::merge(det.model_shape(), [det.save_models()]).save(&dir).unwrap();
         let report = ModelsReport::read(&dir, &cfg.detector, &["*".to_owned()]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let row = &report.rows[0];

@@ -81,16 +81,23 @@ impl SpectralBackend {
             SpectralBackend::Gpu(g) => {
                 if let Err(e) = g.update(slots, x, scores) {
                     // The GPU is an optimisation: move the windows to the CPU and score the chunk there.
-                    tracing::error!(error = %e.0, "GPU spectral scoring failed; this shard continues on the CPU.");
-                    let state = match g.download() {
-                        Ok(state) => state,
-                        Err(e2) => panic!("GPU failed ({}) and its state cannot be recovered ({})", e.0, e2.0),
-                    };
-                    *self = SpectralBackend::Cpu(state);
+                    self.move_to_cpu(e);
                     self.update(slots, x, scores, p);
                 }
             }
         }
+    }
+
+    /// Moves the windows from the device to the host after the device failed with `e`.
+    #[cfg(feature = "gpu")]
+    fn move_to_cpu(&mut self, e: crate::gpu::GpuError) {
+        let SpectralBackend::Gpu(g) = self else { return };
+        tracing::error!(error = %e.0, "GPU spectral scoring failed; this shard continues on the CPU.");
+        let state = match g.download() {
+            Ok(state) => state,
+            Err(e2) => panic!("GPU failed ({}) and its state cannot be recovered ({})", e.0, e2.0),
+        };
+        *self = SpectralBackend::Cpu(state);
     }
 
     /// The windows as the host sees them (downloaded from the device for the GPU backend). For tests.
@@ -115,6 +122,9 @@ pub struct SpectralChannel {
     /// One round's raw values (the detector fills them beside its kernel input) and scores.
     xs: Vec<f32>,
     scores: Vec<f32>,
+    /// Windows restored from saved models that wait to be written into the device (`flush_restores`).
+    #[cfg(feature = "gpu")]
+    restores: Vec<(u32, Vec<f32>, u32)>,
 }
 
 impl SpectralChannel {
@@ -141,6 +151,8 @@ impl SpectralChannel {
             sketch: Vec::new(),
             xs: Vec::new(),
             scores: Vec::new(),
+            #[cfg(feature = "gpu")]
+            restores: Vec::new(),
         })
     }
 
@@ -159,29 +171,80 @@ impl SpectralChannel {
         self.sketch[s] = Sketch::default();
     }
 
-    /// Slot `s`'s window, count and score sketch, for the saved models (`engine.state-dir`); `None` where the windows
-    /// live on the device.
-    pub fn save(&self, s: usize) -> Option<SpectralSaved> {
-        match &self.backend {
-            SpectralBackend::Cpu(st) => Some(SpectralSaved {
-                window: st.window[s * WINDOW..(s + 1) * WINDOW].to_vec(),
-                count: st.count[s],
-                sketch: self.sketch[s],
-            }),
-            #[cfg(feature = "gpu")]
-            SpectralBackend::Gpu(_) => None,
+    /// Slot `s`'s window, count and score sketch, for the saved models (`engine.state-dir`): the host's windows, or
+    /// `device`, the windows read back from the device (`SpectralChannel::device_state`) where they live there.
+    pub fn save(&self, s: usize, device: Option<&SpectralState>) -> Option<SpectralSaved> {
+        #[cfg(feature = "gpu")]
+        let st = match &self.backend {
+            SpectralBackend::Cpu(st) => st,
+            SpectralBackend::Gpu(_) => device?,
+        };
+        #[cfg(not(feature = "gpu"))]
+        let (SpectralBackend::Cpu(st), _) = (&self.backend, device);
+        Some(SpectralSaved {
+            window: st.window[s * WINDOW..(s + 1) * WINDOW].to_vec(),
+            count: st.count[s],
+            sketch: self.sketch[s],
+        })
+    }
+
+    /// The windows read back from the device (`None` where they live on the host).
+    #[cfg(feature = "gpu")]
+    pub fn device_state(&mut self) -> Result<Option<SpectralState>, crate::gpu::GpuError> {
+        match &mut self.backend {
+            SpectralBackend::Cpu(_) => Ok(None),
+            SpectralBackend::Gpu(g) => g.download().map(Some),
         }
     }
 
-    /// Puts back what [`SpectralChannel::save`] saved into slot `s` (host windows; a saved window of another length
-    /// leaves the slot fresh).
+    /// Puts back what [`SpectralChannel::save`] saved into slot `s` (a saved window of another length leaves the
+    /// slot fresh). On the device the window waits for [`SpectralChannel::flush_restores`], which writes a batch's
+    /// restored windows together.
     pub fn restore(&mut self, s: usize, saved: &SpectralSaved) {
-        if let SpectralBackend::Cpu(st) = &mut self.backend
-            && saved.window.len() == WINDOW
-        {
-            st.window[s * WINDOW..(s + 1) * WINDOW].copy_from_slice(&saved.window);
-            st.count[s] = saved.count;
-            self.sketch[s] = saved.sketch;
+        if saved.window.len() != WINDOW {
+            return;
+        }
+        self.sketch[s] = saved.sketch;
+        match &mut self.backend {
+            SpectralBackend::Cpu(st) => {
+                st.window[s * WINDOW..(s + 1) * WINDOW].copy_from_slice(&saved.window);
+                st.count[s] = saved.count;
+            }
+            #[cfg(feature = "gpu")]
+            SpectralBackend::Gpu(_) => self.restores.push((s as u32, saved.window.clone(), saved.count)),
+        }
+    }
+
+    /// Writes the windows restored since the last call into the device, one write per buffer for each run of
+    /// consecutive slots; a write that fails moves the windows to the CPU first, as a failed round does, and they are
+    /// put back there.
+    #[cfg(feature = "gpu")]
+    pub fn flush_restores(&mut self) {
+        if self.restores.is_empty() {
+            return;
+        }
+        let mut restores = std::mem::take(&mut self.restores);
+        restores.sort_unstable_by_key(|r| r.0);
+        if let SpectralBackend::Gpu(g) = &mut self.backend {
+            let mut write = || {
+                for run in restores.chunk_by(|a, b| b.0 == a.0 + 1) {
+                    let windows: Vec<f32> = run.iter().flat_map(|r| r.1.iter().copied()).collect();
+                    let counts: Vec<u32> = run.iter().map(|r| r.2).collect();
+                    g.load_range(run[0].0, &windows, &counts)?;
+                }
+                Ok(())
+            };
+            match write() {
+                Ok(()) => return,
+                Err(e) => self.backend.move_to_cpu(e),
+            }
+        }
+        if let SpectralBackend::Cpu(st) = &mut self.backend {
+            for (s, window, count) in &restores {
+                let s = *s as usize;
+                st.window[s * WINDOW..(s + 1) * WINDOW].copy_from_slice(window);
+                st.count[s] = *count;
+            }
         }
     }
 

@@ -275,6 +275,33 @@ impl GpuSeasonal {
         Ok(())
     }
 
+    /// Writes saved states into the consecutive slots from `first` (`series`: those series in the shader's layout,
+    /// `SeasonalBank::to_buffers`), with their first event times: series that take back their models after a
+    /// restart. One write per state buffer for the whole run of slots.
+    pub fn load_range(&mut self, first: u32, series: &SeasonalBuffers, first_times: &[TimeMs]) -> Result<(), GpuError> {
+        self.reserve(0)?;
+        let n = first_times.len();
+        let strides = Self::strides(&self.params);
+        let parts: [&[u8]; 4] = [
+            bytemuck::cast_slice(&series.profile),
+            bytemuck::cast_slice(&series.cand),
+            bytemuck::cast_slice(&series.plain),
+            bytemuck::cast_slice(&series.info),
+        ];
+        for ((buf, stride), bytes) in self.state.iter().zip(strides).zip(parts) {
+            assert_eq!(bytes.len() as u64, stride * n as u64, "the series' state");
+            if !bytes.is_empty() {
+                self.ctx.queue.write_buffer(buf, u64::from(first) * stride, bytes);
+            }
+        }
+        let slots = first as usize..first as usize + n;
+        self.first_time[slots.clone()].copy_from_slice(first_times);
+        for (active, info) in self.active[slots].iter_mut().zip(series.info.chunks_exact(2)) {
+            *active = info[1] as u8;
+        }
+        Ok(())
+    }
+
     /// Saves the state of series `slots` on the device (a learning pause), for [`GpuSeasonal::restore_slots`].
     pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
         self.saved.clear();

@@ -159,6 +159,17 @@ impl GpuSpectral {
         self.ctx.submit_timed(enc)
     }
 
+    /// Writes saved windows and counts into the consecutive slots from `first` (series that take back their models
+    /// after a restart), one write per buffer.
+    pub fn load_range(&mut self, first: u32, windows: &[f32], counts: &[u32]) -> Result<(), GpuError> {
+        assert_eq!(windows.len(), counts.len() * WINDOW, "one window per count");
+        self.reserve_state()?;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.window, u64::from(first) * WINDOW as u64 * 4, bytemuck::cast_slice(windows));
+        queue.write_buffer(&self.count, u64::from(first) * 4, bytemuck::cast_slice(counts));
+        Ok(())
+    }
+
     /// Replaces the device state with `st` (one window and count per series added so far): the inverse of
     /// [`GpuSpectral::download`], for benchmarks that start from full windows.
     pub fn load(&mut self, st: &SpectralState) -> Result<(), GpuError> {

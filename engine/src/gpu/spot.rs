@@ -85,6 +85,15 @@ impl GpuSpot {
         }
     }
 
+    /// Writes saved calibrator states into the consecutive slots from `first` (series that take back their models
+    /// after a restart), in one write.
+    pub fn load_range(&mut self, first: u32, states: &[SpotStateGpu]) -> Result<(), GpuError> {
+        self.reserve_state()?;
+        let at = u64::from(first) * size_of::<SpotStateGpu>() as u64;
+        self.ctx.queue.write_buffer(&self.state, at, bytemuck::cast_slice(states));
+        Ok(())
+    }
+
     /// Saves calibrators `slots` on the device (a learning pause), for [`GpuSpot::restore_slots`] to put back.
     pub fn save_slots(&mut self, slots: &[u32]) -> Result<(), GpuError> {
         self.reserve_state()?;
