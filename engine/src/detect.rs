@@ -745,6 +745,9 @@ pub struct ShardDetector {
     /// (`flush_device_loads`).
     #[cfg(feature = "gpu")]
     device_loads: Vec<(usize, persist::SeriesModel)>,
+    /// Whether a series took back a saved model since the last `flush_device_loads`.
+    #[cfg(feature = "gpu")]
+    loads_pending: bool,
     /// Saved models loaded (`engine.state-dir`) whose series have not registered yet: each goes into its series'
     /// slot at the series' first point.
     pending: persist::Pending,
@@ -988,6 +991,8 @@ impl ShardDetector {
             pending: persist::Pending::default(),
             #[cfg(feature = "gpu")]
             device_loads: Vec::new(),
+            #[cfg(feature = "gpu")]
+            loads_pending: false,
         }
     }
 
@@ -1264,7 +1269,9 @@ impl ShardDetector {
         }
         // Models taken back by series registered in this batch go into the device together.
         #[cfg(feature = "gpu")]
-        self.flush_device_loads();
+        if self.loads_pending {
+            self.flush_device_loads();
+        }
         for &Kept { s, .. } in &self.kept {
             self.round_of[s as usize] = 0;
         }

@@ -28,6 +28,8 @@ use faultline_kernels::robust::RobustState;
 use faultline_kernels::spectral::SpectralState;
 #[cfg(feature = "gpu")]
 use faultline_shaders::SpotStateGpu;
+#[cfg(feature = "gpu")]
+use faultline_shaders::seasonal::SeasonalBuffers;
 
 #[cfg(feature = "gpu")]
 use super::seasonal::SeasonalParams;
@@ -757,8 +759,11 @@ impl ShardDetector {
         }
         // The models on the device are written for the whole batch's registrations at once (`flush_device_loads`).
         #[cfg(feature = "gpu")]
-        if !self.scoring.on_host() {
-            self.device_loads.push((s, m));
+        {
+            self.loads_pending = true;
+            if !self.scoring.on_host() {
+                self.device_loads.push((s, m));
+            }
         }
     }
 
@@ -778,7 +783,10 @@ impl ShardDetector {
     /// the CPU, as a failed round does, and the models are put back there. Called after a batch's registrations,
     /// before its first device pass.
     #[cfg(feature = "gpu")]
+    #[cold]
+    #[inline(never)]
     pub(super) fn flush_device_loads(&mut self) {
+        self.loads_pending = false;
         if let Some(sp) = &mut self.spectral {
             sp.flush_restores();
         }
@@ -850,13 +858,21 @@ fn write_device_loads(
         let counts: Vec<u32> = run.iter().map(|(_, m)| m.robust.2).collect();
         g.robust.load_range(first, &robust(|m| m.robust.0), &robust(|m| m.robust.1), &counts)?;
         if let Some(se) = &mut g.seasonal {
-            let mut bank = SeasonalBank::default();
-            for (k, (_, m)) in run.iter().enumerate() {
-                bank.push(p);
-                bank.restore(k, p, &SeasonalSaved::from_parts(&m.seasonal), &m.bins);
+            // The shader's layout (`SeasonalBank::to_buffers`), from the saved parts as they are. (Built here rather
+            // than through a `SeasonalBank`: calling the bank's methods from this module changed how the compiler
+            // laid out the seasonal lanes, and the CPU's NAB loop ran 8-12 % slower.)
+            let mut buffers = SeasonalBuffers::default();
+            for (_, m) in run {
+                let parts = &m.seasonal;
+                buffers.profile.extend(m.bins.iter().map(|&q| i32::from(q)));
+                for (cand, unit) in parts.cand.iter().zip(parts.units).take(p.periods.len()) {
+                    buffers.cand.extend(cand.iter().copied().chain([unit]));
+                }
+                buffers.plain.extend(parts.flat);
+                buffers.info.extend([parts.n, u32::from(parts.active)]);
             }
             let first_times: Vec<TimeMs> = run.iter().map(|(_, m)| m.seasonal.first_time).collect();
-            se.load_range(first, &bank.to_buffers(), &first_times)?;
+            se.load_range(first, &buffers, &first_times)?;
         }
         if let Some(sp) = &mut g.spot {
             let states: Vec<SpotStateGpu> =
@@ -888,6 +904,7 @@ pub type Pending = IdMap<SeriesModel>;
 pub struct ModelsReport {
     pub path: String,
     pub bytes: u64,
+    /// The format version the file was written in (this build reads it converted to [`FORMAT_VERSION`]).
     pub format_version: u32,
     pub saved_at: String,
     pub periods: Vec<String>,
@@ -945,10 +962,11 @@ impl ModelsReport {
         let warmup = cfg.warmup_points;
         let robust = ShardDetector::robust_params(cfg);
         let path = dir.join(FILE_NAME);
-        let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
-        let Some(file) = ModelFile::load(dir)? else {
-            return Err(Error::io(&path, std::io::Error::from(std::io::ErrorKind::NotFound)));
-        };
+        let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let file = ModelFile::from_bytes(&raw, &path.display().to_string())?;
+        // The header was checked: the version the file was written in (an older one is converted as it is read).
+        let format_version = u32::from_le_bytes(raw[8..12].try_into().expect("four bytes"));
+        let bytes = raw.len() as u64;
         let stage = |m: &SeriesModel| match (m.robust.2 > warmup, m.seasonal.active > 0) {
             (false, _) => "cold-start",
             (true, false) => "robust",
@@ -1003,7 +1021,7 @@ impl ModelsReport {
         Ok(Self {
             path: path.display().to_string(),
             bytes,
-            format_version: FORMAT_VERSION,
+            format_version,
             saved_at: crate::clock::fmt_time(file.saved_at_ms),
             periods: file.shape.periods.iter().map(|&p| period(p)).collect(),
             bins: file.shape.bins.clone(),
@@ -1021,11 +1039,16 @@ impl ModelsReport {
     /// The report as text.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{} ({} bytes, format {}), saved {}\nseasonal periods {} with {:?} bins\n{} series of {} services: {} on \
+            "{} ({} bytes, format {}{}), saved {}\nseasonal periods {} with {:?} bins\n{} series of {} services: {} on \
              cold-start rules, {} on the robust model, {} seasonal\n",
             self.path,
             self.bytes,
             self.format_version,
+            if self.format_version < FORMAT_VERSION {
+                format!(", read as {FORMAT_VERSION}: the next save writes {FORMAT_VERSION}")
+            } else {
+                String::new()
+            },
             self.saved_at,
             self.periods.join(", "),
             self.bins,
@@ -1343,6 +1366,14 @@ mod tests {
         assert!(loaded.models.series.iter().all(|m| m.shift.is_none()));
         assert_eq!(loaded.to_bytes()[HEADER..], saved()[HEADER..], "the same models");
         assert!(run_on(loaded) > 0);
+        // `faultline models` says which version the file is in.
+        let dir = std::env::temp_dir().join(format!("faultline-persist-v2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FILE_NAME), &bytes).unwrap();
+        let report = ModelsReport::read(&dir, &Config::default_config().unwrap().detector, &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((report.format_version, report.series), (2, 8));
+        assert!(report.render().contains("format 2, read as 3: the next save writes 3"), "{}", report.render());
     }
 
     /// A restart that falls inside an outage keeps the model's record from before the level shift: when the series
@@ -1394,6 +1425,7 @@ mod tests {
         let cfg = Config::default_config().unwrap();
         let report = ModelsReport::read(&dir, &cfg.detector, &["queue".into()]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(report.format_version, FORMAT_VERSION);
         let row = &report.rows[0];
         assert_eq!(row.shifted_since.as_deref(), Some(clock::fmt_time(record.0.since).as_str()));
         assert!((row.level_before_shift.unwrap() - 100.0).abs() < 1.0, "{:?}", row.level_before_shift);
