@@ -6,16 +6,16 @@ import subprocess
 import sys
 
 
-def replay(binary, points, workdir, extra=""):
+def replay(binary, points, workdir, extra="", engine=""):
     """The anomaly events of `points` (a JSON-lines file) replayed by `binary`, with `extra` TOML ahead of the
-    config; config and events go to `workdir`."""
+    config and `engine` TOML lines in its `[engine]` table; config and events go to `workdir`."""
     config, events = os.path.join(workdir, "c.toml"), os.path.join(workdir, "anomalies.jsonl")
     with open(config, "w") as f:
         f.write(
             extra
             + f"""[engine]
 shards = 1
-[source]
+{engine}[source]
 kind = "jsonl"
 path = "{points}"
 [[sinks]]
