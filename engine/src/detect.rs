@@ -756,6 +756,12 @@ pub struct ShardDetector {
     feedback_params: FeedbackParams,
     /// Series whose learning an accepted anomaly holds (or will hold): while any, rounds look for held points.
     holds: usize,
+    /// Tests: every point through the whole event path (`finish_quiet` off), to check the short path against it.
+    #[cfg(test)]
+    whole_event_path: bool,
+    /// Tests: points `finish_quiet` finished.
+    #[cfg(test)]
+    quiet_points: u64,
 }
 
 /// `[detector.feedback]` in event-time milliseconds.
@@ -993,6 +999,10 @@ impl ShardDetector {
             device_loads: Vec::new(),
             #[cfg(feature = "gpu")]
             loads_pending: false,
+            #[cfg(test)]
+            whole_event_path: false,
+            #[cfg(test)]
+            quiet_points: 0,
         }
     }
 
@@ -2330,6 +2340,9 @@ impl ShardDetector {
     #[inline(always)]
     fn finish_point(&mut self, p: &Scored, out: &mut Vec<AnomalyEvent>, stats: &mut BatchStats) -> f64 {
         let s = p.s;
+        if let Some(stream) = self.finish_quiet(p) {
+            return stream;
+        }
         if p.switch != Switch::Unchanged {
             self.switch_season(p);
         }
@@ -2575,6 +2588,60 @@ impl ShardDetector {
         });
         stats.anomalies += 1;
         stream
+    }
+
+    /// `finish_point` of a quiet point, the usual case, or None where `p` needs the whole event path. A quiet point
+    /// flags nothing: no season switch, no level shift, no hold after one, no operator feedback on its series, no rule
+    /// hit, and inside the normal band. Only the score stream, the scale floor, the service's score and traffic volume
+    /// and the M-of-N history move, exactly as `finish_point` moves them (checked against it in the tests).
+    #[inline(always)]
+    fn finish_quiet(&mut self, p: &Scored) -> Option<f64> {
+        #[cfg(test)]
+        if self.whole_event_path {
+            return None;
+        }
+        let s = p.s;
+        let prof = &self.profiles[self.profile[s] as usize];
+        let (learned, x) = (p.learned, p.x);
+        let rules = !(learned && p.seen > prof.warmup && !prof.rules_always);
+        // Outside the band is `>=` as in `finish_point`: a NaN statistic is inside.
+        if p.switch != Switch::Unchanged
+            || p.level_shift.is_some()
+            || p.z_c >= band_z(p, prof)
+            || prof.feedback
+            || (learned && !self.hold_level[s].is_nan())
+            || (rules && (prof.above.is_some_and(|b| x > b) || prof.below.is_some_and(|b| x < b)))
+        {
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.quiet_points += 1;
+        }
+        let (mask, traffic, surprise) = (prof.mask, prof.role == Role::Traffic, p.surprise);
+        let recent = f64::from(self.peak[s]) * self.novelty_decay;
+        let novel = if surprise > recent + self.cfg.novelty.margin { surprise } else { 0.0 };
+        self.peak[s] = recent.max(surprise) as f32;
+        if learned && self.service.multivariate(s) {
+            let keep_out = p.anomalous || p.paused || p.held;
+            self.service.observe(s, p.t, p.zf, keep_out, &self.spot_params, &self.service_params);
+        }
+        if !p.excursion {
+            let spread = &mut self.spread[s];
+            let w = (1.0 / p.seen as f32).max(self.cfg.scale_floor_alpha as f32);
+            let cap = if *spread > 0.0 { SPREAD_CAP * *spread } else { f32::INFINITY };
+            *spread += w * (p.residual.abs().min(cap) - *spread);
+        }
+        if traffic {
+            self.service.record_volume(s, x);
+        }
+        let was = self.flags[s];
+        let hist = (was << 1) & mask;
+        self.flags[s] = hist | if hist != 0 { was & RUN_OPEN } else { 0 };
+        if hist == 0 {
+            self.run_start[s] = TimeMs::MIN;
+        }
+        Some(surprise_to_unit(novel, self.alarm).max(0.0))
     }
 
     /// Point `p` switched its series' season (found one, lost it or changed it): the models that judged residuals of
@@ -4295,5 +4362,177 @@ mod tests {
         assert_eq!(got_a, ref_a);
         assert_eq!(got_b, ref_b);
         assert!(ref_a.iter().any(|&s| s >= 0.5), "the spike scores high");
+    }
+
+    /// The simulator's telemetry (six services of several metrics, traffic roles, injected faults with their level
+    /// shifts and holds) over four days, so the daily seasons are found: a batch a minute.
+    fn simulated_days() -> Vec<crate::model::Batch> {
+        let cfg = Config::default_config().unwrap();
+        let sim_cfg = crate::sim::SimConfig {
+            services: 6,
+            duration: crate::units::HumanDuration::from_secs(4 * 86_400),
+            ..cfg.simulator.clone()
+        };
+        let mut sim = crate::sim::Simulator::new(&sim_cfg).unwrap();
+        let mut batches = Vec::new();
+        let mut batch = crate::model::Batch::with_capacity(0);
+        while sim.next_tick(&mut batch) {
+            batches.push(std::mem::replace(&mut batch, crate::model::Batch::with_capacity(0)));
+        }
+        batches
+    }
+
+    /// Eight days of a service of four series at 5-minute points that find, change and lose their seasons: requests
+    /// with a daily wave and a step of two hours on day 6, a latency whose wave stops on day 5, a queue with growing
+    /// steps through day 7, and an error rate with spikes. A batch an hour.
+    fn seasonal_days() -> Vec<crate::model::Batch> {
+        let day = 288;
+        let wave = move |i: usize| (std::f64::consts::TAU * (i % day) as f64 / day as f64).sin();
+        type Shape = Box<dyn Fn(usize) -> f64>;
+        let series: [(&str, Shape); 4] = [
+            (
+                "request_rate",
+                Box::new(move |i| {
+                    let step = if (6 * day + 100..6 * day + 124).contains(&i) { 300.0 } else { 0.0 };
+                    1000.0 + 400.0 * wave(i) + 10.0 * noise(i) + step
+                }),
+            ),
+            (
+                "latency_p99_ms",
+                Box::new(move |i| 200.0 + if i < 5 * day { 50.0 * wave(i) } else { 0.0 } + 5.0 * noise(i + 1_000_000)),
+            ),
+            (
+                "queue_depth",
+                Box::new(move |i| {
+                    let step = if i / day == 7 { 6.0 * ((i % day) / 48) as f64 } else { 0.0 };
+                    50.0 + 20.0 * wave(2 * i) + noise(i + 2_000_000) + step
+                }),
+            ),
+            (
+                "error_rate",
+                Box::new(move |i| 0.01 + 0.002 * noise(i + 3_000_000) + if i % 701 == 300 { 0.05 } else { 0.0 }),
+            ),
+        ];
+        let keys: Vec<_> = series.iter().map(|(m, _)| key(m)).collect();
+        (0..8 * day)
+            .collect::<Vec<_>>()
+            .chunks(12)
+            .map(|hour| {
+                let mut b = crate::model::Batch::with_capacity(0);
+                for &i in hour {
+                    for (k, (_, f)) in keys.iter().zip(&series) {
+                        b.ids.push(k.id);
+                        b.keys.push(Arc::clone(k));
+                        b.times.push(i as TimeMs * 300_000);
+                        b.values.push(f(i));
+                    }
+                }
+                b
+            })
+            .collect()
+    }
+
+    /// The batches through two detectors on `cfg`, the second with every point on the whole event path, with the
+    /// same operator verdicts on up to eight of the events (one in `every`): every score bit for bit, every event field for field, and the
+    /// models' saved bytes at the end. Returns the events, and the points the first detector finished on the short
+    /// path.
+    fn both_event_paths(cfg: &Config, batches: &[crate::model::Batch], every: usize) -> (usize, u64) {
+        let mut dets = [(); 2].map(|_| ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect()));
+        dets[1].whole_event_path = true;
+        let (mut events, mut verdicts) = (0, 0);
+        for b in batches {
+            let n = b.ids.len();
+            let mut outs = [Vec::new(), Vec::new()];
+            let mut scores = [vec![0.0; n], vec![0.0; n]];
+            for ((det, out), sc) in dets.iter_mut().zip(&mut outs).zip(&mut scores) {
+                det.process_scored(&b.ids, &b.keys, &b.times, &b.values, out, Some(sc));
+            }
+            let bits = |sc: &[f64]| sc.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&scores[0]), bits(&scores[1]), "scores at {}", b.times[0]);
+            assert_eq!(format!("{:?}", outs[0]), format!("{:?}", outs[1]), "events at {}", b.times[0]);
+            for e in &outs[0] {
+                events += 1;
+                let v = match events % every {
+                    _ if verdicts == 8 => continue,
+                    0 => "reject",
+                    k if k == every / 2 => "accept",
+                    _ => continue,
+                };
+                verdicts += 1;
+                for det in &mut dets {
+                    det.add_feedback(&verdict(v, e));
+                }
+            }
+        }
+        let [a, b] = &mut dets;
+        assert_eq!(postcard::to_allocvec(&a.save_models()).unwrap(), postcard::to_allocvec(&b.save_models()).unwrap());
+        assert_eq!(b.quiet_points, 0);
+        assert!(verdicts > 0, "{events} events, no verdict");
+        (events, a.quiet_points)
+    }
+
+    /// The quiet points' short path (`finish_quiet`) gives what the whole event path gives (`both_event_paths`), on
+    /// the defaults and with the controls the defaults leave off: the low-volume guard on the latencies at the middle
+    /// of the services' traffic (so it opens and closes as traffic moves), and rules on two metrics with bounds inside
+    /// the values the series take, one kept after warm-up (and no hold after a level shift: `settle-after = 0`).
+    #[test]
+    fn the_quiet_points_short_path_gives_what_the_whole_event_path_gives() {
+        let batches = simulated_days();
+        let points: usize = batches.iter().map(|b| b.ids.len()).sum();
+        let mut cfg = Config::default_config().unwrap();
+        let (events, quiet) = both_event_paths(&cfg, &batches, 50);
+        // Not vacuous: most points take the short path, the rest the whole one, with events among them.
+        assert!(quiet > points as u64 * 3 / 4 && quiet < points as u64, "{quiet} of {points}");
+        assert!(events > 200, "{events} events");
+
+        // A metric's values across the services, sorted.
+        let values = |metric: &str| {
+            let mut v: Vec<f64> = batches
+                .iter()
+                .flat_map(|b| b.keys.iter().zip(&b.values).filter(|(k, _)| &*k.metric == metric).map(|(_, &x)| x))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            assert!(!v.is_empty(), "{metric}");
+            v
+        };
+        let at = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        let traffic = values("request_rate");
+        cfg.detector.overrides.insert(
+            0,
+            crate::config::OverrideConfig {
+                metric: "latency*".into(),
+                min_volume: Some(at(&traffic, 0.5)),
+                ..Default::default()
+            },
+        );
+        let (cpu, memory) = (values("cpu_utilization"), values("memory_utilization"));
+        cfg.detector.rules = vec![
+            crate::config::RuleConfig {
+                metric: "cpu_utilization".into(),
+                service: None,
+                above: Some(at(&cpu, 0.95)),
+                below: None,
+                always: true,
+            },
+            crate::config::RuleConfig {
+                metric: "memory_utilization".into(),
+                service: None,
+                above: Some(at(&memory, 0.99)),
+                below: Some(at(&memory, 0.01)),
+                always: false,
+            },
+        ];
+        // And no hold after a level shift: its reported change points are the event path's own.
+        cfg.detector.level_shift.settle_after = 0;
+        let (guarded, quiet) = both_event_paths(&cfg, &batches, 50);
+        assert!(quiet > points as u64 / 2 && quiet < points as u64, "{quiet} of {points}");
+        assert!(guarded > 100 && guarded != events, "{guarded} events with the guard and rules, {events} without");
+
+        // Seasons found, changed and lost, and level shifts once a season stands.
+        let batches = seasonal_days();
+        let points: usize = batches.iter().map(|b| b.ids.len()).sum();
+        let (events, quiet) = both_event_paths(&Config::default_config().unwrap(), &batches, 4);
+        assert!(quiet > points as u64 * 3 / 4 && quiet < points as u64, "{quiet} of {points}");
+        assert!(events > 20, "{events} events");
     }
 }
