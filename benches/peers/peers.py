@@ -9,7 +9,9 @@ file does the work:
    writing results are not.
 3. Writes each peer's scores in NAB's results format (`file,timestamp,anomaly_score`) and scores them with
    `faultline eval nab --scores FILE` (all three profiles, NAB's threshold optimiser).
-4. Runs `faultline eval nab` itself (one shard, on the same core) and prints one table.
+4. Runs `faultline eval nab` itself (one shard, on the same core) and prints one table. Each timed pass of a quick
+   peer comes right after a Faultline run, so the two sides of a ratio see the same machine; the medians go in the
+   table, and the median of the pairs' ratios is printed too.
 
 Scores must lie in [0, 1] and should stay ordered: NAB's optimiser sweeps thresholds over the distinct scores, so a
 detector that pins many rows at exactly 1.0 loses every distinction among them. Each peer's mapping is described
@@ -153,16 +155,10 @@ def timed_pass(runner, corpus) -> tuple[float, list[list[float]]]:
     return seconds, outputs
 
 
-def run_peer(peer: str, corpus, out_dir: Path, runs: int, repeat_under: float) -> dict:
-    """Runs a peer over the corpus and writes its results file. A peer whose pass takes under `repeat_under` seconds
-    is timed `runs` times and keeps the median, as Faultline is: a pass of well under a second is at the mercy of
-    whatever else the machine does for part of it. A slower peer is timed once (KNN-CAD takes minutes a pass)."""
-    runner = RUNNERS[peer]
-    seconds, outputs = timed_pass(runner, corpus)
-    passes = [seconds]
-    if seconds < repeat_under:
-        passes += [timed_pass(runner, corpus)[0] for _ in range(runs - 1)]
-    seconds = statistics.median(passes)
+def run_peer(peer: str, corpus, out_dir: Path) -> dict:
+    """One pass of a peer over the corpus: its time, and its results file written. `main` times quick peers again,
+    interleaved with Faultline's runs."""
+    seconds, outputs = timed_pass(RUNNERS[peer], corpus)
     rows = 0
     at_one = 0
     path = out_dir / f"{peer}.csv"
@@ -174,13 +170,7 @@ def run_peer(peer: str, corpus, out_dir: Path, runs: int, repeat_under: float) -
                 s = clean(s)
                 at_one += s == 1.0
                 w.write(f"{name},{t},{s!r}\n")
-    all_s = ", ".join(f"{p:.3f}" for p in passes)
-    print(
-        f"{NAMES[peer]}: {rows} rows in {seconds:.3f} s, median of {len(passes)} pass(es) (all: {all_s}; "
-        f"{rows / seconds:,.0f} points/s)",
-        file=sys.stderr,
-    )
-    return {"peer": peer, "rows": rows, "seconds": seconds, "passes": passes, "at_one": at_one, "scores": str(path)}
+    return {"peer": peer, "rows": rows, "passes": [seconds], "at_one": at_one, "scores": str(path)}
 
 
 def faultline_json(faultline: str, args: list[str], env: dict | None = None) -> dict:
@@ -207,7 +197,13 @@ def main() -> None:
     ap.add_argument("--faultline", default="target/release/faultline", help="the faultline binary")
     ap.add_argument("--out", type=Path, default=Path("target/peers-out"), help="where the results files go")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
-    ap.add_argument("--faultline-runs", type=int, default=5, help="Faultline detector runs (median time is kept)")
+    ap.add_argument(
+        "--faultline-runs",
+        type=int,
+        default=5,
+        help="Faultline detector runs (median time is kept) when no peer is quick; else one before each quick "
+        "peer's timed pass",
+    )
     ap.add_argument(
         "--peer-runs", type=int, default=5, help="passes of each quick peer over the corpus (median time is kept)"
     )
@@ -233,23 +229,47 @@ def main() -> None:
     rows = sum(len(v) for _, _, v in corpus)
     print(f"{len(corpus)} files, {rows} rows", file=sys.stderr)
 
-    # Faultline first: one shard thread, so its time is one core's work; median of several runs (it is short).
+    # Faultline first: one shard thread, so its time is one core's work. Then each peer's first pass (its scores).
     env = dict(os.environ, FAULTLINE__ENGINE__SHARDS="1")
     data_args = ["--data", str(a.data), "--labels", str(a.labels)]
     runs = [faultline_json(a.faultline, [*data_args, "--out", str(a.out / "faultline.csv")], env)]
-    runs += [faultline_json(a.faultline, data_args, env) for _ in range(a.faultline_runs - 1)]
     own = runs[0]
-    own_s = statistics.median(r["detect_s"] for r in runs)
     if own["rows"] != rows:
         sys.exit(f"faultline read {own['rows']} rows, this script {rows}")
+    results = [run_peer(peer, corpus, a.out) for peer in peers]
+    # The timing runs: Faultline's and each quick peer's (a first pass under --repeat-under seconds; a slower peer,
+    # such as KNN-CAD at minutes a pass, is timed once), each peer's pass right after a Faultline run, so both sides
+    # of a ratio see the same machine. A pass of well under a second is at the mercy of whatever else the shared
+    # machine does for part of it; the medians, and the median of the ratios of the pairs, are what is reported.
+    for r in results:
+        r["quick"] = r["passes"][0] < a.repeat_under
+        r["beside"] = []
+    quick = [r for r in results if r["quick"]]
+    for k in range(max(a.faultline_runs, a.peer_runs if quick else 1) - 1):
+        if not quick and len(runs) < a.faultline_runs:
+            runs.append(faultline_json(a.faultline, data_args, env))
+        for r in quick:
+            if k < a.peer_runs - 1:
+                runs.append(faultline_json(a.faultline, data_args, env))
+                r["beside"].append(runs[-1]["detect_s"])
+                r["passes"].append(timed_pass(RUNNERS[r["peer"]], corpus)[0])
+    own_s = statistics.median(r["detect_s"] for r in runs)
     table = [("Faultline (full ensemble)", profiles(own), rows / own_s, count_at_one(a.out / "faultline.csv"))]
 
     timings = []
-    for peer in peers:
-        r = run_peer(peer, corpus, a.out, a.peer_runs, a.repeat_under)
-        timings.append((NAMES[peer], r["seconds"], r["passes"]))
+    for r in results:
+        seconds = statistics.median(r["passes"])
+        all_s = ", ".join(f"{p:.3f}" for p in r["passes"])
+        print(
+            f"{NAMES[r['peer']]}: {r['rows']} rows in {seconds:.3f} s, median of {len(r['passes'])} pass(es) "
+            f"(all: {all_s}; {r['rows'] / seconds:,.0f} points/s)",
+            file=sys.stderr,
+        )
+        # Side by side: the k-th timing run of Faultline and of the peer came one after the other.
+        paired = [p / f for p, f in zip(r["passes"][1:], r["beside"])]
+        timings.append((NAMES[r["peer"]], seconds, r["passes"], paired))
         report = faultline_json(a.faultline, [*data_args, "--scores", r["scores"]])
-        table.append((NAMES[peer], profiles(report), r["rows"] / r["seconds"], r["at_one"]))
+        table.append((NAMES[r["peer"]], profiles(report), r["rows"] / seconds, r["at_one"]))
 
     fastest_peer = max((t[2] for t in table[1:]), default=None)
     print()
@@ -278,9 +298,15 @@ def main() -> None:
         )
     all_s = ", ".join(f"{r['detect_s']:.3f}" for r in runs)
     print(f"Faultline detector time: median of {len(runs)} runs, {own_s:.3f} s (all: {all_s})")
-    for name, seconds, passes in timings:
+    for name, seconds, passes, paired in timings:
         all_p = ", ".join(f"{p:.3f}" for p in passes)
         print(f"{name} time: median of {len(passes)} pass(es), {seconds:.3f} s (all: {all_p})")
+        if paired:
+            all_r = ", ".join(f"{q:.2f}" for q in paired)
+            print(
+                f"Faultline / {name}, run by run (each pair timed one after the other): median "
+                f"{statistics.median(paired):.2f}× (all: {all_r})"
+            )
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes share the machine)")
 
 
