@@ -1239,7 +1239,7 @@ impl ShardDetector {
     }
 
     /// [`ShardDetector::process`], also writing every point's score in [0, 1) into `scores[i]` when given (one slot
-    /// per point; a late point scores 0). The score stream reports each incident once: see the module docs.
+    /// per point; a late or refused point scores 0). The score stream reports each incident once: see the module docs.
     pub fn process_scored(
         &mut self,
         ids: &[SeriesId],
@@ -1249,17 +1249,23 @@ impl ShardDetector {
         out: &mut Vec<AnomalyEvent>,
         mut scores: Option<&mut [f64]>,
     ) -> BatchStats {
-        if let Some(sc) = scores.as_deref_mut() {
+        if let Some(sc) = scores.as_deref() {
             assert_eq!(sc.len(), ids.len(), "one score slot per point");
-            sc.fill(0.0);
         }
         let mut stats = BatchStats { points: ids.len() as u64, ..Default::default() };
         self.kept.clear();
         let mut rounds = 0;
+        // A skipped point scores 0; every other point's score is written by `finish_round`.
+        let mut skip = |i: usize| {
+            if let Some(sc) = scores.as_deref_mut() {
+                sc[i] = 0.0;
+            }
+        };
         for i in 0..ids.len() {
             let s = self.slot_of(i, ids[i], &keys[i], &mut stats);
             if s == REFUSED {
                 stats.refused += 1;
+                skip(i);
                 continue;
             }
             let su = s as usize;
@@ -1267,6 +1273,7 @@ impl ShardDetector {
             // Models read event time only: a point not newer than the series' last one is late and skipped.
             if t <= self.last_time[su] {
                 stats.late += 1;
+                skip(i);
                 continue;
             }
             let dt = if self.last_time[su] == TimeMs::MIN { 0 } else { t - self.last_time[su] };
@@ -3050,8 +3057,10 @@ mod tests {
         let key = Arc::new(SeriesKey::new("a", "b", [] as [(&str, &str); 0]));
         let ids = [key.id; 3];
         let keys = [Arc::clone(&key), Arc::clone(&key), Arc::clone(&key)];
-        let stats = det.process(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new());
+        let mut scores = [f64::NAN; 3];
+        let stats = det.process_scored(&ids, &keys, &[10, 5, 10], &[1.0, 2.0, 3.0], &mut Vec::new(), Some(&mut scores));
         assert_eq!(stats.late, 2);
+        assert_eq!(scores, [0.0; 3], "a late point scores 0 (and a series' first point nothing yet)");
     }
 
     /// Two shards sharing a limit of three series: the fourth series is refused wherever it comes, its points
@@ -3069,8 +3078,9 @@ mod tests {
             let ks: Vec<Arc<SeriesKey>> = which.iter().map(|&k| Arc::clone(&keys[k])).collect();
             let ids: Vec<SeriesId> = ks.iter().map(|k| k.id).collect();
             let x = if (300..306).contains(&m) { 500.0 } else { 100.0 + noise(m as usize) };
+            // Slots the detector must fill, a refused point's with 0.
             scores.clear();
-            scores.resize(ids.len(), 0.0);
+            scores.resize(ids.len(), f64::NAN);
             let mut out = Vec::new();
             let stats = det.process_scored(
                 &ids,
@@ -4433,9 +4443,9 @@ mod tests {
     }
 
     /// The batches through two detectors on `cfg`, the second with every point on the whole event path, with the
-    /// same operator verdicts on up to eight of the events (one in `every`): every score bit for bit, every event field for field, and the
-    /// models' saved bytes at the end. Returns the events, and the points the first detector finished on the short
-    /// path.
+    /// same operator verdicts on up to eight of the events (one in `every`): every score bit for bit, every event
+    /// field for field, and the models' saved bytes at the end. Returns the events, and the points the first detector
+    /// finished on the short path.
     fn both_event_paths(cfg: &Config, batches: &[crate::model::Batch], every: usize) -> (usize, u64) {
         let mut dets = [(); 2].map(|_| ShardDetector::new(&cfg.detector, &cfg.rca, Kernels::detect()));
         dets[1].whole_event_path = true;
