@@ -245,14 +245,13 @@ def main() -> None:
         r["quick"] = r["passes"][0] < a.repeat_under
         r["beside"] = []
     quick = [r for r in results if r["quick"]]
-    for k in range(max(a.faultline_runs, a.peer_runs if quick else 1) - 1):
-        if not quick and len(runs) < a.faultline_runs:
-            runs.append(faultline_json(a.faultline, data_args, env))
+    if not quick:
+        runs += [faultline_json(a.faultline, data_args, env) for _ in range(a.faultline_runs - 1)]
+    for _ in range(a.peer_runs - 1 if quick else 0):
         for r in quick:
-            if k < a.peer_runs - 1:
-                runs.append(faultline_json(a.faultline, data_args, env))
-                r["beside"].append(runs[-1]["detect_s"])
-                r["passes"].append(timed_pass(RUNNERS[r["peer"]], corpus)[0])
+            runs.append(faultline_json(a.faultline, data_args, env))
+            r["beside"].append(runs[-1]["detect_s"])
+            r["passes"].append(timed_pass(RUNNERS[r["peer"]], corpus)[0])
     own_s = statistics.median(r["detect_s"] for r in runs)
     table = [("Faultline (full ensemble)", profiles(own), rows / own_s, count_at_one(a.out / "faultline.csv"))]
 
