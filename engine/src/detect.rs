@@ -2361,9 +2361,7 @@ impl ShardDetector {
         let (value_s, resid_s) = (p.value_s, p.resid_s);
         // The score stream: a point counts only if it beats the series' recent peak by a margin, so an incident
         // scores high once instead of on each of its points.
-        let recent = f64::from(self.peak[s]) * self.novelty_decay;
-        let novel = if surprise > recent + self.cfg.novelty.margin { surprise } else { 0.0 };
-        self.peak[s] = recent.max(surprise) as f32;
+        let novel = novelty(&mut self.peak[s], self.novelty_decay, self.cfg.novelty.margin, surprise);
 
         let x = p.x;
         // The normal band: |z| past the calibrated residual quantile at the configured risk (`threshold` sigmas
@@ -2444,13 +2442,9 @@ impl ShardDetector {
         // persistent excursion (its CUSUM half-way to a change point) or held against the level before a shift not at
         // all, so an outage cannot widen the band it is judged by.
         if !held && !excursion {
-            let spread = &mut self.spread[s];
-            let w = (1.0 / seen as f32).max(self.cfg.scale_floor_alpha as f32);
-            let mut cap = if *spread > 0.0 { SPREAD_CAP * *spread } else { f32::INFINITY };
-            if learned && outside_band && self.flags[s] & 1 == 1 {
-                cap = cap.min(threshold_z * sigma);
-            }
-            *spread += w * (residual.abs().min(cap) - *spread);
+            let edge =
+                if learned && outside_band && self.flags[s] & 1 == 1 { threshold_z * sigma } else { f32::INFINITY };
+            learn_spread(&mut self.spread[s], self.cfg.scale_floor_alpha, residual, seen, edge);
         }
         // The learned model may raise events once the series is past its profile's warm-up too (an override's
         // `warmup-points`: a long-lived series that should learn its season in peace); its cold-start rules apply
@@ -2502,11 +2496,7 @@ impl ShardDetector {
         }
         let t = p.t;
         if !flagged {
-            // The run (if any) stays open while any of its last N points is flagged.
-            self.flags[s] = hist | if hist != 0 { was & RUN_OPEN } else { 0 };
-            if hist == 0 {
-                self.run_start[s] = TimeMs::MIN;
-            }
+            self.unflagged(s, was, hist);
             return stream;
         }
         // Whether the run of flagged points has opened (`detector.onset`). With `rare`, a point outside the band opens
@@ -2626,29 +2616,30 @@ impl ShardDetector {
             self.quiet_points += 1;
         }
         let (mask, traffic, surprise) = (prof.mask, prof.role == Role::Traffic, p.surprise);
-        let recent = f64::from(self.peak[s]) * self.novelty_decay;
-        let novel = if surprise > recent + self.cfg.novelty.margin { surprise } else { 0.0 };
-        self.peak[s] = recent.max(surprise) as f32;
+        let novel = novelty(&mut self.peak[s], self.novelty_decay, self.cfg.novelty.margin, surprise);
         if learned && self.service.multivariate(s) {
             let keep_out = p.anomalous || p.paused || p.held;
             self.service.observe(s, p.t, p.zf, keep_out, &self.spot_params, &self.service_params);
         }
         if !p.excursion {
-            let spread = &mut self.spread[s];
-            let w = (1.0 / p.seen as f32).max(self.cfg.scale_floor_alpha as f32);
-            let cap = if *spread > 0.0 { SPREAD_CAP * *spread } else { f32::INFINITY };
-            *spread += w * (p.residual.abs().min(cap) - *spread);
+            learn_spread(&mut self.spread[s], self.cfg.scale_floor_alpha, p.residual, p.seen, f32::INFINITY);
         }
         if traffic {
             self.service.record_volume(s, x);
         }
         let was = self.flags[s];
-        let hist = (was << 1) & mask;
+        self.unflagged(s, was, (was << 1) & mask);
+        Some(surprise_to_unit(novel, self.alarm).max(0.0))
+    }
+
+    /// The M-of-N history of series `s` after an unflagged point (`hist`, from the history `was` before it): the run,
+    /// if any, stays open while any of its last N points is flagged.
+    #[inline(always)]
+    fn unflagged(&mut self, s: usize, was: u16, hist: u16) {
         self.flags[s] = hist | if hist != 0 { was & RUN_OPEN } else { 0 };
         if hist == 0 {
             self.run_start[s] = TimeMs::MIN;
         }
-        Some(surprise_to_unit(novel, self.alarm).max(0.0))
     }
 
     /// Point `p` switched its series' season (found one, lost it or changed it): the models that judged residuals of
@@ -2798,6 +2789,26 @@ pub fn compress(x: f32) -> f32 {
 
 /// Where [`compress`] turns from nearly linear to logarithmic.
 pub const COMPRESS_KNEE: f32 = 50.0;
+
+/// The score stream's part of a point of `surprise` on a series whose recent peak is `peak`: the surprise where it
+/// beats the peak, decayed by `decay`, by `margin` (so an incident scores high once instead of on each of its
+/// points), else 0. The peak moves on.
+#[inline(always)]
+fn novelty(peak: &mut f32, decay: f64, margin: f64, surprise: f64) -> f64 {
+    let recent = f64::from(*peak) * decay;
+    let novel = if surprise > recent + margin { surprise } else { 0.0 };
+    *peak = recent.max(surprise) as f32;
+    novel
+}
+
+/// A series' scale floor `spread` learns `residual` (its point the `seen`-th; weight at least `alpha`), counted at
+/// most [`SPREAD_CAP`] means and at most `edge` (infinity: no edge).
+#[inline(always)]
+fn learn_spread(spread: &mut f32, alpha: f64, residual: f32, seen: u32, edge: f32) {
+    let w = (1.0 / seen as f32).max(alpha as f32);
+    let cap = if *spread > 0.0 { SPREAD_CAP * *spread } else { f32::INFINITY };
+    *spread += w * (residual.abs().min(cap.min(edge)) - *spread);
+}
 
 /// The event path's normal band of point `p`, in compressed sigmas: the calibrated residual quantile at the configured
 /// risk, at least `threshold` sigmas (`threshold` alone while young or uncalibrated).
